@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages that building and testing Airlock needs.
+# Idempotent and quiet when everything is present; used by both README commands.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config
+  libabsl-dev            # absl::Status / StatusOr (the same Abseil gRPC ships with)
+  libgtest-dev libgmock-dev libbenchmark-dev
+  libpcre2-dev           # Unicode-aware regexes for the BPE pre-tokenizers (\p{L}, \p{N})
+  nlohmann-json3-dev     # JSON: CLI --json output, golden test files
+  libcli11-dev           # airlockctl command line
+  clang libclang-rt-14-dev  # libFuzzer targets
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "build-deps: installing ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
