@@ -5,10 +5,12 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <string_view>
 #include <utility>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 #define AIRLOCK_CONCAT_INNER(a, b) a##b
 #define AIRLOCK_CONCAT(a, b) AIRLOCK_CONCAT_INNER(a, b)
@@ -36,3 +38,8 @@
       std::abort();                                                                           \
     }                                                                                         \
   } while (0)
+
+namespace airlock {
+// Debian's Abseil has its own string_view (not std::string_view); this bridges the two for StrCat.
+inline absl::string_view ToAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+}  // namespace airlock
