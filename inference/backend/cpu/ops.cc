@@ -1,0 +1,122 @@
+// Scalar implementations of the CPU ops; the compiler vectorises the simple loops.
+#include "inference/backend/cpu/ops.h"
+
+#include <array>
+#include <cmath>
+
+#include "inference/base/fp16.h"
+
+namespace airlock::inference::cpu {
+namespace {
+
+const std::array<float, 65536>& F16Table() {
+  static const auto* table = [] {
+    auto* t = new std::array<float, 65536>();
+    for (uint32_t i = 0; i < 65536; ++i) (*t)[i] = F16ToF32(static_cast<uint16_t>(i));
+    return t;
+  }();
+  return *table;
+}
+
+}  // namespace
+
+void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps) {
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(x[i] * x[i]);
+  const double mean = sum / static_cast<double>(n);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(mean + static_cast<double>(eps)));
+  for (int64_t i = 0; i < n; ++i) y[i] = (x[i] * scale) * weight[i];
+}
+
+void RopeCache(int32_t pos, int32_t n_rot, float freq_base, float freq_scale,
+               const float* freq_factors, float* cos_sin) {
+  const float theta_scale = std::pow(freq_base, -2.0f / static_cast<float>(n_rot));
+  float theta = static_cast<float>(pos);
+  for (int32_t i = 0; i < n_rot / 2; ++i) {
+    const float factor = freq_factors != nullptr ? freq_factors[i] : 1.0f;
+    const float angle = freq_scale * (theta / factor);
+    cos_sin[2 * i] = std::cos(angle);
+    cos_sin[2 * i + 1] = std::sin(angle);
+    theta *= theta_scale;
+  }
+}
+
+void ApplyRope(float* head, int32_t n_rot, const float* cos_sin, bool neox) {
+  const int32_t half = n_rot / 2;
+  for (int32_t i = 0; i < half; ++i) {
+    const float c = cos_sin[2 * i], s = cos_sin[2 * i + 1];
+    float* a = neox ? &head[i] : &head[2 * i];
+    float* b = neox ? &head[i + half] : &head[2 * i + 1];
+    const float x0 = *a, x1 = *b;
+    *a = x0 * c - x1 * s;
+    *b = x0 * s + x1 * c;
+  }
+}
+
+void ScaledSoftmax(float* s, int64_t n, float scale) {
+  float max = -INFINITY;
+  for (int64_t i = 0; i < n; ++i) {
+    s[i] *= scale;
+    max = std::max(max, s[i]);
+  }
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float e = std::exp(s[i] - max);
+    s[i] = e;
+    sum += static_cast<double>(e);
+  }
+  const float inv = static_cast<float>(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) s[i] *= inv;
+}
+
+void SwiGlu(const float* gate, const float* up, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    out[i] = (g / (1.0f + std::exp(-g))) * up[i];
+  }
+}
+
+void F16ToF32Row(const uint16_t* src, float* dst, int64_t n) {
+  const auto& table = F16Table();
+  for (int64_t i = 0; i < n; ++i) dst[i] = table[src[i]];
+}
+
+void F32ToF16Row(const float* src, uint16_t* dst, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = F32ToF16(src[i]);
+}
+
+float DotF32(const float* a, const float* b, int64_t n) {
+  float acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int k = 0; k < 8; ++k) acc[k] += a[i + k] * b[i + k];
+  }
+  float sum = 0.0f;
+  for (; i < n; ++i) sum += a[i] * b[i];
+  for (int k = 0; k < 8; ++k) sum += acc[k];
+  return sum;
+}
+
+float DotF16(const uint16_t* a, const uint16_t* b, int64_t n) {
+  const auto& table = F16Table();
+  float acc[8] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (int k = 0; k < 8; ++k) acc[k] += table[a[i + k]] * table[b[i + k]];
+  }
+  float sum = 0.0f;
+  for (; i < n; ++i) sum += table[a[i]] * table[b[i]];
+  for (int k = 0; k < 8; ++k) sum += acc[k];
+  return sum;
+}
+
+void AxpyF32(float a, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+void AxpyF16(float a, const uint16_t* x, float* y, int64_t n) {
+  const auto& table = F16Table();
+  for (int64_t i = 0; i < n; ++i) y[i] += a * table[x[i]];
+}
+
+}  // namespace airlock::inference::cpu

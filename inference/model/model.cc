@@ -1,0 +1,125 @@
+// Model loading: finds each Llama/Qwen2 tensor by name and checks its shape and type.
+#include "inference/model/model.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "inference/base/fp16.h"
+#include "inference/base/status.h"
+
+namespace airlock::inference {
+namespace {
+
+absl::StatusOr<const GgufTensorInfo*> Require(const GgufFile& f, const std::string& name) {
+  const GgufTensorInfo* t = f.FindTensor(name);
+  if (t == nullptr) return absl::InvalidArgumentError(absl::StrCat("model: tensor '", name, "' is missing"));
+  return t;
+}
+
+absl::StatusOr<WeightMatrix> Matrix(const GgufFile& f, const std::string& name, int64_t cols,
+                                    int64_t rows) {
+  AIRLOCK_ASSIGN_OR_RETURN(const GgufTensorInfo* t, Require(f, name));
+  if (t->shape.size() != 2 || t->shape[0] != cols || t->shape[1] != rows) {
+    std::string shape;
+    for (int64_t d : t->shape) absl::StrAppend(&shape, shape.empty() ? "" : ", ", d);
+    return absl::InvalidArgumentError(absl::StrCat("model: tensor '", name, "' has shape [", shape,
+                                                   "], expected [", cols, ", ", rows, "]"));
+  }
+  const TensorTypeTraits& traits = Traits(t->type);
+  if (!traits.computable) {
+    return absl::UnimplementedError(absl::StrCat("model: tensor '", name, "' has type ", traits.name,
+                                                 ", which this engine does not support"));
+  }
+  WeightMatrix m;
+  m.name = name;
+  m.type = t->type;
+  m.data = t->data;
+  m.cols = cols;
+  m.rows = rows;
+  m.row_bytes = *RowBytes(t->type, cols);
+  return m;
+}
+
+// 1-D float parameters (norms, biases) are small: copy them into float vectors whatever their type.
+absl::StatusOr<std::vector<float>> Vector(const GgufFile& f, const std::string& name, int64_t n) {
+  AIRLOCK_ASSIGN_OR_RETURN(const GgufTensorInfo* t, Require(f, name));
+  if (t->n_elements != n || t->shape[0] != n) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model: tensor '", name, "' has ", t->n_elements, " elements, expected ", n));
+  }
+  std::vector<float> out(static_cast<size_t>(n));
+  switch (t->type) {
+    case TensorType::kF32:
+      std::memcpy(out.data(), t->data, out.size() * sizeof(float));
+      break;
+    case TensorType::kF16:
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, t->data + 2 * i, 2);
+        out[i] = F16ToF32(h);
+      }
+      break;
+    case TensorType::kBF16:
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, t->data + 2 * i, 2);
+        out[i] = Bf16ToF32(h);
+      }
+      break;
+    default:
+      return absl::UnimplementedError(absl::StrCat("model: tensor '", name, "' has type ",
+                                                   TensorTypeName(t->type), "; expected f32, f16 or bf16"));
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
+  AIRLOCK_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> file, GgufFile::Open(path));
+  auto model = FromGguf(std::move(file));
+  if (!model.ok()) {
+    return absl::Status(model.status().code(), absl::StrCat(path, ": ", model.status().message()));
+  }
+  return model;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::FromGguf(std::unique_ptr<GgufFile> file) {
+  std::unique_ptr<Model> m(new Model());
+  const GgufFile& f = *file;
+  AIRLOCK_ASSIGN_OR_RETURN(m->config_, ReadModelConfig(f));
+  const ModelConfig& c = m->config_;
+  AIRLOCK_ASSIGN_OR_RETURN(m->token_embd_, Matrix(f, "token_embd.weight", c.n_embd, c.n_vocab));
+  m->tied_ = c.tied_embeddings;
+  if (!m->tied_) {
+    AIRLOCK_ASSIGN_OR_RETURN(m->output_, Matrix(f, "output.weight", c.n_embd, c.n_vocab));
+  }
+  AIRLOCK_ASSIGN_OR_RETURN(m->output_norm_, Vector(f, "output_norm.weight", c.n_embd));
+  if (c.has_rope_freqs) {
+    AIRLOCK_ASSIGN_OR_RETURN(m->rope_freqs_, Vector(f, "rope_freqs.weight", c.n_rot / 2));
+  }
+  m->layers_.resize(static_cast<size_t>(c.n_layer));
+  for (int32_t i = 0; i < c.n_layer; ++i) {
+    LayerWeights& l = m->layers_[static_cast<size_t>(i)];
+    const std::string b = absl::StrCat("blk.", i, ".");
+    AIRLOCK_ASSIGN_OR_RETURN(l.attn_norm, Vector(f, b + "attn_norm.weight", c.n_embd));
+    AIRLOCK_ASSIGN_OR_RETURN(l.wq, Matrix(f, b + "attn_q.weight", c.n_embd, c.n_embd_q()));
+    AIRLOCK_ASSIGN_OR_RETURN(l.wk, Matrix(f, b + "attn_k.weight", c.n_embd, c.n_embd_kv()));
+    AIRLOCK_ASSIGN_OR_RETURN(l.wv, Matrix(f, b + "attn_v.weight", c.n_embd, c.n_embd_kv()));
+    AIRLOCK_ASSIGN_OR_RETURN(l.wo, Matrix(f, b + "attn_output.weight", c.n_embd_q(), c.n_embd));
+    if (c.has_qkv_bias) {
+      AIRLOCK_ASSIGN_OR_RETURN(l.bq, Vector(f, b + "attn_q.bias", c.n_embd_q()));
+      AIRLOCK_ASSIGN_OR_RETURN(l.bk, Vector(f, b + "attn_k.bias", c.n_embd_kv()));
+      AIRLOCK_ASSIGN_OR_RETURN(l.bv, Vector(f, b + "attn_v.bias", c.n_embd_kv()));
+    }
+    AIRLOCK_ASSIGN_OR_RETURN(l.ffn_norm, Vector(f, b + "ffn_norm.weight", c.n_embd));
+    AIRLOCK_ASSIGN_OR_RETURN(l.w_gate, Matrix(f, b + "ffn_gate.weight", c.n_embd, c.n_ff));
+    AIRLOCK_ASSIGN_OR_RETURN(l.w_up, Matrix(f, b + "ffn_up.weight", c.n_embd, c.n_ff));
+    AIRLOCK_ASSIGN_OR_RETURN(l.w_down, Matrix(f, b + "ffn_down.weight", c.n_ff, c.n_embd));
+  }
+  for (const GgufTensorInfo& t : f.tensors()) m->weight_bytes_ += t.bytes;
+  m->file_ = std::move(file);
+  return m;
+}
+
+}  // namespace airlock::inference

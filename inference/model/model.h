@@ -1,0 +1,69 @@
+// A loaded model: the mapped GGUF file, its hyper-parameters, and validated views of every weight.
+// Backend-independent: backends read weights from here (CPU in place, GPUs by upload).
+//
+// Thread-safety: immutable after Load(); shared by all threads.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "inference/base/tensor_type.h"
+#include "inference/gguf/gguf_file.h"
+#include "inference/model/model_config.h"
+
+namespace airlock::inference {
+
+// A 2-D weight of `rows` rows, each `cols` elements of `type`, rows `row_bytes` apart in the mapping.
+struct WeightMatrix {
+  std::string name;
+  TensorType type = TensorType::kF32;
+  const uint8_t* data = nullptr;
+  int64_t cols = 0;
+  int64_t rows = 0;
+  size_t row_bytes = 0;
+
+  const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
+};
+
+struct LayerWeights {
+  std::vector<float> attn_norm;  // [n_embd]
+  WeightMatrix wq, wk, wv, wo;
+  std::vector<float> bq, bk, bv;  // qwen2 only, else empty
+  std::vector<float> ffn_norm;    // [n_embd]
+  WeightMatrix w_gate, w_up, w_down;
+};
+
+class Model {
+ public:
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path);
+  // Builds from an already opened file (tests, the fuzzer).
+  static absl::StatusOr<std::unique_ptr<Model>> FromGguf(std::unique_ptr<GgufFile> file);
+
+  const ModelConfig& config() const { return config_; }
+  const GgufFile& file() const { return *file_; }
+  const WeightMatrix& token_embd() const { return token_embd_; }
+  const WeightMatrix& output() const { return tied_ ? token_embd_ : output_; }
+  const std::vector<float>& output_norm() const { return output_norm_; }
+  const std::vector<float>& rope_freqs() const { return rope_freqs_; }  // empty unless present
+  const std::vector<LayerWeights>& layers() const { return layers_; }
+  // Total bytes of weight data (for reports and memory planning).
+  size_t weight_bytes() const { return weight_bytes_; }
+
+ private:
+  Model() = default;
+
+  std::unique_ptr<GgufFile> file_;
+  ModelConfig config_;
+  WeightMatrix token_embd_;
+  WeightMatrix output_;
+  bool tied_ = false;
+  std::vector<float> output_norm_;
+  std::vector<float> rope_freqs_;
+  std::vector<LayerWeights> layers_;
+  size_t weight_bytes_ = 0;
+};
+
+}  // namespace airlock::inference

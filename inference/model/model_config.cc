@@ -1,0 +1,126 @@
+// ModelConfig from GGUF keys "<arch>.*", with llama.cpp's defaults for optional keys.
+#include "inference/model/model_config.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "inference/base/status.h"
+
+namespace airlock::inference {
+namespace {
+
+// Upper bounds that no real model reaches; they keep hostile files from driving huge allocations.
+constexpr uint32_t kMaxLayers = 1024;
+constexpr uint32_t kMaxDim = 1 << 17;
+constexpr uint32_t kMaxHeads = 1024;
+constexpr uint32_t kMaxContext = 1 << 24;
+
+absl::StatusOr<int32_t> ReadBounded(const GgufFile& f, const std::string& key, uint32_t lo,
+                                    uint32_t hi) {
+  AIRLOCK_ASSIGN_OR_RETURN(uint32_t v, f.GetU32(key));
+  if (v < lo || v > hi) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("model: '", key, "' = ", v, " is outside the supported range [", lo, ", ", hi, "]"));
+  }
+  return static_cast<int32_t>(v);
+}
+
+}  // namespace
+
+const char* ArchitectureName(Architecture arch) {
+  switch (arch) {
+    case Architecture::kLlama: return "llama";
+    case Architecture::kQwen2: return "qwen2";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& f) {
+  ModelConfig c;
+  AIRLOCK_ASSIGN_OR_RETURN(c.arch_name, f.GetString("general.architecture"));
+  if (c.arch_name == "llama") {
+    c.arch = Architecture::kLlama;
+  } else if (c.arch_name == "qwen2") {
+    c.arch = Architecture::kQwen2;
+    c.has_qkv_bias = true;
+    c.rope_neox = true;
+  } else {
+    return absl::UnimplementedError(absl::StrCat("model: architecture '", c.arch_name,
+                                                 "' is not supported (supported: llama, qwen2)"));
+  }
+  AIRLOCK_ASSIGN_OR_RETURN(c.name, f.GetStringOr("general.name", ""));
+  const std::string p = c.arch_name + ".";
+  AIRLOCK_ASSIGN_OR_RETURN(c.n_layer, ReadBounded(f, p + "block_count", 1, kMaxLayers));
+  AIRLOCK_ASSIGN_OR_RETURN(c.n_embd, ReadBounded(f, p + "embedding_length", 1, kMaxDim));
+  AIRLOCK_ASSIGN_OR_RETURN(c.n_head, ReadBounded(f, p + "attention.head_count", 1, kMaxHeads));
+  if (f.Has(p + "attention.head_count_kv")) {
+    AIRLOCK_ASSIGN_OR_RETURN(c.n_head_kv, ReadBounded(f, p + "attention.head_count_kv", 1, kMaxHeads));
+  } else {
+    c.n_head_kv = c.n_head;
+  }
+  if (c.n_head % c.n_head_kv != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("model: head_count ", c.n_head,
+                                                   " is not a multiple of head_count_kv ", c.n_head_kv));
+  }
+  AIRLOCK_ASSIGN_OR_RETURN(c.n_ff, ReadBounded(f, p + "feed_forward_length", 1, kMaxDim * 4));
+  AIRLOCK_ASSIGN_OR_RETURN(c.n_ctx_train, ReadBounded(f, p + "context_length", 1, kMaxContext));
+  if (f.Has(p + "attention.key_length")) {
+    AIRLOCK_ASSIGN_OR_RETURN(c.head_dim, ReadBounded(f, p + "attention.key_length", 1, 1024));
+    if (f.Has(p + "attention.value_length")) {
+      AIRLOCK_ASSIGN_OR_RETURN(int32_t v, ReadBounded(f, p + "attention.value_length", 1, 1024));
+      if (v != c.head_dim) {
+        return absl::UnimplementedError("model: attention.value_length != key_length is not supported");
+      }
+    }
+  } else {
+    if (c.n_embd % c.n_head != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("model: embedding_length ", c.n_embd,
+                                                     " is not a multiple of head_count ", c.n_head));
+    }
+    c.head_dim = c.n_embd / c.n_head;
+  }
+  if (c.head_dim % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("model: head dimension ", c.head_dim, " must be even"));
+  }
+  AIRLOCK_ASSIGN_OR_RETURN(uint32_t n_rot, f.GetU32Or(p + "rope.dimension_count", c.head_dim));
+  if (n_rot == 0 || n_rot > static_cast<uint32_t>(c.head_dim) || n_rot % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("model: rope.dimension_count ", n_rot,
+                                                   " must be even and at most the head dimension ", c.head_dim));
+  }
+  c.n_rot = static_cast<int32_t>(n_rot);
+  AIRLOCK_ASSIGN_OR_RETURN(c.rope_freq_base, f.GetF32Or(p + "rope.freq_base", 10000.0f));
+  AIRLOCK_ASSIGN_OR_RETURN(c.rms_eps, f.GetF32Or(p + "attention.layer_norm_rms_epsilon", 1e-5f));
+  if (!(c.rope_freq_base > 0.0f) || !std::isfinite(c.rope_freq_base)) {
+    return absl::InvalidArgumentError("model: rope.freq_base must be a positive number");
+  }
+  if (!(c.rms_eps > 0.0f) || !std::isfinite(c.rms_eps)) {
+    return absl::InvalidArgumentError("model: attention.layer_norm_rms_epsilon must be positive");
+  }
+  AIRLOCK_ASSIGN_OR_RETURN(std::string scaling, f.GetStringOr(p + "rope.scaling.type", "none"));
+  if (scaling == "linear") {
+    AIRLOCK_ASSIGN_OR_RETURN(float factor, f.GetF32(p + "rope.scaling.factor"));
+    if (!(factor >= 1.0f) || !std::isfinite(factor)) {
+      return absl::InvalidArgumentError("model: rope.scaling.factor must be >= 1");
+    }
+    c.rope_freq_scale = 1.0f / factor;
+  } else if (scaling != "none" && scaling != "llama3") {
+    // llama3 scaling arrives as the rope_freqs.weight tensor; yarn/longrope are not implemented.
+    return absl::UnimplementedError(absl::StrCat("model: rope scaling '", scaling, "' is not supported"));
+  }
+  // The vocabulary size comes from the embedding tensor (vocab_size keys are optional and sometimes
+  // stale); it is checked against the tokenizer at load.
+  const GgufTensorInfo* embd = f.FindTensor("token_embd.weight");
+  if (embd == nullptr) return absl::InvalidArgumentError("model: tensor 'token_embd.weight' is missing");
+  if (embd->shape.size() != 2 || embd->shape[0] != c.n_embd) {
+    return absl::InvalidArgumentError("model: 'token_embd.weight' must be [embedding_length, vocab]");
+  }
+  if (embd->shape[1] < 1 || embd->shape[1] > (1 << 22)) {
+    return absl::InvalidArgumentError("model: vocabulary size out of range");
+  }
+  c.n_vocab = static_cast<int32_t>(embd->shape[1]);
+  c.tied_embeddings = f.FindTensor("output.weight") == nullptr;
+  c.has_rope_freqs = f.FindTensor("rope_freqs.weight") != nullptr;
+  return c;
+}
+
+}  // namespace airlock::inference

@@ -1,0 +1,45 @@
+// Hyper-parameters of a Llama-family model (llama, qwen2), read from GGUF metadata and validated.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "inference/gguf/gguf_file.h"
+
+namespace airlock::inference {
+
+enum class Architecture { kLlama, kQwen2 };
+
+struct ModelConfig {
+  Architecture arch = Architecture::kLlama;
+  std::string arch_name;         // as in general.architecture
+  std::string name;              // general.name, if any
+  int32_t n_layer = 0;
+  int32_t n_embd = 0;
+  int32_t n_head = 0;
+  int32_t n_head_kv = 0;
+  int32_t head_dim = 0;          // attention.key_length, default n_embd / n_head
+  int32_t n_ff = 0;
+  int32_t n_vocab = 0;
+  int32_t n_ctx_train = 0;       // context_length
+  int32_t n_rot = 0;             // rope.dimension_count, default head_dim
+  float rope_freq_base = 10000.0f;
+  float rope_freq_scale = 1.0f;  // 1 / rope.scaling.factor for linear scaling
+  float rms_eps = 1e-5f;
+  bool has_qkv_bias = false;     // qwen2
+  bool rope_neox = false;        // qwen2 rotates (i, i + n_rot/2) pairs; llama adjacent pairs
+  bool tied_embeddings = false;  // output.weight absent: logits use token_embd
+  bool has_rope_freqs = false;   // rope_freqs.weight present (Llama 3.1 rope scaling)
+
+  int32_t n_embd_kv() const { return n_head_kv * head_dim; }
+  int32_t n_embd_q() const { return n_head * head_dim; }
+};
+
+// Reads and validates the hyper-parameters; refuses unsupported architectures and inconsistent or
+// absurd values with a message naming the key.
+absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& file);
+
+const char* ArchitectureName(Architecture arch);
+
+}  // namespace airlock::inference

@@ -1,0 +1,122 @@
+// airlock-bench engine: prompt-processing and generation throughput of the engine on one model
+// file, measured like llama-bench (pp: one batch of N random tokens into an empty context; tg: N
+// single-token steps from an empty context), with peak memory.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+
+#include "inference/backend/backend.h"
+#include "inference/model/model.h"
+
+namespace {
+
+using airlock::inference::CreateCpuBackend;
+using airlock::inference::ExecutorOptions;
+using airlock::inference::KvCacheType;
+using airlock::inference::Model;
+
+struct Stats {
+  double mean = 0, stddev = 0;
+};
+
+Stats Summarize(const std::vector<double>& v) {
+  Stats s;
+  for (double x : v) s.mean += x;
+  s.mean /= static_cast<double>(v.size());
+  for (double x : v) s.stddev += (x - s.mean) * (x - s.mean);
+  s.stddev = v.size() > 1 ? std::sqrt(s.stddev / static_cast<double>(v.size() - 1)) : 0.0;
+  return s;
+}
+
+double PeakRssMiB() {
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"airlock-bench: engine throughput (pp/tg tokens per second) and peak memory"};
+  std::string model_path;
+  std::vector<int> threads = {1};
+  int n_prompt = 512, n_gen = 128, reps = 3;
+  std::string kv = "f16";
+  bool json = false;
+  app.add_option("--model,-m", model_path, "GGUF model file")->required()->check(CLI::ExistingFile);
+  app.add_option("--threads,-t", threads, "Thread counts to measure (repeatable)")->capture_default_str();
+  app.add_option("--n-prompt,-p", n_prompt, "Prompt tokens for the pp test (0 skips)")->capture_default_str();
+  app.add_option("--n-gen,-n", n_gen, "Generated tokens for the tg test (0 skips)")->capture_default_str();
+  app.add_option("--reps,-r", reps, "Repetitions")->capture_default_str();
+  app.add_option("--kv-type", kv, "f16 or f32")->capture_default_str();
+  app.add_flag("--json", json, "JSON lines output");
+  CLI11_PARSE(app, argc, argv);
+
+  auto model = Model::Load(model_path);
+  if (!model.ok()) {
+    std::fprintf(stderr, "airlock-bench: %s\n", std::string(model.status().message()).c_str());
+    return 1;
+  }
+  const auto& cfg = (*model)->config();
+  auto backend = CreateCpuBackend();
+  std::mt19937 rng(42);
+  std::uniform_int_distribution<int32_t> dist(0, cfg.n_vocab - 1);
+  std::vector<float> logits(static_cast<size_t>(cfg.n_vocab));
+  if (!json) {
+    std::printf("| model | size | threads | test | t/s | peak RSS MiB |\n|---|---|---|---|---|---|\n");
+  }
+  for (int t : threads) {
+    ExecutorOptions o;
+    o.n_threads = t;
+    o.n_ctx = std::max(n_prompt, n_gen) + 1;
+    o.n_batch = std::max(1, n_prompt);
+    o.kv_type = kv == "f32" ? KvCacheType::kF32 : KvCacheType::kF16;
+    auto ex = backend->CreateExecutor(**model, o);
+    if (!ex.ok()) {
+      std::fprintf(stderr, "airlock-bench: %s\n", std::string(ex.status().message()).c_str());
+      return 1;
+    }
+    auto run = [&](const std::string& test, int n, bool batch) {
+      if (n <= 0) return;
+      std::vector<double> rates;
+      for (int r = -1; r < reps; ++r) {  // r = -1 is a warm-up run
+        std::vector<int32_t> tokens(static_cast<size_t>(n));
+        for (int32_t& tok : tokens) tok = dist(rng);
+        auto seq = (*ex)->NewSequence();
+        const auto t0 = std::chrono::steady_clock::now();
+        if (batch) {
+          if (!(*ex)->Forward(**seq, tokens, logits.data(), false).ok()) std::abort();
+        } else {
+          for (int i = 0; i < n; ++i) {
+            if (!(*ex)->Forward(**seq, std::span<const int32_t>(&tokens[i], 1), logits.data(), false).ok()) std::abort();
+          }
+        }
+        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        if (r >= 0) rates.push_back(n / s);
+      }
+      const Stats st = Summarize(rates);
+      if (json) {
+        std::printf("{\"model\":\"%s\",\"threads\":%d,\"test\":\"%s\",\"tokens_per_second\":%.3f,\"stddev\":%.3f,"
+                    "\"peak_rss_mib\":%.1f}\n",
+                    model_path.c_str(), t, test.c_str(), st.mean, st.stddev, PeakRssMiB());
+      } else {
+        std::printf("| %s | %.1f MiB | %d | %s | %.2f ± %.2f | %.1f |\n", model_path.c_str(),
+                    static_cast<double>((*model)->weight_bytes()) / (1 << 20), t, test.c_str(), st.mean, st.stddev,
+                    PeakRssMiB());
+      }
+      std::fflush(stdout);
+    };
+    run("pp" + std::to_string(n_prompt), n_prompt, true);
+    run("tg" + std::to_string(n_gen), n_gen, false);
+  }
+  return 0;
+}

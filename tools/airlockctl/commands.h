@@ -1,0 +1,16 @@
+// Subcommand registration for airlockctl. Each Add*Command attaches a subcommand whose callback
+// runs the command and records its exit code.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace airlock::ctl {
+
+void AddRunCommand(CLI::App& app);     // airlockctl run
+void AddModelCommands(CLI::App& app);  // airlockctl model inspect | synth
+
+// Exit status of the command that ran (0 = success).
+int ExitCode();
+void SetExitCode(int code);
+
+}  // namespace airlock::ctl

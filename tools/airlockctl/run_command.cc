@@ -1,0 +1,115 @@
+// `airlockctl run`: generate text with the engine in-process, streamed to stdout or as one JSON object.
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "inference/engine.h"
+#include "tools/airlockctl/commands.h"
+
+namespace airlock::ctl {
+namespace {
+
+int g_exit_code = 0;
+
+struct RunFlags {
+  std::string model;
+  std::string prompt;
+  int32_t max_tokens = 128;
+  float temperature = 0.8f;
+  int32_t top_k = 40;
+  float top_p = 0.95f;
+  float min_p = 0.05f;
+  float repeat_penalty = 1.0f;
+  uint64_t seed = 0;
+  int32_t threads = 0;
+  int32_t ctx = 0;
+  std::string kv_type = "f16";
+  std::vector<std::string> stop;
+  bool json = false;
+};
+
+int Run(const RunFlags& f) {
+  inference::EngineOptions options;
+  options.n_threads = f.threads > 0 ? f.threads : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
+  options.n_ctx = f.ctx;
+  if (f.kv_type == "f16") {
+    options.kv_type = inference::KvCacheType::kF16;
+  } else if (f.kv_type == "f32") {
+    options.kv_type = inference::KvCacheType::kF32;
+  } else {
+    std::fprintf(stderr, "airlockctl run: --kv-type must be f16 or f32, got '%s'\n", f.kv_type.c_str());
+    return 2;
+  }
+  auto engine = inference::Engine::Load(f.model, options);
+  if (!engine.ok()) {
+    std::fprintf(stderr, "airlockctl run: %s\n", std::string(engine.status().message()).c_str());
+    return 1;
+  }
+  inference::GenerateRequest req;
+  req.prompt = f.prompt;
+  req.max_tokens = f.max_tokens;
+  req.stop = f.stop;
+  req.sampling.temperature = f.temperature;
+  req.sampling.top_k = f.top_k;
+  req.sampling.top_p = f.top_p;
+  req.sampling.min_p = f.min_p;
+  req.sampling.repeat_penalty = f.repeat_penalty;
+  req.sampling.seed = f.seed;
+  auto stream = [&](const inference::GeneratedPiece& piece) {
+    if (!f.json) {
+      std::fwrite(piece.text.data(), 1, piece.text.size(), stdout);
+      std::fflush(stdout);
+    }
+    return true;
+  };
+  auto result = (*engine)->Generate(req, stream);
+  if (!result.ok()) {
+    std::fprintf(stderr, "airlockctl run: %s\n", std::string(result.status().message()).c_str());
+    return 1;
+  }
+  if (f.json) {
+    nlohmann::json j;
+    j["prompt_tokens"] = result->prompt_tokens;
+    j["output_tokens"] = result->output_tokens;
+    j["output_text"] = result->text;
+    j["stop_reason"] = inference::StopReasonName(result->stop_reason);
+    j["prompt_seconds"] = result->prompt_seconds;
+    j["generation_seconds"] = result->generation_seconds;
+    // Generated text is valid UTF-8 by construction; replace rather than throw if it ever is not.
+    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+  } else {
+    std::fputc('\n', stdout);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int ExitCode() { return g_exit_code; }
+void SetExitCode(int code) { g_exit_code = code; }
+
+void AddRunCommand(CLI::App& app) {
+  auto flags = std::make_shared<RunFlags>();
+  CLI::App* run = app.add_subcommand("run", "Generate text with a local model file (no daemon)");
+  run->add_option("--model,-m", flags->model, "GGUF model file")->required()->check(CLI::ExistingFile);
+  run->add_option("--prompt,-p", flags->prompt, "Prompt text")->required();
+  run->add_option("--max-tokens,-n", flags->max_tokens, "Maximum tokens to generate")->capture_default_str();
+  run->add_option("--temperature,-t", flags->temperature, "Sampling temperature; 0 = greedy")->capture_default_str();
+  run->add_option("--top-k", flags->top_k, "Top-k filter (<= 0 disables)")->capture_default_str();
+  run->add_option("--top-p", flags->top_p, "Top-p (nucleus) filter (1 disables)")->capture_default_str();
+  run->add_option("--min-p", flags->min_p, "Min-p filter (0 disables)")->capture_default_str();
+  run->add_option("--repeat-penalty", flags->repeat_penalty, "Repetition penalty (1 disables)")->capture_default_str();
+  run->add_option("--seed", flags->seed, "Random seed (same seed, same output)")->capture_default_str();
+  run->add_option("--threads", flags->threads, "CPU threads (default: all cores)");
+  run->add_option("--ctx", flags->ctx, "Context size in tokens (default: model's, at most 4096)");
+  run->add_option("--kv-type", flags->kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  run->add_option("--stop", flags->stop, "Stop string (repeatable)");
+  run->add_flag("--json", flags->json, "Print one JSON object instead of streaming text");
+  run->callback([flags] { SetExitCode(Run(*flags)); });
+}
+
+}  // namespace airlock::ctl
