@@ -4,10 +4,13 @@
 #include <array>
 #include <cmath>
 
+#include "inference/backend/cpu/ops_simd.h"
 #include "inference/base/fp16.h"
 
 namespace airlock::inference::cpu {
 namespace {
+
+bool g_force_scalar = false;
 
 const std::array<float, 65536>& F16Table() {
   static const auto* table = [] {
@@ -18,7 +21,15 @@ const std::array<float, 65536>& F16Table() {
   return *table;
 }
 
+bool UseAvx2() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          __builtin_cpu_supports("f16c");
+  return has && !g_force_scalar;
+}
+
 }  // namespace
+
+void ForceScalarOpsForTesting(bool scalar) { g_force_scalar = scalar; }
 
 void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps) {
   double sum = 0.0;
@@ -77,15 +88,27 @@ void SwiGlu(const float* gate, const float* up, float* out, int64_t n) {
 }
 
 void F16ToF32Row(const uint16_t* src, float* dst, int64_t n) {
+  if (UseAvx2()) {
+    avx2::F16ToF32Row(src, dst, n);
+    return;
+  }
+
   const auto& table = F16Table();
   for (int64_t i = 0; i < n; ++i) dst[i] = table[src[i]];
 }
 
 void F32ToF16Row(const float* src, uint16_t* dst, int64_t n) {
+  if (UseAvx2()) {
+    avx2::F32ToF16Row(src, dst, n);
+    return;
+  }
+
   for (int64_t i = 0; i < n; ++i) dst[i] = F32ToF16(src[i]);
 }
 
 float DotF32(const float* a, const float* b, int64_t n) {
+  if (UseAvx2()) return avx2::DotF32(a, b, n);
+
   float acc[8] = {};
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -98,6 +121,8 @@ float DotF32(const float* a, const float* b, int64_t n) {
 }
 
 float DotF16(const uint16_t* a, const uint16_t* b, int64_t n) {
+  if (UseAvx2()) return avx2::DotF16(a, b, n);
+
   const auto& table = F16Table();
   float acc[8] = {};
   int64_t i = 0;
@@ -111,10 +136,20 @@ float DotF16(const uint16_t* a, const uint16_t* b, int64_t n) {
 }
 
 void AxpyF32(float a, const float* x, float* y, int64_t n) {
+  if (UseAvx2()) {
+    avx2::AxpyF32(a, x, y, n);
+    return;
+  }
+
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
 void AxpyF16(float a, const uint16_t* x, float* y, int64_t n) {
+  if (UseAvx2()) {
+    avx2::AxpyF16(a, x, y, n);
+    return;
+  }
+
   const auto& table = F16Table();
   for (int64_t i = 0; i < n; ++i) y[i] += a * table[x[i]];
 }

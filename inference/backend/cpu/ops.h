@@ -36,4 +36,7 @@ float DotF16(const uint16_t* a, const uint16_t* b, int64_t n);  // both F16, acc
 void AxpyF32(float a, const float* x, float* y, int64_t n);
 void AxpyF16(float a, const uint16_t* x, float* y, int64_t n);
 
+// Tests compare the SIMD variants with the scalar ones; call only while no forward pass runs.
+void ForceScalarOpsForTesting(bool scalar);
+
 }  // namespace airlock::inference::cpu

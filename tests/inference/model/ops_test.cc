@@ -1,0 +1,119 @@
+// CPU ops: SIMD variants against the scalar ones, and the scalar ones against double-precision
+// definitions (RMSNorm, RoPE, softmax, SwiGLU).
+#include "inference/backend/cpu/ops.h"
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "inference/base/fp16.h"
+
+namespace airlock::inference::cpu {
+namespace {
+
+std::vector<float> Random(size_t n, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+std::vector<uint16_t> ToF16(const std::vector<float>& v) {
+  std::vector<uint16_t> h(v.size());
+  for (size_t i = 0; i < v.size(); ++i) h[i] = F32ToF16(v[i]);
+  return h;
+}
+
+class OpsIsaTest : public ::testing::Test {
+ protected:
+  void TearDown() override { ForceScalarOpsForTesting(false); }
+};
+
+TEST_F(OpsIsaTest, SimdMatchesScalar) {
+  for (int64_t n : {1, 7, 8, 15, 16, 64, 100, 128}) {
+    const std::vector<float> a = Random(n, 1), b = Random(n, 2);
+    const std::vector<uint16_t> ha = ToF16(a), hb = ToF16(b);
+    std::vector<float> y_simd = Random(n, 3), y_scalar = y_simd;
+    std::vector<uint16_t> h_simd(n), h_scalar(n);
+    std::vector<float> f_simd(n), f_scalar(n);
+
+    ForceScalarOpsForTesting(true);
+    const float dot32 = DotF32(a.data(), b.data(), n);
+    const float dot16 = DotF16(ha.data(), hb.data(), n);
+    AxpyF32(0.5f, a.data(), y_scalar.data(), n);
+    AxpyF16(-1.25f, ha.data(), y_scalar.data(), n);
+    F32ToF16Row(a.data(), h_scalar.data(), n);
+    F16ToF32Row(hb.data(), f_scalar.data(), n);
+    ForceScalarOpsForTesting(false);
+    EXPECT_NEAR(DotF32(a.data(), b.data(), n), dot32, 1e-5 * n) << n;
+    EXPECT_NEAR(DotF16(ha.data(), hb.data(), n), dot16, 1e-5 * n) << n;
+    AxpyF32(0.5f, a.data(), y_simd.data(), n);
+    AxpyF16(-1.25f, ha.data(), y_simd.data(), n);
+    F32ToF16Row(a.data(), h_simd.data(), n);
+    F16ToF32Row(hb.data(), f_simd.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      EXPECT_NEAR(y_simd[i], y_scalar[i], 1e-6) << n;
+      EXPECT_EQ(h_simd[i], h_scalar[i]) << n;  // both round to nearest even
+      EXPECT_EQ(f_simd[i], f_scalar[i]) << n;
+    }
+  }
+}
+
+TEST(OpsTest, RmsNormMatchesDefinition) {
+  const std::vector<float> x = Random(256, 4, 3.0f), w = Random(256, 5);
+  std::vector<float> y(256);
+  RmsNorm(x.data(), w.data(), y.data(), 256, 1e-5f);
+  double ss = 0;
+  for (float v : x) ss += static_cast<double>(v) * v;
+  const double scale = 1.0 / std::sqrt(ss / 256 + 1e-5);
+  for (int i = 0; i < 256; ++i) EXPECT_NEAR(y[i], x[i] * scale * w[i], 1e-5);
+}
+
+TEST(OpsTest, RopeRotatesPairsByPositionAngle) {
+  const int32_t n_rot = 8;
+  std::vector<float> cs(n_rot);
+  RopeCache(3, n_rot, 10000.0f, 1.0f, nullptr, cs.data());
+  for (int i = 0; i < n_rot / 2; ++i) {
+    const double angle = 3.0 * std::pow(10000.0, -2.0 * i / n_rot);
+    EXPECT_NEAR(cs[2 * i], std::cos(angle), 1e-6);
+    EXPECT_NEAR(cs[2 * i + 1], std::sin(angle), 1e-6);
+  }
+  std::vector<float> head = {1, 0, 0, 1, 1, 1, 2, 0};
+  std::vector<float> neox = head;
+  ApplyRope(head.data(), n_rot, cs.data(), false);
+  // Pair 0 is (1, 0) rotated by 3 radians.
+  EXPECT_NEAR(head[0], std::cos(3.0), 1e-6);
+  EXPECT_NEAR(head[1], std::sin(3.0), 1e-6);
+  // Rotation preserves each pair's length.
+  EXPECT_NEAR(head[6] * head[6] + head[7] * head[7], 4.0, 1e-5);
+  ApplyRope(neox.data(), n_rot, cs.data(), true);
+  // Neox pairs element i with i + n_rot/2: (1, 1) for i = 0.
+  EXPECT_NEAR(neox[0], std::cos(3.0) - std::sin(3.0), 1e-6);
+  EXPECT_NEAR(neox[4], std::sin(3.0) + std::cos(3.0), 1e-6);
+  // Frequency factors divide the angle (Llama 3.1 rope scaling).
+  const std::vector<float> factors = {1, 2, 4, 8};
+  std::vector<float> scaled(n_rot);
+  RopeCache(3, n_rot, 10000.0f, 1.0f, factors.data(), scaled.data());
+  EXPECT_NEAR(scaled[3], std::sin(3.0 * std::pow(10000.0, -2.0 / n_rot) / 2.0), 1e-6);
+}
+
+TEST(OpsTest, SoftmaxAndSwiGlu) {
+  std::vector<float> s = {1.0f, 2.0f, 3.0f, -INFINITY};
+  ScaledSoftmax(s.data(), 4, 0.5f);
+  const double z = std::exp(0.5) + std::exp(1.0) + std::exp(1.5);
+  EXPECT_NEAR(s[0], std::exp(0.5) / z, 1e-6);
+  EXPECT_NEAR(s[2], std::exp(1.5) / z, 1e-6);
+  EXPECT_EQ(s[3], 0.0f);
+  const std::vector<float> g = {-2.0f, 0.0f, 3.0f}, u = {1.0f, 5.0f, 2.0f};
+  std::vector<float> out(3);
+  SwiGlu(g.data(), u.data(), out.data(), 3);
+  EXPECT_NEAR(out[0], -2.0 / (1 + std::exp(2.0)), 1e-6);
+  EXPECT_EQ(out[1], 0.0f);
+  EXPECT_NEAR(out[2], 2 * 3.0 / (1 + std::exp(-3.0)), 1e-5);
+}
+
+}  // namespace
+}  // namespace airlock::inference::cpu
