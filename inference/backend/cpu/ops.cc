@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "inference/backend/cpu/ops_simd.h"
+#include "inference/base/cpu_features.h"
 #include "inference/base/fp16.h"
 
 namespace airlock::inference::cpu {
@@ -22,8 +23,7 @@ const std::array<float, 65536>& F16Table() {
 }
 
 bool UseAvx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          __builtin_cpu_supports("f16c");
+  static const bool has = CpuHasAvx2Fma();
   return has && !g_force_scalar;
 }
 

@@ -1,0 +1,571 @@
+// AVX-512 (F/BW/VL/DQ + VNNI) dot products and matrix products for every weight type. Activation
+// quantizers come from the AVX2 table and dequantizers from the scalar one (both are a small share
+// of the work: one row per token, against a whole matrix per token for the products).
+//
+// Compiled with AVX-512 flags and reached only through Avx512Kernels() when the CPU has them; like
+// quants_avx2.cc everything here has internal linkage and uses no inline function from a shared
+// header (tile_driver.h holds templates instantiated only with this file's types).
+//
+// Integer core: vpdpbusd multiplies unsigned weight bytes by signed activation bytes and adds
+// groups of four into int32 lanes without intermediate saturation. Weights whose quants are
+// signed (Q4_0, Q5_0, Q8_0) are fed with their offset (+8, +16, +128) and the accumulator starts
+// at -offset * sum(activations), so every block's integer dot is exact. The K-quants go through
+// vpmaddubsw (unsigned x signed -> int16, never saturating for these ranges) and vpdpwssd, which
+// applies the sub-block scales while accumulating into int32.
+
+// GCC 12's AVX-512 intrinsics self-initialize their "undefined" pass-through vectors, which
+// -Wuninitialized reports wherever they are inlined (GCC bug 105593, fixed in GCC 13). The state
+// must be set before the header is read for the suppression to reach its lines.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "inference/kernels/block_formats.h"
+#include "inference/kernels/kernel_table.h"
+#include "inference/kernels/tile_driver.h"
+
+namespace airlock::inference::kernels::internal {
+namespace {
+
+// --- Helpers ---
+
+uint16_t HalfBitsAt(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, sizeof h);
+  return h;
+}
+
+float HalfAt(const uint8_t* p) { return _cvtsh_ss(HalfBitsAt(p)); }
+
+__m512i Load512(const void* p) { return _mm512_loadu_si512(p); }
+__m256i Load256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+__m128i Load128(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
+
+// Starts loading the same bytes of the next tile's rows (`ahead` bytes on) into L2. In a
+// matrix-vector product each tile reads a few short rows (2-4 KB for a 4096-wide quantized row),
+// too short for the hardware prefetcher to get ahead of the loads on its own; this doubled the
+// decode bandwidth of Q8_0 and Q4_0. L2 rather than L1, because a tile ahead can be more than L1
+// holds when rows are long.
+template <int kBytes>
+void PrefetchAhead(const uint8_t* p, size_t ahead) {
+  for (int off = 0; off < kBytes; off += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(p + ahead + off), _MM_HINT_T1);
+}
+
+// 32 bytes at the low end of a zmm, the rest zero.
+__m512i ZeroExtend(__m256i v) { return _mm512_inserti64x4(_mm512_setzero_si512(), v, 0); }
+
+float HorizontalSum(__m512 v) {
+  const __m256 s = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  __m128 t = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+  t = _mm_add_ps(t, _mm_movehl_ps(t, t));
+  t = _mm_add_ss(t, _mm_movehdup_ps(t));
+  return _mm_cvtss_f32(t);
+}
+
+// The fp16 values at p0 and p1 as 16 floats: lanes 0-7 the first, lanes 8-15 the second (zero
+// when p1 is null). Word broadcasts straight from memory and one conversion: this runs once per
+// block pair and row, so it matters for the matrix-vector product.
+__m512 SpreadPair(const uint8_t* p0, const uint8_t* p1) {
+  const auto h0 = static_cast<short>(HalfBitsAt(p0));
+  if (p1 == nullptr) return _mm512_cvtph_ps(_mm256_maskz_set1_epi16(0x00FF, h0));
+  const __m256i both =
+      _mm256_mask_set1_epi16(_mm256_set1_epi16(h0), 0xFF00, static_cast<short>(HalfBitsAt(p1)));
+  return _mm512_cvtph_ps(both);
+}
+
+// As SpreadPair, but only lanes 0 and 8 are set (a per-block term added once per block).
+__m512 SpreadPairOnce(const uint8_t* p0, const uint8_t* p1) {
+  return _mm512_maskz_mov_ps(0x0101, SpreadPair(p0, p1));
+}
+
+// Kernels follow the contract in tile_driver.h. Blocks of 32 are processed two per zmm: bytes
+// (and int32 lanes) 0-31 (0-7) belong to block b, 32-63 (8-15) to block b + 1. An odd last block
+// runs alone with the upper half zero, which adds exactly nothing.
+
+// --- Float weights ---
+
+struct F32Elems {
+  static constexpr size_t kSize = 4;
+  static __m512 Load(const uint8_t* p, int64_t i) { return _mm512_loadu_ps(p + i * kSize); }
+  static __m512 LoadMasked(const uint8_t* p, int64_t i, __mmask16 k) {
+    return _mm512_maskz_loadu_ps(k, p + i * kSize);
+  }
+};
+
+struct F16Elems {
+  static constexpr size_t kSize = 2;
+  static __m512 Load(const uint8_t* p, int64_t i) {
+    return _mm512_cvtph_ps(Load256(p + i * kSize));
+  }
+  static __m512 LoadMasked(const uint8_t* p, int64_t i, __mmask16 k) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, p + i * kSize));
+  }
+};
+
+struct Bf16Elems {
+  static constexpr size_t kSize = 2;
+  static __m512 Widen(__m256i h) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  static __m512 Load(const uint8_t* p, int64_t i) { return Widen(Load256(p + i * kSize)); }
+  static __m512 LoadMasked(const uint8_t* p, int64_t i, __mmask16 k) {
+    return Widen(_mm256_maskz_loadu_epi16(k, p + i * kSize));
+  }
+};
+
+// Two accumulators per pair (32 elements per step) so that even the 1x1 tile of an attention dot
+// product keeps two FMA chains going.
+template <class E>
+struct FloatKernel {
+  static constexpr int kRows = 2;
+  static constexpr int kCols = 4;
+  static constexpr int kDecodeRows = 4;
+
+  template <int R, int C>
+  static void Tile(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, float* y,
+                   int64_t ys) {
+    __m512 acc0[R][C], acc1[R][C];
+    for (int r = 0; r < R; ++r) {
+      for (int c = 0; c < C; ++c) acc0[r][c] = acc1[r][c] = _mm512_setzero_ps();
+    }
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+      __m512 w0[R], w1[R];
+      for (int r = 0; r < R; ++r) {
+        w0[r] = E::Load(w + r * ws, i);
+        w1[r] = E::Load(w + r * ws, i + 16);
+      }
+      for (int c = 0; c < C; ++c) {
+        const __m512 x0 = E::Load(x + c * xs, i);
+        const __m512 x1 = E::Load(x + c * xs, i + 16);
+        for (int r = 0; r < R; ++r) {
+          acc0[r][c] = _mm512_fmadd_ps(w0[r], x0, acc0[r][c]);
+          acc1[r][c] = _mm512_fmadd_ps(w1[r], x1, acc1[r][c]);
+        }
+      }
+    }
+    for (; i < n; i += 16) {
+      const int64_t count = n - i < 16 ? n - i : 16;
+      const auto k = static_cast<__mmask16>((1u << count) - 1);
+      for (int c = 0; c < C; ++c) {
+        const __m512 xv = E::LoadMasked(x + c * xs, i, k);
+        for (int r = 0; r < R; ++r) {
+          acc0[r][c] = _mm512_fmadd_ps(E::LoadMasked(w + r * ws, i, k), xv, acc0[r][c]);
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      for (int c = 0; c < C; ++c) {
+        y[c * ys + r] = HorizontalSum(_mm512_add_ps(acc0[r][c], acc1[r][c]));
+      }
+    }
+  }
+};
+
+// --- 32-element quantized weights ---
+
+// Nibbles of two 16-byte Q4 blocks (at q0 and q1) in element order: [q0 low | q0 high | q1 low |
+// q1 high].
+__m512i NibblePair(const uint8_t* q0, const uint8_t* q1) {
+  const __m256i both = _mm256_inserti128_si256(_mm256_castsi128_si256(Load128(q0)), Load128(q1), 1);
+  const __m512i dup = _mm512_permutexvar_epi64(_mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3),
+                                               _mm512_castsi256_si512(both));
+  return _mm512_and_si512(_mm512_srlv_epi64(dup, _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4)),
+                          _mm512_set1_epi8(0x0F));
+}
+
+__m512i NibbleSingle(const uint8_t* q) {
+  const __m128i v = Load128(q);
+  const __m256i both =
+      _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(0x0F));
+  return ZeroExtend(both);
+}
+
+uint32_t U32At(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// Adds 16 to the bytes whose bit is set in a Q5 block's qh (one or two blocks).
+__m512i AddFifthBits(__m512i v, uint64_t bits) {
+  return _mm512_mask_add_epi8(v, _cvtu64_mask64(bits), v, _mm512_set1_epi8(16));
+}
+
+// Weight decoders: Values2/Values1 give two blocks (one, upper half zero) of quants as unsigned
+// bytes, shifted up by kOffset for signed types. d is the block's first field; m (kHasMin) the
+// second.
+struct Q4_0Weights {
+  static constexpr size_t kBytes = sizeof(BlockQ4_0);
+  static constexpr int kOffset = 8;
+  static constexpr bool kHasMin = false;
+  static __m512i Values2(const uint8_t* b) { return NibblePair(b + 2, b + kBytes + 2); }
+  static __m512i Values1(const uint8_t* b) { return NibbleSingle(b + 2); }
+};
+
+struct Q4_1Weights {
+  static constexpr size_t kBytes = sizeof(BlockQ4_1);
+  static constexpr int kOffset = 0;
+  static constexpr bool kHasMin = true;
+  static __m512i Values2(const uint8_t* b) { return NibblePair(b + 4, b + kBytes + 4); }
+  static __m512i Values1(const uint8_t* b) { return NibbleSingle(b + 4); }
+};
+
+struct Q5_0Weights {
+  static constexpr size_t kBytes = sizeof(BlockQ5_0);
+  static constexpr int kOffset = 16;
+  static constexpr bool kHasMin = false;
+  static __m512i Values2(const uint8_t* b) {
+    const uint64_t bits = U32At(b + 2) | (static_cast<uint64_t>(U32At(b + kBytes + 2)) << 32);
+    return AddFifthBits(NibblePair(b + 6, b + kBytes + 6), bits);
+  }
+  static __m512i Values1(const uint8_t* b) {
+    return AddFifthBits(NibbleSingle(b + 6), U32At(b + 2));
+  }
+};
+
+struct Q5_1Weights {
+  static constexpr size_t kBytes = sizeof(BlockQ5_1);
+  static constexpr int kOffset = 0;
+  static constexpr bool kHasMin = true;
+  static __m512i Values2(const uint8_t* b) {
+    const uint64_t bits = U32At(b + 4) | (static_cast<uint64_t>(U32At(b + kBytes + 4)) << 32);
+    return AddFifthBits(NibblePair(b + 8, b + kBytes + 8), bits);
+  }
+  static __m512i Values1(const uint8_t* b) {
+    return AddFifthBits(NibbleSingle(b + 8), U32At(b + 4));
+  }
+};
+
+struct Q8_0Weights {
+  static constexpr size_t kBytes = sizeof(BlockQ8_0);
+  static constexpr int kOffset = 128;
+  static constexpr bool kHasMin = false;
+  // x ^ 0x80 = x + 128 as an unsigned byte.
+  static __m512i Values2(const uint8_t* b) {
+    const __m512i v =
+        _mm512_inserti64x4(_mm512_castsi256_si512(Load256(b + 2)), Load256(b + kBytes + 2), 1);
+    return _mm512_xor_si512(v, _mm512_set1_epi8(static_cast<char>(0x80)));
+  }
+  static __m512i Values1(const uint8_t* b) {
+    return ZeroExtend(_mm256_xor_si256(Load256(b + 2), _mm256_set1_epi8(static_cast<char>(0x80))));
+  }
+};
+
+// Q8_0 activations (d, qs) and Q8_1 (d, s, qs).
+template <bool kWithSum>
+struct Q8Acts {
+  static constexpr size_t kBytes = kWithSum ? sizeof(BlockQ8_1) : sizeof(BlockQ8_0);
+  static constexpr size_t kQs = kWithSum ? 4 : 2;
+  static __m512i Values2(const uint8_t* a) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(Load256(a + kQs)), Load256(a + kBytes + kQs),
+                              1);
+  }
+  static __m512i Values1(const uint8_t* a) { return ZeroExtend(Load256(a + kQs)); }
+};
+
+template <class W, class A>
+struct Q32Kernel {
+  static constexpr int kRows = 4;
+  static constexpr int kCols = 4;
+  // Eight rows share each activation block's preparation in the matrix-vector product.
+  static constexpr int kDecodeRows = 8;
+
+  // One step: blocks b and b + 1 (kPair) or block b alone.
+  template <int R, int C, bool kPair>
+  static void Step(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int64_t b,
+                   __m512 (&acc)[R][C]) {
+    __m512i wq[R];
+    __m512 wd[R], wm[R];
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = w + r * ws + b * W::kBytes;
+      const uint8_t* next = blk + W::kBytes;
+      PrefetchAhead<2 * W::kBytes>(blk, R * ws);
+      wq[r] = kPair ? W::Values2(blk) : W::Values1(blk);
+      wd[r] = SpreadPair(blk, kPair ? next : nullptr);
+      if constexpr (W::kHasMin) wm[r] = SpreadPairOnce(blk + 2, kPair ? next + 2 : nullptr);
+    }
+    for (int c = 0; c < C; ++c) {
+      const uint8_t* ablk = x + c * xs + b * A::kBytes;
+      const uint8_t* anext = ablk + A::kBytes;
+      const __m512i a = kPair ? A::Values2(ablk) : A::Values1(ablk);
+      const __m512 ad = SpreadPair(ablk, kPair ? anext : nullptr);
+      __m512i start = _mm512_setzero_si512();
+      if constexpr (W::kOffset != 0) {
+        const __m512i offset_sum = _mm512_dpbusd_epi32(
+            _mm512_setzero_si512(), _mm512_set1_epi8(static_cast<char>(W::kOffset)), a);
+        start = _mm512_sub_epi32(start, offset_sum);
+      }
+      __m512 as = _mm512_setzero_ps();
+      if constexpr (W::kHasMin) as = SpreadPair(ablk + 2, kPair ? anext + 2 : nullptr);
+      for (int r = 0; r < R; ++r) {
+        const __m512i p = _mm512_dpbusd_epi32(start, wq[r], a);
+        acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wd[r], ad), acc[r][c]);
+        if constexpr (W::kHasMin) acc[r][c] = _mm512_fmadd_ps(wm[r], as, acc[r][c]);
+      }
+    }
+  }
+
+  template <int R, int C>
+  static void Tile(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, float* y,
+                   int64_t ys) {
+    __m512 acc[R][C];
+    for (int r = 0; r < R; ++r) {
+      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+    }
+    const int64_t nb = n / kQK;
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) Step<R, C, true>(w, ws, x, xs, b, acc);
+    if (b < nb) Step<R, C, false>(w, ws, x, xs, b, acc);
+    for (int r = 0; r < R; ++r) {
+      for (int c = 0; c < C; ++c) y[c * ys + r] = HorizontalSum(acc[r][c]);
+    }
+  }
+};
+
+// --- K-quants against Q8_K ---
+
+constexpr size_t kQ8KBsumsOffset = offsetof(BlockQ8_K, bsums);
+constexpr size_t kQ8KQsOffset = offsetof(BlockQ8_K, qs);
+constexpr size_t kQ6KScaleOffset = offsetof(BlockQ6_K, d);
+
+const BlockQ8_K& ActBlock(const uint8_t* x, size_t xs, int c, int64_t b) {
+  return reinterpret_cast<const BlockQ8_K*>(x + c * xs)[b];
+}
+
+// The 6-bit scales and mins of a Q4_K/Q5_K super-block (12 bytes at p; 16 are read) as 16 bytes:
+// scales 0-7 then mins 0-7. See UnpackScalesMinsK in quants_scalar.cc for the layout.
+__m128i UnpackScalesMins(const uint8_t* p) {
+  const __m128i raw = Load128(p);                     // dwords u0 u1 u2 (x)
+  const __m128i lows = _mm_shuffle_epi32(raw, 0x98);  // u0 u2 u1 u2
+  const __m128i tops = _mm_shuffle_epi32(raw, 0x40);  // -- u0 -- u1
+  const __m128i low_bits =
+      _mm_and_si128(_mm_srlv_epi32(lows, _mm_setr_epi32(0, 0, 0, 4)),
+                    _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+  const __m128i high_bits =
+      _mm_and_si128(_mm_srli_epi32(tops, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+  return _mm_or_si128(low_bits, high_bits);
+}
+
+template <bool kFifthBit>
+struct KQuantKernel {
+  static constexpr size_t kBytes = kFifthBit ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K);
+  static constexpr size_t kQsOffset = kFifthBit ? 48 : 16;
+  static constexpr int kRows = 2;
+  static constexpr int kCols = 4;
+  static constexpr int kDecodeRows = 4;
+
+  // Chunk g holds elements 64g .. 64g + 63: sub-block 2g in bytes 0-31 (low nibbles of
+  // qs[32g ..]), sub-block 2g + 1 in bytes 32-63 (high nibbles).
+  template <int g, int R, int C>
+  static void Chunk(const uint8_t* const (&blk)[R], const __m512i (&table)[R],
+                    const __m512i (&qh)[R], const uint8_t* x, size_t xs, int64_t b,
+                    __m512i (&isum)[R][C]) {
+    __m512i wq[R], sc[R];
+    // int16 lanes 0-15 take scale 2g (byte 2g of the table), lanes 16-31 scale 2g + 1.
+    const __m512i pick =
+        _mm512_inserti64x4(_mm512_set1_epi16(static_cast<int16_t>(0x8000 | (2 * g))),
+                           _mm256_set1_epi16(static_cast<int16_t>(0x8000 | (2 * g + 1))), 1);
+    for (int r = 0; r < R; ++r) {
+      const __m512i q = _mm512_broadcast_i64x4(Load256(blk[r] + kQsOffset + 32 * g));
+      wq[r] = _mm512_and_si512(_mm512_srlv_epi64(q, _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4)),
+                               _mm512_set1_epi8(0x0F));
+      if constexpr (kFifthBit) {
+        const __m512i bit =
+            _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << (2 * g))),
+                               _mm256_set1_epi8(static_cast<char>(1 << (2 * g + 1))), 1);
+        wq[r] = _mm512_mask_add_epi8(wq[r], _mm512_test_epi8_mask(qh[r], bit), wq[r],
+                                     _mm512_set1_epi8(16));
+      }
+      sc[r] = _mm512_shuffle_epi8(table[r], pick);
+    }
+    for (int c = 0; c < C; ++c) {
+      const __m512i a =
+          Load512(reinterpret_cast<const uint8_t*>(&ActBlock(x, xs, c, b)) + kQ8KQsOffset + 64 * g);
+      for (int r = 0; r < R; ++r) {
+        // maddubs: 31 * 127 * 2 fits int16; vpdpwssd scales the pairs and accumulates in int32.
+        isum[r][c] = _mm512_dpwssd_epi32(isum[r][c], _mm512_maddubs_epi16(wq[r], a), sc[r]);
+      }
+    }
+  }
+
+  template <int R, int C>
+  static void Tile(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, float* y,
+                   int64_t ys) {
+    __m512 acc[R][C];
+    for (int r = 0; r < R; ++r) {
+      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+    }
+    // Pairs each bsum with its sub-block's min: int16 lanes m0 m0 m1 m1 ... m7 m7.
+    const __m256i min_pairs = _mm256_setr_epi8(
+        8, -128, 8, -128, 9, -128, 9, -128, 10, -128, 10, -128, 11, -128, 11, -128, 12, -128, 12,
+        -128, 13, -128, 13, -128, 14, -128, 14, -128, 15, -128, 15, -128);
+    for (int64_t b = 0; b < n / kQKK; ++b) {
+      const uint8_t* blk[R];
+      __m512i table[R], qh[R];
+      __m256i mins[R];
+      __m512 d[R], dmin[R];
+      for (int r = 0; r < R; ++r) {
+        blk[r] = w + r * ws + b * kBytes;
+        PrefetchAhead<kBytes>(blk[r], R * ws);
+        const __m128i unpacked = UnpackScalesMins(blk[r] + 4);
+        table[r] = _mm512_broadcast_i32x4(unpacked);
+        mins[r] = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(unpacked), min_pairs);
+        if constexpr (kFifthBit) qh[r] = _mm512_broadcast_i64x4(Load256(blk[r] + 16));
+        d[r] = _mm512_set1_ps(HalfAt(blk[r]));
+        dmin[r] = _mm512_set1_ps(HalfAt(blk[r] + 2));
+      }
+      __m512i isum[R][C];
+      for (int r = 0; r < R; ++r) {
+        for (int c = 0; c < C; ++c) isum[r][c] = _mm512_setzero_si512();
+      }
+      Chunk<0, R, C>(blk, table, qh, x, xs, b, isum);
+      Chunk<1, R, C>(blk, table, qh, x, xs, b, isum);
+      Chunk<2, R, C>(blk, table, qh, x, xs, b, isum);
+      Chunk<3, R, C>(blk, table, qh, x, xs, b, isum);
+      for (int c = 0; c < C; ++c) {
+        const BlockQ8_K& act = ActBlock(x, xs, c, b);
+        const __m256i bsums = Load256(reinterpret_cast<const uint8_t*>(&act) + kQ8KBsumsOffset);
+        const __m512 ad = _mm512_set1_ps(act.d);
+        for (int r = 0; r < R; ++r) {
+          const __m512i msum = ZeroExtend(_mm256_madd_epi16(bsums, mins[r]));
+          __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(isum[r][c]), d[r]);
+          t = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), dmin[r], t);
+          acc[r][c] = _mm512_fmadd_ps(t, ad, acc[r][c]);
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      for (int c = 0; c < C; ++c) y[c * ys + r] = HorizontalSum(acc[r][c]);
+    }
+  }
+};
+
+struct Q6KKernel {
+  static constexpr int kRows = 2;
+  static constexpr int kCols = 4;
+  static constexpr int kDecodeRows = 4;
+
+  // Chunk k (0-3) holds elements 64k .. 64k + 63 (groups of 16: 4k .. 4k + 3) as bytes 0..63.
+  template <int k, int R, int C>
+  static void Chunk(const __m512i (&q)[R], const __m256i (&scales)[R], const uint8_t* x, size_t xs,
+                    int64_t b, __m512i (&isum)[R][C]) {
+    // int16 lanes 8j .. 8j + 7 take the scale of group 4k + j.
+    const __m256i pick = _mm256_setr_epi8(
+        4 * k, 4 * k, 4 * k, 4 * k, 4 * k, 4 * k, 4 * k, 4 * k, 4 * k + 1, 4 * k + 1, 4 * k + 1,
+        4 * k + 1, 4 * k + 1, 4 * k + 1, 4 * k + 1, 4 * k + 1, 4 * k + 2, 4 * k + 2, 4 * k + 2,
+        4 * k + 2, 4 * k + 2, 4 * k + 2, 4 * k + 2, 4 * k + 2, 4 * k + 3, 4 * k + 3, 4 * k + 3,
+        4 * k + 3, 4 * k + 3, 4 * k + 3, 4 * k + 3, 4 * k + 3);
+    __m512i sc[R];
+    for (int r = 0; r < R; ++r) sc[r] = _mm512_cvtepi8_epi16(_mm256_shuffle_epi8(scales[r], pick));
+    for (int c = 0; c < C; ++c) {
+      const __m512i a =
+          Load512(reinterpret_cast<const uint8_t*>(&ActBlock(x, xs, c, b)) + kQ8KQsOffset + 64 * k);
+      for (int r = 0; r < R; ++r) {
+        // 63 * 127 * 2 fits int16.
+        isum[r][c] = _mm512_dpwssd_epi32(isum[r][c], _mm512_maddubs_epi16(q[r], a), sc[r]);
+      }
+    }
+  }
+
+  // The two 64-element chunks of half h of a Q6_K super-block, as bytes 0..63.
+  static void DecodeHalf(const BlockQ6_K& blk, int h, __m512i* first, __m512i* second) {
+    const __m512i l = Load512(blk.ql + 64 * h);
+    const __m512i hi = _mm512_broadcast_i64x4(Load256(blk.qh + 32 * h));
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const __m512i bits45 = _mm512_set1_epi8(0x30);
+    // Elements 0-31 of the half take qh bits 0-1, 32-63 bits 2-3, 64-95 bits 4-5, 96-127 bits 6-7,
+    // each moved to bits 4-5 (the shifts never carry a kept bit across a byte).
+    const __m512i high_first =
+        _mm512_and_si512(_mm512_sllv_epi64(hi, _mm512_setr_epi64(4, 4, 4, 4, 2, 2, 2, 2)), bits45);
+    const __m512i high_second =
+        _mm512_and_si512(_mm512_srlv_epi64(hi, _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2)), bits45);
+    *first = _mm512_or_si512(_mm512_and_si512(l, low4), high_first);
+    *second = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), low4), high_second);
+  }
+
+  template <int R, int C>
+  static void Tile(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, float* y,
+                   int64_t ys) {
+    __m512 acc[R][C];
+    for (int r = 0; r < R; ++r) {
+      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
+    }
+    for (int64_t b = 0; b < n / kQKK; ++b) {
+      const BlockQ6_K* blk[R];
+      __m256i scales[R], scales32[R];
+      float d[R];
+      for (int r = 0; r < R; ++r) {
+        blk[r] = reinterpret_cast<const BlockQ6_K*>(w + r * ws) + b;
+        PrefetchAhead<sizeof(BlockQ6_K)>(reinterpret_cast<const uint8_t*>(blk[r]), R * ws);
+        const __m128i s8 = Load128(blk[r]->scales);
+        scales[r] = _mm256_broadcastsi128_si256(s8);
+        // 32 * scale per group of 16, to take out the -32 offset with the Q8_K bsums.
+        scales32[r] = _mm256_slli_epi16(_mm256_cvtepi8_epi16(s8), 5);
+        d[r] = HalfAt(reinterpret_cast<const uint8_t*>(blk[r]) + kQ6KScaleOffset);
+      }
+      __m512i isum[R][C];
+      for (int c = 0; c < C; ++c) {
+        const __m256i bsums =
+            Load256(reinterpret_cast<const uint8_t*>(&ActBlock(x, xs, c, b)) + kQ8KBsumsOffset);
+        for (int r = 0; r < R; ++r) {
+          isum[r][c] = ZeroExtend(
+              _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(bsums, scales32[r])));
+        }
+      }
+      __m512i q0[R], q1[R];
+      for (int r = 0; r < R; ++r) DecodeHalf(*blk[r], 0, &q0[r], &q1[r]);
+      Chunk<0, R, C>(q0, scales, x, xs, b, isum);
+      Chunk<1, R, C>(q1, scales, x, xs, b, isum);
+      for (int r = 0; r < R; ++r) DecodeHalf(*blk[r], 1, &q0[r], &q1[r]);
+      Chunk<2, R, C>(q0, scales, x, xs, b, isum);
+      Chunk<3, R, C>(q1, scales, x, xs, b, isum);
+      for (int c = 0; c < C; ++c) {
+        const float ad = ActBlock(x, xs, c, b).d;
+        for (int r = 0; r < R; ++r) {
+          acc[r][c] =
+              _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r][c]), _mm512_set1_ps(d[r] * ad), acc[r][c]);
+        }
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      for (int c = 0; c < C; ++c) y[c * ys + r] = HorizontalSum(acc[r][c]);
+    }
+  }
+};
+
+template <class K>
+void Register(KernelTable* t, TensorType type) {
+  t->vec_dot[static_cast<size_t>(type)] = VecDotTiled<K>;
+  t->mat_mul[static_cast<size_t>(type)] = MatMulTiled<K>;
+}
+
+KernelTable MakeAvx512Table() {
+  KernelTable t{};
+  Register<FloatKernel<F32Elems>>(&t, TensorType::kF32);
+  Register<FloatKernel<F16Elems>>(&t, TensorType::kF16);
+  Register<FloatKernel<Bf16Elems>>(&t, TensorType::kBF16);
+  Register<Q32Kernel<Q4_0Weights, Q8Acts<false>>>(&t, TensorType::kQ4_0);
+  Register<Q32Kernel<Q4_1Weights, Q8Acts<true>>>(&t, TensorType::kQ4_1);
+  Register<Q32Kernel<Q5_0Weights, Q8Acts<false>>>(&t, TensorType::kQ5_0);
+  Register<Q32Kernel<Q5_1Weights, Q8Acts<true>>>(&t, TensorType::kQ5_1);
+  Register<Q32Kernel<Q8_0Weights, Q8Acts<false>>>(&t, TensorType::kQ8_0);
+  Register<KQuantKernel<false>>(&t, TensorType::kQ4_K);
+  Register<KQuantKernel<true>>(&t, TensorType::kQ5_K);
+  Register<Q6KKernel>(&t, TensorType::kQ6_K);
+  return t;
+}
+
+}  // namespace
+
+const KernelTable& Avx512Kernels() {
+  static const KernelTable table = MakeAvx512Table();
+  return table;
+}
+
+}  // namespace airlock::inference::kernels::internal
