@@ -123,6 +123,12 @@ TEST(AirlockctlTest, BadInputGetsClearErrors) {
   o = Ctl({"run", "-m", junk, "-p", "x", "--kv-type", "q8"});
   EXPECT_EQ(o.exit_code, 2);
   EXPECT_THAT(o.out, HasSubstr("--kv-type"));
+  const std::string model = testing::SharedPath("models/stories260K-f32.gguf");
+  if (testing::internal::FileExists(model)) {
+    o = Ctl({"run", "-m", model, "-p", "x", "--top-p", "1.5"});
+    EXPECT_EQ(o.exit_code, 1);
+    EXPECT_THAT(o.out, HasSubstr("top_p must be in (0, 1], got 1.5"));
+  }
   o = Ctl({"model", "synth", "--out", dir + "/x.gguf", "--type", "iq2_xxs"});
   EXPECT_EQ(o.exit_code, 1);
   EXPECT_THAT(o.out, HasSubstr("iq2_xxs"));

@@ -19,12 +19,7 @@ struct RunFlags {
   std::string model;
   std::string prompt;
   int32_t max_tokens = 128;
-  float temperature = 0.8f;
-  int32_t top_k = 40;
-  float top_p = 0.95f;
-  float min_p = 0.05f;
-  float repeat_penalty = 1.0f;
-  uint64_t seed = 0;
+  inference::SamplingParams sampling;  // defaults as llama.cpp's (temperature 0.8, top-k 40, ...)
   int32_t threads = 0;
   int32_t ctx = 0;
   std::string kv_type = "f16";
@@ -53,12 +48,7 @@ int Run(const RunFlags& f) {
   req.prompt = f.prompt;
   req.max_tokens = f.max_tokens;
   req.stop = f.stop;
-  req.sampling.temperature = f.temperature;
-  req.sampling.top_k = f.top_k;
-  req.sampling.top_p = f.top_p;
-  req.sampling.min_p = f.min_p;
-  req.sampling.repeat_penalty = f.repeat_penalty;
-  req.sampling.seed = f.seed;
+  req.sampling = f.sampling;
   auto stream = [&](const inference::GeneratedPiece& piece) {
     if (!f.json) {
       std::fwrite(piece.text.data(), 1, piece.text.size(), stdout);
@@ -98,12 +88,17 @@ void AddRunCommand(CLI::App& app) {
   run->add_option("--model,-m", flags->model, "GGUF model file")->required()->check(CLI::ExistingFile);
   run->add_option("--prompt,-p", flags->prompt, "Prompt text")->required();
   run->add_option("--max-tokens,-n", flags->max_tokens, "Maximum tokens to generate")->capture_default_str();
-  run->add_option("--temperature,-t", flags->temperature, "Sampling temperature; 0 = greedy")->capture_default_str();
-  run->add_option("--top-k", flags->top_k, "Top-k filter (<= 0 disables)")->capture_default_str();
-  run->add_option("--top-p", flags->top_p, "Top-p (nucleus) filter (1 disables)")->capture_default_str();
-  run->add_option("--min-p", flags->min_p, "Min-p filter (0 disables)")->capture_default_str();
-  run->add_option("--repeat-penalty", flags->repeat_penalty, "Repetition penalty (1 disables)")->capture_default_str();
-  run->add_option("--seed", flags->seed, "Random seed (same seed, same output)")->capture_default_str();
+  inference::SamplingParams& sp = flags->sampling;
+  run->add_option("--temperature,-t", sp.temperature, "Sampling temperature; 0 = greedy")->capture_default_str();
+  run->add_option("--top-k", sp.top_k, "Top-k filter (<= 0 disables)")->capture_default_str();
+  run->add_option("--top-p", sp.top_p, "Top-p (nucleus) filter (1 disables)")->capture_default_str();
+  run->add_option("--min-p", sp.min_p, "Min-p filter (0 disables)")->capture_default_str();
+  run->add_option("--repeat-penalty", sp.repeat_penalty, "Repetition penalty (1 disables)")->capture_default_str();
+  run->add_option("--repeat-last-n", sp.repeat_last_n, "Tokens the penalties look back over (-1: all)")
+      ->capture_default_str();
+  run->add_option("--frequency-penalty", sp.frequency_penalty, "Frequency penalty")->capture_default_str();
+  run->add_option("--presence-penalty", sp.presence_penalty, "Presence penalty")->capture_default_str();
+  run->add_option("--seed", sp.seed, "Random seed (same seed, same output)")->capture_default_str();
   run->add_option("--threads", flags->threads, "CPU threads (default: all cores)");
   run->add_option("--ctx", flags->ctx, "Context size in tokens (default: model's, at most 4096)");
   run->add_option("--kv-type", flags->kv_type, "KV cache type: f16 or f32")->capture_default_str();
