@@ -45,15 +45,25 @@ TEST(ModelTest, SynthTiedAndRopeBase) {
   EXPECT_EQ((*model)->layers()[1].w_down.type, TensorType::kQ6_K);
 }
 
-// Writes a tiny valid model, lets `mutate` change the writer, and loads it.
-absl::StatusOr<std::unique_ptr<Model>> LoadModified(const std::string& arch, const std::string& drop_tensor,
-                                                    TensorType q_type = TensorType::kF32,
-                                                    int64_t q_rows = 8) {
+// The file image must outlive the model built from it (weights point into it).
+struct Loaded {
+  std::unique_ptr<std::string> image;
+  absl::StatusOr<std::unique_ptr<Model>> model = absl::UnknownError("not loaded");
+  const absl::Status& status() const { return model.status(); }
+  bool ok() const { return model.ok(); }
+  Model* operator->() const { return model->get(); }
+};
+
+// Writes a tiny valid model (width `e`, all F32), minus `drop_tensor` and with attn_q of the given
+// type and row count, and loads it.
+Loaded LoadModified(const std::string& arch, const std::string& drop_tensor, TensorType q_type = TensorType::kF32,
+                    int64_t q_rows = -1, int64_t e = 8) {
+  if (q_rows < 0) q_rows = e;
   GgufWriter w;
   w.SetString("general.architecture", arch);
   const std::string a = arch + ".";
   w.SetU32(a + "block_count", 1);
-  w.SetU32(a + "embedding_length", 8);
+  w.SetU32(a + "embedding_length", static_cast<uint32_t>(e));
   w.SetU32(a + "attention.head_count", 2);
   w.SetU32(a + "feed_forward_length", 16);
   w.SetU32(a + "context_length", 64);
@@ -64,29 +74,30 @@ absl::StatusOr<std::unique_ptr<Model>> LoadModified(const std::string& arch, con
     const size_t bytes = *RowBytes(type, shape[0]) * static_cast<size_t>(n / shape[0]);
     EXPECT_TRUE(w.AddTensor(name, type, shape, std::vector<uint8_t>(bytes, 0)).ok()) << name;
   };
-  add("token_embd.weight", TensorType::kF32, {8, 32});
-  add("output_norm.weight", TensorType::kF32, {8});
-  add("blk.0.attn_norm.weight", TensorType::kF32, {8});
-  add("blk.0.attn_q.weight", q_type, {q_type == TensorType::kF32 ? 8 : 256, q_rows});
-  add("blk.0.attn_k.weight", TensorType::kF32, {8, 8});
-  add("blk.0.attn_v.weight", TensorType::kF32, {8, 8});
-  add("blk.0.attn_output.weight", TensorType::kF32, {8, 8});
-  add("blk.0.ffn_norm.weight", TensorType::kF32, {8});
-  add("blk.0.ffn_gate.weight", TensorType::kF32, {8, 16});
-  add("blk.0.ffn_up.weight", TensorType::kF32, {8, 16});
-  add("blk.0.ffn_down.weight", TensorType::kF32, {16, 8});
-  const std::string image = w.Serialize();
-  auto* copy = new std::string(image);  // kept alive for the model's lifetime in this test
-  auto file = GgufFile::Parse(reinterpret_cast<const uint8_t*>(copy->data()), copy->size());
-  if (!file.ok()) return file.status();
-  return Model::FromGguf(std::move(*file));
+  const TensorType f32 = TensorType::kF32;
+  add("token_embd.weight", f32, {e, 32});
+  add("output_norm.weight", f32, {e});
+  add("blk.0.attn_norm.weight", f32, {e});
+  add("blk.0.attn_q.weight", q_type, {e, q_rows});
+  add("blk.0.attn_k.weight", f32, {e, e});
+  add("blk.0.attn_v.weight", f32, {e, e});
+  add("blk.0.attn_output.weight", f32, {e, e});
+  add("blk.0.ffn_norm.weight", f32, {e});
+  add("blk.0.ffn_gate.weight", f32, {e, 16});
+  add("blk.0.ffn_up.weight", f32, {e, 16});
+  add("blk.0.ffn_down.weight", f32, {16, e});
+  Loaded out;
+  out.image = std::make_unique<std::string>(w.Serialize());
+  auto file = GgufFile::Parse(reinterpret_cast<const uint8_t*>(out.image->data()), out.image->size());
+  out.model = file.ok() ? Model::FromGguf(std::move(*file)) : absl::StatusOr<std::unique_ptr<Model>>(file.status());
+  return out;
 }
 
 TEST(ModelTest, TinyValidModelLoads) {
   auto model = LoadModified("llama", "");
   ASSERT_TRUE(model.ok()) << model.status();
-  EXPECT_TRUE((*model)->config().tied_embeddings);
-  EXPECT_EQ((*model)->config().n_vocab, 32);
+  EXPECT_TRUE(model->config().tied_embeddings);
+  EXPECT_EQ(model->config().n_vocab, 32);
 }
 
 TEST(ModelTest, UnsupportedArchitectureIsNamed) {
@@ -110,11 +121,12 @@ TEST(ModelTest, WrongShapeIsNamed) {
 }
 
 TEST(ModelTest, UnsupportedTensorTypeIsNamed) {
-  // A Q2_K attn_q: a valid GGUF type our kernels do not implement. (Shape check comes first, so
-  // give it a matching 256-wide model: here it fails on shape or type; either way it is named.)
-  auto model = LoadModified("llama", "", TensorType::kQ2_K, 8);
+  // Q2_K is a valid GGUF type that our kernels do not implement: refused at load, naming both.
+  auto model = LoadModified("llama", "", TensorType::kQ2_K, 256, 256);
   ASSERT_FALSE(model.ok());
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kUnimplemented);
   EXPECT_THAT(std::string(model.status().message()), HasSubstr("blk.0.attn_q.weight"));
+  EXPECT_THAT(std::string(model.status().message()), HasSubstr("q2_K"));
 }
 
 TEST(ModelTest, UnsupportedTypeMessageNamesType) {
