@@ -16,8 +16,10 @@
 // GCC 12's AVX-512 intrinsics self-initialize their "undefined" pass-through vectors, which
 // -Wuninitialized reports wherever they are inlined (GCC bug 105593, fixed in GCC 13). The state
 // must be set before the header is read for the suppression to reach its lines.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <cstddef>

@@ -21,7 +21,7 @@ namespace {
 class CpuSequence : public Sequence {
  public:
   CpuSequence(int32_t n_layer, int32_t n_ctx, int32_t kv_dim, KvCacheType type)
-      : n_layer_(n_layer), n_ctx_(n_ctx), kv_dim_(kv_dim), type_(type) {
+      : n_ctx_(n_ctx), kv_dim_(kv_dim), type_(type) {
     const size_t n = static_cast<size_t>(n_layer) * n_ctx * kv_dim;
     if (type == KvCacheType::kF16) {
       k16_.resize(n);
@@ -47,7 +47,7 @@ class CpuSequence : public Sequence {
   void Advance(int32_t n) { n_past_ += n; }
 
  private:
-  int32_t n_layer_, n_ctx_, kv_dim_;
+  int32_t n_ctx_, kv_dim_;
   KvCacheType type_;
   int32_t n_past_ = 0;
   std::vector<uint16_t> k16_, v16_;
