@@ -16,7 +16,7 @@ std::string SharedDir();
 std::string SharedPath(const std::string& relative);
 bool RunningInCi();
 
-// Reads a whole file; empty optional-like result is signalled through `ok`.
+// Reads a whole file; throws std::runtime_error when it cannot (test code only).
 std::string ReadFileOrDie(const std::string& path);
 // Parses a JSON Lines file.
 std::vector<nlohmann::json> ReadJsonLines(const std::string& path);

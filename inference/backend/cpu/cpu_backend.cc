@@ -136,9 +136,16 @@ class CpuExecutor : public ModelExecutor {
   static constexpr int64_t kRowGrain = 16;
 
   void MatMul(const WeightMatrix& w, const float* x, int64_t n, float* y) {
-    const size_t act_bytes = PrepareActivations(w.type, x, w.cols, n, w.cols);
-    pool_.ParallelFor(w.rows, kRowGrain, [&](int64_t r0, int64_t r1) {
-      kernels::MatMulRows(w.type, w.cols, w.data, w.row_bytes, r0, r1, act_.data(), act_bytes, n, y, w.rows);
+    const WeightMatrix* ws[1] = {&w};
+    float* ys[1] = {y};
+    MatMulGroup(ws, ys, 1, x, n);
+  }
+
+  // y[t] = RMSNorm(x[t]) * weight for n rows of n_embd floats.
+  void NormRows(const float* x, const std::vector<float>& weight, float* y, int64_t n) {
+    const int64_t d = c_.n_embd;
+    pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) cpu::RmsNorm(x + t * d, weight.data(), y + t * d, d, c_.rms_eps);
     });
   }
 
@@ -170,11 +177,7 @@ class CpuExecutor : public ModelExecutor {
     for (int32_t il = 0; il < c_.n_layer; ++il) {
       const LayerWeights& L = model_.layers()[il];
       // Attention block.
-      pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t) {
-          cpu::RmsNorm(&x_[t * n_embd], L.attn_norm.data(), &xn_[t * n_embd], n_embd, c_.rms_eps);
-        }
-      });
+      NormRows(x_.data(), L.attn_norm, xn_.data(), n);
       MatMulQkv(L, n);
 
       // Bias, RoPE and KV store, then attention, per (token, head).
@@ -237,25 +240,15 @@ class CpuExecutor : public ModelExecutor {
       MatMulAdd(L.wo, attn_.data(), n, x_.data());
 
       // Feed-forward block.
-      pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t) {
-          cpu::RmsNorm(&x_[t * n_embd], L.ffn_norm.data(), &xn_[t * n_embd], n_embd, c_.rms_eps);
-        }
-      });
+      NormRows(x_.data(), L.ffn_norm, xn_.data(), n);
       MatMulGateUp(L, n);
       MatMulAdd(L.w_down, gate_.data(), n, x_.data());
     }
 
     if (logits == nullptr) return;
     const int64_t n_out = n - first_logit;
-    pool_.ParallelFor(n_out, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) {
-        cpu::RmsNorm(&x_[(first_logit + t) * n_embd], model_.output_norm().data(), &xn_[t * n_embd], n_embd,
-                     c_.rms_eps);
-      }
-    });
-    const WeightMatrix& out = model_.output();
-    MatMul(out, xn_.data(), n_out, logits);
+    NormRows(&x_[first_logit * n_embd], model_.output_norm(), xn_.data(), n_out);
+    MatMul(model_.output(), xn_.data(), n_out, logits);
   }
 
   static float F16Round(float x) { return F16ToF32(F32ToF16(x)); }
@@ -287,7 +280,7 @@ class CpuExecutor : public ModelExecutor {
       same_type &= kernels::ActivationType(ws[i]->type) == kernels::ActivationType(ws[0]->type);
     }
     if (!same_type) {
-      for (int i = 0; i < count; ++i) MatMul(*ws[i], x, n, ys[i]);
+      for (int i = 0; i < count; ++i) MatMulGroup(&ws[i], &ys[i], 1, x, n);
       return;
     }
     const size_t act_bytes = PrepareActivations(ws[0]->type, x, cols, n, cols);
