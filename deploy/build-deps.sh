@@ -11,6 +11,12 @@ packages=(
   nlohmann-json3-dev     # JSON: CLI --json output, golden test files
   libcli11-dev           # airlockctl command line
   clang libclang-rt-14-dev  # libFuzzer targets
+  libssl-dev             # TLS, certificates, CRLs (OpenSSL 3)
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler  # the API
+  libyaml-cpp-dev        # the configuration file
+  libseccomp-dev         # the daemon's network lock-down
+  python3-grpcio python3-grpc-tools  # the Python client interoperability test
+  iproute2 util-linux    # ip / unshare for the network-namespace test
 )
 
 missing=()

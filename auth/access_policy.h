@@ -1,0 +1,50 @@
+// Role-based access: identity -> user -> groups -> roles -> granted methods and models.
+// Deny by default: an identity that is not a configured user is refused.
+//
+// Thread-safety: immutable after Create(); the daemon swaps in a new policy on reload.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "airlock/v1/config.pb.h"
+
+namespace airlock::auth {
+
+class AccessPolicy {
+ public:
+  // From the validated configuration (users, groups, roles, models).
+  static absl::StatusOr<std::shared_ptr<const AccessPolicy>> Create(
+      const airlock::v1::config::DaemonConfig& config);
+
+  // OK when some role of `identity` grants `full_method` ("airlock.v1.Inference/Generate") and,
+  // when `model` is non-empty, the model. Otherwise PERMISSION_DENIED with a message that says what
+  // was missing, e.g.
+  //   identity "mallory" is not a configured user
+  //   identity "bob" (roles: reader) has no role granting airlock.v1.Inference/Generate
+  //   identity "bob" (roles: chat) has no role granting model "llama3-70b" for airlock.v1.Inference/Chat
+  absl::Status Authorize(std::string_view identity, std::string_view full_method,
+                         std::string_view model) const;
+
+  // Whether Authorize(identity, full_method, model) would pass (ListModels filters with this).
+  bool Allows(std::string_view identity, std::string_view full_method, std::string_view model) const;
+
+  // The identity's roles, sorted (empty for an unknown identity).
+  std::vector<std::string> RolesOf(std::string_view identity) const;
+
+  ~AccessPolicy();
+
+ private:
+  struct Impl;
+  explicit AccessPolicy(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Every method the daemon serves, as full gRPC names; roles may name only these (or wildcards).
+const std::vector<std::string>& ServedMethods();
+
+}  // namespace airlock::auth

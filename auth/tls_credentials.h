@@ -1,0 +1,44 @@
+// The daemon's TLS: mutual TLS only, TLS 1.2 minimum, certificates re-read from disk for rotation,
+// and every client certificate checked against the RevocationChecker during the handshake.
+//
+// Thread-safety: the functions are safe to call from any thread.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "auth/revocation.h"
+#include "grpcpp/security/server_credentials.h"
+
+namespace airlock::auth {
+
+struct TlsFiles {
+  std::string cert_file;       // PEM chain
+  std::string key_file;        // PEM private key
+  std::string client_ca_file;  // PEM CA bundle
+  std::vector<std::string> crl_files;
+};
+
+struct TlsServerSettings {
+  TlsFiles files;
+  bool min_tls13 = false;                          // Default: TLS 1.2 minimum
+  absl::Duration watch_interval = absl::Seconds(10);  // Default: 10 s
+};
+
+// Checks the files before they are used (at start and on reload): each exists and parses; the key
+// file is not readable by group/others; the key matches the certificate; the certificate is
+// currently valid; the CA bundle holds at least one CA certificate. Errors name the file and the
+// problem. (CRLs are checked by RevocationList::Load.)
+absl::Status ValidateTlsFiles(const TlsFiles& files, absl::Time now);
+
+// mTLS server credentials: client certificate required and verified against client_ca_file,
+// then checked by `revocation` (a revoked client, or any client while the CRL is expired, fails
+// the handshake; the reason is logged through `log_rejection`).
+std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(
+    const TlsServerSettings& settings, std::shared_ptr<RevocationChecker> revocation,
+    std::function<void(const std::string& reason)> log_rejection);
+
+}  // namespace airlock::auth
