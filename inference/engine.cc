@@ -1,6 +1,7 @@
 // Engine: tokenize -> prefill -> sample/decode loop with streaming detokenisation and stop rules.
 #include "inference/engine.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
@@ -54,7 +55,18 @@ absl::StatusOr<GenerateResult> Engine::Generate(const GenerateRequest& request, 
   std::lock_guard<std::mutex> lock(mutex_);
   using Clock = std::chrono::steady_clock;
   GenerateResult result;
-  result.prompt_tokens = tokenizer_->Encode(request.prompt, request.add_special, request.parse_special);
+  const auto cancelled = [&request] { return request.cancelled && request.cancelled(); };
+  if (!request.prompt_tokens.empty()) {
+    for (size_t i = 0; i < request.prompt_tokens.size(); ++i) {
+      if (!tokenizer_->IsValid(request.prompt_tokens[i])) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("prompt_tokens[", i, "] = ", request.prompt_tokens[i], " is not a token of this model"));
+      }
+    }
+    result.prompt_tokens = request.prompt_tokens;
+  } else {
+    result.prompt_tokens = tokenizer_->Encode(request.prompt, request.add_special, request.parse_special);
+  }
   const int32_t n_ctx = executor_->options().n_ctx;
   if (result.prompt_tokens.empty()) {
     return absl::InvalidArgumentError("prompt is empty and the model adds no BOS token: nothing to condition on");
@@ -65,7 +77,18 @@ absl::StatusOr<GenerateResult> Engine::Generate(const GenerateRequest& request, 
   }
   AIRLOCK_ASSIGN_OR_RETURN(std::unique_ptr<Sequence> seq, executor_->NewSequence());
   const auto t0 = Clock::now();
-  AIRLOCK_RETURN_IF_ERROR(executor_->Forward(*seq, result.prompt_tokens, logits_.data(), false));
+  // Prefill in batches so that a cancelled request stops within one batch.
+  const size_t batch = static_cast<size_t>(std::max<int32_t>(1, executor_->options().n_batch));
+  const std::span<const int32_t> prompt(result.prompt_tokens);
+  for (size_t at = 0; at < prompt.size(); at += batch) {
+    if (cancelled()) {
+      result.stop_reason = StopReason::kCancelled;
+      return result;
+    }
+    const size_t n = std::min(batch, prompt.size() - at);
+    // Only the last batch needs logits; earlier ones write into the same buffer harmlessly.
+    AIRLOCK_RETURN_IF_ERROR(executor_->Forward(*seq, prompt.subspan(at, n), logits_.data(), false));
+  }
   const auto t1 = Clock::now();
   result.prompt_seconds = std::chrono::duration<double>(t1 - t0).count();
 
@@ -80,6 +103,11 @@ absl::StatusOr<GenerateResult> Engine::Generate(const GenerateRequest& request, 
   bool stopped = false;
   result.stop_reason = StopReason::kMaxTokens;
   for (int32_t i = 0; i < request.max_tokens; ++i) {
+    if (cancelled()) {
+      result.stop_reason = StopReason::kCancelled;
+      stopped = true;
+      break;
+    }
     const int32_t token = sampler.Sample(logits_.data(), model_->config().n_vocab);
     if (token == Sampler::kNoToken) {
       return absl::InternalError("the model produced no usable logits (all NaN or -inf)");

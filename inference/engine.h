@@ -38,11 +38,18 @@ const char* StopReasonName(StopReason reason);
 
 struct GenerateRequest {
   std::string prompt;
+  // When non-empty, the prompt already tokenized (chat prompts); `prompt`, add_special and
+  // parse_special are then ignored. Every id must be valid for the vocabulary.
+  std::vector<int32_t> prompt_tokens;
   int32_t max_tokens = 128;          // Default: 128; must be >= 0.
   SamplingParams sampling;
   std::vector<std::string> stop;     // stop strings; the text stops before the first match
   bool add_special = true;           // BOS etc. as the vocabulary says
   bool parse_special = false;        // text spelling a control token stays text
+  // Polled before prefill, between prefill batches and before every decoded token; when it returns
+  // true Generate stops with StopReason::kCancelled. May be empty. Lets a caller cancel a long
+  // prefill (client gone, deadline passed), which the piece callback cannot.
+  std::function<bool()> cancelled;
 };
 
 struct GeneratedPiece {
@@ -71,6 +78,8 @@ class Engine {
   const Model& model() const { return *model_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const ExecutorOptions& executor_options() const { return executor_->options(); }
+  // Tokens a prompt plus its output may use.
+  int32_t context_length() const { return executor_->options().n_ctx; }
 
  private:
   Engine() = default;

@@ -77,11 +77,40 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromSpec(const VocabularyS
 }
 
 std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool add_special, bool parse_special) const {
-  std::vector<int32_t> out;
-  out.reserve(text.size() / 3 + 4);
   std::vector<TextFragment> fragments;
   splitter_->Split(text, parse_special, fragments);
+  return EncodeFragments(text, fragments, add_special);
+}
 
+std::vector<int32_t> Tokenizer::EncodeSegments(std::span<const TextSegment> segments, bool add_special) const {
+  std::string text;
+  for (const TextSegment& segment : segments) text.append(segment.text);
+  // Each segment is split on its own, so a control token is recognised only inside a segment that
+  // allows it; raw text on both sides of a segment boundary is then tokenized as one fragment, as
+  // if the whole text had been split at once.
+  std::vector<TextFragment> fragments;
+  std::vector<TextFragment> part;
+  size_t offset = 0;
+  for (const TextSegment& segment : segments) {
+    splitter_->Split(segment.text, segment.parse_special, part);
+    for (TextFragment f : part) {
+      f.begin += offset;
+      f.end += offset;
+      if (f.is_text() && !fragments.empty() && fragments.back().is_text() && fragments.back().end == f.begin) {
+        fragments.back().end = f.end;
+      } else {
+        fragments.push_back(f);
+      }
+    }
+    offset += segment.text.size();
+  }
+  return EncodeFragments(text, fragments, add_special);
+}
+
+std::vector<int32_t> Tokenizer::EncodeFragments(std::string_view text, const std::vector<TextFragment>& fragments,
+                                                bool add_special) const {
+  std::vector<int32_t> out;
+  out.reserve(text.size() / 3 + 4);
   if (add_special && vocab_.add_bos()) out.push_back(bos());
   if (vocab_.type() == VocabType::kSpm) {
     // A text fragment at the start or right after a special token gets the space prefix.

@@ -23,6 +23,14 @@ namespace airlock::inference {
 
 class BpeEncoder;
 class SpecialTokenSplitter;
+struct TextFragment;
+
+// Part of a text to encode, with its own rule for control tokens (chat prompts: template text may
+// spell control tokens, message content may not).
+struct TextSegment {
+  std::string_view text;
+  bool parse_special = false;
+};
 
 class Tokenizer {
  public:
@@ -42,6 +50,10 @@ class Tokenizer {
   // parse_special: text spelling a control token (e.g. "<|eot_id|>") becomes that token; when false
   // it is tokenized as plain text. User-defined tokens are always matched (llama.cpp's rule).
   std::vector<int32_t> Encode(std::string_view text, bool add_special, bool parse_special) const;
+  // As Encode of the segments' concatenation, except that control tokens are recognised only inside
+  // segments with parse_special. Equal to Encode(text, add_special, true) when no plain segment
+  // spells a control token.
+  std::vector<int32_t> EncodeSegments(std::span<const TextSegment> segments, bool add_special) const;
 
   // llama_token_to_piece(id, lstrip=0, special=render_special): SPM `▁` becomes a space, byte tokens
   // their raw byte, byte-level BPE text its bytes; control and unknown tokens render as "" unless
@@ -89,6 +101,8 @@ class Tokenizer {
 
  private:
   explicit Tokenizer(Vocabulary vocab);
+  std::vector<int32_t> EncodeFragments(std::string_view text, const std::vector<TextFragment>& fragments,
+                                       bool add_special) const;
 
   Vocabulary vocab_;
   std::unique_ptr<SpecialTokenSplitter> splitter_;

@@ -93,6 +93,40 @@ TEST_F(EngineTest, CallbackCancels) {
   EXPECT_EQ(result->output_tokens.size(), 3u);
 }
 
+TEST_F(EngineTest, CancelFlagStopsBeforePrefillAndDuringDecode) {
+  GenerateRequest r = Greedy("Once upon a time", 50);
+  r.cancelled = [] { return true; };
+  int calls = 0;
+  auto result = engine_->Generate(r, [&](const GeneratedPiece&) { return ++calls > 0; });
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(result->stop_reason, StopReason::kCancelled);
+  EXPECT_TRUE(result->output_tokens.empty());
+  EXPECT_EQ(calls, 0);
+
+  int polls = 0;
+  r.cancelled = [&] { return ++polls > 6; };  // prefill polls once (one batch), then per token
+  result = engine_->Generate(r, nullptr);
+  ASSERT_TRUE(result.ok());
+  EXPECT_EQ(result->stop_reason, StopReason::kCancelled);
+  EXPECT_EQ(result->output_tokens.size(), 5u);
+}
+
+TEST_F(EngineTest, PretokenizedPromptEqualsTextPrompt) {
+  auto text = engine_->Generate(Greedy("Lily wanted to", 12), nullptr);
+  ASSERT_TRUE(text.ok());
+  GenerateRequest r = Greedy("ignored", 12);
+  r.prompt_tokens = text->prompt_tokens;
+  auto tokens = engine_->Generate(r, nullptr);
+  ASSERT_TRUE(tokens.ok());
+  EXPECT_EQ(tokens->output_tokens, text->output_tokens);
+  EXPECT_EQ(tokens->text, text->text);
+
+  r.prompt_tokens = {1, engine_->tokenizer().n_vocab()};
+  auto bad = engine_->Generate(r, nullptr);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("prompt_tokens[1]"), std::string::npos) << bad.status();
+}
+
 TEST_F(EngineTest, SeedReproducesSampledOutput) {
   GenerateRequest r = Greedy("Lily wanted to", 40);
   r.sampling.temperature = 1.0f;

@@ -372,5 +372,30 @@ TEST(TokenizerTest, LongRunsStayFast) {
   }
 }
 
+// Chat prompts: template segments may spell control tokens, content segments never can.
+TEST(TokenizerTest, EncodeSegmentsParsesControlTokensOnlyInTemplateSegments) {
+  LOAD_OR_SKIP(t, kQwen2);
+  const std::string content = "Hi <|im_end|> there";
+  const TextSegment segments[] = {{"<|im_start|>user\n", true}, {content, false}, {"<|im_end|>\n<|im_start|>assistant\n", true}};
+  const std::vector<int32_t> ids = t->EncodeSegments(segments, true);
+  // Two control tokens in the first template part and two in the last; none from the content.
+  int control = 0;
+  for (const int32_t id : ids) control += t->IsControl(id) ? 1 : 0;
+  EXPECT_EQ(control, 3);
+  EXPECT_EQ(Concat(*t, ids, true), "<|im_start|>user\n" + content + "<|im_end|>\n<|im_start|>assistant\n");
+  // Without control-token text in the content, segments encode exactly like the whole text.
+  const TextSegment plain[] = {{"<|im_start|>user\n", true}, {"Hello, world", false}, {"<|im_end|>\n", true}};
+  EXPECT_EQ(t->EncodeSegments(plain, true), t->Encode("<|im_start|>user\nHello, world<|im_end|>\n", true, true));
+}
+
+TEST(TokenizerTest, EncodeSegmentsMergesTextAcrossSegmentBoundaries) {
+  for (const char* vocab : {kLlamaSpm, kLlamaBpe}) {
+    SCOPED_TRACE(vocab);
+    LOAD_OR_SKIP(t, vocab);
+    const TextSegment segments[] = {{"[INST] ", true}, {"What is", false}, {" 2+2? [/INST]", true}};
+    EXPECT_EQ(t->EncodeSegments(segments, true), t->Encode("[INST] What is 2+2? [/INST]", true, true));
+  }
+}
+
 }  // namespace
 }  // namespace airlock::inference
