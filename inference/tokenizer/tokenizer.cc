@@ -104,6 +104,22 @@ std::vector<int32_t> Tokenizer::EncodeSegments(std::span<const TextSegment> segm
     }
     offset += segment.text.size();
   }
+  // A token that strips the whitespace beside it (Phi-3's "<|assistant|>" strips to its right) strips
+  // it across the segment boundary too, as it would in the whole text.
+  const auto is_space = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; };
+  for (size_t i = 0; i < fragments.size(); ++i) {
+    if (fragments[i].is_text()) continue;
+    const uint32_t attr = vocab_.attr(fragments[i].token);
+    if ((attr & kTokenAttrRstrip) && i + 1 < fragments.size() && fragments[i + 1].is_text()) {
+      TextFragment& next = fragments[i + 1];
+      while (next.begin < next.end && is_space(text[next.begin])) ++next.begin;
+    }
+    if ((attr & kTokenAttrLstrip) && i > 0 && fragments[i - 1].is_text()) {
+      TextFragment& previous = fragments[i - 1];
+      while (previous.end > previous.begin && is_space(text[previous.end - 1])) --previous.end;
+    }
+  }
+  std::erase_if(fragments, [](const TextFragment& f) { return f.is_text() && f.begin == f.end; });
   return EncodeFragments(text, fragments, add_special);
 }
 
