@@ -8,6 +8,9 @@ namespace airlock::ctl {
 
 void AddRunCommand(CLI::App& app);     // airlockctl run
 void AddModelCommands(CLI::App& app);  // airlockctl model inspect | synth
+// Daemon clients over mutual TLS: airlockctl generate | chat | models | tokenize | health
+void AddClientCommands(CLI::App& app);
+void AddPkiCommand(CLI::App& app);     // airlockctl pki init | issue | revoke | crl
 
 // Exit status of the command that ran (0 = success).
 int ExitCode();

@@ -9,6 +9,7 @@
 
 #include "inference/engine.h"
 #include "tools/airlockctl/commands.h"
+#include "tools/airlockctl/sampling_flags.h"
 
 namespace airlock::ctl {
 namespace {
@@ -88,17 +89,7 @@ void AddRunCommand(CLI::App& app) {
   run->add_option("--model,-m", flags->model, "GGUF model file")->required()->check(CLI::ExistingFile);
   run->add_option("--prompt,-p", flags->prompt, "Prompt text")->required();
   run->add_option("--max-tokens,-n", flags->max_tokens, "Maximum tokens to generate")->capture_default_str();
-  inference::SamplingParams& sp = flags->sampling;
-  run->add_option("--temperature,-t", sp.temperature, "Sampling temperature; 0 = greedy")->capture_default_str();
-  run->add_option("--top-k", sp.top_k, "Top-k filter (<= 0 disables)")->capture_default_str();
-  run->add_option("--top-p", sp.top_p, "Top-p (nucleus) filter (1 disables)")->capture_default_str();
-  run->add_option("--min-p", sp.min_p, "Min-p filter (0 disables)")->capture_default_str();
-  run->add_option("--repeat-penalty", sp.repeat_penalty, "Repetition penalty (1 disables)")->capture_default_str();
-  run->add_option("--repeat-last-n", sp.repeat_last_n, "Tokens the penalties look back over (-1: all)")
-      ->capture_default_str();
-  run->add_option("--frequency-penalty", sp.frequency_penalty, "Frequency penalty")->capture_default_str();
-  run->add_option("--presence-penalty", sp.presence_penalty, "Presence penalty")->capture_default_str();
-  run->add_option("--seed", sp.seed, "Random seed (same seed, same output)")->capture_default_str();
+  AddSamplingFlags(*run, flags->sampling, SamplingDefaults::kLocal);
   run->add_option("--threads", flags->threads, "CPU threads (default: all cores)");
   run->add_option("--ctx", flags->ctx, "Context size in tokens (default: model's, at most 4096)");
   run->add_option("--kv-type", flags->kv_type, "KV cache type: f16 or f32")->capture_default_str();

@@ -1,0 +1,105 @@
+// Call admission: identity from the certificate, authorisation by role, request ids, call logs.
+#include "daemon/call_admission.h"
+
+#include <openssl/rand.h>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "daemon/log.h"
+
+namespace airlock::daemon {
+
+std::shared_ptr<const RuntimeConfig> RuntimeConfigHolder::Get() const {
+  absl::MutexLock lock(&mutex_);
+  return config_;
+}
+
+void RuntimeConfigHolder::Set(std::shared_ptr<const RuntimeConfig> config) {
+  absl::MutexLock lock(&mutex_);
+  config_ = std::move(config);
+}
+
+std::string NewRequestId() {
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof(bytes)) != 1) {
+    // OpenSSL's DRBG cannot fail once seeded; a counter keeps ids unique if it ever does.
+    static std::atomic<uint64_t> counter{0};
+    const uint64_t n = counter.fetch_add(1);
+    std::memcpy(bytes, &n, sizeof(n));
+    std::memset(bytes + sizeof(n), 0, sizeof(bytes) - sizeof(n));
+  }
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
+}
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+namespace {
+
+void LogDenied(const CallInfo& call, const absl::Status& status) {
+  LogWarning("call denied", {{"request_id", call.request_id},
+                             {"identity", call.identity.name},
+                             {"subject", call.identity.subject},
+                             {"fingerprint", call.identity.fingerprint},
+                             {"peer", call.peer},
+                             {"method", call.method},
+                             {"model", call.model},
+                             {"code", absl::StatusCodeToString(status.code())},
+                             {"reason", std::string(status.message())}});
+}
+
+}  // namespace
+
+absl::StatusOr<CallInfo> AdmitCall(const grpc::CallbackServerContext& context, std::string_view method,
+                                   std::string_view model, const RuntimeConfigHolder& holder) {
+  CallInfo call;
+  call.start = std::chrono::steady_clock::now();
+  call.request_id = NewRequestId();
+  call.method = std::string(method);
+  call.model = std::string(model);
+  call.peer = context.peer();
+  call.config = holder.Get();
+  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  absl::StatusOr<auth::Identity> identity =
+      auth ? auth::IdentityFromAuthContext(*auth, call.config->identity_source)
+           : absl::UnauthenticatedError("no client certificate");
+  if (!identity.ok()) {
+    const absl::Status status = absl::UnauthenticatedError(identity.status().message());
+    LogDenied(call, status);
+    return status;
+  }
+  call.identity = std::move(*identity);
+  if (absl::Status allowed = call.config->policy->Authorize(call.identity.name, method, model); !allowed.ok()) {
+    LogDenied(call, allowed);
+    return allowed;
+  }
+  return call;
+}
+
+absl::Status AdmitModel(CallInfo& call, std::string_view model) {
+  call.model = std::string(model);
+  absl::Status allowed = call.config->policy->Authorize(call.identity.name, call.method, model);
+  if (!allowed.ok()) LogDenied(call, allowed);
+  return allowed;
+}
+
+void LogCallEnd(const CallInfo& call, const absl::Status& status, const nlohmann::json& extra) {
+  nlohmann::json fields = {
+      {"request_id", call.request_id},
+      {"identity", call.identity.name},
+      {"peer", call.peer},
+      {"method", call.method},
+      {"model", call.model},
+      {"code", absl::StatusCodeToString(status.code())},
+      {"duration_ms",
+       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - call.start).count()}};
+  if (!status.ok()) fields["error"] = std::string(status.message());
+  if (extra.is_object()) {
+    for (auto it = extra.begin(); it != extra.end(); ++it) fields[it.key()] = it.value();
+  }
+  Log(status.ok() ? LogLevel::kInfo : LogLevel::kWarning, "call", fields);
+}
+
+}  // namespace airlock::daemon

@@ -1,0 +1,75 @@
+// The first step of every call: who is calling (identity from the verified client certificate)
+// and may they call this method on this model (roles). Also the configuration snapshot that
+// decides a call: taken once when the call starts, so a reload never changes a call mid-way.
+//
+// Thread-safety: RuntimeConfigHolder is safe from any thread; AdmitCall is a pure function of its
+// arguments.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "airlock/v1/config.pb.h"
+#include "auth/access_policy.h"
+#include "auth/identity.h"
+#include "daemon/request_validation.h"
+#include "grpcpp/server_context.h"
+#include "nlohmann/json.hpp"
+
+namespace airlock::daemon {
+
+// What a reload may change, as one immutable snapshot.
+struct RuntimeConfig {
+  std::shared_ptr<const auth::AccessPolicy> policy;
+  airlock::v1::config::IdentitySource identity_source = airlock::v1::config::SUBJECT_CN;
+  RequestLimits limits;
+  absl::Duration max_request_duration = absl::Seconds(600);  // Default: 600 s
+};
+
+class RuntimeConfigHolder {
+ public:
+  explicit RuntimeConfigHolder(std::shared_ptr<const RuntimeConfig> config) : config_(std::move(config)) {}
+  std::shared_ptr<const RuntimeConfig> Get() const ABSL_LOCKS_EXCLUDED(mutex_);
+  void Set(std::shared_ptr<const RuntimeConfig> config) ABSL_LOCKS_EXCLUDED(mutex_);
+
+ private:
+  mutable absl::Mutex mutex_;
+  std::shared_ptr<const RuntimeConfig> config_ ABSL_GUARDED_BY(mutex_);
+};
+
+// One admitted call.
+struct CallInfo {
+  std::string request_id;  // 32 hex digits, unique per call
+  std::string method;      // full gRPC name, "airlock.v1.Inference/Generate"
+  std::string model;       // "" for calls that name none
+  std::string peer;        // "ipv4:127.0.0.1:51234"
+  auth::Identity identity;
+  std::shared_ptr<const RuntimeConfig> config;
+  std::chrono::steady_clock::time_point start;
+};
+
+// UNAUTHENTICATED without a usable identity; PERMISSION_DENIED when no role grants the method (and
+// the model, when `model` is non-empty). Denials are logged here, with the identity and the reason.
+absl::StatusOr<CallInfo> AdmitCall(const grpc::CallbackServerContext& context, std::string_view method,
+                                   std::string_view model, const RuntimeConfigHolder& holder);
+
+// Checks the model of an already admitted call (after the request's fields were read).
+absl::Status AdmitModel(CallInfo& call, std::string_view model);
+
+// absl::Status -> grpc::Status (the codes are the same numbers).
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+// One structured log line per finished call: identity, method, model, code, duration, and `extra`.
+void LogCallEnd(const CallInfo& call, const absl::Status& status, const nlohmann::json& extra = nullptr);
+
+// A fresh request id (128 random bits, hex).
+std::string NewRequestId();
+
+}  // namespace airlock::daemon

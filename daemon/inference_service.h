@@ -1,0 +1,39 @@
+// airlock.v1.Inference on gRPC's callback API: admission, validation, then generation jobs on the
+// model's queue whose pieces stream back through reactors. No gRPC thread waits for the engine.
+//
+// Thread-safety: gRPC calls the methods from its own threads; everything shared is either
+// immutable (the registry's models) or a snapshot (RuntimeConfigHolder).
+#pragma once
+
+#include "airlock/v1/inference.grpc.pb.h"
+#include "daemon/call_admission.h"
+#include "daemon/model_registry.h"
+
+namespace airlock::daemon {
+
+class InferenceService final : public airlock::v1::Inference::CallbackService {
+ public:
+  // Both must outlive the service.
+  InferenceService(const ModelRegistry& models, const RuntimeConfigHolder& config)
+      : models_(models), config_(config) {}
+
+  grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* context, const airlock::v1::GenerateRequest* request,
+                                     airlock::v1::GenerateResponse* response) override;
+  grpc::ServerWriteReactor<airlock::v1::GenerateStreamResponse>* GenerateStream(
+      grpc::CallbackServerContext* context, const airlock::v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* Chat(grpc::CallbackServerContext* context, const airlock::v1::ChatRequest* request,
+                                 airlock::v1::GenerateResponse* response) override;
+  grpc::ServerWriteReactor<airlock::v1::GenerateStreamResponse>* ChatStream(
+      grpc::CallbackServerContext* context, const airlock::v1::ChatRequest* request) override;
+  grpc::ServerUnaryReactor* Tokenize(grpc::CallbackServerContext* context, const airlock::v1::TokenizeRequest* request,
+                                     airlock::v1::TokenizeResponse* response) override;
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
+                                       const airlock::v1::ListModelsRequest* request,
+                                       airlock::v1::ListModelsResponse* response) override;
+
+ private:
+  const ModelRegistry& models_;
+  const RuntimeConfigHolder& config_;
+};
+
+}  // namespace airlock::daemon

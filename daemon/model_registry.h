@@ -1,0 +1,59 @@
+// The models this daemon serves: each configured GGUF loaded into an Engine, its chat template
+// recognised, its public description, and its generation queue.
+//
+// Thread-safety: the set of models is fixed after Load(); Find() and models() may be called from
+// any thread. Shutdown() once, from the thread that drains the server.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "airlock/v1/inference.pb.h"
+#include "daemon/generation_queue.h"
+#include "inference/chat/chat_template.h"
+#include "inference/engine.h"
+
+namespace airlock::daemon {
+
+struct ModelSpec {
+  std::string name;
+  std::string path;
+  uint32_t context_length = 0;  // 0 = min(model's training context, 4096)
+  uint32_t threads = 1;
+  bool kv_f32 = false;
+  std::string chat_template;    // family name override; "" = recognise from the GGUF
+  uint32_t max_queue = 64;
+};
+
+struct ServedModel {
+  std::string name;
+  std::unique_ptr<inference::Engine> engine;
+  // Absent when the GGUF has no template we recognise; Chat then fails with chat_template_error.
+  std::optional<inference::ChatTemplate> chat_template;
+  std::string chat_template_error;
+  airlock::v1::ModelInfo info;
+  double load_seconds = 0;
+  std::unique_ptr<GenerationQueue> queue;
+};
+
+class ModelRegistry {
+ public:
+  // Loads every model; the first failure is returned with the model's name and path.
+  static absl::StatusOr<std::unique_ptr<ModelRegistry>> Load(const std::vector<ModelSpec>& specs);
+
+  // nullptr when no model has that name.
+  const ServedModel* Find(std::string_view name) const;
+  const std::vector<std::unique_ptr<ServedModel>>& models() const { return models_; }
+
+  // Stops every queue (see GenerationQueue::Shutdown).
+  void Shutdown();
+
+ private:
+  std::vector<std::unique_ptr<ServedModel>> models_;
+};
+
+}  // namespace airlock::daemon

@@ -1,0 +1,191 @@
+// Daemon: start (TLS, CRLs, policy, models, listener), reload, drain.
+#include "daemon/server.h"
+
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "auth/tls_credentials.h"
+#include "daemon/log.h"
+#include "grpcpp/server_builder.h"
+#include "inference/base/status.h"
+
+namespace airlock::daemon {
+namespace {
+
+constexpr uint32_t kDefaultMaxTokens = 256;
+
+std::vector<ModelSpec> ModelSpecs(const DaemonOptions& options) {
+  std::vector<ModelSpec> specs;
+  for (const ModelOptions& m : options.models) {
+    specs.push_back(ModelSpec{m.name, m.path, m.context_length, m.threads, m.kv_f32, m.chat_template, m.max_queue});
+  }
+  return specs;
+}
+
+// What Reload cannot change without a restart, by name.
+std::vector<std::string> RestartOnlyChanges(const DaemonOptions& a, const DaemonOptions& b) {
+  std::vector<std::string> changed;
+  if (a.listen != b.listen) changed.push_back("server.listen");
+  if (a.sandbox != b.sandbox) changed.push_back("server.sandbox");
+  if (a.port_file != b.port_file) changed.push_back("server.port_file");
+  if (a.tls.cert_file != b.tls.cert_file || a.tls.key_file != b.tls.key_file ||
+      a.tls.client_ca_file != b.tls.client_ca_file) {
+    changed.push_back("tls file paths");
+  }
+  if (a.tls.min_tls13 != b.tls.min_tls13) changed.push_back("tls.min_version");
+  if (a.tls.watch_interval != b.tls.watch_interval) changed.push_back("tls.watch_interval");
+  if (a.limits.max_request_bytes != b.limits.max_request_bytes) changed.push_back("limits.max_request_bytes");
+  if (a.limits.max_concurrent_streams != b.limits.max_concurrent_streams) {
+    changed.push_back("limits.max_concurrent_streams");
+  }
+  bool models_changed = a.models.size() != b.models.size();
+  for (size_t i = 0; !models_changed && i < a.models.size(); ++i) {
+    const ModelOptions& x = a.models[i];
+    const ModelOptions& y = b.models[i];
+    models_changed = x.name != y.name || x.path != y.path || x.context_length != y.context_length ||
+                     x.threads != y.threads || x.kv_f32 != y.kv_f32 || x.chat_template != y.chat_template ||
+                     x.max_queue != y.max_queue;
+  }
+  if (models_changed) changed.push_back("models");
+  return changed;
+}
+
+}  // namespace
+
+auth::TlsFiles TlsFilesOf(const TlsOptions& tls) {
+  return auth::TlsFiles{tls.cert_file, tls.key_file, tls.client_ca_file, tls.crl_files};
+}
+
+absl::StatusOr<std::shared_ptr<const RuntimeConfig>> Daemon::MakeRuntimeConfig(const DaemonOptions& options) const {
+  auto runtime = std::make_shared<RuntimeConfig>();
+  AIRLOCK_ASSIGN_OR_RETURN(runtime->policy, auth::AccessPolicy::Create(options.config));
+  runtime->identity_source = options.identity_source;
+  runtime->limits.max_prompt_tokens = options.limits.max_prompt_tokens;
+  runtime->limits.max_tokens_per_request = options.limits.max_tokens_per_request;
+  runtime->limits.default_max_tokens = kDefaultMaxTokens;
+  runtime->max_request_duration = options.limits.max_request_duration;
+  return runtime;
+}
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_path, const DaemonOptions& options) {
+  std::unique_ptr<Daemon> d(new Daemon());
+  d->config_path_ = config_path;
+  d->options_ = options;
+
+  // TLS material first: a broken certificate or a missing CRL must stop the start before models
+  // take minutes to load.
+  const auth::TlsFiles tls_files = TlsFilesOf(options.tls);
+  AIRLOCK_RETURN_IF_ERROR(auth::ValidateTlsFiles(tls_files, absl::Now()));
+  AIRLOCK_ASSIGN_OR_RETURN(std::shared_ptr<const auth::RevocationList> crls,
+                           auth::RevocationList::Load(tls_files.client_ca_file, tls_files.crl_files, absl::Now()));
+  d->revocation_ = std::make_shared<auth::RevocationChecker>(crls);
+  AIRLOCK_ASSIGN_OR_RETURN(std::shared_ptr<const RuntimeConfig> runtime, d->MakeRuntimeConfig(options));
+  d->runtime_ = std::make_unique<RuntimeConfigHolder>(std::move(runtime));
+
+  AIRLOCK_ASSIGN_OR_RETURN(d->models_, ModelRegistry::Load(ModelSpecs(options)));
+  for (const auto& m : d->models_->models()) {
+    LogInfo("model loaded", {{"model", m->name},
+                             {"architecture", m->info.architecture()},
+                             {"parameters", m->info.parameters()},
+                             {"weight_type", m->info.weight_type()},
+                             {"context_length", m->info.context_length()},
+                             {"chat_template", m->chat_template ? std::string(m->chat_template->name()) : ""},
+                             {"chat_template_error", m->chat_template_error},
+                             {"load_seconds", m->load_seconds}});
+  }
+
+  d->inference_ = std::make_unique<InferenceService>(*d->models_, *d->runtime_);
+  d->health_ = std::make_unique<HealthService>(*d->runtime_);
+
+  auth::TlsServerSettings tls;
+  tls.files = tls_files;
+  tls.min_tls13 = options.tls.min_tls13;
+  tls.watch_interval = options.tls.watch_interval;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options.listen,
+                           auth::MakeServerCredentials(tls, d->revocation_,
+                                                       [](const std::string& reason) {
+                                                         LogWarning("TLS handshake refused", {{"reason", reason}});
+                                                       }),
+                           &d->port_);
+  builder.RegisterService(d->inference_.get());
+  builder.RegisterService(d->health_.get());
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.limits.max_request_bytes));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, static_cast<int>(options.limits.max_concurrent_streams));
+  // Another process must not be able to share our port.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // Idle or half-open connections are closed rather than kept forever.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60 * 1000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20 * 1000);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, 30 * 60 * 1000);
+  d->server_ = builder.BuildAndStart();
+  if (d->server_ == nullptr || d->port_ == 0) {
+    d->models_->Shutdown();
+    return absl::UnavailableError(absl::StrCat("could not listen on ", options.listen,
+                                               " (address in use, or not an address of this host?)"));
+  }
+  if (!options.port_file.empty()) {
+    std::ofstream out(options.port_file, std::ios::trunc);
+    out << d->port_ << "\n";
+    if (!out.good()) {
+      d->Drain();
+      return absl::PermissionDeniedError(absl::StrCat("server.port_file: cannot write ", options.port_file));
+    }
+  }
+  LogInfo("listening", {{"address", options.listen},
+                        {"port", d->port_},
+                        {"tls_min", options.tls.min_tls13 ? "1.3" : "1.2"},
+                        {"crl_next_update", absl::FormatTime(crls->earliest_next_update())}});
+  return d;
+}
+
+Daemon::~Daemon() { Drain(); }
+
+absl::Status Daemon::Reload() {
+  const auto refuse = [](const absl::Status& status) {
+    LogError("reload refused; the running configuration stays", {{"error", std::string(status.message())}});
+    return status;
+  };
+  absl::StatusOr<ParsedConfig> parsed = LoadConfigFile(config_path_);
+  if (!parsed.ok()) return refuse(parsed.status());
+  if (absl::Status files = CheckConfigFiles(*parsed); !files.ok()) return refuse(files);
+  const DaemonOptions options = ResolveOptions(*parsed);
+  const auth::TlsFiles tls_files = TlsFilesOf(options.tls);
+  if (absl::Status tls = auth::ValidateTlsFiles(tls_files, absl::Now()); !tls.ok()) return refuse(tls);
+  absl::StatusOr<std::shared_ptr<const auth::RevocationList>> crls =
+      auth::RevocationList::Load(tls_files.client_ca_file, tls_files.crl_files, absl::Now());
+  if (!crls.ok()) return refuse(crls.status());
+  absl::StatusOr<std::shared_ptr<const RuntimeConfig>> runtime = MakeRuntimeConfig(options);
+  if (!runtime.ok()) return refuse(runtime.status());
+
+  // Everything checked: swap in.
+  revocation_->Replace(*crls);
+  runtime_->Set(*runtime);
+  const std::vector<std::string> ignored = RestartOnlyChanges(options_, options);
+  if (!ignored.empty()) {
+    LogWarning("reload: these changes need a restart and were not applied", {{"fields", ignored}});
+  }
+  LogInfo("configuration reloaded", {{"users", options.config.users_size()},
+                                     {"roles", options.config.roles_size()},
+                                     {"crl_next_update", absl::FormatTime((*crls)->earliest_next_update())}});
+  return absl::OkStatus();
+}
+
+void Daemon::Drain() {
+  if (drained_) return;
+  drained_ = true;
+  if (server_ != nullptr) {
+    LogInfo("draining", {{"drain_timeout", absl::FormatDuration(options_.drain_timeout)}});
+    health_->SetServing(false);
+    health_->EndWatches();
+    // New calls are refused at once; calls still running at the deadline are cancelled, which
+    // stops their generation within one token.
+    server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(options_.drain_timeout));
+  }
+  if (models_ != nullptr) models_->Shutdown();
+  if (server_ != nullptr) server_->Wait();
+  LogInfo("drained");
+}
+
+}  // namespace airlock::daemon

@@ -1,0 +1,61 @@
+// The running daemon: models loaded, the mTLS gRPC server listening, and the two lifecycle
+// operations the signals ask for: Reload (SIGHUP) and Drain (SIGTERM).
+//
+// Thread-safety: Start() once; Reload() and Drain() from the signal-handling thread only.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "auth/revocation.h"
+#include "auth/tls_credentials.h"
+#include "daemon/call_admission.h"
+#include "daemon/config/daemon_options.h"
+#include "daemon/health_service.h"
+#include "daemon/inference_service.h"
+#include "daemon/model_registry.h"
+#include "grpcpp/server.h"
+
+namespace airlock::daemon {
+
+class Daemon {
+ public:
+  // Checks the TLS files and CRLs, loads every model, listens. `config_path` is what Reload()
+  // reads again.
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const std::string& config_path, const DaemonOptions& options);
+  ~Daemon();
+
+  int port() const { return port_; }
+
+  // Re-reads the configuration file, TLS files and CRLs. Identities, roles, limits and CRLs take
+  // effect for new calls; a change that needs a restart (listen address, TLS file paths, models,
+  // message-size limits) is reported and ignored. Any error leaves the running configuration as it
+  // was and is returned.
+  absl::Status Reload();
+
+  // Stops accepting calls, lets in-flight calls finish until drain_timeout, cancels the rest,
+  // stops the model queues. Returns when everything has ended.
+  void Drain();
+
+ private:
+  Daemon() = default;
+  absl::StatusOr<std::shared_ptr<const RuntimeConfig>> MakeRuntimeConfig(const DaemonOptions& options) const;
+
+  std::string config_path_;
+  DaemonOptions options_;  // as started
+  std::unique_ptr<ModelRegistry> models_;
+  std::shared_ptr<auth::RevocationChecker> revocation_;
+  std::unique_ptr<RuntimeConfigHolder> runtime_;
+  std::unique_ptr<InferenceService> inference_;
+  std::unique_ptr<HealthService> health_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool drained_ = false;
+};
+
+// The reloaded TLS/CRL files must hold together before anything is swapped in.
+auth::TlsFiles TlsFilesOf(const TlsOptions& tls);
+
+}  // namespace airlock::daemon

@@ -1,0 +1,232 @@
+// The end-to-end harness: lab PKI, airlockd child process, mTLS channels, commands with deadlines.
+#include "tests/integration/daemon_harness.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "auth/dev_pki.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
+#include "gtest/gtest.h"
+#include "tests/support/test_data.h"
+
+extern char** environ;
+
+namespace airlock::testing {
+namespace {
+
+std::string ReadWhole(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Short polling interval for conditions that have no notification (a file appearing, a child
+// exiting); every wait has a deadline.
+void PollPause() { std::this_thread::sleep_for(std::chrono::milliseconds(20)); }
+
+}  // namespace
+
+LabPki MakeLabPki(const std::string& dir) {
+  LabPki pki{dir};
+  const absl::Status status = auth::InitPki(dir, auth::PkiInitOptions());
+  EXPECT_TRUE(status.ok()) << status;
+  return pki;
+}
+
+void LabPki::Issue(const std::string& stem) {
+  if (::access(cert(stem).c_str(), F_OK) == 0) return;
+  auth::CertificateSpec spec;
+  spec.common_name = stem;
+  spec.emails = {stem + "@example.org"};
+  const absl::Status status = auth::IssueClient(dir, stem, spec);
+  ASSERT_TRUE(status.ok()) << status;
+}
+
+std::unique_ptr<DaemonProcess> DaemonProcess::Start(const std::string& dir, const std::string& config_yaml,
+                                                    std::string* error, absl::Duration ready_within) {
+  auto d = std::unique_ptr<DaemonProcess>(new DaemonProcess());
+  d->dir_ = dir;
+  {
+    std::ofstream out(d->config_path(), std::ios::trunc);
+    out << config_yaml;
+  }
+  ::chmod(d->config_path().c_str(), 0600);
+  ::unlink((dir + "/port").c_str());
+  const std::string log_path = dir + "/airlockd.log";
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+  std::vector<std::string> args = {AIRLOCKD_PATH, "--config", d->config_path()};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const int rc = posix_spawn(&d->pid_, AIRLOCKD_PATH, &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) {
+    *error = absl::StrCat("posix_spawn airlockd: ", strerror(rc));
+    d->pid_ = -1;
+    return nullptr;
+  }
+  const absl::Time deadline = absl::Now() + ready_within;
+  while (absl::Now() < deadline) {
+    const std::string port = ReadWhole(dir + "/port");
+    if (!port.empty() && port.back() == '\n') {
+      d->port_ = std::stoi(port);
+      return d;
+    }
+    if (std::optional<int> code = d->WaitExit(absl::ZeroDuration())) {
+      *error = absl::StrCat("airlockd exited with ", *code, " before listening; log:\n", d->Log());
+      return nullptr;
+    }
+    PollPause();
+  }
+  *error = absl::StrCat("airlockd did not listen within ", absl::FormatDuration(ready_within), "; log:\n", d->Log());
+  return nullptr;
+}
+
+DaemonProcess::~DaemonProcess() {
+  if (pid_ > 0 && !reaped_) {
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, nullptr, 0);
+  }
+}
+
+std::string DaemonProcess::Log() const { return ReadWhole(dir_ + "/airlockd.log"); }
+
+bool DaemonProcess::WaitForLog(const std::string& text, absl::Duration within, size_t occurrences) const {
+  const absl::Time deadline = absl::Now() + within;
+  for (;;) {
+    const std::string log = Log();
+    size_t found = 0;
+    for (size_t at = log.find(text); at != std::string::npos; at = log.find(text, at + 1)) ++found;
+    if (found >= occurrences) return true;
+    if (absl::Now() >= deadline) return false;
+    PollPause();
+  }
+}
+
+void DaemonProcess::Signal(int signal_number) const {
+  if (pid_ > 0 && !reaped_) ::kill(pid_, signal_number);
+}
+
+std::optional<int> DaemonProcess::WaitExit(absl::Duration within) {
+  if (reaped_ || pid_ <= 0) return std::nullopt;
+  const absl::Time deadline = absl::Now() + within;
+  for (;;) {
+    int status = 0;
+    const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+    if (r == pid_) {
+      reaped_ = true;
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    if (absl::Now() >= deadline) return std::nullopt;
+    PollPause();
+  }
+}
+
+CommandResult RunCommand(const std::vector<std::string>& args, absl::Duration within, const std::string& stdin_text) {
+  CommandResult result;
+  int out_pipe[2], err_pipe[2], in_pipe[2];
+  if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0 || pipe2(in_pipe, O_CLOEXEC) != 0) return result;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, out_pipe[1], STDOUT_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, err_pipe[1], STDERR_FILENO);
+  posix_spawn_file_actions_adddup2(&actions, in_pipe[0], STDIN_FILENO);
+  std::vector<std::string> copy = args;
+  std::vector<char*> argv;
+  for (std::string& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  const int rc = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  ::close(out_pipe[1]);
+  ::close(err_pipe[1]);
+  ::close(in_pipe[0]);
+  if (rc != 0) {
+    ::close(out_pipe[0]);
+    ::close(err_pipe[0]);
+    ::close(in_pipe[1]);
+    result.err = strerror(rc);
+    return result;
+  }
+  if (!stdin_text.empty()) {
+    (void)!::write(in_pipe[1], stdin_text.data(), stdin_text.size());
+  }
+  ::close(in_pipe[1]);
+  const absl::Time deadline = absl::Now() + within;
+  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
+  int open_fds = 2;
+  bool killed = false;
+  while (open_fds > 0) {
+    const int64_t left_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
+    if (left_ms <= 0 && !killed) {
+      ::kill(pid, SIGKILL);
+      killed = true;
+    }
+    if (::poll(fds, 2, static_cast<int>(std::max<int64_t>(left_ms, 100))) < 0) break;
+    for (int i = 0; i < 2; ++i) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      char buf[4096];
+      const ssize_t n = ::read(fds[i].fd, buf, sizeof(buf));
+      if (n <= 0) {
+        ::close(fds[i].fd);
+        fds[i].fd = -1;
+        --open_fds;
+      } else {
+        (i == 0 ? result.out : result.err).append(buf, static_cast<size_t>(n));
+      }
+    }
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return result;
+}
+
+std::shared_ptr<grpc::Channel> ConnectWith(int port, const std::string& ca_file, const std::string& cert_file,
+                                           const std::string& key_file) {
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ReadWhole(ca_file);
+  if (!cert_file.empty()) {
+    ssl.pem_cert_chain = ReadWhole(cert_file);
+    ssl.pem_private_key = ReadWhole(key_file);
+  }
+  grpc::ChannelArguments args;
+  args.SetSslTargetNameOverride("localhost");
+  // Each test channel gets its own connection (no sharing between channels of one process), so a
+  // revoked certificate is checked on a fresh handshake.
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  return grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port), grpc::SslCredentials(ssl), args);
+}
+
+std::shared_ptr<grpc::Channel> Connect(int port, const LabPki& pki, const std::string& stem) {
+  if (stem.empty()) return ConnectWith(port, pki.dir + "/ca.crt", "", "");
+  return ConnectWith(port, pki.dir + "/ca.crt", pki.cert(stem), pki.key(stem));
+}
+
+std::chrono::system_clock::time_point DeadlineIn(absl::Duration within) {
+  return std::chrono::system_clock::now() + absl::ToChronoNanoseconds(within);
+}
+
+std::string BaseConfig(const std::string& dir, const LabPki& pki, const std::string& models_yaml,
+                       const std::string& access_yaml, const std::string& extra_yaml) {
+  return absl::StrCat("server:\n  listen: \"127.0.0.1:0\"\n  port_file: \"", dir, "/port\"\n  drain_timeout: \"5s\"\n",
+                      "tls:\n  cert_file: \"", pki.dir, "/server.crt\"\n  key_file: \"", pki.dir,
+                      "/server.key\"\n  client_ca_file: \"", pki.dir, "/ca.crt\"\n  crl_files: [\"", pki.dir,
+                      "/crl.pem\"]\n  watch_interval: \"1s\"\n", "models:\n", models_yaml, access_yaml, extra_yaml);
+}
+
+}  // namespace airlock::testing
