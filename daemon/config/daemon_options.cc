@@ -1,0 +1,76 @@
+// Resolving a validated DaemonConfig into DaemonOptions: where every default is applied.
+#include "daemon/config/daemon_options.h"
+
+#include <thread>
+
+#include "inference/base/status.h"
+
+namespace airlock::daemon {
+namespace {
+
+// A validated duration string, or `fallback` when the key was absent (ValidateConfig has checked
+// that a present one parses, so failure here is a caller bug).
+absl::Duration DurationOr(const std::string& text, absl::Duration fallback) {
+  if (text.empty()) return fallback;
+  absl::Duration d;
+  AIRLOCK_CHECK(absl::ParseDuration(text, &d));
+  return d;
+}
+
+uint32_t OnlineCpus() {
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<uint32_t>(n);
+}
+
+}  // namespace
+
+DaemonOptions ResolveOptions(const ParsedConfig& parsed) {
+  const airlock::v1::config::DaemonConfig& config = parsed.config();
+  DaemonOptions options;
+
+  const auto& server = config.server();
+  if (!server.listen().empty()) options.listen = server.listen();
+  options.drain_timeout = DurationOr(server.drain_timeout(), options.drain_timeout);
+  if (server.has_sandbox()) options.sandbox = server.sandbox();
+  options.port_file = server.port_file();
+
+  const auto& tls = config.tls();
+  options.tls.cert_file = tls.cert_file();
+  options.tls.key_file = tls.key_file();
+  options.tls.client_ca_file = tls.client_ca_file();
+  options.tls.crl_files.assign(tls.crl_files().begin(), tls.crl_files().end());
+  options.tls.min_tls13 = tls.min_version() == airlock::v1::config::TLS_1_3;
+  options.tls.watch_interval = DurationOr(tls.watch_interval(), options.tls.watch_interval);
+
+  for (const auto& model : config.models()) {
+    ModelOptions& m = options.models.emplace_back();
+    m.name = model.name();
+    m.path = model.path();
+    m.context_length = model.context_length();
+    m.threads = model.threads() != 0 ? model.threads() : OnlineCpus();
+    m.kv_f32 = model.kv_cache_type() == airlock::v1::config::F32;
+    m.chat_template = model.chat_template();
+    if (model.max_queue() != 0) m.max_queue = model.max_queue();
+  }
+
+  if (config.identity().source() != airlock::v1::config::IDENTITY_SOURCE_UNSPECIFIED) {
+    options.identity_source = config.identity().source();
+  }
+
+  const auto& limits = config.limits();
+  LimitsOptions& l = options.limits;
+  if (limits.max_request_bytes() != 0) l.max_request_bytes = limits.max_request_bytes();
+  l.max_prompt_tokens = limits.max_prompt_tokens();
+  if (limits.max_tokens_per_request() != 0) {
+    l.max_tokens_per_request = limits.max_tokens_per_request();
+  }
+  l.max_request_duration = DurationOr(limits.max_request_duration(), l.max_request_duration);
+  if (limits.max_concurrent_streams() != 0) {
+    l.max_concurrent_streams = limits.max_concurrent_streams();
+  }
+
+  options.config = config;
+  return options;
+}
+
+}  // namespace airlock::daemon

@@ -1,0 +1,94 @@
+// airlockd's resolved, immutable options: the validated configuration with every default applied.
+//
+// The rest of the daemon reads these structs, never the raw DaemonConfig, so each default lives in
+// one place (ResolveOptions) and is written next to its field below (RocksDB's options.h habit).
+// The defaults are the ones stated in proto/airlock/v1/config.proto.
+//
+// Thread-safety: plain values; share a const DaemonOptions (e.g. through shared_ptr<const>) freely.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "airlock/v1/config.pb.h"
+#include "daemon/config/config_loader.h"
+
+namespace airlock::daemon {
+
+// Which part of the verified client certificate names the caller (the proto enum, so that
+// auth::IdentityFromCertificate takes it as is). Never IDENTITY_SOURCE_UNSPECIFIED once resolved.
+using IdentitySource = airlock::v1::config::IdentitySource;
+
+struct TlsOptions {
+  // PEM server certificate chain. Default: none (required).
+  std::string cert_file;
+  // PEM private key of cert_file, mode 0600 or stricter. Default: none (required).
+  std::string key_file;
+  // PEM bundle of the CAs whose client certificates are accepted. Default: none (required).
+  std::string client_ca_file;
+  // PEM CRLs, at least one per CA in client_ca_file. Default: none (at least one required).
+  std::vector<std::string> crl_files;
+  // Whether TLS 1.2 is refused. Default: false (min_version TLS_1_2; 1.3 is used when offered).
+  bool min_tls13 = false;
+  // How often the certificate, key, CA and CRL files are re-read for rotation. Default: 10s.
+  absl::Duration watch_interval = absl::Seconds(10);
+};
+
+struct ModelOptions {
+  // Name clients use in requests. Default: none (required).
+  std::string name;
+  // Absolute path of the GGUF file. Default: none (required).
+  std::string path;
+  // Context window in tokens. Default: 0, meaning min(the model's training context, 4096), which
+  // the engine resolves when it has read the model.
+  uint32_t context_length = 0;
+  // CPU threads for this model. Default: std::thread::hardware_concurrency() (1 if unknown).
+  uint32_t threads = 1;
+  // Whether the KV cache is kept in F32 rather than F16. Default: false (F16).
+  bool kv_f32 = false;
+  // Chat template family name (a ChatTemplate::Names() entry). Default: "" (recognised from the
+  // GGUF's tokenizer.chat_template).
+  std::string chat_template;
+  // Requests that may wait for this model before RESOURCE_EXHAUSTED. Default: 64.
+  uint32_t max_queue = 64;
+};
+
+struct LimitsOptions {
+  // Largest request message accepted, in bytes. Default: 1048576 (1 MiB).
+  uint32_t max_request_bytes = 1 << 20;
+  // Longest prompt in tokens after chat rendering. Default: 0, meaning the model's context length.
+  uint32_t max_prompt_tokens = 0;
+  // Largest max_tokens a request may ask for. Default: 2048.
+  uint32_t max_tokens_per_request = 2048;
+  // Longest a request may run; a shorter client deadline wins. Default: 600s.
+  absl::Duration max_request_duration = absl::Seconds(600);
+  // Concurrent RPCs per connection. Default: 32.
+  uint32_t max_concurrent_streams = 32;
+};
+
+struct DaemonOptions {
+  // host:port of the mTLS gRPC listener; port 0 picks a free port. Default: "127.0.0.1:7443".
+  std::string listen = "127.0.0.1:7443";
+  // On SIGTERM, in-flight requests may finish for this long, then are cancelled. Default: 30s.
+  absl::Duration drain_timeout = absl::Seconds(30);
+  // Forbid new sockets and outbound connections with seccomp after binding. Default: true.
+  bool sandbox = true;
+  // File the bound port is written to once listening. Default: "" (none).
+  std::string port_file;
+  TlsOptions tls;
+  // In configuration order; at least one.
+  std::vector<ModelOptions> models;
+  // Default: SUBJECT_CN.
+  IdentitySource identity_source = airlock::v1::config::SUBJECT_CN;
+  LimitsOptions limits;
+  // The validated message, for what reads it directly (the access policy: users, groups, roles).
+  airlock::v1::config::DaemonConfig config;
+};
+
+// Applies the defaults to a configuration that ParseConfig accepted. Must not be given a
+// configuration that did not pass ValidateConfig (durations are assumed to parse).
+DaemonOptions ResolveOptions(const ParsedConfig& parsed);
+
+}  // namespace airlock::daemon
