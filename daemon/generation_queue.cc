@@ -1,6 +1,8 @@
 // GenerationQueue: a bounded FIFO in front of one engine, drained by one worker thread.
 #include "daemon/generation_queue.h"
 
+#include <vector>
+
 #include "absl/strings/str_cat.h"
 
 namespace airlock::daemon {
@@ -11,15 +13,36 @@ GenerationQueue::GenerationQueue(inference::Engine& engine, size_t max_waiting)
 GenerationQueue::~GenerationQueue() { Shutdown(); }
 
 absl::Status GenerationQueue::Submit(std::unique_ptr<GenerationJob> job) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (stopping_) return absl::UnavailableError("the server is shutting down");
-  if (waiting_.size() >= max_waiting_) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("the model's queue is full (", max_waiting_, " requests waiting; models[].max_queue)"));
+  std::vector<Entry> cancelled;
+  absl::Status status;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_) return absl::UnavailableError("the server is shutting down");
+    if (waiting_.size() >= max_waiting_) {
+      // Jobs whose callers gave up hold no place in the queue.
+      for (auto it = waiting_.begin(); it != waiting_.end();) {
+        if (it->job->request.cancelled && it->job->request.cancelled()) {
+          cancelled.push_back(std::move(*it));
+          it = waiting_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    if (waiting_.size() >= max_waiting_) {
+      status = absl::ResourceExhaustedError(
+          absl::StrCat("the model's queue is full (", max_waiting_, " requests waiting; models[].max_queue)"));
+    } else {
+      waiting_.push_back(Entry{std::move(job), std::chrono::steady_clock::now()});
+      wake_.notify_one();
+    }
   }
-  waiting_.push_back(Entry{std::move(job), std::chrono::steady_clock::now()});
-  wake_.notify_one();
-  return absl::OkStatus();
+  const auto now = std::chrono::steady_clock::now();
+  for (Entry& e : cancelled) {
+    e.job->on_done(absl::CancelledError("cancelled before it started"),
+                   std::chrono::duration<double>(now - e.submitted).count());
+  }
+  return status;
 }
 
 void GenerationQueue::Shutdown() {
