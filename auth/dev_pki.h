@@ -79,7 +79,8 @@ absl::Status InitPki(const std::string& dir, const PkiInitOptions& options);
 // Issues <dir>/<file_stem>.crt/.key. Refuses to overwrite an existing file.
 absl::Status IssueClient(const std::string& dir, const std::string& file_stem,
                          const CertificateSpec& spec);
-// Adds the certificate's serial to revoked.txt and re-signs crl.pem.
+// Adds the certificate's serial to revoked.txt and re-signs crl.pem. INVALID_ARGUMENT when the
+// certificate was not issued by this directory's CA; ALREADY_EXISTS when it is already revoked.
 absl::Status Revoke(const std::string& dir, const std::string& cert_pem,
                     absl::Duration crl_validity = absl::Hours(24 * 30));
 // Re-signs crl.pem with the current revoked list (refreshes nextUpdate).

@@ -4,6 +4,7 @@
 // Thread-safety: the functions are safe to call from any thread.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,7 +25,11 @@ struct TlsFiles {
 
 struct TlsServerSettings {
   TlsFiles files;
-  bool min_tls13 = false;                          // Default: TLS 1.2 minimum
+  // Default: TLS 1.2 minimum. gRPC 1.51 has no TLS version setting for these credentials, so
+  // true restricts OpenSSL's default SSL configuration for the whole process (every SSL_CTX
+  // created afterwards refuses TLS < 1.3, clients included); it cannot be undone until restart,
+  // and the process aborts if OpenSSL refuses the restriction rather than serve TLS 1.2.
+  bool min_tls13 = false;
   absl::Duration watch_interval = absl::Seconds(10);  // Default: 10 s
 };
 

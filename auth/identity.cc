@@ -1,0 +1,143 @@
+// Client identity from the verified certificate: configured name source, subject, fingerprint, serial.
+#include "auth/identity.h"
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "auth/dev_pki.h"
+#include "inference/base/status.h"
+
+namespace airlock::auth {
+namespace {
+
+using airlock::v1::config::IdentitySource;
+
+template <auto kFree>
+struct OsslDeleter {
+  template <typename T>
+  void operator()(T* p) const {
+    kFree(p);
+  }
+};
+using BioPtr = std::unique_ptr<BIO, OsslDeleter<BIO_free_all>>;
+using X509Ptr = std::unique_ptr<X509, OsslDeleter<X509_free>>;
+using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, OsslDeleter<GENERAL_NAMES_free>>;
+
+// An ASN.1 string as UTF-8. A name with an embedded NUL is refused (empty result): "alice\0x"
+// must never match the user "alice".
+std::string Utf8(const ASN1_STRING* value) {
+  unsigned char* out = nullptr;
+  int length = ASN1_STRING_to_UTF8(&out, value);
+  if (length < 0) {
+    ERR_clear_error();
+    return "";
+  }
+  std::string text(reinterpret_cast<const char*>(out), static_cast<size_t>(length));
+  OPENSSL_free(out);
+  if (text.find('\0') != std::string::npos) return "";
+  return text;
+}
+
+std::string CommonName(X509* cert) {
+  X509_NAME* subject = X509_get_subject_name(cert);
+  int index = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+  if (index < 0) return "";
+  return Utf8(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, index)));
+}
+
+std::string FirstSan(X509* cert, int type) {
+  GeneralNamesPtr names(static_cast<GENERAL_NAMES*>(
+      X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
+  if (!names) return "";
+  for (int i = 0; i < sk_GENERAL_NAME_num(names.get()); ++i) {
+    int name_type = 0;
+    void* value = GENERAL_NAME_get0_value(sk_GENERAL_NAME_value(names.get(), i), &name_type);
+    if (name_type == type) return Utf8(static_cast<const ASN1_STRING*>(value));
+  }
+  return "";
+}
+
+std::string SubjectRfc2253(X509* cert) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio) return "";
+  X509_NAME_print_ex(bio.get(), X509_get_subject_name(cert), 0,
+                     XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
+  char* data = nullptr;
+  long size = BIO_get_mem_data(bio.get(), &data);  // NOLINT(runtime/int): OpenSSL's type
+  return size > 0 ? std::string(data, static_cast<size_t>(size)) : std::string();
+}
+
+}  // namespace
+
+absl::StatusOr<Identity> IdentityFromCertificate(const std::string& cert_pem,
+                                                 IdentitySource source) {
+  BioPtr bio(BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size())));
+  X509Ptr cert(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!cert) {
+    ERR_clear_error();
+    return absl::UnauthenticatedError("cannot parse the client certificate");
+  }
+  Identity identity;
+  switch (source) {
+    case airlock::v1::config::IDENTITY_SOURCE_UNSPECIFIED:
+    case airlock::v1::config::SUBJECT_CN:
+      identity.name = CommonName(cert.get());
+      if (identity.name.empty()) {
+        return absl::UnauthenticatedError("client certificate has no subject common name");
+      }
+      break;
+    case airlock::v1::config::SAN_EMAIL:
+      identity.name = FirstSan(cert.get(), GEN_EMAIL);
+      if (identity.name.empty()) {
+        return absl::UnauthenticatedError(
+            "client certificate has no email subject alternative name");
+      }
+      break;
+    case airlock::v1::config::SAN_DNS:
+      identity.name = FirstSan(cert.get(), GEN_DNS);
+      if (identity.name.empty()) {
+        return absl::UnauthenticatedError("client certificate has no DNS subject alternative name");
+      }
+      break;
+    case airlock::v1::config::SAN_URI:
+      identity.name = FirstSan(cert.get(), GEN_URI);
+      if (identity.name.empty()) {
+        return absl::UnauthenticatedError("client certificate has no URI subject alternative name");
+      }
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("unknown identity source ", source));
+  }
+  identity.subject = SubjectRfc2253(cert.get());
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int digest_length = 0;
+  if (X509_digest(cert.get(), EVP_sha256(), digest, &digest_length) != 1) {
+    ERR_clear_error();
+    return absl::InternalError("cannot hash the client certificate");
+  }
+  identity.fingerprint = absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(digest), digest_length));
+  AIRLOCK_ASSIGN_OR_RETURN(identity.serial_hex, CertificateSerialHex(cert_pem));
+  return identity;
+}
+
+absl::StatusOr<Identity> IdentityFromAuthContext(const grpc::AuthContext& context,
+                                                 IdentitySource source) {
+  std::vector<grpc::string_ref> pems = context.FindPropertyValues("x509_pem_cert");
+  if (pems.empty() || pems[0].empty()) {
+    return absl::UnauthenticatedError("the connection carries no client certificate");
+  }
+  return IdentityFromCertificate(std::string(pems[0].data(), pems[0].size()), source);
+}
+
+}  // namespace airlock::auth

@@ -1,0 +1,140 @@
+// Tests for role-based access: unknown identities, group-inherited roles, wildcards, models, messages.
+#include "auth/access_policy.h"
+
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <google/protobuf/text_format.h>
+
+namespace airlock::auth {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+constexpr char kGenerate[] = "airlock.v1.Inference/Generate";
+constexpr char kChat[] = "airlock.v1.Inference/Chat";
+constexpr char kList[] = "airlock.v1.Inference/ListModels";
+constexpr char kHealth[] = "grpc.health.v1.Health/Check";
+
+airlock::v1::config::DaemonConfig Config(const std::string& text) {
+  airlock::v1::config::DaemonConfig config;
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(text, &config)) << text;
+  return config;
+}
+
+std::shared_ptr<const AccessPolicy> Policy() {
+  auto policy = AccessPolicy::Create(Config(R"pb(
+    models { name: "llama3-8b" }
+    models { name: "llama3-70b" }
+    roles { name: "admin" methods: "*" models: "*" }
+    roles { name: "chat" methods: "airlock.v1.Inference/Chat" methods: "airlock.v1.Inference/ChatStream" models: "llama3-8b" }
+    roles { name: "reader" methods: "airlock.v1.Inference/ListModels" methods: "grpc.health.v1.Health/*" }
+    roles { name: "inference" methods: "airlock.v1.Inference/*" models: "llama3-70b" }
+    groups { name: "staff" roles: "chat" roles: "reader" }
+    groups { name: "ops" roles: "admin" }
+    users { name: "alice" groups: "ops" }
+    users { name: "bob" roles: "chat" }
+    users { name: "carol" groups: "staff" roles: "inference" }
+    users { name: "dave" }
+  )pb"));
+  EXPECT_TRUE(policy.ok()) << policy.status();
+  return *policy;
+}
+
+TEST(AccessPolicyTest, UnknownIdentityIsDenied) {
+  auto policy = Policy();
+  absl::Status status = policy->Authorize("mallory", kHealth, "");
+  EXPECT_EQ(status.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(status.message(), "identity \"mallory\" is not a configured user");
+  EXPECT_FALSE(policy->Allows("mallory", kList, ""));
+  EXPECT_THAT(policy->RolesOf("mallory"), IsEmpty());
+  // Names are exact: no case folding, no prefix matching.
+  EXPECT_FALSE(policy->Allows("Alice", kHealth, ""));
+  EXPECT_FALSE(policy->Allows("alic", kHealth, ""));
+}
+
+TEST(AccessPolicyTest, MissingMethodMessage) {
+  auto policy = Policy();
+  absl::Status status = policy->Authorize("bob", kGenerate, "llama3-8b");
+  EXPECT_EQ(status.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(status.message(),
+            "identity \"bob\" (roles: chat) has no role granting airlock.v1.Inference/Generate");
+  EXPECT_EQ(policy->Authorize("dave", kHealth, "").message(),
+            "identity \"dave\" (roles: none) has no role granting grpc.health.v1.Health/Check");
+}
+
+TEST(AccessPolicyTest, MissingModelMessage) {
+  auto policy = Policy();
+  absl::Status status = policy->Authorize("bob", kChat, "llama3-70b");
+  EXPECT_EQ(status.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(status.message(),
+            "identity \"bob\" (roles: chat) has no role granting model \"llama3-70b\" for "
+            "airlock.v1.Inference/Chat");
+  EXPECT_TRUE(policy->Authorize("bob", kChat, "llama3-8b").ok());
+}
+
+TEST(AccessPolicyTest, GroupInheritedRolesAndSortedRolesOf) {
+  auto policy = Policy();
+  EXPECT_THAT(policy->RolesOf("carol"), ElementsAre("chat", "inference", "reader"));
+  EXPECT_THAT(policy->RolesOf("alice"), ElementsAre("admin"));
+  EXPECT_TRUE(policy->Allows("carol", kChat, "llama3-8b"));     // via staff -> chat
+  EXPECT_TRUE(policy->Allows("carol", kHealth, ""));            // via staff -> reader
+  EXPECT_TRUE(policy->Allows("carol", kGenerate, "llama3-70b"));  // direct role
+  EXPECT_FALSE(policy->Allows("carol", kGenerate, "llama3-8b"));
+}
+
+TEST(AccessPolicyTest, MethodAndModelMustComeFromOneRole) {
+  auto policy = Policy();
+  // chat grants Chat on 8b, inference grants Inference/* on 70b: Chat on 70b is via inference.
+  EXPECT_TRUE(policy->Allows("carol", kChat, "llama3-70b"));
+  // reader grants ListModels with no models: only method-only calls pass.
+  EXPECT_TRUE(policy->Allows("carol", kList, ""));
+  auto narrow = AccessPolicy::Create(Config(R"pb(
+    models { name: "m1" }
+    roles { name: "lister" methods: "airlock.v1.Inference/ListModels" }
+    roles { name: "m1-tokenize" methods: "airlock.v1.Inference/Tokenize" models: "m1" }
+    users { name: "u" roles: "lister" roles: "m1-tokenize" }
+  )pb"));
+  ASSERT_TRUE(narrow.ok()) << narrow.status();
+  EXPECT_FALSE((*narrow)->Allows("u", kChat, "m1"));
+  EXPECT_TRUE((*narrow)->Allows("u", "airlock.v1.Inference/Tokenize", "m1"));
+}
+
+TEST(AccessPolicyTest, Wildcards) {
+  auto policy = Policy();
+  for (const std::string& method : ServedMethods()) {
+    EXPECT_TRUE(policy->Allows("alice", method, "llama3-70b")) << method;
+    EXPECT_TRUE(policy->Allows("alice", method, "")) << method;
+  }
+  // "grpc.health.v1.Health/*" covers Health only.
+  EXPECT_TRUE(policy->Allows("carol", "grpc.health.v1.Health/Watch", ""));
+  auto health_only = AccessPolicy::Create(Config(R"pb(
+    roles { name: "h" methods: "grpc.health.v1.Health/*" }
+    users { name: "probe" roles: "h" }
+  )pb"));
+  ASSERT_TRUE(health_only.ok());
+  EXPECT_FALSE((*health_only)->Allows("probe", kList, ""));
+  EXPECT_FALSE((*health_only)->Allows("probe", "grpc.health.v1.HealthX/Check", ""));
+}
+
+TEST(AccessPolicyTest, ServedMethods) {
+  EXPECT_THAT(ServedMethods(),
+              ElementsAre("airlock.v1.Inference/Generate", "airlock.v1.Inference/GenerateStream",
+                          "airlock.v1.Inference/Chat", "airlock.v1.Inference/ChatStream",
+                          "airlock.v1.Inference/Tokenize", "airlock.v1.Inference/ListModels",
+                          "grpc.health.v1.Health/Check", "grpc.health.v1.Health/Watch"));
+}
+
+TEST(AccessPolicyTest, RefusesDanglingReferences) {
+  EXPECT_FALSE(AccessPolicy::Create(Config(R"pb(users { name: "u" roles: "ghost" })pb")).ok());
+  EXPECT_FALSE(AccessPolicy::Create(Config(R"pb(users { name: "u" groups: "ghost" })pb")).ok());
+  EXPECT_FALSE(AccessPolicy::Create(Config(R"pb(roles { name: "r" methods: "x.Y/Z" })pb")).ok());
+  EXPECT_FALSE(AccessPolicy::Create(Config(R"pb(roles { name: "r" models: "nope" })pb")).ok());
+  EXPECT_FALSE(
+      AccessPolicy::Create(Config(R"pb(users { name: "u" } users { name: "u" })pb")).ok());
+}
+
+}  // namespace
+}  // namespace airlock::auth

@@ -1,0 +1,98 @@
+// Tests for certificate -> identity: each configured source, missing names, subject, fingerprint, serial.
+#include "auth/identity.h"
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include <string>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "absl/strings/escaping.h"
+#include "auth/dev_pki.h"
+#include "tests/auth/openssl_test_util.h"
+
+namespace airlock::auth {
+namespace {
+
+using airlock::v1::config::IDENTITY_SOURCE_UNSPECIFIED;
+using airlock::v1::config::SAN_DNS;
+using airlock::v1::config::SAN_EMAIL;
+using airlock::v1::config::SAN_URI;
+using airlock::v1::config::SUBJECT_CN;
+
+class IdentityTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<PemKeyPair> ca = CreateCertificateAuthority("Clinic CA", absl::Hours(24));
+    ASSERT_TRUE(ca.ok()) << ca.status();
+    ca_ = *ca;
+  }
+  std::string Issue(const CertificateSpec& spec) {
+    absl::StatusOr<PemKeyPair> pair = IssueCertificate(ca_, spec);
+    EXPECT_TRUE(pair.ok()) << pair.status();
+    return pair.ok() ? pair->cert_pem : "";
+  }
+  PemKeyPair ca_;
+};
+
+TEST_F(IdentityTest, EachSource) {
+  CertificateSpec spec;
+  spec.common_name = "alice";
+  spec.emails = {"alice@clinic.example", "second@clinic.example"};
+  spec.dns_names = {"alice.clinic.example", "other.example"};
+  spec.uris = {"spiffe://clinic/ns/lab/sa/alice"};
+  spec.ip_addresses = {"10.1.2.3"};
+  const std::string pem = Issue(spec);
+  EXPECT_EQ(IdentityFromCertificate(pem, SUBJECT_CN)->name, "alice");
+  EXPECT_EQ(IdentityFromCertificate(pem, IDENTITY_SOURCE_UNSPECIFIED)->name, "alice");
+  EXPECT_EQ(IdentityFromCertificate(pem, SAN_EMAIL)->name, "alice@clinic.example");
+  EXPECT_EQ(IdentityFromCertificate(pem, SAN_DNS)->name, "alice.clinic.example");
+  EXPECT_EQ(IdentityFromCertificate(pem, SAN_URI)->name, "spiffe://clinic/ns/lab/sa/alice");
+}
+
+TEST_F(IdentityTest, SubjectFingerprintSerial) {
+  CertificateSpec spec;
+  spec.common_name = "bob";
+  const std::string pem = Issue(spec);
+  absl::StatusOr<Identity> identity = IdentityFromCertificate(pem, SUBJECT_CN);
+  ASSERT_TRUE(identity.ok()) << identity.status();
+  EXPECT_EQ(identity->subject, "CN=bob");
+  EXPECT_EQ(identity->serial_hex, *CertificateSerialHex(pem));
+  // Fingerprint: SHA-256 over the DER, computed independently here.
+  testing::X509Ptr cert = testing::ParsePem(pem);
+  unsigned char* der = nullptr;
+  int length = i2d_X509(cert.get(), &der);
+  ASSERT_GT(length, 0);
+  unsigned char digest[32];
+  unsigned int digest_length = 0;
+  ASSERT_EQ(EVP_Digest(der, length, digest, &digest_length, EVP_sha256(), nullptr), 1);
+  OPENSSL_free(der);
+  EXPECT_EQ(identity->fingerprint,
+            absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(digest), 32)));
+  EXPECT_EQ(identity->fingerprint.size(), 64u);
+}
+
+TEST_F(IdentityTest, MissingSourceIsUnauthenticated) {
+  CertificateSpec spec;
+  spec.common_name = "carol";
+  spec.ip_addresses = {"10.0.0.1"};
+  const std::string pem = Issue(spec);
+  struct Case {
+    airlock::v1::config::IdentitySource source;
+    const char* message;
+  };
+  for (const Case& c : {Case{SAN_EMAIL, "client certificate has no email subject alternative name"},
+                        Case{SAN_DNS, "client certificate has no DNS subject alternative name"},
+                        Case{SAN_URI, "client certificate has no URI subject alternative name"}}) {
+    absl::StatusOr<Identity> identity = IdentityFromCertificate(pem, c.source);
+    EXPECT_EQ(identity.status().code(), absl::StatusCode::kUnauthenticated);
+    EXPECT_EQ(identity.status().message(), c.message);
+  }
+  EXPECT_EQ(IdentityFromCertificate("garbage", SUBJECT_CN).status().code(),
+            absl::StatusCode::kUnauthenticated);
+}
+
+}  // namespace
+}  // namespace airlock::auth
