@@ -401,7 +401,10 @@ grpc::ServerUnaryReactor* InferenceService::ListModels(grpc::CallbackServerConte
   for (const auto& model : models_.models()) {
     for (const char* method : kModelMethods) {
       if (call->config->policy->Allows(call->identity.name, method, model->name)) {
-        *response->add_models() = model->info;
+        airlock::v1::ModelInfo* info = response->add_models();
+        *info = model->info;
+        info->set_requests_running(model->queue->running() ? 1 : 0);
+        info->set_requests_waiting(static_cast<uint32_t>(model->queue->waiting()));
         break;
       }
     }

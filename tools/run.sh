@@ -1,27 +1,89 @@
 #!/usr/bin/env bash
-# Builds Airlock (installing missing Debian packages) and runs it on a working default.
-# Until the daemon lands (issue 3) this runs one generation with the engine in-process:
-#   MODEL=path.gguf PROMPT="..." tools/run.sh
+# Builds Airlock (installing missing Debian packages) and starts airlockd on a working default:
+# a lab PKI, a configuration serving one model to one user "dev", and an airlockctl profile for
+# that user, all under $AIRLOCK_HOME (default ~/.local/share/airlock-dev; re-used on later runs).
+#   MODEL=path.gguf tools/run.sh          # serve another GGUF (name "default")
+#   PORT=7443 tools/run.sh                # listen port (default 7443, on 127.0.0.1)
 # Defaults: the shared stories260K model when ../shared is present, else a synthetic model.
+# The daemon runs in the foreground; Ctrl-C drains it and exits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 deploy/build-deps.sh
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build/release -j "$(nproc)" --target airlockctl
+cmake --build build/release -j "$(nproc)" --target airlockd airlockctl
 
 ctl="$root/build/release/tools/airlockctl"
+home=${AIRLOCK_HOME:-$HOME/.local/share/airlock-dev}
+port=${PORT:-7443}
+mkdir -p "$home"
+chmod 700 "$home"
+
 model=${MODEL:-}
 if [ -z "$model" ]; then
   shared="${AIRLOCK_TEST_DATA:-$root/../shared}/models/stories260K-f32.gguf"
   if [ -f "$shared" ]; then
-    model=$shared
+    model=$(realpath "$shared")
   else
-    model="$root/build/synthetic-llama.gguf"
+    model="$home/synthetic-llama.gguf"
     [ -f "$model" ] || "$ctl" model synth --out "$model" --layers 2 --embd 256 --heads 4 --kv-heads 2 --ff 512 --type q8_0
   fi
 fi
-echo "== airlockctl run --model $model" >&2
-exec "$ctl" run --model "$model" --prompt "${PROMPT:-Once upon a time}" --max-tokens "${MAX_TOKENS:-64}" \
-  --temperature "${TEMPERATURE:-0}"
+model=$(realpath "$model")
+
+# A lab CA, the server certificate (localhost, 127.0.0.1) and a client certificate for "dev".
+if [ ! -f "$home/pki/ca.key" ]; then
+  "$ctl" pki init --dir "$home/pki" >/dev/null
+  "$ctl" pki issue --dir "$home/pki" --name dev >/dev/null
+fi
+"$ctl" pki crl --dir "$home/pki" >/dev/null  # a fresh CRL: airlockd refuses an expired one
+
+cat >"$home/airlockd.yaml" <<YAML
+# Written by tools/run.sh. Reference: docs/configuration.md.
+server:
+  listen: "127.0.0.1:$port"
+tls:
+  cert_file: "$home/pki/server.crt"
+  key_file: "$home/pki/server.key"
+  client_ca_file: "$home/pki/ca.crt"
+  crl_files: ["$home/pki/crl.pem"]
+models:
+  - name: default
+    path: "$model"
+    chat_template: llama2
+users:
+  - name: dev
+    roles: [developer]
+roles:
+  - name: developer
+    methods: ["*"]
+    models: ["*"]
+YAML
+chmod 600 "$home/airlockd.yaml"
+
+# airlockctl finds the daemon through this profile (see docs/airlockctl.md).
+mkdir -p "$HOME/.config/airlock"
+profiles="$HOME/.config/airlock/profiles.yaml"
+if [ ! -f "$profiles" ]; then
+  cat >"$profiles" <<YAML
+default: dev
+profiles:
+  dev:
+    server: "127.0.0.1:$port"
+    ca: "$home/pki/ca.crt"
+    cert: "$home/pki/dev.crt"
+    key: "$home/pki/dev.key"
+    server_name: localhost
+YAML
+fi
+
+cat >&2 <<TEXT
+== airlockd on 127.0.0.1:$port serving $model as "default"
+   In another terminal:
+     $ctl health
+     $ctl generate --model default --prompt "Once upon a time"
+     $ctl chat --model default --message "Tell me a story"
+   Ctrl-C drains and stops the daemon.
+TEXT
+exec "$root/build/release/daemon/airlockd" --config "$home/airlockd.yaml"

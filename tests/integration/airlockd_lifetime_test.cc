@@ -82,6 +82,26 @@ class LifetimeTest : public ::testing::Test {
     EXPECT_EQ(response.usage().completion_tokens(), 3u);
   }
 
+  // The model's entry in ListModels: running and waiting requests.
+  v1::ModelInfo Status() {
+    grpc::ClientContext context;
+    context.set_deadline(DeadlineIn(absl::Seconds(10)));
+    v1::ListModelsResponse models;
+    const grpc::Status s = stub_->ListModels(&context, v1::ListModelsRequest(), &models);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return models.models_size() == 1 ? models.models(0) : v1::ModelInfo();
+  }
+
+  bool WaitUntilIdle(absl::Duration within) {
+    const absl::Time deadline = absl::Now() + within;
+    for (;;) {
+      const v1::ModelInfo info = Status();
+      if (info.requests_running() == 0 && info.requests_waiting() == 0) return true;
+      if (absl::Now() >= deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
   std::string dir_;
   LabPki pki_;
   std::unique_ptr<DaemonProcess> daemon_;
@@ -125,8 +145,22 @@ TEST_F(LifetimeTest, ClientCancelStopsGeneration) {
   while (reader->Read(&message)) {
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(WaitUntilIdle(absl::Seconds(10)));
   ExpectModelFree();
   EXPECT_TRUE(daemon_->WaitForLog("\"code\":\"CANCELLED\"", absl::Seconds(5))) << daemon_->Log();
+}
+
+TEST_F(LifetimeTest, DisconnectMidStreamFreesTheSlot) {
+  ASSERT_NO_FATAL_FAILURE(Start("", ""));
+  // A client process killed (SIGKILL) while it streams: its connection drops without a goodbye.
+  const CommandResult killed = RunCommand(
+      {"timeout", "-s", "KILL", "3", AIRLOCKCTL_PATH, "generate", "--model", "slow", "--prompt", "hello",
+       "--max-tokens", "4000", "--temperature", "0", "--server", absl::StrCat("127.0.0.1:", daemon_->port()), "--ca",
+       pki_.dir + "/ca.crt", "--cert", pki_.cert("alice"), "--key", pki_.key("alice"), "--server-name", "localhost"});
+  EXPECT_EQ(killed.exit_code, 128 + 9) << killed.err;
+  EXPECT_FALSE(killed.out.empty());  // it was streaming when it died
+  EXPECT_TRUE(WaitUntilIdle(absl::Seconds(10))) << daemon_->Log();
+  ExpectModelFree();
 }
 
 TEST_F(LifetimeTest, FullQueueIsRefused) {

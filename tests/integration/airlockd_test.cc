@@ -12,6 +12,7 @@
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "grpcpp/client_context.h"
+#include "nlohmann/json.hpp"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon_harness.h"
 #include "tests/support/test_data.h"
@@ -134,6 +135,27 @@ TEST_F(AirlockdTest, GenerateAndGenerateStreamAgree) {
   std::vector<int32_t> unary_ids(unary.token_ids().begin(), unary.token_ids().end());
   if (unary.stop_reason() == v1::STOP_REASON_END_OF_GENERATION) unary_ids.pop_back();
   EXPECT_EQ(ids, unary_ids);
+}
+
+TEST_F(AirlockdTest, StreamEqualsAirlockctlRunForTheSameSeed) {
+  v1::GenerateRequest r = Greedy("Lily wanted to", 40);
+  r.mutable_sampling()->set_temperature(0.8f);
+  r.mutable_sampling()->set_seed(1234);
+  grpc::ClientContext context;
+  auto reader = Inference("alice")->GenerateStream(&context, r);
+  v1::GenerateStreamResponse message;
+  std::string text;
+  while (reader->Read(&message)) text += message.piece().text();
+  ASSERT_TRUE(reader->Finish().ok());
+  const CommandResult local = RunCommand({AIRLOCKCTL_PATH, "run", "--model", SharedPath(kStories), "--prompt",
+                                          "Lily wanted to", "--max-tokens", "40", "--temperature", "0.8", "--seed",
+                                          "1234", "--threads", "1", "--json"});
+  ASSERT_EQ(local.exit_code, 0) << local.err;
+  const std::string marker = "\"output_text\":";
+  ASSERT_NE(local.out.find(marker), std::string::npos) << local.out;
+  nlohmann::json j = nlohmann::json::parse(local.out);
+  EXPECT_EQ(text, j["output_text"].get<std::string>());
+  EXPECT_FALSE(text.empty());
 }
 
 TEST_F(AirlockdTest, ChatUsesTheConfiguredTemplate) {
@@ -316,6 +338,21 @@ TEST_F(AirlockdTest, HandshakeRefusesMissingForeignAndRevokedCertificates) {
   EXPECT_EQ(check(ConnectWith(daemon_->port(), pki_.dir + "/ca.crt", other.cert("alice"), other.key("alice")))
                 .error_code(),
             grpc::StatusCode::UNAVAILABLE);
+  // An expired certificate from the right CA.
+  {
+    auth::PemKeyPair ca{ReadFileOrDie(pki_.dir + "/ca.crt"), ReadFileOrDie(pki_.dir + "/ca.key")};
+    auth::CertificateSpec spec;
+    spec.common_name = "alice";
+    spec.not_before = absl::Now() - absl::Hours(72);
+    spec.validity = absl::Hours(24);
+    absl::StatusOr<auth::PemKeyPair> expired = auth::IssueCertificate(ca, spec);
+    ASSERT_TRUE(expired.ok()) << expired.status();
+    ASSERT_TRUE(auth::WritePublicFile(dir_ + "/expired.crt", expired->cert_pem).ok());
+    ASSERT_TRUE(auth::WritePrivateFile(dir_ + "/expired.key", expired->key_pem).ok());
+    EXPECT_EQ(check(ConnectWith(daemon_->port(), pki_.dir + "/ca.crt", dir_ + "/expired.crt", dir_ + "/expired.key"))
+                  .error_code(),
+              grpc::StatusCode::UNAVAILABLE);
+  }
   // Revoked, then the CRL reloaded by SIGHUP: a new connection is refused without a restart.
   const std::string pem = ReadFileOrDie(pki_.cert("alice"));
   ASSERT_TRUE(auth::Revoke(pki_.dir, pem).ok());
