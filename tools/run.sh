@@ -65,8 +65,10 @@ chmod 600 "$home/airlockd.yaml"
 # airlockctl finds the daemon through this profile (see docs/airlockctl.md).
 mkdir -p "$HOME/.config/airlock"
 profiles="$HOME/.config/airlock/profiles.yaml"
-if [ ! -f "$profiles" ]; then
+# Written (and rewritten on later runs) only when absent or written by this script before.
+if [ ! -f "$profiles" ] || head -1 "$profiles" | grep -q "^# Written by tools/run.sh"; then
   cat >"$profiles" <<YAML
+# Written by tools/run.sh; delete this line to keep your edits.
 default: dev
 profiles:
   dev:
@@ -76,6 +78,8 @@ profiles:
     key: "$home/pki/dev.key"
     server_name: localhost
 YAML
+else
+  echo "run.sh: $profiles is yours; add a profile for 127.0.0.1:$port with $home/pki/dev.crt" >&2
 fi
 
 cat >&2 <<TEXT
