@@ -26,6 +26,19 @@ absl::Status LockDownNetwork() {
   if (int rc = seccomp_rule_add(ctx.get(), deny, SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_NE, AF_UNIX)); rc != 0) {
     return fail("socket", rc);
   }
+  // socket(AF_UNIX, type != SOCK_STREAM): a datagram socket could sendto() a named local socket
+  // without connect(); a stream socket cannot reach anyone once connect() is gone.
+  constexpr scmp_datum_t kTypeMask = 0xF;  // SOCK_NONBLOCK / SOCK_CLOEXEC are flags above it
+  if (int rc = seccomp_rule_add(ctx.get(), deny, SCMP_SYS(socket), 1,
+                                SCMP_A1(SCMP_CMP_MASKED_EQ, kTypeMask, SOCK_DGRAM));
+      rc != 0) {
+    return fail("socket(SOCK_DGRAM)", rc);
+  }
+  if (int rc = seccomp_rule_add(ctx.get(), deny, SCMP_SYS(socket), 1,
+                                SCMP_A1(SCMP_CMP_MASKED_EQ, kTypeMask, SOCK_SEQPACKET));
+      rc != 0) {
+    return fail("socket(SOCK_SEQPACKET)", rc);
+  }
   if (int rc = seccomp_rule_add(ctx.get(), deny, SCMP_SYS(socketpair), 1, SCMP_A0(SCMP_CMP_NE, AF_UNIX)); rc != 0) {
     return fail("socketpair", rc);
   }

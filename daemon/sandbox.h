@@ -10,8 +10,9 @@
 
 namespace airlock::daemon {
 
-// Forbids, with EACCES: socket() for every address family except AF_UNIX (and socketpair() too),
-// connect(), bind(), listen(), and io_uring (which could issue the same operations unfiltered).
+// Forbids, with EACCES: socket() for every address family except AF_UNIX, and AF_UNIX datagram /
+// seqpacket sockets (sendto() needs no connect()); socketpair() except AF_UNIX; connect(), bind(),
+// listen(); and io_uring (ENOSYS), which could issue the same operations unfiltered.
 // Accepting connections on the existing listener and reading/writing them keep working.
 absl::Status LockDownNetwork();
 

@@ -104,6 +104,9 @@ TEST_F(AirlockctlClientTest, ErrorsMapToExitCodes) {
   const CommandResult invalid = Ctl({"generate", "--model", "stories", "--prompt", "Hi", "--top-p", "1.5"});
   EXPECT_EQ(invalid.exit_code, 2) << invalid.err;
   EXPECT_THAT(invalid.err, HasSubstr("top_p"));
+  const CommandResult zero = Ctl({"generate", "--model", "stories", "--prompt", "Hi", "-n", "0"});
+  EXPECT_EQ(zero.exit_code, 2) << zero.err;
+  EXPECT_THAT(zero.err, HasSubstr("max_tokens: must be between 1 and"));
 }
 
 TEST_F(AirlockctlClientTest, ProfileFileSuppliesTheConnection) {

@@ -97,8 +97,8 @@ struct GenerationFlags {
 void AddGenerationFlags(CLI::App& cmd, GenerationFlags& f) {
   cmd.add_option("--model,-m", f.model, "Model name, as configured in airlockd")->required();
   f.max_tokens_option =
-      cmd.add_option("--max-tokens,-n", f.max_tokens, "Maximum tokens to generate (default: the daemon's)")
-          ->check(CLI::PositiveNumber);
+      // The daemon checks the range against its own limit and names the field in its error.
+      cmd.add_option("--max-tokens,-n", f.max_tokens, "Maximum tokens to generate (default: the daemon's)");
   f.sampling_options = AddSamplingFlags(cmd, f.sampling, SamplingDefaults::kDaemon);
   cmd.add_option("--stop", f.stop, "Stop string (repeatable, at most 8)");
   cmd.add_flag("--no-stream", f.no_stream, "Wait for the whole reply instead of streaming it");
