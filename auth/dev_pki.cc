@@ -18,9 +18,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <ctime>
 #include <fstream>
-#include <memory>
 #include <sstream>
 #include <string>
 #include <utility>
@@ -31,70 +29,33 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "auth/openssl_util.h"
 #include "inference/base/status.h"
 
 namespace airlock::auth {
 namespace {
 
-// unique_ptr deleter calling an OpenSSL free function, so that no error path leaks.
-template <auto kFree>
-struct OsslDeleter {
-  template <typename T>
-  void operator()(T* p) const {
-    kFree(p);
-  }
-};
-using BioPtr = std::unique_ptr<BIO, OsslDeleter<BIO_free_all>>;
-using X509Ptr = std::unique_ptr<X509, OsslDeleter<X509_free>>;
-using X509CrlPtr = std::unique_ptr<X509_CRL, OsslDeleter<X509_CRL_free>>;
-using X509RevokedPtr = std::unique_ptr<X509_REVOKED, OsslDeleter<X509_REVOKED_free>>;
-using X509ExtPtr = std::unique_ptr<X509_EXTENSION, OsslDeleter<X509_EXTENSION_free>>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, OsslDeleter<EVP_PKEY_free>>;
-using BnPtr = std::unique_ptr<BIGNUM, OsslDeleter<BN_free>>;
-using Asn1IntPtr = std::unique_ptr<ASN1_INTEGER, OsslDeleter<ASN1_INTEGER_free>>;
-using Asn1TimePtr = std::unique_ptr<ASN1_TIME, OsslDeleter<ASN1_TIME_free>>;
-using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, OsslDeleter<GENERAL_NAMES_free>>;
-using GeneralNamePtr = std::unique_ptr<GENERAL_NAME, OsslDeleter<GENERAL_NAME_free>>;
-using AkidPtr = std::unique_ptr<AUTHORITY_KEYID, OsslDeleter<AUTHORITY_KEYID_free>>;
-
-// `what` plus every queued OpenSSL error (the queue is drained so later calls start clean).
-absl::Status OpenSslError(std::string_view what) {
-  std::string message(what);
-  unsigned long code;  // NOLINT(runtime/int): OpenSSL's type
-  bool first = true;
-  while ((code = ERR_get_error()) != 0) {
-    char buffer[256];
-    ERR_error_string_n(code, buffer, sizeof(buffer));
-    absl::StrAppend(&message, first ? ": " : "; ", buffer);
-    first = false;
-  }
-  return absl::InternalError(message);
-}
-
-absl::StatusOr<X509Ptr> ParseCert(const std::string& pem, std::string_view what) {
-  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  if (!bio) return OpenSslError("BIO_new_mem_buf");
-  X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
-  if (!cert) return OpenSslError(absl::StrCat("cannot parse ", ToAbsl(what), " certificate"));
-  return cert;
-}
-
-// A PEM key callback that refuses to prompt: an encrypted key is an error, not a terminal read.
-int NoPassword(char*, int, int, void*) { return -1; }
+using ossl::AkidPtr;
+using ossl::Asn1IntPtr;
+using ossl::Asn1TimePtr;
+using ossl::BioContents;
+using ossl::BioPtr;
+using ossl::BnPtr;
+using ossl::GeneralNamePtr;
+using ossl::GeneralNamesPtr;
+using ossl::OpenSslError;
+using ossl::PkeyPtr;
+using ossl::X509CrlPtr;
+using ossl::X509ExtPtr;
+using ossl::X509Ptr;
+using ossl::X509RevokedPtr;
 
 absl::StatusOr<PkeyPtr> ParseKey(const std::string& pem, std::string_view what) {
   BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   if (!bio) return OpenSslError("BIO_new_mem_buf");
-  PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, NoPassword, nullptr));
+  PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, ossl::NoPassword, nullptr));
   if (!key) return OpenSslError(absl::StrCat("cannot parse ", ToAbsl(what), " private key"));
   return key;
-}
-
-absl::StatusOr<std::string> BioContents(BIO* bio) {
-  char* data = nullptr;
-  long size = BIO_get_mem_data(bio, &data);  // NOLINT(runtime/int): OpenSSL's type
-  if (size < 0) return OpenSslError("BIO_get_mem_data");
-  return std::string(data, static_cast<size_t>(size));
 }
 
 absl::StatusOr<std::string> CertToPem(X509* cert) {
@@ -396,7 +357,7 @@ absl::StatusOr<PemKeyPair> CreateCertificateAuthority(const std::string& common_
 }
 
 absl::StatusOr<PemKeyPair> IssueCertificate(const PemKeyPair& ca, const CertificateSpec& spec) {
-  AIRLOCK_ASSIGN_OR_RETURN(X509Ptr ca_cert, ParseCert(ca.cert_pem, "CA"));
+  AIRLOCK_ASSIGN_OR_RETURN(X509Ptr ca_cert, ossl::ParseCertificate(ca.cert_pem, "CA"));
   AIRLOCK_ASSIGN_OR_RETURN(PkeyPtr ca_key, ParseKey(ca.key_pem, "CA"));
   if (X509_check_private_key(ca_cert.get(), ca_key.get()) != 1) {
     return OpenSslError("CA private key does not match the CA certificate");
@@ -425,15 +386,8 @@ absl::StatusOr<PemKeyPair> IssueCertificate(const PemKeyPair& ca, const Certific
 }
 
 absl::StatusOr<std::string> CertificateSerialHex(const std::string& cert_pem) {
-  AIRLOCK_ASSIGN_OR_RETURN(X509Ptr cert, ParseCert(cert_pem, "the"));
-  BnPtr bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert.get()), nullptr));
-  if (!bn) return OpenSslError("ASN1_INTEGER_to_BN");
-  // BN_bn2hex writes whole octets in uppercase, exactly as `openssl x509 -serial`.
-  char* hex = BN_bn2hex(bn.get());
-  if (hex == nullptr) return OpenSslError("BN_bn2hex");
-  std::string result(hex);
-  OPENSSL_free(hex);
-  return result;
+  AIRLOCK_ASSIGN_OR_RETURN(X509Ptr cert, ossl::ParseCertificate(cert_pem, "the"));
+  return ossl::SerialHex(X509_get0_serialNumber(cert.get()));
 }
 
 absl::StatusOr<std::string> CreateCrl(const PemKeyPair& ca, const std::vector<RevokedEntry>& revoked,
@@ -442,7 +396,7 @@ absl::StatusOr<std::string> CreateCrl(const PemKeyPair& ca, const std::vector<Re
   if (next_update <= this_update) {
     return absl::InvalidArgumentError("CRL nextUpdate must be after thisUpdate");
   }
-  AIRLOCK_ASSIGN_OR_RETURN(X509Ptr ca_cert, ParseCert(ca.cert_pem, "CA"));
+  AIRLOCK_ASSIGN_OR_RETURN(X509Ptr ca_cert, ossl::ParseCertificate(ca.cert_pem, "CA"));
   AIRLOCK_ASSIGN_OR_RETURN(PkeyPtr ca_key, ParseKey(ca.key_pem, "CA"));
   if (X509_check_private_key(ca_cert.get(), ca_key.get()) != 1) {
     return OpenSslError("CA private key does not match the CA certificate");
@@ -592,8 +546,8 @@ absl::Status IssueClient(const std::string& dir, const std::string& file_stem,
 absl::Status Revoke(const std::string& dir, const std::string& cert_pem,
                     absl::Duration crl_validity) {
   AIRLOCK_ASSIGN_OR_RETURN(PemKeyPair ca, ReadPair(dir, "ca"));
-  AIRLOCK_ASSIGN_OR_RETURN(X509Ptr ca_cert, ParseCert(ca.cert_pem, "CA"));
-  AIRLOCK_ASSIGN_OR_RETURN(X509Ptr cert, ParseCert(cert_pem, "the revoked"));
+  AIRLOCK_ASSIGN_OR_RETURN(X509Ptr ca_cert, ossl::ParseCertificate(ca.cert_pem, "CA"));
+  AIRLOCK_ASSIGN_OR_RETURN(X509Ptr cert, ossl::ParseCertificate(cert_pem, "the revoked"));
   // Only this CA's certificates: a serial from another CA in this CRL would revoke nothing and
   // give a false sense of safety.
   EVP_PKEY* ca_public = X509_get0_pubkey(ca_cert.get());
@@ -601,7 +555,7 @@ absl::Status Revoke(const std::string& dir, const std::string& cert_pem,
     ERR_clear_error();
     return absl::InvalidArgumentError("the certificate was not issued by this CA");
   }
-  AIRLOCK_ASSIGN_OR_RETURN(std::string serial, CertificateSerialHex(cert_pem));
+  AIRLOCK_ASSIGN_OR_RETURN(std::string serial, ossl::SerialHex(X509_get0_serialNumber(cert.get())));
   const std::string revoked_path = dir + "/revoked.txt";
   AIRLOCK_ASSIGN_OR_RETURN(std::vector<RevokedEntry> revoked, ReadRevoked(revoked_path));
   for (const RevokedEntry& entry : revoked) {

@@ -1,20 +1,19 @@
 // Client identity from the verified certificate: configured name source, subject, fingerprint, serial.
 #include "auth/identity.h"
 
-#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
-#include "auth/dev_pki.h"
+#include "auth/openssl_util.h"
 #include "inference/base/status.h"
 
 namespace airlock::auth {
@@ -22,16 +21,8 @@ namespace {
 
 using airlock::v1::config::IdentitySource;
 
-template <auto kFree>
-struct OsslDeleter {
-  template <typename T>
-  void operator()(T* p) const {
-    kFree(p);
-  }
-};
-using BioPtr = std::unique_ptr<BIO, OsslDeleter<BIO_free_all>>;
-using X509Ptr = std::unique_ptr<X509, OsslDeleter<X509_free>>;
-using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, OsslDeleter<GENERAL_NAMES_free>>;
+using ossl::GeneralNamesPtr;
+using ossl::X509Ptr;
 
 // An ASN.1 string as UTF-8. A name with an embedded NUL is refused (empty result): "alice\0x"
 // must never match the user "alice".
@@ -67,26 +58,13 @@ std::string FirstSan(X509* cert, int type) {
   return "";
 }
 
-std::string SubjectRfc2253(X509* cert) {
-  BioPtr bio(BIO_new(BIO_s_mem()));
-  if (!bio) return "";
-  X509_NAME_print_ex(bio.get(), X509_get_subject_name(cert), 0,
-                     XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
-  char* data = nullptr;
-  long size = BIO_get_mem_data(bio.get(), &data);  // NOLINT(runtime/int): OpenSSL's type
-  return size > 0 ? std::string(data, static_cast<size_t>(size)) : std::string();
-}
-
 }  // namespace
 
 absl::StatusOr<Identity> IdentityFromCertificate(const std::string& cert_pem,
                                                  IdentitySource source) {
-  BioPtr bio(BIO_new_mem_buf(cert_pem.data(), static_cast<int>(cert_pem.size())));
-  X509Ptr cert(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
-  if (!cert) {
-    ERR_clear_error();
-    return absl::UnauthenticatedError("cannot parse the client certificate");
-  }
+  absl::StatusOr<X509Ptr> parsed = ossl::ParseCertificate(cert_pem, "the client");
+  if (!parsed.ok()) return absl::UnauthenticatedError("cannot parse the client certificate");
+  const X509Ptr cert = *std::move(parsed);
   Identity identity;
   switch (source) {
     case airlock::v1::config::IDENTITY_SOURCE_UNSPECIFIED:
@@ -118,7 +96,7 @@ absl::StatusOr<Identity> IdentityFromCertificate(const std::string& cert_pem,
     default:
       return absl::InvalidArgumentError(absl::StrCat("unknown identity source ", source));
   }
-  identity.subject = SubjectRfc2253(cert.get());
+  identity.subject = ossl::NameToString(X509_get_subject_name(cert.get()));
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int digest_length = 0;
   if (X509_digest(cert.get(), EVP_sha256(), digest, &digest_length) != 1) {
@@ -127,7 +105,8 @@ absl::StatusOr<Identity> IdentityFromCertificate(const std::string& cert_pem,
   }
   identity.fingerprint = absl::BytesToHexString(
       absl::string_view(reinterpret_cast<const char*>(digest), digest_length));
-  AIRLOCK_ASSIGN_OR_RETURN(identity.serial_hex, CertificateSerialHex(cert_pem));
+  AIRLOCK_ASSIGN_OR_RETURN(identity.serial_hex,
+                           ossl::SerialHex(X509_get0_serialNumber(cert.get())));
   return identity;
 }
 

@@ -2,15 +2,11 @@
 #include "auth/revocation.h"
 
 #include <openssl/asn1.h>
-#include <openssl/bio.h>
-#include <openssl/bn.h>
 #include <openssl/err.h>
-#include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
 #include <algorithm>
-#include <ctime>
 #include <map>
 #include <memory>
 #include <string>
@@ -20,95 +16,21 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "auth/dev_pki.h"
+#include "auth/openssl_util.h"
 #include "inference/base/status.h"
 
 namespace airlock::auth {
 namespace {
 
-template <auto kFree>
-struct OsslDeleter {
-  template <typename T>
-  void operator()(T* p) const {
-    kFree(p);
-  }
-};
-using BioPtr = std::unique_ptr<BIO, OsslDeleter<BIO_free_all>>;
-using X509Ptr = std::unique_ptr<X509, OsslDeleter<X509_free>>;
-using X509CrlPtr = std::unique_ptr<X509_CRL, OsslDeleter<X509_CRL_free>>;
-using BnPtr = std::unique_ptr<BIGNUM, OsslDeleter<BN_free>>;
+using ossl::NameToString;
+using ossl::TimeText;
+using ossl::ToTime;
+using ossl::X509CrlPtr;
+using ossl::X509Ptr;
 
-std::string OpenSslErrors() {
-  std::string message;
-  unsigned long code;  // NOLINT(runtime/int): OpenSSL's type
-  while ((code = ERR_get_error()) != 0) {
-    char buffer[256];
-    ERR_error_string_n(code, buffer, sizeof(buffer));
-    absl::StrAppend(&message, message.empty() ? "" : "; ", buffer);
-  }
-  return message;
-}
-
-std::string TimeText(absl::Time t) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
-}
-
-std::string NameToString(const X509_NAME* name) {
-  BioPtr bio(BIO_new(BIO_s_mem()));
-  if (!bio) return "?";
-  // RFC 2253 order and escaping, but UTF-8 kept readable rather than \XX-escaped.
-  X509_NAME_print_ex(bio.get(), name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
-  char* data = nullptr;
-  long size = BIO_get_mem_data(bio.get(), &data);  // NOLINT(runtime/int): OpenSSL's type
-  return size > 0 ? std::string(data, static_cast<size_t>(size)) : std::string();
-}
-
-absl::StatusOr<absl::Time> ToTime(const ASN1_TIME* t) {
-  struct tm tm {};
-  if (t == nullptr || ASN1_TIME_to_tm(t, &tm) != 1) {
-    ERR_clear_error();
-    return absl::InvalidArgumentError("unreadable time");
-  }
-  return absl::FromTimeT(timegm(&tm));
-}
-
-std::string SerialHex(const ASN1_INTEGER* serial) {
-  BnPtr bn(ASN1_INTEGER_to_BN(serial, nullptr));
-  if (!bn) return "?";
-  char* hex = BN_bn2hex(bn.get());
-  if (hex == nullptr) return "?";
-  std::string result(hex);
-  OPENSSL_free(hex);
-  return result;
-}
-
-absl::StatusOr<std::vector<X509Ptr>> ParseCertificates(const std::string& pem) {
-  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  if (!bio) return absl::InternalError("BIO_new_mem_buf failed");
-  std::vector<X509Ptr> certs;
-  while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
-    certs.emplace_back(cert);
-  }
-  // The loop ends on "no start line" at the end of input; anything else is a broken PEM block.
-  const unsigned long last = ERR_peek_last_error();  // NOLINT(runtime/int): OpenSSL's type
-  if (last != 0 && !(ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE)) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot parse certificate: ", OpenSslErrors()));
-  }
-  ERR_clear_error();
-  return certs;
-}
-
+// Every CRL of a CRL file's contents; INVALID_ARGUMENT when a block is malformed or there is none.
 absl::StatusOr<std::vector<X509CrlPtr>> ParseCrls(const std::string& pem) {
-  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  if (!bio) return absl::InternalError("BIO_new_mem_buf failed");
-  std::vector<X509CrlPtr> crls;
-  while (X509_CRL* crl = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr)) {
-    crls.emplace_back(crl);
-  }
-  const unsigned long last = ERR_peek_last_error();  // NOLINT(runtime/int): OpenSSL's type
-  if (last != 0 && !(ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE)) {
-    return absl::InvalidArgumentError(absl::StrCat("cannot parse CRL: ", OpenSslErrors()));
-  }
-  ERR_clear_error();
+  AIRLOCK_ASSIGN_OR_RETURN(std::vector<X509CrlPtr> crls, ossl::ParseCrls(pem));
   if (crls.empty()) return absl::InvalidArgumentError("holds no CRL");
   return crls;
 }
@@ -147,7 +69,7 @@ RevocationList::~RevocationList() = default;
 absl::StatusOr<std::shared_ptr<const RevocationList>> RevocationList::Create(
     const std::string& ca_bundle_pem, const std::vector<std::string>& crl_pems, absl::Time now) {
   auto impl = std::make_unique<Impl>();
-  AIRLOCK_ASSIGN_OR_RETURN(std::vector<X509Ptr> bundle, ParseCertificates(ca_bundle_pem));
+  AIRLOCK_ASSIGN_OR_RETURN(std::vector<X509Ptr> bundle, ossl::ParseCertificates(ca_bundle_pem));
   for (X509Ptr& cert : bundle) {
     // Only CA certificates can issue client certificates that OpenSSL's chain check accepts.
     if (X509_check_ca(cert.get()) == 0) continue;
@@ -205,8 +127,12 @@ absl::StatusOr<std::shared_ptr<const RevocationList>> RevocationList::Create(
       for (int i = 0; i < sk_X509_REVOKED_num(revoked); ++i) {
         const X509_REVOKED* entry = sk_X509_REVOKED_value(revoked, i);
         absl::StatusOr<absl::Time> when = ToTime(X509_REVOKED_get0_revocationDate(entry));
-        owner->revoked[SerialHex(X509_REVOKED_get0_serialNumber(entry))] =
-            when.ok() ? *when : absl::InfinitePast();
+        absl::StatusOr<std::string> serial = ossl::SerialHex(X509_REVOKED_get0_serialNumber(entry));
+        if (!serial.ok()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("a CRL entry's serial cannot be read: ", serial.status().message()));
+        }
+        owner->revoked[*serial] = when.ok() ? *when : absl::InfinitePast();
       }
     }
   }
@@ -248,12 +174,9 @@ absl::StatusOr<std::shared_ptr<const RevocationList>> RevocationList::Load(
 }
 
 absl::Status RevocationList::Check(const std::string& leaf_cert_pem, absl::Time now) const {
-  BioPtr bio(BIO_new_mem_buf(leaf_cert_pem.data(), static_cast<int>(leaf_cert_pem.size())));
-  X509Ptr leaf(bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr);
-  if (!leaf) {
-    ERR_clear_error();
-    return absl::InvalidArgumentError("cannot parse the client certificate");
-  }
+  absl::StatusOr<X509Ptr> parsed = ossl::ParseCertificate(leaf_cert_pem, "the client");
+  if (!parsed.ok()) return absl::InvalidArgumentError("cannot parse the client certificate");
+  const X509Ptr leaf = *std::move(parsed);
   const Impl::Authority* issuer = nullptr;
   for (const Impl::Authority& authority : impl_->authorities) {
     // Name and key identifiers first (cheap), then the signature: the CRL that applies is the
@@ -275,7 +198,13 @@ absl::Status RevocationList::Check(const std::string& leaf_cert_pem, absl::Time 
         absl::StrCat("CRL of ", issuer->subject, " expired at ", TimeText(issuer->next_update),
                      "; refusing every certificate it covers until a current CRL is loaded"));
   }
-  const std::string serial = SerialHex(X509_get0_serialNumber(leaf.get()));
+  // A serial that cannot be read is refused: revocation fails closed.
+  absl::StatusOr<std::string> leaf_serial = ossl::SerialHex(X509_get0_serialNumber(leaf.get()));
+  if (!leaf_serial.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot read the client certificate's serial: ", leaf_serial.status().message()));
+  }
+  const std::string& serial = *leaf_serial;
   auto it = issuer->revoked.find(serial);
   if (it != issuer->revoked.end()) {
     return absl::PermissionDeniedError(

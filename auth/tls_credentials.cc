@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <ctime>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -25,6 +24,7 @@
 #include "absl/strings/str_format.h"
 #include "auth/dev_pki.h"
 #include "auth/identity.h"
+#include "auth/openssl_util.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/security/tls_certificate_provider.h"
 #include "grpcpp/security/tls_certificate_verifier.h"
@@ -34,65 +34,13 @@
 namespace airlock::auth {
 namespace {
 
-template <auto kFree>
-struct OsslDeleter {
-  template <typename T>
-  void operator()(T* p) const {
-    kFree(p);
-  }
-};
-using BioPtr = std::unique_ptr<BIO, OsslDeleter<BIO_free_all>>;
-using X509Ptr = std::unique_ptr<X509, OsslDeleter<X509_free>>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, OsslDeleter<EVP_PKEY_free>>;
-using ConfPtr = std::unique_ptr<CONF, OsslDeleter<NCONF_free>>;
-
-std::string OpenSslErrors() {
-  std::string message;
-  unsigned long code;  // NOLINT(runtime/int): OpenSSL's type
-  while ((code = ERR_get_error()) != 0) {
-    char buffer[256];
-    ERR_error_string_n(code, buffer, sizeof(buffer));
-    absl::StrAppend(&message, message.empty() ? "" : "; ", buffer);
-  }
-  return message.empty() ? "unknown OpenSSL error" : message;
-}
-
-std::string TimeText(absl::Time t) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", t, absl::UTCTimeZone());
-}
-
-absl::StatusOr<absl::Time> ToTime(const ASN1_TIME* t) {
-  struct tm tm {};
-  if (t == nullptr || ASN1_TIME_to_tm(t, &tm) != 1) {
-    ERR_clear_error();
-    return absl::InvalidArgumentError("unreadable time");
-  }
-  return absl::FromTimeT(timegm(&tm));
-}
-
-int NoPassword(char*, int, int, void*) { return -1; }
-
-// Reads `path` for the file role `what` ("certificate file"), naming both in every error.
-absl::StatusOr<std::string> ReadNamed(std::string_view what, const std::string& path) {
-  if (path.empty()) return absl::InvalidArgumentError(absl::StrCat(ToAbsl(what), " is not set"));
-  absl::StatusOr<std::string> text = ReadTextFile(path);
-  if (!text.ok()) {
-    return absl::Status(text.status().code(),
-                        absl::StrCat(ToAbsl(what), " ", path, ": ", text.status().message()));
-  }
-  return text;
-}
-
-std::vector<X509Ptr> ParseAll(const std::string& pem) {
-  std::vector<X509Ptr> certs;
-  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  if (!bio) return certs;
-  while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
-    certs.emplace_back(cert);
-  }
-  ERR_clear_error();  // the loop ends on "no start line"
-  return certs;
-}
+using ossl::BioPtr;
+using ossl::OpenSslErrors;
+using ossl::PkeyPtr;
+using ossl::ReadNamedFile;
+using ossl::TimeText;
+using ossl::ToTime;
+using ossl::X509Ptr;
 
 // gRPC 1.51's TLS credentials have no public TLS version setting (always 1.2..1.3), and gRPC
 // sets the minimum itself after creating its SSL_CTX. What it leaves alone are the SSL_OP_NO_*
@@ -111,7 +59,7 @@ absl::Status RequireTls13ProcessWide() {
         "[airlock_tls13_only]\n"
         "Protocol = -ALL, TLSv1.3\n";
     OPENSSL_init_ssl(0, nullptr);
-    ConfPtr conf(NCONF_new(nullptr));
+    ossl::ConfPtr conf(NCONF_new(nullptr));
     BioPtr bio(BIO_new_mem_buf(kConfig, sizeof(kConfig) - 1));
     long error_line = 0;  // NOLINT(runtime/int): OpenSSL's type
     if (!conf || !bio || NCONF_load_bio(conf.get(), bio.get(), &error_line) <= 0 ||
@@ -120,7 +68,7 @@ absl::Status RequireTls13ProcessWide() {
           absl::StrCat("cannot restrict TLS to 1.3: ", OpenSslErrors())));
     }
     // Proof that it took: a fresh context must now exclude TLS 1.2.
-    std::unique_ptr<SSL_CTX, OsslDeleter<SSL_CTX_free>> probe(SSL_CTX_new(TLS_method()));
+    ossl::SslCtxPtr probe(SSL_CTX_new(TLS_method()));
     if (!probe || (SSL_CTX_get_options(probe.get()) & SSL_OP_NO_TLSv1_2) == 0) {
       ERR_clear_error();
       return new absl::Status(
@@ -178,10 +126,11 @@ class RevocationVerifier final : public grpc::experimental::ExternalCertificateV
 }  // namespace
 
 absl::Status ValidateTlsFiles(const TlsFiles& files, absl::Time now) {
-  AIRLOCK_ASSIGN_OR_RETURN(std::string cert_pem, ReadNamed("certificate file", files.cert_file));
-  AIRLOCK_ASSIGN_OR_RETURN(std::string key_pem, ReadNamed("key file", files.key_file));
+  AIRLOCK_ASSIGN_OR_RETURN(std::string cert_pem,
+                           ReadNamedFile("certificate file", files.cert_file));
+  AIRLOCK_ASSIGN_OR_RETURN(std::string key_pem, ReadNamedFile("key file", files.key_file));
   AIRLOCK_ASSIGN_OR_RETURN(std::string ca_pem,
-                           ReadNamed("client CA file", files.client_ca_file));
+                           ReadNamedFile("client CA file", files.client_ca_file));
 
   struct stat st;
   if (stat(files.key_file.c_str(), &st) != 0) {
@@ -194,27 +143,32 @@ absl::Status ValidateTlsFiles(const TlsFiles& files, absl::Time now) {
         files.key_file, st.st_mode & 07777, files.key_file));
   }
 
-  std::vector<X509Ptr> chain = ParseAll(cert_pem);
-  if (chain.empty()) {
+  absl::StatusOr<std::vector<X509Ptr>> chain = ossl::ParseCertificates(cert_pem);
+  if (!chain.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("certificate file ", files.cert_file, ": ", chain.status().message()));
+  }
+  if (chain->empty()) {
     return absl::InvalidArgumentError(
         absl::StrCat("certificate file ", files.cert_file, " holds no PEM certificate"));
   }
+  X509* const leaf = (*chain)[0].get();
   BioPtr key_bio(BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size())));
-  PkeyPtr key(key_bio ? PEM_read_bio_PrivateKey(key_bio.get(), nullptr, NoPassword, nullptr)
+  PkeyPtr key(key_bio ? PEM_read_bio_PrivateKey(key_bio.get(), nullptr, ossl::NoPassword, nullptr)
                       : nullptr);
   if (!key) {
     return absl::InvalidArgumentError(absl::StrCat(
         "key file ", files.key_file, " holds no usable (unencrypted PEM) private key: ",
         OpenSslErrors()));
   }
-  if (X509_check_private_key(chain[0].get(), key.get()) != 1) {
+  if (X509_check_private_key(leaf, key.get()) != 1) {
     ERR_clear_error();
     return absl::InvalidArgumentError(absl::StrCat("key file ", files.key_file,
                                                    " does not match the certificate in ",
                                                    files.cert_file));
   }
-  AIRLOCK_ASSIGN_OR_RETURN(absl::Time not_before, ToTime(X509_get0_notBefore(chain[0].get())));
-  AIRLOCK_ASSIGN_OR_RETURN(absl::Time not_after, ToTime(X509_get0_notAfter(chain[0].get())));
+  AIRLOCK_ASSIGN_OR_RETURN(absl::Time not_before, ToTime(X509_get0_notBefore(leaf)));
+  AIRLOCK_ASSIGN_OR_RETURN(absl::Time not_after, ToTime(X509_get0_notAfter(leaf)));
   if (now < not_before) {
     return absl::FailedPreconditionError(absl::StrCat("certificate ", files.cert_file,
                                                       " is not valid before ",
@@ -225,8 +179,12 @@ absl::Status ValidateTlsFiles(const TlsFiles& files, absl::Time now) {
         absl::StrCat("certificate ", files.cert_file, " expired at ", TimeText(not_after)));
   }
 
-  std::vector<X509Ptr> cas = ParseAll(ca_pem);
-  if (std::none_of(cas.begin(), cas.end(),
+  absl::StatusOr<std::vector<X509Ptr>> cas = ossl::ParseCertificates(ca_pem);
+  if (!cas.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("client CA file ", files.client_ca_file, ": ", cas.status().message()));
+  }
+  if (std::none_of(cas->begin(), cas->end(),
                    [](const X509Ptr& cert) { return X509_check_ca(cert.get()) != 0; })) {
     return absl::InvalidArgumentError(
         absl::StrCat("client CA file ", files.client_ca_file, " holds no CA certificate"));

@@ -3,6 +3,7 @@
 
 #include <openssl/rand.h>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/log.h"
@@ -38,6 +39,45 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 
 namespace {
 
+// Identity is a pure function of the certificate bytes and the configured source, and parsing a
+// certificate (OpenSSL 3 decodes its EC key) was over half of a small call's cost: remember the
+// last few hundred. Revocation is not affected: it is checked at every handshake.
+class IdentityCache {
+ public:
+  absl::StatusOr<auth::Identity> Get(const grpc::AuthContext& context,
+                                     airlock::v1::config::IdentitySource source) {
+    std::vector<grpc::string_ref> pems = context.FindPropertyValues("x509_pem_cert");
+    if (pems.empty() || pems[0].empty()) {
+      return absl::UnauthenticatedError("the connection carries no client certificate");
+    }
+    std::string key(pems[0].data(), pems[0].size());
+    key.push_back(static_cast<char>(source));
+    {
+      absl::MutexLock lock(&mutex_);
+      auto it = cache_.find(key);
+      if (it != cache_.end()) return it->second;
+    }
+    absl::StatusOr<auth::Identity> identity =
+        auth::IdentityFromCertificate(std::string(pems[0].data(), pems[0].size()), source);
+    if (identity.ok()) {
+      absl::MutexLock lock(&mutex_);
+      if (cache_.size() >= kMaxEntries) cache_.clear();  // simple bound; refills at once
+      cache_.emplace(std::move(key), *identity);
+    }
+    return identity;
+  }
+
+ private:
+  static constexpr size_t kMaxEntries = 512;
+  absl::Mutex mutex_;
+  absl::flat_hash_map<std::string, auth::Identity> cache_ ABSL_GUARDED_BY(mutex_);
+};
+
+IdentityCache& Identities() {
+  static IdentityCache* cache = new IdentityCache();
+  return *cache;
+}
+
 void LogDenied(const CallInfo& call, const absl::Status& status) {
   LogWarning("call denied", {{"request_id", call.request_id},
                              {"identity", call.identity.name},
@@ -62,9 +102,8 @@ absl::StatusOr<CallInfo> AdmitCall(const grpc::CallbackServerContext& context, s
   call.peer = context.peer();
   call.config = holder.Get();
   std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
-  absl::StatusOr<auth::Identity> identity =
-      auth ? auth::IdentityFromAuthContext(*auth, call.config->identity_source)
-           : absl::UnauthenticatedError("no client certificate");
+  absl::StatusOr<auth::Identity> identity = auth ? Identities().Get(*auth, call.config->identity_source)
+                                                 : absl::UnauthenticatedError("no client certificate");
   if (!identity.ok()) {
     const absl::Status status = absl::UnauthenticatedError(identity.status().message());
     LogDenied(call, status);

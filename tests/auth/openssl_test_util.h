@@ -15,18 +15,13 @@
 
 #include <gtest/gtest.h>
 
+#include "auth/openssl_util.h"
 #include "tests/support/test_data.h"
 
 namespace airlock::auth::testing {
 
-struct X509Free {
-  void operator()(X509* x) const { X509_free(x); }
-};
-struct X509CrlFree {
-  void operator()(X509_CRL* x) const { X509_CRL_free(x); }
-};
-using X509Ptr = std::unique_ptr<X509, X509Free>;
-using X509CrlPtr = std::unique_ptr<X509_CRL, X509CrlFree>;
+using X509Ptr = ::airlock::auth::ossl::X509Ptr;
+using X509CrlPtr = ::airlock::auth::ossl::X509CrlPtr;
 
 // A scratch directory removed with everything in it when the test ends.
 struct ScopedTempDir {

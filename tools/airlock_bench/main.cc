@@ -1,6 +1,7 @@
-// airlock-bench engine: prompt-processing and generation throughput of the engine on one model
-// file, measured like llama-bench (pp: one batch of N random tokens into an empty context; tg: N
-// single-token steps from an empty context), with peak memory.
+// airlock-bench: engine prompt-processing and generation throughput on one model file, measured
+// like llama-bench (pp: one batch of N random tokens into an empty context; tg: N single-token
+// steps from an empty context), with peak memory; and `overhead` (alias `serve`): what a running
+// airlockd adds per request over the same work in-process (overhead.h).
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -16,6 +17,7 @@
 
 #include "inference/backend/backend.h"
 #include "inference/model/model.h"
+#include "tools/airlock_bench/overhead.h"
 
 namespace {
 
@@ -46,20 +48,64 @@ double PeakRssMiB() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"airlock-bench: engine throughput (pp/tg tokens per second) and peak memory"};
+  CLI::App app{"airlock-bench: engine throughput (pp/tg tokens per second) and peak memory; "
+               "`overhead`: per-request cost of a running airlockd"};
   std::string model_path;
   std::vector<int> threads = {1};
   int n_prompt = 512, n_gen = 128, reps = 3;
   std::string kv = "f16";
   bool json = false;
-  app.add_option("--model,-m", model_path, "GGUF model file")->required()->check(CLI::ExistingFile);
+  app.add_option("--model,-m", model_path, "GGUF model file (required without a subcommand)")
+      ->check(CLI::ExistingFile);
   app.add_option("--threads,-t", threads, "Thread counts to measure (repeatable)")->capture_default_str();
   app.add_option("--n-prompt,-p", n_prompt, "Prompt tokens for the pp test (0 skips)")->capture_default_str();
   app.add_option("--n-gen,-n", n_gen, "Generated tokens for the tg test (0 skips)")->capture_default_str();
   app.add_option("--reps,-r", reps, "Repetitions")->capture_default_str();
   app.add_option("--kv-type", kv, "f16 or f32")->capture_default_str();
   app.add_flag("--json", json, "JSON lines output");
+
+  airlock::bench::OverheadOptions ov;
+  CLI::App* overhead = app.add_subcommand(
+      "overhead", "Per-request overhead of a running airlockd (mTLS + admission + validation + queueing) versus "
+                  "the same Tokenize/Generate in-process, and the cost of a fresh mTLS connection");
+  overhead->alias("serve");
+  overhead->add_option("--server", ov.server, "host:port of the running airlockd")->required();
+  overhead->add_option("--ca", ov.ca_file, "CA certificate (PEM) of the server")->required()->check(CLI::ExistingFile);
+  overhead->add_option("--cert", ov.cert_file, "client certificate (PEM)")->required()->check(CLI::ExistingFile);
+  overhead->add_option("--key", ov.key_file, "client private key (PEM)")->required()->check(CLI::ExistingFile);
+  overhead->add_option("--server-name", ov.server_name, "name checked against the server certificate")
+      ->capture_default_str();
+  overhead->add_option("--model-file", ov.model_file, "the GGUF file the daemon serves, loaded in-process")
+      ->required()
+      ->check(CLI::ExistingFile);
+  overhead->add_option("--model-name", ov.model, "the name the daemon serves it under")->capture_default_str();
+  overhead->add_option("--engine-threads", ov.engine_threads, "threads of the in-process engine (as the daemon's)")
+      ->capture_default_str();
+  overhead->add_option("--requests,-n", ov.requests, "measured requests per test and concurrency")
+      ->capture_default_str();
+  overhead->add_option("--warmup", ov.warmup, "warm-up requests before each test")->capture_default_str();
+  overhead->add_option("--concurrency,-c", ov.concurrency, "concurrent callers of the second pass (1 is always run)")
+      ->capture_default_str();
+  overhead->add_option("--connections", ov.connections, "fresh connections for the handshake test (0 skips)")
+      ->capture_default_str();
+  overhead->add_option("--text", ov.tokenize_text, "text of the Tokenize test")->capture_default_str();
+  overhead->add_option("--prompt", ov.prompt, "prompt of the Generate test")->capture_default_str();
+  overhead->add_flag("--json", ov.json, "one JSON document instead of tables");
+  overhead->add_option("--only", ov.only, "run only these tests: tokenize, generate, connect (repeatable)");
   CLI11_PARSE(app, argc, argv);
+
+  if (overhead->parsed()) {
+    const absl::Status status = airlock::bench::RunOverhead(ov);
+    if (!status.ok()) {
+      std::fprintf(stderr, "airlock-bench overhead: %s\n", std::string(status.message()).c_str());
+      return 1;
+    }
+    return 0;
+  }
+  if (model_path.empty()) {
+    std::fprintf(stderr, "airlock-bench: --model is required (or use the `overhead` subcommand)\n");
+    return 2;
+  }
 
   auto model = Model::Load(model_path);
   if (!model.ok()) {
