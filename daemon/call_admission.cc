@@ -6,6 +6,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "daemon/audit_trail.h"
 #include "daemon/log.h"
 
 namespace airlock::daemon {
@@ -107,12 +108,12 @@ absl::StatusOr<CallInfo> AdmitCall(const grpc::CallbackServerContext& context, s
   if (!identity.ok()) {
     const absl::Status status = absl::UnauthenticatedError(identity.status().message());
     LogDenied(call, status);
-    return status;
+    return AuditSingle(call, status);
   }
   call.identity = std::move(*identity);
   if (absl::Status allowed = call.config->policy->Authorize(call.identity.name, method, model); !allowed.ok()) {
     LogDenied(call, allowed);
-    return allowed;
+    return AuditSingle(call, allowed);
   }
   return call;
 }
@@ -122,6 +123,20 @@ absl::Status AdmitModel(CallInfo& call, std::string_view model) {
   absl::Status allowed = call.config->policy->Authorize(call.identity.name, call.method, model);
   if (!allowed.ok()) LogDenied(call, allowed);
   return allowed;
+}
+
+absl::Status AuditSingle(const CallInfo& call, const absl::Status& status) {
+  if (call.config->audit == nullptr) return status;
+  AuditTrail::Outcome outcome;
+  outcome.status = status;
+  switch (status.code()) {
+    case absl::StatusCode::kOk: outcome.decision = audit::Decision::kAllowed; break;
+    case absl::StatusCode::kUnauthenticated: outcome.decision = audit::Decision::kUnauthenticated; break;
+    case absl::StatusCode::kPermissionDenied: outcome.decision = audit::Decision::kDeniedByRole; break;
+    default: outcome.decision = audit::Decision::kInvalid; break;
+  }
+  if (absl::Status recorded = call.config->audit->End(call, outcome); !recorded.ok()) return recorded;
+  return status;
 }
 
 void LogCallEnd(const CallInfo& call, const absl::Status& status, const nlohmann::json& extra) {

@@ -25,12 +25,16 @@
 
 namespace airlock::daemon {
 
+class AuditTrail;
+
 // What a reload may change, as one immutable snapshot.
 struct RuntimeConfig {
   std::shared_ptr<const auth::AccessPolicy> policy;
   airlock::v1::config::IdentitySource identity_source = airlock::v1::config::SUBJECT_CN;
   RequestLimits limits;
   absl::Duration max_request_duration = absl::Seconds(600);  // Default: 600 s
+  // Not owned; outlives every snapshot (the daemon's audit log, the same across reloads).
+  AuditTrail* audit = nullptr;
 };
 
 class RuntimeConfigHolder {
@@ -56,7 +60,8 @@ struct CallInfo {
 };
 
 // UNAUTHENTICATED without a usable identity; PERMISSION_DENIED when no role grants the method (and
-// the model, when `model` is non-empty). Denials are logged here, with the identity and the reason.
+// the model, when `model` is non-empty). Denials are logged and audited here (UNAVAILABLE instead
+// when the audit record cannot be written).
 absl::StatusOr<CallInfo> AdmitCall(const grpc::CallbackServerContext& context, std::string_view method,
                                    std::string_view model, const RuntimeConfigHolder& holder);
 
@@ -65,6 +70,10 @@ absl::Status AdmitModel(CallInfo& call, std::string_view model);
 
 // absl::Status -> grpc::Status (the codes are the same numbers).
 grpc::Status ToGrpcStatus(const absl::Status& status);
+
+// Records a call that ends without generating (denied, invalid, Tokenize, ListModels, Health) in
+// the audit log. Returns `status`, or UNAVAILABLE when the record cannot be written (fail closed).
+absl::Status AuditSingle(const CallInfo& call, const absl::Status& status);
 
 // One structured log line per finished call: identity, method, model, code, duration, and `extra`.
 void LogCallEnd(const CallInfo& call, const absl::Status& status, const nlohmann::json& extra = nullptr);

@@ -2,6 +2,7 @@
 #include "daemon/health_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "daemon/audit_trail.h"
 
 namespace airlock::daemon {
 namespace {
@@ -115,9 +116,15 @@ grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* cont
                                  absl::StrCat("service: \"", request->service(), "\" is not known here")));
     return reactor;
   }
+  if (absl::Status recorded = AuditSingle(*call, absl::OkStatus()); !recorded.ok()) {
+    reactor->Finish(ToGrpcStatus(recorded));
+    return reactor;
+  }
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    response->set_status(serving_ ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING);
+    // Not serving while draining, or while the audit log cannot write (calls would be refused).
+    const bool audit_ok = call->config->audit == nullptr || call->config->audit->health().ok();
+    response->set_status(serving_ && audit_ok ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING);
   }
   reactor->Finish(grpc::Status::OK);
   return reactor;
@@ -126,11 +133,13 @@ grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* cont
 grpc::ServerWriteReactor<HealthCheckResponse>* HealthService::Watch(
     grpc::CallbackServerContext* context, const grpc::health::v1::HealthCheckRequest* request) {
   auto* watcher = new Watcher(this, KnownService(request->service()));
+  // Admission (and its audit record) before taking the lock: an append waits for a disk sync.
+  absl::StatusOr<CallInfo> call = AdmitCall(*context, kWatch, "", config_);
+  absl::Status admitted = call.ok() ? AuditSingle(*call, absl::OkStatus()) : call.status();
   std::lock_guard<std::mutex> lock(mutex_);
   watchers_.push_back(watcher);
-  absl::StatusOr<CallInfo> call = AdmitCall(*context, kWatch, "", config_);
-  if (!call.ok()) {
-    watcher->End(ToGrpcStatus(call.status()));
+  if (!admitted.ok()) {
+    watcher->End(ToGrpcStatus(admitted));
   } else if (ended_) {
     watcher->End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down"));
   } else {

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "daemon/audit_trail.h"
 #include "daemon/log.h"
 #include "inference/tokenizer/utf8.h"
 
@@ -42,6 +43,10 @@ struct CallState {
   std::chrono::steady_clock::time_point deadline;
   std::chrono::steady_clock::time_point first_piece{};
   std::atomic<bool> saw_first_piece{false};
+  // For the audit records: the prompt as the client sent it (HMAC'd, never stored) and the
+  // sampling parameters in canonical text.
+  std::string prompt_text;
+  std::string sampling;
 
   bool ShouldStop() {
     if (client_gone.load(std::memory_order_relaxed)) return true;
@@ -66,7 +71,7 @@ std::chrono::steady_clock::time_point CallDeadline(const grpc::CallbackServerCon
   return std::min(cap, client_steady);
 }
 
-// The status a job ends with.
+// The status a job ends with, before its end record.
 absl::Status Outcome(const absl::StatusOr<inference::GenerateResult>& result, const CallState& state) {
   if (!result.ok()) return result.status();
   if (result->stop_reason == inference::StopReason::kCancelled) {
@@ -92,6 +97,25 @@ void FillUsageAndTimings(const inference::GenerateResult& result, double queue_s
     timings->set_time_to_first_token_seconds(
         std::chrono::duration<double>(state.first_piece - state.call.start).count());
   }
+}
+
+// Writes the end record of a generation. The result is acknowledged only if it is recorded: an
+// unwritable audit log turns success into UNAVAILABLE.
+absl::Status AuditEnd(const CallState& state, const absl::StatusOr<inference::GenerateResult>& result,
+                      const absl::Status& status) {
+  AuditTrail* audit = state.call.config->audit;
+  if (audit == nullptr) return status;
+  AuditTrail::Outcome outcome;
+  outcome.status = status;
+  outcome.sampling = state.sampling;
+  if (result.ok()) {
+    outcome.prompt_tokens = static_cast<uint32_t>(result->prompt_tokens.size());
+    outcome.completion_tokens = static_cast<uint32_t>(result->output_tokens.size());
+    outcome.stop_reason = inference::StopReasonName(result->stop_reason);
+    outcome.output = result->text;
+  }
+  if (absl::Status recorded = audit->End(state.call, outcome); !recorded.ok()) return recorded;
+  return status;
 }
 
 nlohmann::json UsageFields(const absl::StatusOr<inference::GenerateResult>& result, double queue_seconds) {
@@ -123,6 +147,15 @@ absl::StatusOr<inference::GenerateRequest> Prepare(const Request& request, CallI
   } else {
     return PrepareGenerate(request, *model->engine, limits);
   }
+}
+
+std::string PromptText(const airlock::v1::GenerateRequest& request) { return request.prompt(); }
+
+// A chat as one text for its HMAC: "role\ncontent\n" per message (documented in docs/audit.md).
+std::string PromptText(const airlock::v1::ChatRequest& request) {
+  std::string text;
+  for (const airlock::v1::ChatMessage& m : request.messages()) absl::StrAppend(&text, m.role(), "\n", m.content(), "\n");
+  return text;
 }
 
 // ---- Unary generation ------------------------------------------------------------------------
@@ -159,7 +192,7 @@ class UnaryGeneration final : public grpc::ServerUnaryReactor {
  private:
   void Complete(const std::string& model_name, const absl::StatusOr<inference::GenerateResult>& result,
                 double queue_seconds) {
-    const absl::Status status = Outcome(result, *state_);
+    const absl::Status status = AuditEnd(*state_, result, Outcome(result, *state_));
     if (status.ok()) {
       response_->set_request_id(state_->call.request_id);
       response_->set_model(model_name);
@@ -252,7 +285,7 @@ class StreamGeneration final : public grpc::ServerWriteReactor<GenerateStreamRes
 
   void Complete(const std::string& model_name, const absl::StatusOr<inference::GenerateResult>& result,
                 double queue_seconds) {
-    const absl::Status status = Outcome(result, *state_);
+    const absl::Status status = AuditEnd(*state_, result, Outcome(result, *state_));
     if (status.ok()) {
       std::lock_guard<std::mutex> lock(mutex_);
       airlock::v1::Completion* done = pending_.emplace_back().mutable_done();
@@ -313,8 +346,21 @@ Reactor* StartGeneration(grpc::CallbackServerContext* context, const Request& re
   const ServedModel* model = nullptr;
   absl::StatusOr<inference::GenerateRequest> prepared = Prepare(request, state->call, models, model);
   if (!prepared.ok()) {
-    reactor->End(prepared.status());
+    reactor->End(AuditSingle(state->call, prepared.status()));
     return reactor;
+  }
+  // The begin record is durable before any work starts; no record, no generation.
+  state->prompt_text = PromptText(request);
+  state->sampling = CanonicalSampling(prepared->sampling);
+  if (AuditTrail* audit = state->call.config->audit; audit != nullptr) {
+    AuditTrail::Outcome begin;
+    begin.sampling = state->sampling;
+    begin.prompt = state->prompt_text;
+    begin.prompt_tokens = static_cast<uint32_t>(prepared->prompt_tokens.size());
+    if (absl::Status recorded = audit->Begin(state->call, begin); !recorded.ok()) {
+      reactor->End(recorded);
+      return reactor;
+    }
   }
   reactor->Start(*model, std::move(*prepared));
   return reactor;
@@ -387,8 +433,10 @@ grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext
     for (const int32_t id : ids) response->add_pieces(DisplayPiece(tokenizer.PieceView(id, true)));
     return absl::OkStatus();
   }();
-  LogCallEnd(*call, status, {{"tokens", response->token_ids_size()}});
-  return FinishNow(status);
+  const absl::Status recorded = AuditSingle(*call, status);
+  if (!recorded.ok()) response->Clear();
+  LogCallEnd(*call, recorded, {{"tokens", response->token_ids_size()}});
+  return FinishNow(recorded);
 }
 
 grpc::ServerUnaryReactor* InferenceService::ListModels(grpc::CallbackServerContext* context,
@@ -409,8 +457,10 @@ grpc::ServerUnaryReactor* InferenceService::ListModels(grpc::CallbackServerConte
       }
     }
   }
-  LogCallEnd(*call, absl::OkStatus(), {{"models", response->models_size()}});
-  return FinishNow(absl::OkStatus());
+  const absl::Status recorded = AuditSingle(*call, absl::OkStatus());
+  if (!recorded.ok()) response->Clear();
+  LogCallEnd(*call, recorded, {{"models", response->models_size()}});
+  return FinishNow(recorded);
 }
 
 }  // namespace airlock::daemon

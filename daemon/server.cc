@@ -36,6 +36,11 @@ std::vector<std::string> RestartOnlyChanges(const DaemonOptions& a, const Daemon
   if (a.tls.min_tls13 != b.tls.min_tls13) changed.push_back("tls.min_version");
   if (a.tls.watch_interval != b.tls.watch_interval) changed.push_back("tls.watch_interval");
   if (a.limits.max_request_bytes != b.limits.max_request_bytes) changed.push_back("limits.max_request_bytes");
+  if (a.audit.state_dir != b.audit.state_dir || a.audit.signing_key_file != b.audit.signing_key_file ||
+      a.audit.hmac_secret_file != b.audit.hmac_secret_file || a.audit.checkpoint_every != b.audit.checkpoint_every ||
+      a.audit.checkpoint_interval != b.audit.checkpoint_interval) {
+    changed.push_back("audit");
+  }
   if (a.limits.max_concurrent_streams != b.limits.max_concurrent_streams) {
     changed.push_back("limits.max_concurrent_streams");
   }
@@ -65,6 +70,7 @@ absl::StatusOr<std::shared_ptr<const RuntimeConfig>> Daemon::MakeRuntimeConfig(c
   runtime->limits.max_tokens_per_request = options.limits.max_tokens_per_request;
   runtime->limits.default_max_tokens = kDefaultMaxTokens;
   runtime->max_request_duration = options.limits.max_request_duration;
+  runtime->audit = audit_.get();
   return runtime;
 }
 
@@ -80,6 +86,14 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
   AIRLOCK_ASSIGN_OR_RETURN(std::shared_ptr<const auth::RevocationList> crls,
                            auth::RevocationList::Load(tls_files.client_ca_file, tls_files.crl_files, absl::Now()));
   d->revocation_ = std::make_shared<auth::RevocationChecker>(crls);
+  // The audit log before anything can be served: no record, no service.
+  AIRLOCK_ASSIGN_OR_RETURN(d->audit_, AuditTrail::Open(options.audit));
+  {
+    const audit::ChainHead head = d->audit_->head();
+    LogInfo("audit log open", {{"state_dir", options.audit.state_dir},
+                               {"chain_head_sequence", head.sequence},
+                               {"public_key_file", options.audit.signing_key_file + ".pub"}});
+  }
   AIRLOCK_ASSIGN_OR_RETURN(std::shared_ptr<const RuntimeConfig> runtime, d->MakeRuntimeConfig(options));
   d->runtime_ = std::make_unique<RuntimeConfigHolder>(std::move(runtime));
 

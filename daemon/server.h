@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "auth/revocation.h"
 #include "auth/tls_credentials.h"
+#include "daemon/audit_trail.h"
 #include "daemon/call_admission.h"
 #include "daemon/config/daemon_options.h"
 #include "daemon/health_service.h"
@@ -45,6 +46,7 @@ class Daemon {
 
   std::string config_path_;
   DaemonOptions options_;  // as started
+  std::unique_ptr<AuditTrail> audit_;  // outlives the services and every RuntimeConfig
   std::unique_ptr<ModelRegistry> models_;
   std::shared_ptr<auth::RevocationChecker> revocation_;
   std::unique_ptr<RuntimeConfigHolder> runtime_;

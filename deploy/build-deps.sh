@@ -14,6 +14,7 @@ packages=(
   libssl-dev             # TLS, certificates, CRLs (OpenSSL 3)
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler  # the API
   libyaml-cpp-dev        # the configuration file
+  librocksdb-dev         # the daemon's durable state: the audit log
   libseccomp-dev         # the daemon's network lock-down
   python3-grpcio python3-grpc-tools  # the Python client interoperability test
   iproute2 util-linux    # ip / unshare for the network-namespace test

@@ -48,6 +48,10 @@ tls:
   key_file: "$home/pki/server.key"
   client_ca_file: "$home/pki/ca.crt"
   crl_files: ["$home/pki/crl.pem"]
+audit:
+  state_dir: "$home/state"
+  signing_key_file: "$home/audit-signing.key"
+  hmac_secret_file: "$home/audit-hmac.secret"
 models:
   - name: default
     path: "$model"

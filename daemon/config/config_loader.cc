@@ -893,6 +893,21 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
   }
   check.CheckDuration("tls.watch_interval", tls.watch_interval(), absl::Seconds(1), absl::Hours(1));
 
+  // audit
+  const auto& audit = config.audit();
+  const auto absolute = [&](std::string_view path, const std::string& value, std::string_view what) {
+    if (check.CheckRequired(path, value, what) && value.front() != '/') {
+      check.Error(path, absl::StrCat("must be an absolute path, got ", Quote(value)));
+    }
+  };
+  absolute("audit.state_dir", audit.state_dir(), "directory of the daemon's state (the audit log)");
+  absolute("audit.signing_key_file", audit.signing_key_file(),
+           "PEM Ed25519 key signing audit checkpoints (created when absent)");
+  absolute("audit.hmac_secret_file", audit.hmac_secret_file(),
+           "secret keying the HMAC of prompts and outputs (created when absent)");
+  check.CheckRange("audit.checkpoint_every", audit.checkpoint_every(), 1, 1000000);
+  check.CheckDuration("audit.checkpoint_interval", audit.checkpoint_interval(), absl::Seconds(1), absl::Hours(1));
+
   // models
   if (config.models_size() == 0) {
     check.Error("models", "at least one model is required");
@@ -1073,6 +1088,19 @@ absl::Status CheckConfigFiles(const ParsedConfig& parsed) {
           absl::StrCat("private key ", Quote(tls.key_file()), " is owned by uid ", st->st_uid,
                        ", not by uid ", ::geteuid(),
                        " that airlockd runs as; chown it to that user")));
+    }
+  }
+
+  // Audit secrets: created by the daemon when absent; an existing one must be private.
+  const auto& audit = config.audit();
+  for (const auto& [field, file] : {std::pair<std::string, std::string>{"audit.signing_key_file", audit.signing_key_file()},
+                                    {"audit.hmac_secret_file", audit.hmac_secret_file()}}) {
+    struct stat st {};
+    if (file.empty() || ::stat(file.c_str(), &st) != 0) continue;
+    if ((st.st_mode & 077) != 0) {
+      errors.push_back(parsed.Describe(
+          field, absl::StrCat(Quote(file), " is accessible by group or others (mode ", Mode(st.st_mode),
+                              "); run chmod 600 ", file)));
     }
   }
 

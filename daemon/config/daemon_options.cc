@@ -69,6 +69,14 @@ DaemonOptions ResolveOptions(const ParsedConfig& parsed) {
     l.max_concurrent_streams = limits.max_concurrent_streams();
   }
 
+  const auto& audit = config.audit();
+  AuditOptions& a = options.audit;
+  a.state_dir = audit.state_dir();
+  a.signing_key_file = audit.signing_key_file();
+  a.hmac_secret_file = audit.hmac_secret_file();
+  if (audit.checkpoint_every() != 0) a.checkpoint_every = audit.checkpoint_every();
+  a.checkpoint_interval = DurationOr(audit.checkpoint_interval(), a.checkpoint_interval);
+
   options.config = config;
   return options;
 }

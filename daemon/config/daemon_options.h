@@ -68,6 +68,19 @@ struct LimitsOptions {
   uint32_t max_concurrent_streams = 32;
 };
 
+struct AuditOptions {
+  // Directory of the RocksDB state. Default: none (required).
+  std::string state_dir;
+  // Ed25519 key signing checkpoints; created when absent. Default: none (required).
+  std::string signing_key_file;
+  // HMAC secret for prompts and outputs; created when absent. Default: none (required).
+  std::string hmac_secret_file;
+  // A checkpoint at least every this many records. Default: 1000.
+  uint32_t checkpoint_every = 1000;
+  // ...and at most this long after a record. Default: 10s.
+  absl::Duration checkpoint_interval = absl::Seconds(10);
+};
+
 struct DaemonOptions {
   // host:port of the mTLS gRPC listener; port 0 picks a free port. Default: "127.0.0.1:7443".
   std::string listen = "127.0.0.1:7443";
@@ -83,6 +96,7 @@ struct DaemonOptions {
   // Default: SUBJECT_CN.
   IdentitySource identity_source = airlock::v1::config::SUBJECT_CN;
   LimitsOptions limits;
+  AuditOptions audit;
   // The validated message, for what reads it directly (the access policy: users, groups, roles).
   airlock::v1::config::DaemonConfig config;
 };

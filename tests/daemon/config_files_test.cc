@@ -60,6 +60,7 @@ class ConfigFilesTest : public ::testing::Test {
 models:
   - name: m
     path: DIR/model.gguf
+audit: {state_dir: DIR/state, signing_key_file: DIR/audit.key, hmac_secret_file: DIR/audit.secret}
 )",
                                {{"DIR", dir_}});
   }
@@ -175,7 +176,7 @@ TEST_F(ConfigFilesTest, LoadErrors) {
   WriteFile(Path("bad.yaml"), ConfigText() + "bogus: 1\n", 0600);
   absl::StatusOr<ParsedConfig> bad = LoadConfigFile(Path("bad.yaml"));
   EXPECT_THAT(std::string(bad.status().message()),
-              StartsWith(absl::StrCat(Path("bad.yaml"), ":10:1: bogus: unknown key")));
+              StartsWith(absl::StrCat(Path("bad.yaml"), ":11:1: bogus: unknown key")));
 
   WriteFile(Path("empty.yaml"), "", 0600);
   EXPECT_EQ(LoadConfigFile(Path("empty.yaml")).status().message(),

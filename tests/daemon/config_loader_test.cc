@@ -67,6 +67,12 @@ limits:
   max_tokens_per_request: 1024
   max_request_duration: 120s
   max_concurrent_streams: 8
+audit:
+  state_dir: /var/lib/airlock/state
+  signing_key_file: /etc/airlock/audit-signing.key
+  hmac_secret_file: /etc/airlock/audit-hmac.secret
+  checkpoint_every: 500
+  checkpoint_interval: 5s
 )";
 
 // The smallest configuration that is accepted.
@@ -78,6 +84,7 @@ constexpr std::string_view kMinimalConfig = R"(tls:
 models:
   - name: m
     path: /models/m.gguf
+audit: {state_dir: /state, signing_key_file: /etc/a.key, hmac_secret_file: /etc/a.secret}
 )";
 
 // `text` with the single occurrence of `from` replaced by `to` (fails the test when `from` does not
@@ -233,7 +240,8 @@ TEST(ConfigLoaderTest, ResolveOptionsAppliesDefaults) {
 TEST(ConfigLoaderTest, ExplicitSandboxTrueAndFlowStyle) {
   const std::string yaml =
       "{tls: {cert_file: /c, key_file: /k, client_ca_file: /ca, crl_files: [/crl]},"
-      " models: [{name: m, path: /m.gguf}], server: {sandbox: true}}";
+      " models: [{name: m, path: /m.gguf}], server: {sandbox: true},"
+      " audit: {state_dir: /s, signing_key_file: /k2, hmac_secret_file: /h}}";
   absl::StatusOr<ParsedConfig> parsed = ParseConfig(yaml, "cfg.yaml");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_TRUE(ResolveOptions(*parsed).sandbox);
@@ -245,7 +253,7 @@ TEST(ConfigLoaderTest, ExplicitSandboxTrueAndFlowStyle) {
 TEST(ConfigLoaderTest, UnknownKeyAtTopLevel) {
   EXPECT_EQ(ErrorOfFull("identity:\n", "identiy:\n"),
             "cfg.yaml:24:1: identiy: unknown key (known top-level keys: server, tls, models, "
-            "identity, users, groups, roles, limits); did you mean \"identity\"?");
+            "identity, users, groups, roles, limits, audit); did you mean \"identity\"?");
 }
 
 TEST(ConfigLoaderTest, UnknownKeyInNestedMessage) {
@@ -276,7 +284,7 @@ TEST(ConfigLoaderTest, WrongNodeKinds) {
   EXPECT_EQ(ErrorOf(Edit(kMinimalConfig, "tls:\n", "tls: yes\nx:\n")),
             "cfg.yaml:1:6: tls: expected a mapping, got \"yes\"\n"
             "cfg.yaml:2:1: x: unknown key (known top-level keys: server, tls, models, identity, "
-            "users, groups, roles, limits)");
+            "users, groups, roles, limits, audit)");
   EXPECT_EQ(ErrorOfFull("  cert_file: /etc/airlock/server.crt\n",
                         "  cert_file: [/etc/airlock/server.crt]\n"),
             "cfg.yaml:7:14: tls.cert_file: expected a string, got a sequence");
@@ -384,7 +392,7 @@ TEST(ConfigLoaderTest, DocumentShape) {
   EXPECT_EQ(ErrorOf("---\n"),
             "cfg.yaml: the configuration is empty (at least the keys tls and models are needed)");
   EXPECT_EQ(ErrorOf(std::string(kMinimalConfig) + "---\n" + std::string(kMinimalConfig)),
-            "cfg.yaml:9:1: a second YAML document; the configuration is a single document");
+            "cfg.yaml:10:1: a second YAML document; the configuration is a single document");
   EXPECT_EQ(ErrorOf("- tls\n- models\n"),
             "cfg.yaml:1:1: the top level must be a mapping of keys (server, tls, models, ...), "
             "got a sequence");
@@ -423,11 +431,23 @@ TEST(ConfigLoaderTest, SeveralErrorsAreReportedTogether) {
 // ----- The schema's rules ----------------------------------------------------------------------
 
 TEST(ConfigRulesTest, AtLeastOneModel) {
-  EXPECT_EQ(ErrorOf("tls: {cert_file: /c, key_file: /k, client_ca_file: /ca, crl_files: [/r]}\n"),
+  EXPECT_EQ(ErrorOf("tls: {cert_file: /c, key_file: /k, client_ca_file: /ca, crl_files: [/r]}\n"
+                    "audit: {state_dir: /s, signing_key_file: /k2, hmac_secret_file: /h}\n"),
             "cfg.yaml: models: at least one model is required");
   EXPECT_EQ(ErrorOf("tls: {cert_file: /c, key_file: /k, client_ca_file: /ca, crl_files: [/r]}\n"
-                    "models: []\n"),
+                    "models: []\n"
+                    "audit: {state_dir: /s, signing_key_file: /k2, hmac_secret_file: /h}\n"),
             "cfg.yaml:2:9: models: at least one model is required");
+}
+
+TEST(ConfigRulesTest, AuditSectionIsRequiredWithAbsolutePaths) {
+  EXPECT_THAT(ErrorOf(Edit(kMinimalConfig, "audit: {state_dir: /state, ", "audit: {state_dir: state, ")),
+              HasSubstr("audit.state_dir: must be an absolute path"));
+  const std::string without = Edit(kMinimalConfig, "audit: {state_dir: /state, signing_key_file: /etc/a.key, hmac_secret_file: /etc/a.secret}\n", "");
+  EXPECT_THAT(ErrorOf(without), HasSubstr("audit.state_dir: is required"));
+  EXPECT_THAT(ErrorOf(without), HasSubstr("audit.hmac_secret_file: is required"));
+  EXPECT_THAT(ErrorOf(Edit(kMinimalConfig, "hmac_secret_file: /etc/a.secret}", "hmac_secret_file: /etc/a.secret, checkpoint_every: 0}")),
+              HasSubstr("audit.checkpoint_every"));
 }
 
 TEST(ConfigRulesTest, ModelNames) {

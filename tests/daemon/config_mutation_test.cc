@@ -49,6 +49,7 @@ roles:
 limits:
   max_request_bytes: 2097152
   max_request_duration: 120s
+audit: {state_dir: /state, signing_key_file: /etc/a.key, hmac_secret_file: /etc/a.secret}
 )";
 
 // Characters that mean something to YAML, plus a few bytes that are not UTF-8 on their own.

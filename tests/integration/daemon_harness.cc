@@ -226,7 +226,9 @@ std::string BaseConfig(const std::string& dir, const LabPki& pki, const std::str
   return absl::StrCat("server:\n  listen: \"127.0.0.1:0\"\n  port_file: \"", dir, "/port\"\n  drain_timeout: \"5s\"\n",
                       "tls:\n  cert_file: \"", pki.dir, "/server.crt\"\n  key_file: \"", pki.dir,
                       "/server.key\"\n  client_ca_file: \"", pki.dir, "/ca.crt\"\n  crl_files: [\"", pki.dir,
-                      "/crl.pem\"]\n  watch_interval: \"1s\"\n", "models:\n", models_yaml, access_yaml, extra_yaml);
+                      "/crl.pem\"]\n  watch_interval: \"1s\"\n", "audit:\n  state_dir: \"", dir,
+                      "/state\"\n  signing_key_file: \"", dir, "/audit-signing.key\"\n  hmac_secret_file: \"", dir,
+                      "/audit-hmac.secret\"\n", "models:\n", models_yaml, access_yaml, extra_yaml);
 }
 
 }  // namespace airlock::testing

@@ -1,12 +1,14 @@
 // airlock-bench: engine prompt-processing and generation throughput on one model file, measured
 // like llama-bench (pp: one batch of N random tokens into an empty context; tg: N single-token
-// steps from an empty context), with peak memory; and `overhead` (alias `serve`): what a running
-// airlockd adds per request over the same work in-process (overhead.h).
+// steps from an empty context), with peak memory; `overhead` (alias `serve`): what a running
+// airlockd adds per request over the same work in-process (overhead.h); and `load`: concurrent
+// streaming clients against a running airlockd (load.h).
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -17,6 +19,7 @@
 
 #include "inference/backend/backend.h"
 #include "inference/model/model.h"
+#include "tools/airlock_bench/load.h"
 #include "tools/airlock_bench/overhead.h"
 
 namespace {
@@ -49,7 +52,7 @@ double PeakRssMiB() {
 
 int main(int argc, char** argv) {
   CLI::App app{"airlock-bench: engine throughput (pp/tg tokens per second) and peak memory; "
-               "`overhead`: per-request cost of a running airlockd"};
+               "`overhead`: per-request cost of a running airlockd; `load`: streaming load test of it"};
   std::string model_path;
   std::vector<int> threads = {1};
   int n_prompt = 512, n_gen = 128, reps = 3;
@@ -92,7 +95,53 @@ int main(int argc, char** argv) {
   overhead->add_option("--prompt", ov.prompt, "prompt of the Generate test")->capture_default_str();
   overhead->add_flag("--json", ov.json, "one JSON document instead of tables");
   overhead->add_option("--only", ov.only, "run only these tests: tokenize, generate, connect (repeatable)");
+
+  airlock::bench::LoadOptions lo;
+  uint64_t seed = 0;
+  CLI::App* load = app.add_subcommand(
+      "load", "Streaming load test of a running airlockd: N concurrent mTLS clients (one connection each) sending "
+              "GenerateStream back to back; TTFT, end-to-end latency, req/s, tokens/s, errors by gRPC code, beside "
+              "the same request by an in-process engine");
+  load->add_option("--server", lo.server, "host:port of the running airlockd")->required();
+  load->add_option("--ca", lo.ca_file, "CA certificate (PEM) of the server")->required()->check(CLI::ExistingFile);
+  load->add_option("--cert", lo.cert_file, "client certificate (PEM)")->required()->check(CLI::ExistingFile);
+  load->add_option("--key", lo.key_file, "client private key (PEM)")->required()->check(CLI::ExistingFile);
+  load->add_option("--server-name", lo.server_name, "name checked against the server certificate")
+      ->capture_default_str();
+  load->add_option("--model-file", lo.model_file,
+                   "the GGUF file the daemon serves, run in-process as the reference (omit to skip it)")
+      ->check(CLI::ExistingFile);
+  load->add_option("--model-name", lo.model, "the name the daemon serves it under")->capture_default_str();
+  load->add_option("--engine-threads", lo.engine_threads, "threads of the in-process engine (as the daemon's)")
+      ->capture_default_str();
+  load->add_option("--concurrency,-c", lo.concurrency, "concurrent clients, one run each (repeatable)")
+      ->capture_default_str();
+  load->add_option("--requests-per-client,-n", lo.requests_per_client, "measured requests per client and run")
+      ->capture_default_str();
+  load->add_option("--duration", lo.duration_s, "seconds per run instead of a request count (0: use -n)")
+      ->capture_default_str();
+  load->add_option("--warmup", lo.warmup, "unmeasured requests per client before each run")->capture_default_str();
+  load->add_option("--reference-requests", lo.reference_requests,
+                   "measured requests of the in-process reference (0 skips it)")
+      ->capture_default_str();
+  load->add_option("--max-tokens", lo.max_tokens, "max_tokens of every request")->capture_default_str();
+  load->add_option("--temperature", lo.temperature, "sampling temperature (0 = greedy)")->capture_default_str();
+  CLI::Option* seed_option =
+      load->add_option("--seed", seed, "sampler seed, the same for every request (default: the daemon picks)");
+  load->add_option("--prompt", lo.prompt, "prompt of every request")->capture_default_str();
+  load->add_option("--deadline", lo.deadline_s, "per-request deadline in seconds")->capture_default_str();
+  load->add_flag("--json", lo.json, "one JSON document instead of a table");
   CLI11_PARSE(app, argc, argv);
+
+  if (load->parsed()) {
+    if (seed_option->count() > 0) lo.seed = seed;
+    const absl::Status status = airlock::bench::RunStreamingLoad(lo);
+    if (!status.ok()) {
+      std::fprintf(stderr, "airlock-bench load: %s\n", std::string(status.message()).c_str());
+      return 1;
+    }
+    return 0;
+  }
 
   if (overhead->parsed()) {
     const absl::Status status = airlock::bench::RunOverhead(ov);
@@ -103,7 +152,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (model_path.empty()) {
-    std::fprintf(stderr, "airlock-bench: --model is required (or use the `overhead` subcommand)\n");
+    std::fprintf(stderr, "airlock-bench: --model is required (or use the `overhead` or `load` subcommand)\n");
     return 2;
   }
 

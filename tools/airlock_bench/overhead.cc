@@ -7,13 +7,10 @@
 #include <atomic>
 #include <barrier>
 #include <chrono>
-#include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,65 +22,16 @@
 #include "absl/strings/str_format.h"
 #include "airlock/v1/inference.grpc.pb.h"
 #include "grpcpp/client_context.h"
-#include "grpcpp/create_channel.h"
-#include "grpcpp/security/credentials.h"
-#include "grpcpp/support/channel_arguments.h"
 #include "inference/base/status.h"
 #include "inference/engine.h"
+#include "tools/airlock_bench/stats.h"
 
 namespace airlock::bench {
 namespace {
 
 namespace v1 = ::airlock::v1;
-using Clock = std::chrono::steady_clock;
 
 constexpr auto kCallDeadline = std::chrono::seconds(30);
-
-absl::StatusOr<std::string> ReadWhole(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-absl::Status FromGrpc(const grpc::Status& s, const char* what) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::UnavailableError(absl::StrCat(what, ": gRPC status ", static_cast<int>(s.error_code()), ": ",
-                                             s.error_message()));
-}
-
-double MsSince(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
-
-// Latency distribution of one test, milliseconds.
-struct Distribution {
-  size_t n = 0;
-  double p50 = 0, p90 = 0, p99 = 0, mean = 0, min = 0, max = 0;
-};
-
-Distribution Summarize(std::vector<double> v) {
-  Distribution d;
-  if (v.empty()) return d;
-  std::sort(v.begin(), v.end());
-  auto rank = [&](double p) {  // nearest rank
-    const size_t i = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(v.size())));
-    return v[std::clamp<size_t>(i, 1, v.size()) - 1];
-  };
-  d.n = v.size();
-  d.p50 = rank(50);
-  d.p90 = rank(90);
-  d.p99 = rank(99);
-  for (double x : v) d.mean += x;
-  d.mean /= static_cast<double>(v.size());
-  d.min = v.front();
-  d.max = v.back();
-  return d;
-}
-
-nlohmann::json ToJson(const Distribution& d) {
-  return {{"n", d.n}, {"p50_ms", d.p50}, {"p90_ms", d.p90}, {"p99_ms", d.p99},
-          {"mean_ms", d.mean}, {"min_ms", d.min}, {"max_ms", d.max}};
-}
 
 struct LoadResult {
   Distribution latency;
@@ -177,9 +125,7 @@ class Bench {
   explicit Bench(const OverheadOptions& o) : o_(o) {}
 
   absl::Status Init() {
-    AIRLOCK_ASSIGN_OR_RETURN(ssl_.pem_root_certs, ReadWhole(o_.ca_file));
-    AIRLOCK_ASSIGN_OR_RETURN(ssl_.pem_cert_chain, ReadWhole(o_.cert_file));
-    AIRLOCK_ASSIGN_OR_RETURN(ssl_.pem_private_key, ReadWhole(o_.key_file));
+    AIRLOCK_ASSIGN_OR_RETURN(ssl_, LoadMtlsFiles(o_.ca_file, o_.cert_file, o_.key_file));
     inference::EngineOptions eo;
     eo.n_threads = o_.engine_threads;
     AIRLOCK_ASSIGN_OR_RETURN(engine_, inference::Engine::Load(o_.model_file, eo));
@@ -211,13 +157,7 @@ class Bench {
     return absl::OkStatus();
   }
 
-  std::shared_ptr<grpc::Channel> NewChannel() const {
-    grpc::ChannelArguments args;
-    args.SetSslTargetNameOverride(o_.server_name);
-    // Every channel gets its own connection (no subchannel sharing between channels).
-    args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-    return grpc::CreateCustomChannel(o_.server, grpc::SslCredentials(ssl_), args);
-  }
+  std::shared_ptr<grpc::Channel> NewChannel() const { return NewMtlsChannel(o_.server, o_.server_name, ssl_); }
 
   absl::Status DaemonTokenize(v1::Inference::Stub& stub) const {
     grpc::ClientContext ctx;

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   airlock::ctl::AddClientCommands(app);
   // Offline administration.
   airlock::ctl::AddPkiCommand(app);
+  airlock::ctl::AddAuditCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,50 @@
+// Offline verification of an audit chain: links, hashes, sequence numbers and signed checkpoints.
+//
+// This is what `airlockctl audit verify` runs, over the records and checkpoints read from a store
+// or an export file, with only the public key. The rules, and how the first bad sequence is
+// chosen for each kind of tampering, are in docs/audit.md ("Verifying offline").
+//
+// Thread-safety: free functions without shared state.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "audit/audit_record.h"
+#include "audit/checkpoint.h"
+
+namespace airlock::audit {
+
+struct VerifyReport {
+  bool ok = false;               // integrity holds (an unsigned tail alone does not make it false)
+  uint64_t records_checked = 0;  // records whose sequence, hash and link were checked and held
+  uint64_t checkpoints_checked = 0;  // checkpoints whose signature was checked
+  // The first affected sequence number when !ok (the lowest the tampering can be pinned to).
+  std::optional<uint64_t> first_bad_sequence;
+  // Why !ok; when ok, empty or "unsigned tail of N records (sequences A..B)".
+  std::string problem;
+  uint64_t head_sequence = 0;   // last record's sequence (the anchor's, or 0, when none)
+  uint64_t signed_through = 0;  // highest sequence covered by a valid, matching checkpoint
+  uint64_t unsigned_tail = 0;   // head_sequence - signed_through when ok
+};
+
+// Verifies `records` as stored (not re-sorted) and `checkpoints` (any order) with the Ed25519
+// public key `public_key_pem`. Without an anchor the chain starts at sequence 1 with prev_hash
+// GenesisHash(); with one (the signed checkpoint at the start of a pruned chain) it starts at
+// anchor->sequence + 1 with prev_hash anchor->chain_hash, and the anchor must verify.
+// Checkpoints below the anchor are ignored. An unparsable public key gives !ok with no sequence.
+VerifyReport VerifyChain(std::span<const ChainedRecord> records,
+                         std::span<const Checkpoint> checkpoints, const std::string& public_key_pem,
+                         const std::optional<Checkpoint>& anchor);
+
+// As VerifyChain, over records in their stored form (EncodeStoredRecord). A record that does not
+// decode is reported at the sequence expected in its position.
+VerifyReport VerifyStoredChain(std::span<const std::string> stored_records,
+                               std::span<const Checkpoint> checkpoints,
+                               const std::string& public_key_pem,
+                               const std::optional<Checkpoint>& anchor);
+
+}  // namespace airlock::audit

@@ -1,0 +1,128 @@
+// AuditTrail: keys and store set-up, and call -> audit record.
+#include "daemon/audit_trail.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "audit/checkpoint.h"
+#include "audit/privacy.h"
+#include "auth/dev_pki.h"
+#include "daemon/log.h"
+#include "inference/base/status.h"
+
+namespace airlock::daemon {
+namespace {
+
+bool Exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+// Reads `path`, or creates it (0600) with `make()` when absent.
+absl::StatusOr<std::string> ReadOrCreateSecret(const std::string& path, std::string_view what,
+                                               const std::function<absl::StatusOr<std::string>()>& make) {
+  if (Exists(path)) {
+    absl::StatusOr<std::string> contents = auth::ReadTextFile(path);
+    if (!contents.ok()) return absl::Status(contents.status().code(), absl::StrCat(ToAbsl(what), ": ", contents.status().message()));
+    return contents;
+  }
+  AIRLOCK_ASSIGN_OR_RETURN(std::string contents, make());
+  if (absl::Status written = auth::WritePrivateFile(path, contents); !written.ok()) {
+    return absl::Status(written.code(), absl::StrCat(ToAbsl(what), ": cannot create ", path, ": ", written.message()));
+  }
+  LogInfo("created audit secret", {{"file", path}, {"what", std::string(what)}});
+  return contents;
+}
+
+}  // namespace
+
+std::string CanonicalSampling(const inference::SamplingParams& p) {
+  return absl::StrFormat(
+      "temperature=%.6g;top_k=%d;top_p=%.6g;min_p=%.6g;repeat_penalty=%.6g;repeat_last_n=%d;"
+      "frequency_penalty=%.6g;presence_penalty=%.6g;seed=%u",
+      p.temperature, p.top_k, p.top_p, p.min_p, p.repeat_penalty, p.repeat_last_n, p.frequency_penalty,
+      p.presence_penalty, p.seed);
+}
+
+absl::StatusOr<std::unique_ptr<AuditTrail>> AuditTrail::Open(const AuditOptions& options) {
+  std::unique_ptr<AuditTrail> trail(new AuditTrail());
+  if (!Exists(options.state_dir) && ::mkdir(options.state_dir.c_str(), 0700) != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("audit.state_dir: cannot create ", options.state_dir, ": ", std::strerror(errno)));
+  }
+  AIRLOCK_ASSIGN_OR_RETURN(std::string key_pem,
+                           ReadOrCreateSecret(options.signing_key_file, "audit.signing_key_file",
+                                              [] { return audit::GenerateSigningKeyPem(); }));
+  absl::StatusOr<audit::CheckpointSigner> signer = audit::CheckpointSigner::FromPrivateKeyPem(key_pem);
+  if (!signer.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("audit.signing_key_file ", options.signing_key_file, ": ", signer.status().message()));
+  }
+  trail->public_key_pem_ = signer->PublicKeyPem();
+  // Auditors verify with the public key alone; keep it beside the private one.
+  if (absl::Status pub = auth::WritePublicFile(options.signing_key_file + ".pub", trail->public_key_pem_); !pub.ok()) {
+    return pub;
+  }
+  AIRLOCK_ASSIGN_OR_RETURN(trail->hmac_secret_, ReadOrCreateSecret(options.hmac_secret_file, "audit.hmac_secret_file",
+                                                                   [] { return audit::GenerateSecret(); }));
+  if (trail->hmac_secret_.size() < 32) {
+    return absl::InvalidArgumentError(absl::StrCat("audit.hmac_secret_file ", options.hmac_secret_file,
+                                                   ": holds ", trail->hmac_secret_.size(),
+                                                   " bytes; at least 32 are required"));
+  }
+  absl::StatusOr<std::unique_ptr<audit::StateDb>> db = audit::StateDb::Open(options.state_dir);
+  if (!db.ok()) {
+    return absl::Status(db.status().code(), absl::StrCat("audit.state_dir ", options.state_dir, ": ", db.status().message()));
+  }
+  trail->db_ = std::move(*db);
+  audit::AuditLogOptions log_options;
+  log_options.checkpoint_every_records = options.checkpoint_every;
+  log_options.checkpoint_interval = options.checkpoint_interval;
+  AIRLOCK_ASSIGN_OR_RETURN(trail->log_, audit::AuditLog::Open(trail->db_.get(), *std::move(signer), log_options));
+  return trail;
+}
+
+absl::Status AuditTrail::Append(audit::Phase phase, const CallInfo& call, const Outcome& outcome) {
+  audit::AuditRecord r;
+  r.phase = phase;
+  r.decision = outcome.decision;
+  r.request_id = call.request_id;
+  r.identity = call.identity.name;
+  r.subject = call.identity.subject;
+  r.cert_fingerprint = call.identity.fingerprint;
+  r.peer = call.peer;
+  r.method = call.method;
+  r.model = call.model;
+  r.sampling = outcome.sampling;
+  r.prompt_tokens = outcome.prompt_tokens;
+  r.completion_tokens = outcome.completion_tokens;
+  r.stop_reason = outcome.stop_reason;
+  r.status_code = static_cast<int32_t>(outcome.status.code());
+  r.latency_micros = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - call.start).count());
+  // The texts themselves are never stored; a keyed hash lets a known document be matched later.
+  if (!outcome.prompt.empty()) r.prompt_hmac = audit::HmacSha256(hmac_secret_, outcome.prompt);
+  if (!outcome.output.empty()) r.output_hmac = audit::HmacSha256(hmac_secret_, outcome.output);
+  absl::StatusOr<uint64_t> sequence = log_->Append(std::move(r));
+  if (!sequence.ok()) {
+    LogError("audit record not written; refusing the call",
+             {{"request_id", call.request_id}, {"error", std::string(sequence.status().message())}});
+    return absl::UnavailableError(
+        absl::StrCat("the audit log cannot be written, so the request is refused: ", sequence.status().message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AuditTrail::Begin(const CallInfo& call, const Outcome& outcome) {
+  return Append(audit::Phase::kBegin, call, outcome);
+}
+
+absl::Status AuditTrail::End(const CallInfo& call, const Outcome& outcome) {
+  return Append(audit::Phase::kEnd, call, outcome);
+}
+
+}  // namespace airlock::daemon
