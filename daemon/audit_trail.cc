@@ -74,6 +74,16 @@ absl::StatusOr<std::unique_ptr<AuditTrail>> AuditTrail::Open(const AuditOptions&
                                                    ": holds ", trail->hmac_secret_.size(),
                                                    " bytes; at least 32 are required"));
   }
+  if (!options.sealed_text_key_file.empty()) {
+    absl::StatusOr<std::string> key = auth::ReadTextFile(options.sealed_text_key_file);
+    if (!key.ok()) return absl::Status(key.status().code(), absl::StrCat("audit.sealed_text_key_file: ", key.status().message()));
+    if (key->size() != 32) {
+      return absl::InvalidArgumentError(absl::StrCat("audit.sealed_text_key_file ", options.sealed_text_key_file,
+                                                     ": holds ", key->size(), " bytes; an AES-256 key is exactly 32"));
+    }
+    trail->seal_key_ = *std::move(key);
+    LogInfo("audit stores prompt and output texts, sealed (AES-256-GCM)");
+  }
   absl::StatusOr<std::unique_ptr<audit::StateDb>> db = audit::StateDb::Open(options.state_dir);
   if (!db.ok()) {
     return absl::Status(db.status().code(), absl::StrCat("audit.state_dir ", options.state_dir, ": ", db.status().message()));
@@ -107,6 +117,17 @@ absl::Status AuditTrail::Append(audit::Phase phase, const CallInfo& call, const 
   // The texts themselves are never stored; a keyed hash lets a known document be matched later.
   if (!outcome.prompt.empty()) r.prompt_hmac = audit::HmacSha256(hmac_secret_, outcome.prompt);
   if (!outcome.output.empty()) r.output_hmac = audit::HmacSha256(hmac_secret_, outcome.output);
+  // Opt-in full text: the prompt in the begin record, the output in the end record.
+  if (!seal_key_.empty()) {
+    const std::string_view text = phase == audit::Phase::kBegin ? outcome.prompt : outcome.output;
+    if (!text.empty()) {
+      absl::StatusOr<std::string> sealed = audit::Seal(seal_key_, text, call.request_id);
+      if (!sealed.ok()) {
+        return absl::UnavailableError(absl::StrCat("cannot seal the audit text: ", sealed.status().message()));
+      }
+      r.sealed_text = *std::move(sealed);
+    }
+  }
   absl::StatusOr<uint64_t> sequence = log_->Append(std::move(r));
   if (!sequence.ok()) {
     LogError("audit record not written; refusing the call",

@@ -56,6 +56,7 @@ class AuditTrail {
   std::unique_ptr<audit::StateDb> db_;
   std::unique_ptr<audit::AuditLog> log_;
   std::string hmac_secret_;
+  std::string seal_key_;  // empty: texts are not stored
   std::string public_key_pem_;
 };
 

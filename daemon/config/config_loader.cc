@@ -907,6 +907,10 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
            "secret keying the HMAC of prompts and outputs (created when absent)");
   check.CheckRange("audit.checkpoint_every", audit.checkpoint_every(), 1, 1000000);
   check.CheckDuration("audit.checkpoint_interval", audit.checkpoint_interval(), absl::Seconds(1), absl::Hours(1));
+  if (parsed.Has("audit.sealed_text_key_file")) {
+    absolute("audit.sealed_text_key_file", audit.sealed_text_key_file(),
+             "32-byte AES-256 key file (leave the key out to store no text)");
+  }
 
   // models
   if (config.models_size() == 0) {
@@ -1093,8 +1097,12 @@ absl::Status CheckConfigFiles(const ParsedConfig& parsed) {
 
   // Audit secrets: created by the daemon when absent; an existing one must be private.
   const auto& audit = config.audit();
+  if (!audit.sealed_text_key_file().empty()) {
+    check_file("audit.sealed_text_key_file", audit.sealed_text_key_file());
+  }
   for (const auto& [field, file] : {std::pair<std::string, std::string>{"audit.signing_key_file", audit.signing_key_file()},
-                                    {"audit.hmac_secret_file", audit.hmac_secret_file()}}) {
+                                    {"audit.hmac_secret_file", audit.hmac_secret_file()},
+                                    {"audit.sealed_text_key_file", audit.sealed_text_key_file()}}) {
     struct stat st {};
     if (file.empty() || ::stat(file.c_str(), &st) != 0) continue;
     if ((st.st_mode & 077) != 0) {

@@ -76,6 +76,7 @@ DaemonOptions ResolveOptions(const ParsedConfig& parsed) {
   a.hmac_secret_file = audit.hmac_secret_file();
   if (audit.checkpoint_every() != 0) a.checkpoint_every = audit.checkpoint_every();
   a.checkpoint_interval = DurationOr(audit.checkpoint_interval(), a.checkpoint_interval);
+  a.sealed_text_key_file = audit.sealed_text_key_file();
 
   options.config = config;
   return options;

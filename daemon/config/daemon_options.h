@@ -79,6 +79,9 @@ struct AuditOptions {
   uint32_t checkpoint_every = 1000;
   // ...and at most this long after a record. Default: 10s.
   absl::Duration checkpoint_interval = absl::Seconds(10);
+  // 32-byte AES-256-GCM key sealing the prompt/output texts into the records. Default: "" (no
+  // text stored).
+  std::string sealed_text_key_file;
 };
 
 struct DaemonOptions {

@@ -9,6 +9,8 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "auth/dev_pki.h"
 #include "airlock/v1/inference.grpc.pb.h"
 #include "audit/audit_record.h"
 #include "audit/privacy.h"
@@ -45,10 +47,12 @@ class AuditLogTest : public ::testing::Test {
     pki_.Issue("mallory");
     StartDaemon();
   }
-  void StartDaemon() {
+  void StartDaemon(const std::string& audit_extra = "") {
     const std::string models = absl::StrCat("  - name: stories\n    path: \"", SharedPath(kStories), "\"\n    threads: 1\n");
+    std::string config = BaseConfig(dir_, pki_, models, kAccess);
+    if (!audit_extra.empty()) config = absl::StrReplaceAll(config, {{"audit:\n", "audit:\n" + audit_extra}});
     std::string error;
-    daemon_ = DaemonProcess::Start(dir_, BaseConfig(dir_, pki_, models, kAccess), &error);
+    daemon_ = DaemonProcess::Start(dir_, config, &error);
     ASSERT_NE(daemon_, nullptr) << error;
   }
   void StopDaemon() {
@@ -131,6 +135,39 @@ TEST_F(AuditLogTest, EveryCallIsRecordedAndTheChainVerifiesOffline) {
   EXPECT_EQ(denied["status_code"], 7);  // PERMISSION_DENIED
   const std::string state = ReadFileOrDie(StateDir() + "/" + "CURRENT");  // a real RocksDB store
   EXPECT_FALSE(state.empty());
+}
+
+TEST_F(AuditLogTest, OptInSealedTextOpensOnlyWithTheSiteKeyAndItsRequest) {
+  ASSERT_NO_FATAL_FAILURE(StopDaemon());
+  const std::string key(32, '\x5a');
+  ASSERT_TRUE(auth::WritePrivateFile(dir_ + "/text.key", key).ok());
+  ASSERT_NO_FATAL_FAILURE(StartDaemon(absl::StrCat("  sealed_text_key_file: \"", dir_, "/text.key\"\n")));
+  const std::string id = Generate("alice", "Patient history: confidential");
+  ASSERT_FALSE(id.empty());
+  const std::string output = last_text_;
+  ASSERT_NO_FATAL_FAILURE(StopDaemon());
+  int opened = 0;
+  for (const nlohmann::json& line : Export()) {
+    if (line["type"] != "record" || line["request_id"] != id) continue;
+    std::string sealed;
+    ASSERT_TRUE(absl::Base64Unescape(line["sealed_text"].get<std::string>(), &sealed));
+    EXPECT_EQ(sealed.find("confidential"), std::string::npos);  // not in clear
+    absl::StatusOr<std::string> text = audit::Open(key, sealed, id);
+    ASSERT_TRUE(text.ok()) << text.status();
+    EXPECT_EQ(*text, line["phase"] == "begin" ? std::string("Patient history: confidential") : output);
+    EXPECT_FALSE(audit::Open(key, sealed, "another-request").ok());
+    ++opened;
+  }
+  EXPECT_EQ(opened, 2);
+  // A key of the wrong size refuses the start.
+  ASSERT_TRUE(auth::WritePrivateFile(dir_ + "/text.key", "short").ok());
+  std::string error;
+  const std::string models = absl::StrCat("  - name: stories\n    path: \"", SharedPath(kStories), "\"\n");
+  auto refused = DaemonProcess::Start(dir_, absl::StrReplaceAll(BaseConfig(dir_, pki_, models, kAccess),
+                                                                {{"audit:\n", absl::StrCat("audit:\n  sealed_text_key_file: \"", dir_, "/text.key\"\n")}}),
+                                      &error, absl::Seconds(30));
+  EXPECT_EQ(refused, nullptr);
+  EXPECT_THAT(error, HasSubstr("exactly 32"));
 }
 
 TEST_F(AuditLogTest, TamperingWithAnExportIsFoundAtTheFirstBadSequence) {

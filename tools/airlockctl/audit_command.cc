@@ -100,6 +100,7 @@ nlohmann::json RecordJson(const audit::ChainedRecord& c, const std::string& stor
           {"latency_micros", r.latency_micros},
           {"prompt_hmac", Hex(r.prompt_hmac)},
           {"output_hmac", Hex(r.output_hmac)},
+          {"sealed_text", absl::Base64Escape(r.sealed_text)},
           {"prev_hash", Hex(c.prev_hash)},
           {"hash", Hex(c.hash)},
           {"stored", absl::Base64Escape(stored)}};
