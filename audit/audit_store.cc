@@ -2,9 +2,12 @@
 #include "audit/audit_store.h"
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "audit/audit_reader.h"
+#include "audit/retention.h"
 #include "inference/base/status.h"
 #include "rocksdb/iterator.h"
 #include "rocksdb/options.h"
@@ -20,25 +23,18 @@ constexpr absl::Duration kCheckpointRetryDelay = absl::Seconds(1);
 // comes back even when no request arrives (a load balancer may stop sending them).
 constexpr absl::Duration kRecoveryRetryDelay = absl::Seconds(1);
 
-// Calls `visit(sequence, value)` for each key in [from, to] of `family`, in order.
+// Calls `visit(sequence, value)` for each key in [from, to] of `family`, in order, stopping at
+// the first error it returns.
 template <typename Visit>
 absl::Status ScanRange(const StateDb& db, rocksdb::ColumnFamilyHandle* family, uint64_t from, uint64_t to,
                        Visit visit) {
-  if (from > to) return absl::OkStatus();
-  rocksdb::ReadOptions read_options;
-  read_options.fill_cache = false;  // verifier/export scans should not evict the hot set
-  std::unique_ptr<rocksdb::Iterator> it(db.db()->NewIterator(read_options, family));
-  const std::string last = EncodeSequenceKey(to);
-  for (it->Seek(EncodeSequenceKey(from)); it->Valid(); it->Next()) {
-    if (it->key().compare(rocksdb::Slice(last)) > 0) break;
-    uint64_t sequence = 0;
-    if (!DecodeSequenceKey(ToStringView(it->key()), &sequence)) {
-      return absl::DataLossError(absl::StrCat("audit store: malformed key of ", it->key().size(),
-                                              " bytes in ", family->GetName()));
-    }
-    AIRLOCK_RETURN_IF_ERROR(visit(sequence, ToStringView(it->value())));
-  }
-  return FromRocksDb(it->status(), absl::StatusCode::kUnavailable, "audit store: reading");
+  absl::Status visit_error;
+  AIRLOCK_RETURN_IF_ERROR(ScanSequenceRange(db, family, /*snapshot=*/nullptr, from, to, /*descending=*/false,
+                                            [&](uint64_t sequence, std::string_view value) {
+                                              visit_error = visit(sequence, value);
+                                              return visit_error.ok();
+                                            }));
+  return visit_error;
 }
 
 absl::StatusOr<ChainedRecord> DecodeAt(uint64_t sequence, std::string_view value) {
@@ -114,7 +110,12 @@ absl::StatusOr<ChainHead> ReadChainHead(const StateDb& db) {
   uint64_t sequence = 0;
   std::string value;
   AIRLOCK_RETURN_IF_ERROR(SeekLast(db, db.audit(), &found, &sequence, &value));
-  if (!found) return ChainHead{0, GenesisHash()};
+  if (!found) {
+    // Every record pruned (audit/retention.h): the chain continues from the anchor, not from genesis.
+    AIRLOCK_ASSIGN_OR_RETURN(std::optional<Checkpoint> anchor, ReadAuditAnchor(db));
+    if (anchor.has_value()) return ChainHead{anchor->sequence, std::move(anchor->chain_hash)};
+    return ChainHead{0, GenesisHash()};
+  }
   AIRLOCK_ASSIGN_OR_RETURN(ChainedRecord record, DecodeAt(sequence, value));
   return ChainHead{sequence, std::move(record.hash)};
 }

@@ -63,7 +63,7 @@ class AuditLog {
   // Starts the log on `db` (which must outlive it), reading the chain head and the last checkpoint
   // from the store. At most one AuditLog may be open on a StateDb at a time (two would fork the
   // chain). `signer` signs checkpoints. DATA_LOSS when the head record or last checkpoint
-  // does not decode; UNAVAILABLE when the store cannot be read.
+  // (or, every record pruned, the anchor) does not decode; UNAVAILABLE when the store cannot be read.
   static absl::StatusOr<std::unique_ptr<AuditLog>> Open(StateDb* db, CheckpointSigner signer,
                                                         const AuditLogOptions& options = {});
 
@@ -142,7 +142,8 @@ absl::StatusOr<std::vector<ChainedRecord>> ReadAuditRange(const StateDb& db, uin
                                                           uint64_t to);
 // Every checkpoint, in sequence order. DATA_LOSS naming the sequence for one that does not decode.
 absl::StatusOr<std::vector<Checkpoint>> ReadAuditCheckpoints(const StateDb& db);
-// The last record's sequence and stored hash (sequence 0 and GenesisHash() when empty).
+// The last record's sequence and stored hash; when every record was pruned, the anchor's sequence and
+// chain hash (audit/retention.h); sequence 0 and GenesisHash() for a log never written.
 absl::StatusOr<ChainHead> ReadChainHead(const StateDb& db);
 
 }  // namespace airlock::audit

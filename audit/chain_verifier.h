@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -29,6 +30,30 @@ struct VerifyReport {
   uint64_t head_sequence = 0;   // last record's sequence (the anchor's, or 0, when none)
   uint64_t signed_through = 0;  // highest sequence covered by a valid, matching checkpoint
   uint64_t unsigned_tail = 0;   // head_sequence - signed_through when ok
+};
+
+// The same walk one record at a time, so that a chain of any length is verified in constant
+// memory (the checkpoints are held; they are one per N records). Feed records in stored order;
+// Add/AddStored return false once the chain is known bad (later records are then ignored), and
+// Finish() gives the report (call it once, after the last record).
+class ChainVerifier {
+ public:
+  ChainVerifier(const std::string& public_key_pem, std::span<const Checkpoint> checkpoints,
+                const std::optional<Checkpoint>& anchor);
+  ~ChainVerifier();
+  ChainVerifier(ChainVerifier&&) noexcept;
+  ChainVerifier& operator=(ChainVerifier&&) noexcept;
+
+  bool Add(const ChainedRecord& record);
+  // A record in its stored form; one that does not decode is reported at the sequence expected.
+  bool AddStored(std::string_view stored);
+  // True once a problem was found (the report is then final).
+  bool failed() const;
+  VerifyReport Finish();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
 };
 
 // Verifies `records` as stored (not re-sorted) and `checkpoints` (any order) with the Ed25519

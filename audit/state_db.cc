@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdarg>
+#include <cstdio>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -25,6 +27,28 @@ rocksdb::CompressionType BestCompression() {
   return rocksdb::kNoCompression;
 }
 
+// RocksDB's info log, forwarded line by line (warnings and errors only) instead of written to a
+// file on the audit disk (see StateDbOptions::diagnostics).
+class ForwardingLogger final : public rocksdb::Logger {
+ public:
+  explicit ForwardingLogger(std::function<void(std::string_view)> sink)
+      : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL), sink_(std::move(sink)) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    if (!sink_) return;
+    char line[1024];
+    va_list copy;
+    va_copy(copy, ap);
+    const int n = std::vsnprintf(line, sizeof(line), format, copy);
+    va_end(copy);
+    if (n <= 0) return;
+    sink_(std::string_view(line, std::min(static_cast<size_t>(n), sizeof(line) - 1)));
+  }
+
+ private:
+  const std::function<void(std::string_view)> sink_;
+};
+
 rocksdb::DBOptions MakeDbOptions(const StateDbOptions& options) {
   rocksdb::DBOptions db;
   db.create_if_missing = true;
@@ -42,8 +66,11 @@ rocksdb::DBOptions MakeDbOptions(const StateDbOptions& options) {
   db.max_total_wal_size = 64 << 20;      // forces flushes of cold families so old WALs go away
   db.db_write_buffer_size = 64 << 20;    // total memtable budget across families
   db.bytes_per_sync = 1 << 20;           // smooth SST writeback instead of one big sync at the end
-  db.keep_log_file_num = 5;              // RocksDB's own info LOG files
-  db.max_log_file_size = 8 << 20;
+  db.info_log = std::make_shared<ForwardingLogger>(options.diagnostics);
+  // No preallocation of WAL and SST space: a preallocated WAL (1.1 x the write buffer) would keep
+  // accepting records on a disk that is otherwise full, and hide the condition until the next
+  // file. Without it a full disk is seen at the next record, and the log fails closed at once.
+  db.allow_fallocate = false;
   if (options.env != nullptr) db.env = options.env;
   return db;
 }
@@ -77,6 +104,8 @@ absl::StatusOr<uint32_t> ParseVersion(std::string_view text) {
   }
   return version;
 }
+
+constexpr size_t kWriteBufferBytes = 4 << 20;
 
 }  // namespace
 
@@ -117,11 +146,11 @@ absl::StatusOr<std::unique_ptr<StateDb>> StateDb::Open(const std::string& path,
   }
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   for (const std::string& name : names) {
-    if (name == kAuditColumnFamily || name == kCheckpointColumnFamily) {
-      descriptors.emplace_back(name, MakeFamilyOptions(cache, 16 << 20, /*compress=*/true));
-    } else {
-      descriptors.emplace_back(name, MakeFamilyOptions(cache, 4 << 20, /*compress=*/false));
-    }
+    // 4 MiB memtables: after a disk-full error RocksDB resumes writing only once the free space
+    // is at least the largest write buffer, so this is also how much must be free again before
+    // the audit log (and so the service) comes back by itself.
+    const bool audit = name == kAuditColumnFamily || name == kCheckpointColumnFamily;
+    descriptors.emplace_back(name, MakeFamilyOptions(cache, kWriteBufferBytes, /*compress=*/audit));
   }
 
   std::unique_ptr<StateDb> state(new StateDb());

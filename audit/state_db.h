@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -42,6 +43,12 @@ struct StateDbOptions {
   size_t block_cache_bytes = 8 << 20;
   // Bound on open SST files (-1 would keep every file open: unbounded file descriptors).
   int max_open_files = 256;
+  // Where RocksDB's own diagnostics go (warnings and errors, one formatted line each), e.g. the
+  // daemon's log; empty drops them. RocksDB never writes its info LOG file into the state
+  // directory: that file shares the disk with the audit log, and Debian's librocksdb keeps a debug
+  // assertion that aborts the process on the next LOG line after a LOG write failed (a full disk
+  // would kill the daemon instead of refusing calls).
+  std::function<void(std::string_view line)> diagnostics;
 };
 
 class StateDb {

@@ -21,31 +21,25 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "inference/base/free_deleter.h"
 
 namespace airlock::auth::ossl {
 
-// unique_ptr deleter calling an OpenSSL free function, so that no error path leaks.
-template <auto kFree>
-struct Deleter {
-  template <typename T>
-  void operator()(T* p) const {
-    kFree(p);
-  }
-};
-using BioPtr = std::unique_ptr<BIO, Deleter<BIO_free_all>>;
-using X509Ptr = std::unique_ptr<X509, Deleter<X509_free>>;
-using X509CrlPtr = std::unique_ptr<X509_CRL, Deleter<X509_CRL_free>>;
-using X509RevokedPtr = std::unique_ptr<X509_REVOKED, Deleter<X509_REVOKED_free>>;
-using X509ExtPtr = std::unique_ptr<X509_EXTENSION, Deleter<X509_EXTENSION_free>>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
-using BnPtr = std::unique_ptr<BIGNUM, Deleter<BN_free>>;
-using Asn1IntPtr = std::unique_ptr<ASN1_INTEGER, Deleter<ASN1_INTEGER_free>>;
-using Asn1TimePtr = std::unique_ptr<ASN1_TIME, Deleter<ASN1_TIME_free>>;
-using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, Deleter<GENERAL_NAMES_free>>;
-using GeneralNamePtr = std::unique_ptr<GENERAL_NAME, Deleter<GENERAL_NAME_free>>;
-using AkidPtr = std::unique_ptr<AUTHORITY_KEYID, Deleter<AUTHORITY_KEYID_free>>;
-using ConfPtr = std::unique_ptr<CONF, Deleter<NCONF_free>>;
-using SslCtxPtr = std::unique_ptr<SSL_CTX, Deleter<SSL_CTX_free>>;
+// Owning pointers to OpenSSL objects, so that no error path leaks.
+using BioPtr = std::unique_ptr<BIO, FreeDeleter<BIO_free_all>>;
+using X509Ptr = std::unique_ptr<X509, FreeDeleter<X509_free>>;
+using X509CrlPtr = std::unique_ptr<X509_CRL, FreeDeleter<X509_CRL_free>>;
+using X509RevokedPtr = std::unique_ptr<X509_REVOKED, FreeDeleter<X509_REVOKED_free>>;
+using X509ExtPtr = std::unique_ptr<X509_EXTENSION, FreeDeleter<X509_EXTENSION_free>>;
+using PkeyPtr = std::unique_ptr<EVP_PKEY, FreeDeleter<EVP_PKEY_free>>;
+using BnPtr = std::unique_ptr<BIGNUM, FreeDeleter<BN_free>>;
+using Asn1IntPtr = std::unique_ptr<ASN1_INTEGER, FreeDeleter<ASN1_INTEGER_free>>;
+using Asn1TimePtr = std::unique_ptr<ASN1_TIME, FreeDeleter<ASN1_TIME_free>>;
+using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, FreeDeleter<GENERAL_NAMES_free>>;
+using GeneralNamePtr = std::unique_ptr<GENERAL_NAME, FreeDeleter<GENERAL_NAME_free>>;
+using AkidPtr = std::unique_ptr<AUTHORITY_KEYID, FreeDeleter<AUTHORITY_KEYID_free>>;
+using ConfPtr = std::unique_ptr<CONF, FreeDeleter<NCONF_free>>;
+using SslCtxPtr = std::unique_ptr<SSL_CTX, FreeDeleter<SSL_CTX_free>>;
 
 // Every error queued on this thread, oldest first, joined by "; ", or "unknown OpenSSL error"
 // when the queue is empty. Drains the queue, so that later calls start clean.

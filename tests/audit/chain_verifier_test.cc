@@ -314,5 +314,29 @@ TEST_F(ChainVerifierTest, StoredChainReportsEveryByteFlipAtItsRecord) {
   EXPECT_THAT(report.problem, HasSubstr("does not decode"));
 }
 
+TEST_F(ChainVerifierTest, IncrementalWalkStopsAtTheFirstProblemAndKeepsIt) {
+  std::vector<ChainedRecord> records = records_;
+  records[6].record.identity = "mallory";  // sequence 7 modified
+  ChainVerifier verifier(public_key_, checkpoints_, std::nullopt);
+  size_t accepted = 0;
+  for (const ChainedRecord& record : records) {
+    if (!verifier.Add(record)) break;
+    ++accepted;
+  }
+  EXPECT_EQ(accepted, 6u);
+  EXPECT_TRUE(verifier.failed());
+  EXPECT_FALSE(verifier.AddStored(EncodeStoredRecord(records_[7])));  // ignored once failed
+  const VerifyReport report = verifier.Finish();
+  EXPECT_FALSE(report.ok);
+  EXPECT_EQ(report.first_bad_sequence, 7u);
+  EXPECT_EQ(report.records_checked, 6u);
+
+  // Undecodable bytes are reported at the sequence expected in their place.
+  ChainVerifier stored(public_key_, checkpoints_, std::nullopt);
+  EXPECT_TRUE(stored.AddStored(EncodeStoredRecord(records_[0])));
+  EXPECT_FALSE(stored.AddStored("not a record"));
+  EXPECT_EQ(stored.Finish().first_bad_sequence, 2u);
+}
+
 }  // namespace
 }  // namespace airlock::audit
