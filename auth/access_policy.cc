@@ -18,11 +18,14 @@ namespace {
 
 struct Role {
   std::vector<std::string> methods;  // full names, "service/*" or "*"
-  std::set<std::string> models;      // names, or "*"
+  std::set<std::string, std::less<>> models;  // names, or "*"
 };
 
+// The Admin service reads the audit log: a role gets it only by naming it, never through "*".
+constexpr std::string_view kAdminServicePrefix = "airlock.v1.Admin/";
+
 bool MethodMatches(const std::string& pattern, std::string_view full_method) {
-  if (pattern == "*") return true;
+  if (pattern == "*") return !full_method.starts_with(kAdminServicePrefix);
   if (pattern.size() >= 2 && pattern.compare(pattern.size() - 2, 2, "/*") == 0) {
     // "service/*": the service part must match exactly, up to and including the slash.
     std::string_view prefix(pattern.data(), pattern.size() - 1);
@@ -135,7 +138,7 @@ absl::Status AccessPolicy::Authorize(std::string_view identity, std::string_view
     method_granted = true;
     // Method and model must come from the same role: a role granting Chat on one model and
     // another granting Tokenize on all models do not add up to Chat on all models.
-    if (model.empty() || role.models.count("*") != 0 || role.models.count(std::string(model)) != 0) {
+    if (model.empty() || role.models.count("*") != 0 || role.models.count(model) != 0) {
       return absl::OkStatus();
     }
   }
@@ -152,7 +155,25 @@ absl::Status AccessPolicy::Authorize(std::string_view identity, std::string_view
 
 bool AccessPolicy::Allows(std::string_view identity, std::string_view full_method,
                           std::string_view model) const {
-  return Authorize(identity, full_method, model).ok();
+  const std::string_view methods[] = {full_method};
+  return AllowsAnyOf(identity, methods, model);
+}
+
+bool AccessPolicy::AllowsAnyOf(std::string_view identity, std::span<const std::string_view> full_methods,
+                               std::string_view model) const {
+  auto user = impl_->user_roles.find(identity);
+  if (user == impl_->user_roles.end()) return false;
+  for (const std::string& name : user->second) {
+    const Role& role = impl_->roles.at(name);
+    // Method and model from the same role, as in Authorize.
+    if (!model.empty() && role.models.count("*") == 0 && role.models.count(model) == 0) continue;
+    for (const std::string_view method : full_methods) {
+      for (const std::string& pattern : role.methods) {
+        if (MethodMatches(pattern, method)) return true;
+      }
+    }
+  }
+  return false;
 }
 
 std::vector<std::string> AccessPolicy::RolesOf(std::string_view identity) const {
@@ -167,6 +188,8 @@ const std::vector<std::string>& ServedMethods() {
       "airlock.v1.Inference/Chat",     "airlock.v1.Inference/ChatStream",
       "airlock.v1.Inference/Tokenize", "airlock.v1.Inference/ListModels",
       "grpc.health.v1.Health/Check",   "grpc.health.v1.Health/Watch",
+      "airlock.v1.Admin/QueryAudit",   "airlock.v1.Admin/VerifyAudit",
+      "airlock.v1.Admin/ExportAudit",
   };
   return *kMethods;
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,8 +31,11 @@ class AccessPolicy {
   absl::Status Authorize(std::string_view identity, std::string_view full_method,
                          std::string_view model) const;
 
-  // Whether Authorize(identity, full_method, model) would pass (ListModels filters with this).
+  // Whether Authorize(identity, full_method, model) would pass (without composing a message).
   bool Allows(std::string_view identity, std::string_view full_method, std::string_view model) const;
+  // Whether it would pass for at least one of `full_methods` (ListModels: "may use this model").
+  bool AllowsAnyOf(std::string_view identity, std::span<const std::string_view> full_methods,
+                   std::string_view model) const;
 
   // The identity's roles, sorted (empty for an unknown identity).
   std::vector<std::string> RolesOf(std::string_view identity) const;

@@ -11,8 +11,10 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "auth/openssl_util.h"
 #include "inference/base/status.h"
 
@@ -110,13 +112,50 @@ absl::StatusOr<Identity> IdentityFromCertificate(const std::string& cert_pem,
   return identity;
 }
 
+namespace {
+
+// Identity is a pure function of the certificate bytes and the configured source, and parsing a
+// certificate (OpenSSL 3 decodes its EC key) was over half of a small call's cost: remember the
+// last few hundred. Revocation is not affected: it is checked at every handshake.
+class IdentityCache {
+ public:
+  absl::StatusOr<Identity> Get(std::string_view pem, IdentitySource source) {
+    std::string key(pem);
+    key.push_back(static_cast<char>(source));
+    {
+      absl::MutexLock lock(&mutex_);
+      auto it = cache_.find(key);
+      if (it != cache_.end()) return it->second;
+    }
+    absl::StatusOr<Identity> identity = IdentityFromCertificate(std::string(pem), source);
+    if (identity.ok()) {
+      absl::MutexLock lock(&mutex_);
+      if (cache_.size() >= kMaxEntries) cache_.clear();  // simple bound; refills at once
+      cache_.emplace(std::move(key), *identity);
+    }
+    return identity;
+  }
+
+ private:
+  static constexpr size_t kMaxEntries = 512;
+  absl::Mutex mutex_;
+  absl::flat_hash_map<std::string, Identity> cache_ ABSL_GUARDED_BY(mutex_);
+};
+
+IdentityCache& Identities() {
+  static IdentityCache* cache = new IdentityCache();
+  return *cache;
+}
+
+}  // namespace
+
 absl::StatusOr<Identity> IdentityFromAuthContext(const grpc::AuthContext& context,
                                                  IdentitySource source) {
   std::vector<grpc::string_ref> pems = context.FindPropertyValues("x509_pem_cert");
   if (pems.empty() || pems[0].empty()) {
     return absl::UnauthenticatedError("the connection carries no client certificate");
   }
-  return IdentityFromCertificate(std::string(pems[0].data(), pems[0].size()), source);
+  return Identities().Get(std::string_view(pems[0].data(), pems[0].size()), source);
 }
 
 }  // namespace airlock::auth

@@ -1,7 +1,7 @@
 // Who is calling: the identity named by the verified client certificate, as configured
 // (subject CN, or the first email / DNS / URI subject alternative name).
 //
-// Thread-safety: free functions, no shared state.
+// Thread-safety: free functions, safe from any thread (IdentityFromAuthContext's cache is locked).
 #pragma once
 
 #include <string>
@@ -25,6 +25,9 @@ absl::StatusOr<Identity> IdentityFromCertificate(const std::string& cert_pem,
                                                  airlock::v1::config::IdentitySource source);
 
 // From a call's auth context (its x509_pem_cert property). UNAUTHENTICATED when there is none.
+// Remembers the identities of the last few hundred certificates (a process-wide, thread-safe
+// cache keyed by the certificate bytes and the source), so a call on a known certificate does not
+// parse it again.
 absl::StatusOr<Identity> IdentityFromAuthContext(const grpc::AuthContext& context,
                                                  airlock::v1::config::IdentitySource source);
 

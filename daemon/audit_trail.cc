@@ -3,6 +3,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -84,7 +85,11 @@ absl::StatusOr<std::unique_ptr<AuditTrail>> AuditTrail::Open(const AuditOptions&
     trail->seal_key_ = *std::move(key);
     LogInfo("audit stores prompt and output texts, sealed (AES-256-GCM)");
   }
-  absl::StatusOr<std::unique_ptr<audit::StateDb>> db = audit::StateDb::Open(options.state_dir);
+  audit::StateDbOptions db_options;
+  // RocksDB's warnings and errors (e.g. "No space left on device") go to our log, not to a file on
+  // the audit disk.
+  db_options.diagnostics = [](std::string_view line) { LogWarning("rocksdb", {{"line", std::string(line)}}); };
+  absl::StatusOr<std::unique_ptr<audit::StateDb>> db = audit::StateDb::Open(options.state_dir, db_options);
   if (!db.ok()) {
     return absl::Status(db.status().code(), absl::StrCat("audit.state_dir ", options.state_dir, ": ", db.status().message()));
   }
@@ -93,7 +98,57 @@ absl::StatusOr<std::unique_ptr<AuditTrail>> AuditTrail::Open(const AuditOptions&
   log_options.checkpoint_every_records = options.checkpoint_every;
   log_options.checkpoint_interval = options.checkpoint_interval;
   AIRLOCK_ASSIGN_OR_RETURN(trail->log_, audit::AuditLog::Open(trail->db_.get(), *std::move(signer), log_options));
+  trail->retention_ = options.retention;
+  if (options.retention != absl::InfiniteDuration()) {
+    const absl::Duration interval = std::clamp(options.retention / 4, absl::Seconds(1), absl::Hours(1));
+    AuditTrail* self = trail.get();
+    trail->pruner_ = std::thread([self, interval] { self->PruneLoop(interval); });
+  }
   return trail;
+}
+
+AuditTrail::~AuditTrail() {
+  {
+    absl::MutexLock lock(&prune_mu_);
+    stopping_ = true;
+  }
+  if (pruner_.joinable()) pruner_.join();
+}
+
+absl::StatusOr<audit::PruneResult> AuditTrail::PruneNow() {
+  if (retention_ == absl::InfiniteDuration()) return audit::PruneResult{};
+  const absl::Time cutoff = absl::Now() - retention_;
+  AIRLOCK_ASSIGN_OR_RETURN(audit::PruneResult result, audit::PruneAuditLog(db_.get(), cutoff));
+  if (result.records_deleted == 0) return result;
+  LogInfo("audit records pruned", {{"records_deleted", result.records_deleted},
+                                   {"checkpoints_deleted", result.checkpoints_deleted},
+                                   {"anchor_sequence", result.anchor->sequence},
+                                   {"retention", absl::FormatDuration(retention_)}});
+  // The pruning itself is on the record: who (the daemon), when, and where the chain now starts.
+  CallInfo call;
+  call.request_id = NewRequestId();
+  call.method = "airlockd/retention";
+  call.identity.name = "airlockd";
+  call.start = std::chrono::steady_clock::now();
+  AIRLOCK_RETURN_IF_ERROR(Admin(call, nlohmann::json{{"anchor_sequence", result.anchor->sequence},
+                                                     {"records_deleted", result.records_deleted},
+                                                     {"retention", absl::FormatDuration(retention_)}}
+                                          .dump()));
+  return result;
+}
+
+void AuditTrail::PruneLoop(absl::Duration interval) {
+  absl::MutexLock lock(&prune_mu_);
+  while (!stopping_) {
+    prune_mu_.AwaitWithTimeout(absl::Condition(&stopping_), interval);
+    if (stopping_) break;
+    prune_mu_.Unlock();
+    absl::StatusOr<audit::PruneResult> pruned = PruneNow();
+    if (!pruned.ok()) {
+      LogError("audit retention: pruning failed", {{"error", std::string(pruned.status().message())}});
+    }
+    prune_mu_.Lock();
+  }
 }
 
 absl::Status AuditTrail::Append(audit::Phase phase, const CallInfo& call, const Outcome& outcome) {
@@ -144,6 +199,12 @@ absl::Status AuditTrail::Begin(const CallInfo& call, const Outcome& outcome) {
 
 absl::Status AuditTrail::End(const CallInfo& call, const Outcome& outcome) {
   return Append(audit::Phase::kEnd, call, outcome);
+}
+
+absl::Status AuditTrail::Admin(const CallInfo& call, std::string parameters) {
+  Outcome outcome;
+  outcome.sampling = std::move(parameters);
+  return Append(audit::Phase::kAdmin, call, outcome);
 }
 
 }  // namespace airlock::daemon

@@ -9,11 +9,17 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "audit/audit_record.h"
 #include "audit/audit_store.h"
+#include "audit/retention.h"
 #include "audit/state_db.h"
 #include "daemon/call_admission.h"
 #include "daemon/config/daemon_options.h"
@@ -24,7 +30,16 @@ class AuditTrail {
  public:
   // Creates state_dir (0700) and the signing key / HMAC secret files (0600) when absent, writes
   // the public key to <signing_key_file>.pub, opens the store and the chain.
+  // With a finite options.retention, a thread prunes records older than it (checked every
+  // quarter of the window, between 1 s and 1 h), and each prune that deletes leaves an admin
+  // record (method "airlockd/retention").
   static absl::StatusOr<std::unique_ptr<AuditTrail>> Open(const AuditOptions& options);
+  // Stops the pruning thread, then writes what is queued and closes the store.
+  ~AuditTrail();
+
+  // One retention pass now: prunes records older than the window (no-op without one). Returns
+  // what was pruned. (The pruning thread calls this; tests call it directly.)
+  absl::StatusOr<audit::PruneResult> PruneNow();
 
   // What a record says about the call, beyond CallInfo.
   struct Outcome {
@@ -44,10 +59,16 @@ class AuditTrail {
   // cannot be written (the caller then must not acknowledge success).
   absl::Status End(const CallInfo& call, const Outcome& outcome);
 
+  // The record of an Admin call, durable on return, written before the call reads anything;
+  // `parameters` is the request as canonical JSON. UNAVAILABLE when it cannot be written.
+  absl::Status Admin(const CallInfo& call, std::string parameters);
+
   // OK, or why the log cannot write (health and refusals report it).
   absl::Status health() const { return log_->health(); }
   audit::ChainHead head() const { return log_->head(); }
   const std::string& public_key_pem() const { return public_key_pem_; }
+  // The store, for consistent reads (audit::AuditSnapshot) by the Admin service.
+  const audit::StateDb& db() const { return *db_; }
 
  private:
   AuditTrail() = default;
@@ -58,6 +79,13 @@ class AuditTrail {
   std::string hmac_secret_;
   std::string seal_key_;  // empty: texts are not stored
   std::string public_key_pem_;
+  absl::Duration retention_ = absl::InfiniteDuration();
+
+  // The pruning thread: waits for the interval or for stopping_.
+  void PruneLoop(absl::Duration interval) ABSL_LOCKS_EXCLUDED(prune_mu_);
+  absl::Mutex prune_mu_;
+  bool stopping_ ABSL_GUARDED_BY(prune_mu_) = false;
+  std::thread pruner_;
 };
 
 // "temperature=0.8;top_k=40;..." for a record (fixed order, fixed precision).

@@ -3,7 +3,6 @@
 
 #include <openssl/rand.h>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "daemon/audit_trail.h"
@@ -40,45 +39,6 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 
 namespace {
 
-// Identity is a pure function of the certificate bytes and the configured source, and parsing a
-// certificate (OpenSSL 3 decodes its EC key) was over half of a small call's cost: remember the
-// last few hundred. Revocation is not affected: it is checked at every handshake.
-class IdentityCache {
- public:
-  absl::StatusOr<auth::Identity> Get(const grpc::AuthContext& context,
-                                     airlock::v1::config::IdentitySource source) {
-    std::vector<grpc::string_ref> pems = context.FindPropertyValues("x509_pem_cert");
-    if (pems.empty() || pems[0].empty()) {
-      return absl::UnauthenticatedError("the connection carries no client certificate");
-    }
-    std::string key(pems[0].data(), pems[0].size());
-    key.push_back(static_cast<char>(source));
-    {
-      absl::MutexLock lock(&mutex_);
-      auto it = cache_.find(key);
-      if (it != cache_.end()) return it->second;
-    }
-    absl::StatusOr<auth::Identity> identity =
-        auth::IdentityFromCertificate(std::string(pems[0].data(), pems[0].size()), source);
-    if (identity.ok()) {
-      absl::MutexLock lock(&mutex_);
-      if (cache_.size() >= kMaxEntries) cache_.clear();  // simple bound; refills at once
-      cache_.emplace(std::move(key), *identity);
-    }
-    return identity;
-  }
-
- private:
-  static constexpr size_t kMaxEntries = 512;
-  absl::Mutex mutex_;
-  absl::flat_hash_map<std::string, auth::Identity> cache_ ABSL_GUARDED_BY(mutex_);
-};
-
-IdentityCache& Identities() {
-  static IdentityCache* cache = new IdentityCache();
-  return *cache;
-}
-
 void LogDenied(const CallInfo& call, const absl::Status& status) {
   LogWarning("call denied", {{"request_id", call.request_id},
                              {"identity", call.identity.name},
@@ -93,7 +53,7 @@ void LogDenied(const CallInfo& call, const absl::Status& status) {
 
 }  // namespace
 
-absl::StatusOr<CallInfo> AdmitCall(const grpc::CallbackServerContext& context, std::string_view method,
+absl::StatusOr<CallInfo> AdmitCall(const grpc::ServerContextBase& context, std::string_view method,
                                    std::string_view model, const RuntimeConfigHolder& holder) {
   CallInfo call;
   call.start = std::chrono::steady_clock::now();
@@ -103,7 +63,7 @@ absl::StatusOr<CallInfo> AdmitCall(const grpc::CallbackServerContext& context, s
   call.peer = context.peer();
   call.config = holder.Get();
   std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
-  absl::StatusOr<auth::Identity> identity = auth ? Identities().Get(*auth, call.config->identity_source)
+  absl::StatusOr<auth::Identity> identity = auth ? auth::IdentityFromAuthContext(*auth, call.config->identity_source)
                                                  : absl::UnauthenticatedError("no client certificate");
   if (!identity.ok()) {
     const absl::Status status = absl::UnauthenticatedError(identity.status().message());
@@ -116,13 +76,6 @@ absl::StatusOr<CallInfo> AdmitCall(const grpc::CallbackServerContext& context, s
     return AuditSingle(call, allowed);
   }
   return call;
-}
-
-absl::Status AdmitModel(CallInfo& call, std::string_view model) {
-  call.model = std::string(model);
-  absl::Status allowed = call.config->policy->Authorize(call.identity.name, call.method, model);
-  if (!allowed.ok()) LogDenied(call, allowed);
-  return allowed;
 }
 
 absl::Status AuditSingle(const CallInfo& call, const absl::Status& status) {

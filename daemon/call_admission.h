@@ -62,11 +62,8 @@ struct CallInfo {
 // UNAUTHENTICATED without a usable identity; PERMISSION_DENIED when no role grants the method (and
 // the model, when `model` is non-empty). Denials are logged and audited here (UNAVAILABLE instead
 // when the audit record cannot be written).
-absl::StatusOr<CallInfo> AdmitCall(const grpc::CallbackServerContext& context, std::string_view method,
+absl::StatusOr<CallInfo> AdmitCall(const grpc::ServerContextBase& context, std::string_view method,
                                    std::string_view model, const RuntimeConfigHolder& holder);
-
-// Checks the model of an already admitted call (after the request's fields were read).
-absl::Status AdmitModel(CallInfo& call, std::string_view model);
 
 // absl::Status -> grpc::Status (the codes are the same numbers).
 grpc::Status ToGrpcStatus(const absl::Status& status);

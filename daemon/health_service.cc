@@ -83,12 +83,29 @@ class HealthService::Watcher final : public grpc::ServerWriteReactor<HealthCheck
   grpc::Status end_;
 };
 
-HealthService::~HealthService() = default;
+HealthService::HealthService(const RuntimeConfigHolder& config)
+    : config_(config), follower_([this] { FollowAuditHealth(); }) {}
+
+HealthService::~HealthService() {
+  stop_.Notify();
+  follower_.join();
+}
+
+void HealthService::FollowAuditHealth() {
+  while (!stop_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
+    const AuditTrail* audit = config_.Get()->audit;
+    const bool ok = audit == nullptr || audit->health().ok();
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (ok == audit_ok_) continue;
+    audit_ok_ = ok;
+    for (Watcher* w : watchers_) w->Send(serving_ && audit_ok_);
+  }
+}
 
 void HealthService::SetServing(bool serving) {
   std::lock_guard<std::mutex> lock(mutex_);
   serving_ = serving;
-  for (Watcher* w : watchers_) w->Send(serving);
+  for (Watcher* w : watchers_) w->Send(serving_ && audit_ok_);
 }
 
 void HealthService::EndWatches() {
@@ -116,14 +133,13 @@ grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* cont
                                  absl::StrCat("service: \"", request->service(), "\" is not known here")));
     return reactor;
   }
-  if (absl::Status recorded = AuditSingle(*call, absl::OkStatus()); !recorded.ok()) {
-    reactor->Finish(ToGrpcStatus(recorded));
-    return reactor;
-  }
+  // Not serving while draining, or while the audit log cannot write (calls would be refused). A
+  // check whose own record cannot be written is answered NOT_SERVING too: that failure is exactly
+  // what a load balancer must learn (the refusal is in the daemon's log).
+  const bool recorded = AuditSingle(*call, absl::OkStatus()).ok();
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    // Not serving while draining, or while the audit log cannot write (calls would be refused).
-    const bool audit_ok = call->config->audit == nullptr || call->config->audit->health().ok();
+    const bool audit_ok = recorded && (call->config->audit == nullptr || call->config->audit->health().ok());
     response->set_status(serving_ && audit_ok ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING);
   }
   reactor->Finish(grpc::Status::OK);
@@ -134,16 +150,17 @@ grpc::ServerWriteReactor<HealthCheckResponse>* HealthService::Watch(
     grpc::CallbackServerContext* context, const grpc::health::v1::HealthCheckRequest* request) {
   auto* watcher = new Watcher(this, KnownService(request->service()));
   // Admission (and its audit record) before taking the lock: an append waits for a disk sync.
+  // A watch whose own record cannot be written starts with NOT_SERVING (as Check answers).
   absl::StatusOr<CallInfo> call = AdmitCall(*context, kWatch, "", config_);
-  absl::Status admitted = call.ok() ? AuditSingle(*call, absl::OkStatus()) : call.status();
+  const bool recorded = call.ok() && AuditSingle(*call, absl::OkStatus()).ok();
   std::lock_guard<std::mutex> lock(mutex_);
   watchers_.push_back(watcher);
-  if (!admitted.ok()) {
-    watcher->End(ToGrpcStatus(admitted));
+  if (!call.ok()) {
+    watcher->End(ToGrpcStatus(call.status()));
   } else if (ended_) {
     watcher->End(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is shutting down"));
   } else {
-    watcher->Send(serving_);
+    watcher->Send(serving_ && audit_ok_ && recorded);
   }
   return watcher;
 }

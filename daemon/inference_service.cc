@@ -128,13 +128,13 @@ nlohmann::json UsageFields(const absl::StatusOr<inference::GenerateResult>& resu
           {"generation_seconds", result->generation_seconds}};
 }
 
-// Admission + validation shared by the four generation methods. On success `model` is set.
+// Validation shared by the four generation methods (after AdmitCall authorised method and model).
+// On success `model` is set.
 template <typename Request>
 absl::StatusOr<inference::GenerateRequest> Prepare(const Request& request, CallInfo& call, const ModelRegistry& models,
                                                    const ServedModel*& model) {
   if (request.model().empty()) return absl::InvalidArgumentError("model: required");
   if (!inference::utf8::IsValid(request.model())) return absl::InvalidArgumentError("model: is not valid UTF-8");
-  if (absl::Status allowed = AdmitModel(call, request.model()); !allowed.ok()) return allowed;
   model = models.Find(request.model());
   if (model == nullptr) return absl::NotFoundError(absl::StrCat("model: \"", request.model(), "\" is not served here"));
   RequestLimits limits = call.config->limits;
@@ -333,7 +333,8 @@ class StreamGeneration final : public grpc::ServerWriteReactor<GenerateStreamRes
 template <typename Request, typename Reactor, typename... Extra>
 Reactor* StartGeneration(grpc::CallbackServerContext* context, const Request& request, const char* method,
                          const ModelRegistry& models, const RuntimeConfigHolder& config, Extra... extra) {
-  absl::StatusOr<CallInfo> call = AdmitCall(*context, method, "", config);
+  // Method and model are authorised together, once (an empty model is refused by Prepare).
+  absl::StatusOr<CallInfo> call = AdmitCall(*context, method, request.model(), config);
   if (!call.ok()) {
     auto* reactor = new Reactor(std::make_shared<CallState>(), extra...);
     reactor->Finish(ToGrpcStatus(call.status()));
@@ -416,11 +417,10 @@ grpc::ServerWriteReactor<GenerateStreamResponse>* InferenceService::ChatStream(g
 grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext* context,
                                                      const airlock::v1::TokenizeRequest* request,
                                                      airlock::v1::TokenizeResponse* response) {
-  absl::StatusOr<CallInfo> call = AdmitCall(*context, kTokenize, "", config_);
+  absl::StatusOr<CallInfo> call = AdmitCall(*context, kTokenize, request->model(), config_);
   if (!call.ok()) return FinishNow(call.status());
   const absl::Status status = [&]() -> absl::Status {
     if (request->model().empty()) return absl::InvalidArgumentError("model: required");
-    if (absl::Status allowed = AdmitModel(*call, request->model()); !allowed.ok()) return allowed;
     const ServedModel* model = models_.Find(request->model());
     if (model == nullptr) {
       return absl::NotFoundError(absl::StrCat("model: \"", request->model(), "\" is not served here"));
@@ -445,17 +445,13 @@ grpc::ServerUnaryReactor* InferenceService::ListModels(grpc::CallbackServerConte
   absl::StatusOr<CallInfo> call = AdmitCall(*context, kListModels, "", config_);
   if (!call.ok()) return FinishNow(call.status());
   // Only the models the caller may use with some method.
-  static constexpr const char* kModelMethods[] = {kGenerate, kGenerateStream, kChat, kChatStream, kTokenize};
+  static constexpr std::string_view kModelMethods[] = {kGenerate, kGenerateStream, kChat, kChatStream, kTokenize};
   for (const auto& model : models_.models()) {
-    for (const char* method : kModelMethods) {
-      if (call->config->policy->Allows(call->identity.name, method, model->name)) {
-        airlock::v1::ModelInfo* info = response->add_models();
-        *info = model->info;
-        info->set_requests_running(model->queue->running() ? 1 : 0);
-        info->set_requests_waiting(static_cast<uint32_t>(model->queue->waiting()));
-        break;
-      }
-    }
+    if (!call->config->policy->AllowsAnyOf(call->identity.name, kModelMethods, model->name)) continue;
+    airlock::v1::ModelInfo* info = response->add_models();
+    *info = model->info;
+    info->set_requests_running(model->queue->running() ? 1 : 0);
+    info->set_requests_waiting(static_cast<uint32_t>(model->queue->waiting()));
   }
   const absl::Status recorded = AuditSingle(*call, absl::OkStatus());
   if (!recorded.ok()) response->Clear();

@@ -112,6 +112,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
 
   d->inference_ = std::make_unique<InferenceService>(*d->models_, *d->runtime_);
   d->health_ = std::make_unique<HealthService>(*d->runtime_);
+  d->admin_ = std::make_unique<AdminService>(*d->runtime_);
 
   auth::TlsServerSettings tls;
   tls.files = tls_files;
@@ -126,6 +127,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
                            &d->port_);
   builder.RegisterService(d->inference_.get());
   builder.RegisterService(d->health_.get());
+  // Admin calls are rare and may scan the store for a while: a small synchronous pool of their own.
+  builder.RegisterService(d->admin_.get());
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::NUM_CQS, 1);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, 1);
+  builder.SetSyncServerOption(grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, 2);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.limits.max_request_bytes));
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, static_cast<int>(options.limits.max_concurrent_streams));
   // Another process must not be able to share our port.
@@ -194,6 +200,7 @@ void Daemon::Drain() {
     LogInfo("draining", {{"drain_timeout", absl::FormatDuration(options_.drain_timeout)}});
     health_->SetServing(false);
     health_->EndWatches();
+    admin_->EndFollows();
     // New calls are refused at once; calls still running at the deadline are cancelled, which
     // stops their generation within one token.
     server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(options_.drain_timeout));

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "auth/revocation.h"
 #include "auth/tls_credentials.h"
+#include "daemon/admin_service.h"
 #include "daemon/audit_trail.h"
 #include "daemon/call_admission.h"
 #include "daemon/config/daemon_options.h"
@@ -52,6 +53,7 @@ class Daemon {
   std::unique_ptr<RuntimeConfigHolder> runtime_;
   std::unique_ptr<InferenceService> inference_;
   std::unique_ptr<HealthService> health_;
+  std::unique_ptr<AdminService> admin_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   bool drained_ = false;

@@ -817,9 +817,13 @@ const std::vector<std::string>& ConfigurableMethods() {
       "airlock.v1.Inference/ListModels",
       "grpc.health.v1.Health/Check",
       "grpc.health.v1.Health/Watch",
+      "airlock.v1.Admin/QueryAudit",
+      "airlock.v1.Admin/VerifyAudit",
+      "airlock.v1.Admin/ExportAudit",
       "airlock.v1.Inference/*",
       "grpc.health.v1.Health/*",
-      "*",
+      "airlock.v1.Admin/*",
+      "*",  // every method except the Admin service's, which must be named
   };
   return *kMethods;
 }
@@ -907,6 +911,7 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
            "secret keying the HMAC of prompts and outputs (created when absent)");
   check.CheckRange("audit.checkpoint_every", audit.checkpoint_every(), 1, 1000000);
   check.CheckDuration("audit.checkpoint_interval", audit.checkpoint_interval(), absl::Seconds(1), absl::Hours(1));
+  check.CheckDuration("audit.retention", audit.retention(), absl::Seconds(1), kForever);
   if (parsed.Has("audit.sealed_text_key_file")) {
     absolute("audit.sealed_text_key_file", audit.sealed_text_key_file(),
              "32-byte AES-256 key file (leave the key out to store no text)");

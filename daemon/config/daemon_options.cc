@@ -77,6 +77,7 @@ DaemonOptions ResolveOptions(const ParsedConfig& parsed) {
   if (audit.checkpoint_every() != 0) a.checkpoint_every = audit.checkpoint_every();
   a.checkpoint_interval = DurationOr(audit.checkpoint_interval(), a.checkpoint_interval);
   a.sealed_text_key_file = audit.sealed_text_key_file();
+  a.retention = DurationOr(audit.retention(), a.retention);
 
   options.config = config;
   return options;

@@ -82,6 +82,8 @@ struct AuditOptions {
   // 32-byte AES-256-GCM key sealing the prompt/output texts into the records. Default: "" (no
   // text stored).
   std::string sealed_text_key_file;
+  // Records older than this are pruned from the start of the chain. Default: infinite (keep all).
+  absl::Duration retention = absl::InfiniteDuration();
 };
 
 struct DaemonOptions {

@@ -105,9 +105,23 @@ TEST(AccessPolicyTest, MethodAndModelMustComeFromOneRole) {
 TEST(AccessPolicyTest, Wildcards) {
   auto policy = Policy();
   for (const std::string& method : ServedMethods()) {
-    EXPECT_TRUE(policy->Allows("alice", method, "llama3-70b")) << method;
-    EXPECT_TRUE(policy->Allows("alice", method, "")) << method;
+    // "*" grants everything but the Admin service (the audit log), which must be named.
+    const bool admin = method.starts_with("airlock.v1.Admin/");
+    EXPECT_EQ(policy->Allows("alice", method, "llama3-70b"), !admin) << method;
+    EXPECT_EQ(policy->Allows("alice", method, ""), !admin) << method;
   }
+  auto auditor = AccessPolicy::Create(Config(R"pb(
+    roles { name: "admin" methods: "airlock.v1.Admin/*" }
+    roles { name: "query" methods: "airlock.v1.Admin/QueryAudit" }
+    users { name: "auditor" roles: "admin" }
+    users { name: "reader" roles: "query" }
+  )pb"));
+  ASSERT_TRUE(auditor.ok()) << auditor.status();
+  EXPECT_TRUE((*auditor)->Allows("auditor", "airlock.v1.Admin/ExportAudit", ""));
+  EXPECT_TRUE((*auditor)->Allows("reader", "airlock.v1.Admin/QueryAudit", ""));
+  EXPECT_FALSE((*auditor)->Allows("reader", "airlock.v1.Admin/ExportAudit", ""));
+  EXPECT_FALSE((*auditor)->Allows("auditor", kList, ""));
+
   // "grpc.health.v1.Health/*" covers Health only.
   EXPECT_TRUE(policy->Allows("carol", "grpc.health.v1.Health/Watch", ""));
   auto health_only = AccessPolicy::Create(Config(R"pb(
@@ -119,12 +133,32 @@ TEST(AccessPolicyTest, Wildcards) {
   EXPECT_FALSE((*health_only)->Allows("probe", "grpc.health.v1.HealthX/Check", ""));
 }
 
+TEST(AccessPolicyTest, AllowsAnyOfNeedsMethodAndModelFromOneRole) {
+  auto policy = AccessPolicy::Create(Config(R"pb(
+    models { name: "m1" }
+    models { name: "m2" }
+    roles { name: "chat-m1" methods: "airlock.v1.Inference/Chat" models: "m1" }
+    roles { name: "tokenize-all" methods: "airlock.v1.Inference/Tokenize" models: "*" }
+    users { name: "u" roles: "chat-m1" roles: "tokenize-all" }
+  )pb"));
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  const std::string_view chat_or_generate[] = {"airlock.v1.Inference/Generate", kChat};
+  EXPECT_TRUE((*policy)->AllowsAnyOf("u", chat_or_generate, "m1"));
+  EXPECT_FALSE((*policy)->AllowsAnyOf("u", chat_or_generate, "m2"));  // Tokenize's "*" does not lend Chat
+  const std::string_view tokenize[] = {"airlock.v1.Inference/Tokenize"};
+  EXPECT_TRUE((*policy)->AllowsAnyOf("u", tokenize, "m2"));
+  EXPECT_FALSE((*policy)->AllowsAnyOf("nobody", tokenize, "m2"));
+  EXPECT_FALSE((*policy)->AllowsAnyOf("u", {}, "m1"));
+}
+
 TEST(AccessPolicyTest, ServedMethods) {
   EXPECT_THAT(ServedMethods(),
               ElementsAre("airlock.v1.Inference/Generate", "airlock.v1.Inference/GenerateStream",
                           "airlock.v1.Inference/Chat", "airlock.v1.Inference/ChatStream",
                           "airlock.v1.Inference/Tokenize", "airlock.v1.Inference/ListModels",
-                          "grpc.health.v1.Health/Check", "grpc.health.v1.Health/Watch"));
+                          "grpc.health.v1.Health/Check", "grpc.health.v1.Health/Watch",
+                          "airlock.v1.Admin/QueryAudit", "airlock.v1.Admin/VerifyAudit",
+                          "airlock.v1.Admin/ExportAudit"));
 }
 
 TEST(AccessPolicyTest, RefusesDanglingReferences) {

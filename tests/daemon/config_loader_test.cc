@@ -448,6 +448,12 @@ TEST(ConfigRulesTest, AuditSectionIsRequiredWithAbsolutePaths) {
   EXPECT_THAT(ErrorOf(without), HasSubstr("audit.hmac_secret_file: is required"));
   EXPECT_THAT(ErrorOf(Edit(kMinimalConfig, "hmac_secret_file: /etc/a.secret}", "hmac_secret_file: /etc/a.secret, checkpoint_every: 0}")),
               HasSubstr("audit.checkpoint_every"));
+  EXPECT_THAT(ErrorOf(Edit(kMinimalConfig, "hmac_secret_file: /etc/a.secret}", "hmac_secret_file: /etc/a.secret, retention: 0s}")),
+              HasSubstr("audit.retention: \"0s\" must be positive"));
+  EXPECT_THAT(ErrorOf(Edit(kMinimalConfig, "hmac_secret_file: /etc/a.secret}", "hmac_secret_file: /etc/a.secret, retention: 90d}")),
+              HasSubstr("audit.retention: expected a duration"));
+  EXPECT_EQ(ErrorOf(Edit(kMinimalConfig, "hmac_secret_file: /etc/a.secret}", "hmac_secret_file: /etc/a.secret, retention: 2160h}")),
+            "OK");
 }
 
 TEST(ConfigRulesTest, ModelNames) {
@@ -606,7 +612,9 @@ TEST(ConfigRulesTest, RoleMethods) {
       "airlock.v1.Inference/Chat",     "airlock.v1.Inference/ChatStream",
       "airlock.v1.Inference/Tokenize", "airlock.v1.Inference/ListModels",
       "grpc.health.v1.Health/Check",   "grpc.health.v1.Health/Watch",
-      "airlock.v1.Inference/*",        "grpc.health.v1.Health/*",
+      "airlock.v1.Admin/QueryAudit",   "airlock.v1.Admin/VerifyAudit",
+      "airlock.v1.Admin/ExportAudit",  "airlock.v1.Inference/*",
+      "grpc.health.v1.Health/*",       "airlock.v1.Admin/*",
       "*"};
   for (const std::string& method : served) {
     EXPECT_EQ(ErrorOfFull("    methods: [grpc.health.v1.Health/Check, grpc.health.v1.Health/Watch]\n",

@@ -13,7 +13,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-constexpr char kStories[] = "models/stories260K-f32.gguf";
 
 constexpr char kAccess[] = R"(users:
   - name: alice
@@ -32,12 +31,12 @@ roles:
 class AirlockctlClientTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStories));
+    AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
     dir_ = MakeTempDir();
     pki_ = MakeLabPki(dir_ + "/pki");
     pki_.Issue("alice");
     pki_.Issue("bob");
-    const std::string models = absl::StrCat("  - name: stories\n    path: \"", SharedPath(kStories),
+    const std::string models = absl::StrCat("  - name: stories\n    path: \"", SharedPath(kStoriesModel),
                                             "\"\n    threads: 1\n    chat_template: llama2\n");
     std::string error;
     daemon_ = DaemonProcess::Start(dir_, BaseConfig(dir_, pki_, models, kAccess), &error);

@@ -23,10 +23,9 @@ namespace {
 using ::testing::HasSubstr;
 namespace v1 = ::airlock::v1;
 
-constexpr char kStories[] = "models/stories260K-f32.gguf";
 
 std::string ModelsYaml() {
-  const std::string path = SharedPath(kStories);
+  const std::string path = SharedPath(kStoriesModel);
   return absl::StrCat("  - name: stories\n    path: \"", path, "\"\n    threads: 1\n",
                       "  - name: stories-chat\n    path: \"", path, "\"\n    threads: 1\n    chat_template: chatml\n");
 }
@@ -61,7 +60,7 @@ limits:
 class AirlockdTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStories));
+    AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
     dir_ = MakeTempDir();
     pki_ = MakeLabPki(dir_ + "/pki");
     for (const char* user : {"alice", "bob", "probe", "mallory"}) pki_.Issue(user);
@@ -147,7 +146,7 @@ TEST_F(AirlockdTest, StreamEqualsAirlockctlRunForTheSameSeed) {
   std::string text;
   while (reader->Read(&message)) text += message.piece().text();
   ASSERT_TRUE(reader->Finish().ok());
-  const CommandResult local = RunCommand({AIRLOCKCTL_PATH, "run", "--model", SharedPath(kStories), "--prompt",
+  const CommandResult local = RunCommand({AIRLOCKCTL_PATH, "run", "--model", SharedPath(kStoriesModel), "--prompt",
                                           "Lily wanted to", "--max-tokens", "40", "--temperature", "0.8", "--seed",
                                           "1234", "--threads", "1", "--json"});
   ASSERT_EQ(local.exit_code, 0) << local.err;
@@ -430,7 +429,7 @@ TEST_F(AirlockdTest, TheDaemonRunsUnderSeccomp) {
 class AirlockdStartTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStories));
+    AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
     dir_ = MakeTempDir();
     pki_ = MakeLabPki(dir_ + "/pki");
   }

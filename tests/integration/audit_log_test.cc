@@ -5,7 +5,6 @@
 
 #include <fstream>
 #include <map>
-#include <sstream>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
@@ -27,7 +26,6 @@ namespace {
 using ::testing::HasSubstr;
 namespace v1 = ::airlock::v1;
 
-constexpr char kStories[] = "models/stories260K-f32.gguf";
 constexpr char kAccess[] = R"(users:
   - name: alice
     roles: [user]
@@ -40,7 +38,7 @@ roles:
 class AuditLogTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStories));
+    AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
     dir_ = MakeTempDir();
     pki_ = MakeLabPki(dir_ + "/pki");
     pki_.Issue("alice");
@@ -48,7 +46,7 @@ class AuditLogTest : public ::testing::Test {
     StartDaemon();
   }
   void StartDaemon(const std::string& audit_extra = "") {
-    const std::string models = absl::StrCat("  - name: stories\n    path: \"", SharedPath(kStories), "\"\n    threads: 1\n");
+    const std::string models = StoriesModelYaml();
     std::string config = BaseConfig(dir_, pki_, models, kAccess);
     if (!audit_extra.empty()) config = absl::StrReplaceAll(config, {{"audit:\n", "audit:\n" + audit_extra}});
     std::string error;
@@ -83,15 +81,6 @@ class AuditLogTest : public ::testing::Test {
   std::string StateDir() const { return dir_ + "/state"; }
   std::string PublicKey() const { return dir_ + "/audit-signing.key.pub"; }
 
-  std::vector<nlohmann::json> Export() {
-    const CommandResult r = Ctl({"audit", "export", "--state-dir", StateDir()});
-    EXPECT_EQ(r.exit_code, 0) << r.err;
-    std::vector<nlohmann::json> lines;
-    std::istringstream in(r.out);
-    for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
-    return lines;
-  }
-
   std::string dir_;
   LabPki pki_;
   std::unique_ptr<DaemonProcess> daemon_;
@@ -115,7 +104,7 @@ TEST_F(AuditLogTest, EveryCallIsRecordedAndTheChainVerifiesOffline) {
   const std::string secret = ReadFileOrDie(dir_ + "/audit-hmac.secret");
   std::map<std::string, nlohmann::json> by_phase;
   nlohmann::json denied;
-  for (const nlohmann::json& line : Export()) {
+  for (const nlohmann::json& line : ExportAudit(StateDir())) {
     if (line["type"] != "record") continue;
     if (line["request_id"] == id) by_phase[line["phase"].get<std::string>()] = line;
     if (line["identity"] == "mallory") denied = line;
@@ -147,7 +136,7 @@ TEST_F(AuditLogTest, OptInSealedTextOpensOnlyWithTheSiteKeyAndItsRequest) {
   const std::string output = last_text_;
   ASSERT_NO_FATAL_FAILURE(StopDaemon());
   int opened = 0;
-  for (const nlohmann::json& line : Export()) {
+  for (const nlohmann::json& line : ExportAudit(StateDir())) {
     if (line["type"] != "record" || line["request_id"] != id) continue;
     std::string sealed;
     ASSERT_TRUE(absl::Base64Unescape(line["sealed_text"].get<std::string>(), &sealed));
@@ -162,7 +151,7 @@ TEST_F(AuditLogTest, OptInSealedTextOpensOnlyWithTheSiteKeyAndItsRequest) {
   // A key of the wrong size refuses the start.
   ASSERT_TRUE(auth::WritePrivateFile(dir_ + "/text.key", "short").ok());
   std::string error;
-  const std::string models = absl::StrCat("  - name: stories\n    path: \"", SharedPath(kStories), "\"\n");
+  const std::string models = absl::StrCat("  - name: stories\n    path: \"", SharedPath(kStoriesModel), "\"\n");
   auto refused = DaemonProcess::Start(dir_, absl::StrReplaceAll(BaseConfig(dir_, pki_, models, kAccess),
                                                                 {{"audit:\n", absl::StrCat("audit:\n  sealed_text_key_file: \"", dir_, "/text.key\"\n")}}),
                                       &error, absl::Seconds(30));
@@ -170,10 +159,12 @@ TEST_F(AuditLogTest, OptInSealedTextOpensOnlyWithTheSiteKeyAndItsRequest) {
   EXPECT_THAT(error, HasSubstr("exactly 32"));
 }
 
+// Modified, deleted, reordered, inserted and truncated records in an export (the same five in a
+// real store: tests/audit/store_tamper_test.cc).
 TEST_F(AuditLogTest, TamperingWithAnExportIsFoundAtTheFirstBadSequence) {
   for (int i = 0; i < 3; ++i) ASSERT_FALSE(Generate("alice", absl::StrCat("story ", i)).empty());
   ASSERT_NO_FATAL_FAILURE(StopDaemon());
-  std::vector<nlohmann::json> lines = Export();
+  std::vector<nlohmann::json> lines = ExportAudit(StateDir());
   const auto write = [&](const std::vector<nlohmann::json>& content) {
     std::ofstream out(dir_ + "/export.jsonl", std::ios::trunc);
     for (const nlohmann::json& l : content) out << l.dump() << "\n";
@@ -184,14 +175,22 @@ TEST_F(AuditLogTest, TamperingWithAnExportIsFoundAtTheFirstBadSequence) {
   CommandResult clean = Ctl(verify);
   ASSERT_EQ(clean.exit_code, 0) << clean.out << clean.err;
 
+  // The line of record `sequence` (checkpoint lines come first in an export).
+  const auto line_of = [&](int sequence) {
+    for (size_t i = 0; i < lines.size(); ++i) {
+      if (lines[i]["type"] == "record" && lines[i]["sequence"] == sequence) return i;
+    }
+    ADD_FAILURE() << "no record " << sequence;
+    return size_t{0};
+  };
   // Record 4's stored bytes edited (one byte of its identity): reported at sequence 4.
   std::vector<nlohmann::json> edited = lines;
   std::string stored;
-  ASSERT_TRUE(absl::Base64Unescape(edited[3]["stored"].get<std::string>(), &stored));
+  ASSERT_TRUE(absl::Base64Unescape(edited[line_of(4)]["stored"].get<std::string>(), &stored));
   const size_t at = stored.find("alice");
   ASSERT_NE(at, std::string::npos);
   stored[at] = 'A';
-  edited[3]["stored"] = absl::Base64Escape(stored);
+  edited[line_of(4)]["stored"] = absl::Base64Escape(stored);
   write(edited);
   CommandResult bad = Ctl(verify);
   EXPECT_EQ(bad.exit_code, 3) << bad.out;
@@ -199,11 +198,37 @@ TEST_F(AuditLogTest, TamperingWithAnExportIsFoundAtTheFirstBadSequence) {
 
   // Record 2 deleted: reported at sequence 2.
   std::vector<nlohmann::json> deleted = lines;
-  deleted.erase(deleted.begin() + 1);
+  deleted.erase(deleted.begin() + static_cast<std::ptrdiff_t>(line_of(2)));
   write(deleted);
   bad = Ctl(verify);
   EXPECT_EQ(bad.exit_code, 3) << bad.out;
   EXPECT_EQ(nlohmann::json::parse(bad.out)["first_bad_sequence"], 2);
+
+  // Records 3 and 4 swapped: reported at sequence 3.
+  std::vector<nlohmann::json> swapped = lines;
+  std::swap(swapped[line_of(3)], swapped[line_of(4)]);
+  write(swapped);
+  bad = Ctl(verify);
+  EXPECT_EQ(bad.exit_code, 3) << bad.out;
+  EXPECT_EQ(nlohmann::json::parse(bad.out)["first_bad_sequence"], 3);
+
+  // A copy of record 2 inserted after it: reported at sequence 2 (the earlier of the two claims).
+  std::vector<nlohmann::json> inserted = lines;
+  inserted.insert(inserted.begin() + static_cast<std::ptrdiff_t>(line_of(2)) + 1, lines[line_of(2)]);
+  write(inserted);
+  bad = Ctl(verify);
+  EXPECT_EQ(bad.exit_code, 3) << bad.out;
+  EXPECT_EQ(nlohmann::json::parse(bad.out)["first_bad_sequence"], 2);
+
+  // Records 5 and 6 cut off while the checkpoint written at shutdown signs 6: reported at 5.
+  std::vector<nlohmann::json> truncated;
+  for (const nlohmann::json& l : lines) {
+    if (l["type"] != "record" || l["sequence"].get<int>() < 5) truncated.push_back(l);
+  }
+  write(truncated);
+  bad = Ctl(verify);
+  EXPECT_EQ(bad.exit_code, 3) << bad.out;
+  EXPECT_EQ(nlohmann::json::parse(bad.out)["first_bad_sequence"], 5);
 
   // Wrong public key: refused.
   const CommandResult other = Ctl({"audit", "verify", "--export", dir_ + "/export.jsonl", "--public-key",
@@ -228,7 +253,7 @@ TEST_F(AuditLogTest, AcknowledgedRequestsSurviveSigkillAndTheChainContinues) {
   ASSERT_EQ(verify.exit_code, 0) << verify.out << verify.err;
   EXPECT_EQ(nlohmann::json::parse(verify.out)["records_checked"], 12);
   std::map<std::string, int> ends;
-  for (const nlohmann::json& line : Export()) {
+  for (const nlohmann::json& line : ExportAudit(StateDir())) {
     if (line["type"] == "record" && line["phase"] == "end") ++ends[line["request_id"].get<std::string>()];
   }
   for (const std::string& id : acknowledged) EXPECT_EQ(ends[id], 1) << id;

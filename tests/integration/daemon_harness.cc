@@ -1,8 +1,7 @@
-// The end-to-end harness: lab PKI, airlockd child process, mTLS channels, commands with deadlines.
+// The end-to-end harness: lab PKI, airlockd child process, mTLS channels.
 #include "tests/integration/daemon_harness.h"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -54,7 +53,8 @@ void LabPki::Issue(const std::string& stem) {
 }
 
 std::unique_ptr<DaemonProcess> DaemonProcess::Start(const std::string& dir, const std::string& config_yaml,
-                                                    std::string* error, absl::Duration ready_within) {
+                                                    std::string* error, absl::Duration ready_within,
+                                                    const std::vector<std::string>& launcher) {
   auto d = std::unique_ptr<DaemonProcess>(new DaemonProcess());
   d->dir_ = dir;
   {
@@ -68,14 +68,15 @@ std::unique_ptr<DaemonProcess> DaemonProcess::Start(const std::string& dir, cons
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
   posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-  std::vector<std::string> args = {AIRLOCKD_PATH, "--config", d->config_path()};
+  std::vector<std::string> args = launcher;
+  args.insert(args.end(), {AIRLOCKD_PATH, "--config", d->config_path()});
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  const int rc = posix_spawn(&d->pid_, AIRLOCKD_PATH, &actions, nullptr, argv.data(), environ);
+  const int rc = posix_spawnp(&d->pid_, argv[0], &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   if (rc != 0) {
-    *error = absl::StrCat("posix_spawn airlockd: ", strerror(rc));
+    *error = absl::StrCat("posix_spawn ", args[0], ": ", strerror(rc));
     d->pid_ = -1;
     return nullptr;
   }
@@ -136,66 +137,6 @@ std::optional<int> DaemonProcess::WaitExit(absl::Duration within) {
   }
 }
 
-CommandResult RunCommand(const std::vector<std::string>& args, absl::Duration within, const std::string& stdin_text) {
-  CommandResult result;
-  int out_pipe[2], err_pipe[2], in_pipe[2];
-  if (pipe2(out_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0 || pipe2(in_pipe, O_CLOEXEC) != 0) return result;
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, out_pipe[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, err_pipe[1], STDERR_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, in_pipe[0], STDIN_FILENO);
-  std::vector<std::string> copy = args;
-  std::vector<char*> argv;
-  for (std::string& a : copy) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  const int rc = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  ::close(out_pipe[1]);
-  ::close(err_pipe[1]);
-  ::close(in_pipe[0]);
-  if (rc != 0) {
-    ::close(out_pipe[0]);
-    ::close(err_pipe[0]);
-    ::close(in_pipe[1]);
-    result.err = strerror(rc);
-    return result;
-  }
-  if (!stdin_text.empty()) {
-    (void)!::write(in_pipe[1], stdin_text.data(), stdin_text.size());
-  }
-  ::close(in_pipe[1]);
-  const absl::Time deadline = absl::Now() + within;
-  pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
-  int open_fds = 2;
-  bool killed = false;
-  while (open_fds > 0) {
-    const int64_t left_ms = absl::ToInt64Milliseconds(deadline - absl::Now());
-    if (left_ms <= 0 && !killed) {
-      ::kill(pid, SIGKILL);
-      killed = true;
-    }
-    if (::poll(fds, 2, static_cast<int>(std::max<int64_t>(left_ms, 100))) < 0) break;
-    for (int i = 0; i < 2; ++i) {
-      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-      char buf[4096];
-      const ssize_t n = ::read(fds[i].fd, buf, sizeof(buf));
-      if (n <= 0) {
-        ::close(fds[i].fd);
-        fds[i].fd = -1;
-        --open_fds;
-      } else {
-        (i == 0 ? result.out : result.err).append(buf, static_cast<size_t>(n));
-      }
-    }
-  }
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return result;
-}
-
 std::shared_ptr<grpc::Channel> ConnectWith(int port, const std::string& ca_file, const std::string& cert_file,
                                            const std::string& key_file) {
   grpc::SslCredentialsOptions ssl;
@@ -219,6 +160,48 @@ std::shared_ptr<grpc::Channel> Connect(int port, const LabPki& pki, const std::s
 
 std::chrono::system_clock::time_point DeadlineIn(absl::Duration within) {
   return std::chrono::system_clock::now() + absl::ToChronoNanoseconds(within);
+}
+
+bool PollUntil(const std::function<bool()>& condition, absl::Duration within) {
+  const absl::Time deadline = absl::Now() + within;
+  for (;;) {
+    if (condition()) return true;
+    if (absl::Now() >= deadline) return false;
+    PollPause();
+  }
+}
+
+std::vector<nlohmann::json> ExportAudit(const std::string& state_dir) {
+  const CommandResult r = RunCommand({AIRLOCKCTL_PATH, "audit", "export", "--state-dir", state_dir});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::vector<nlohmann::json> lines;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  return lines;
+}
+
+CommandResult VerifyAudit(const std::string& state_dir, const std::string& public_key_file) {
+  return RunCommand(
+      {AIRLOCKCTL_PATH, "audit", "verify", "--state-dir", state_dir, "--public-key", public_key_file, "--json"});
+}
+
+AuditIndex IndexAudit(const std::vector<nlohmann::json>& export_lines) {
+  AuditIndex index;
+  for (const nlohmann::json& line : export_lines) {
+    if (line.value("type", "") != "record") continue;
+    ++index.records;
+    const std::string id = line.value("request_id", "");
+    std::map<std::string, nlohmann::json>& by_id = line.value("phase", "") == "begin" ? index.begins : index.ends;
+    if (!by_id.emplace(id, line).second) index.repeated.push_back(id);
+    if (line.value("phase", "") == "end" && line.value("status_code", -1) == 0) {
+      ++index.ok_ends[{line.value("identity", ""), line.value("method", "")}];
+    }
+  }
+  return index;
+}
+
+std::string StoriesModelYaml() {
+  return absl::StrCat("  - name: stories\n    path: \"", SharedPath(kStoriesModel), "\"\n    threads: 1\n");
 }
 
 std::string BaseConfig(const std::string& dir, const LabPki& pki, const std::string& models_yaml,

@@ -5,13 +5,18 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/time/time.h"
 #include "grpcpp/channel.h"
+#include "nlohmann/json.hpp"
+#include "tests/support/run_command.h"  // RunCommand: used here and by every test that includes this
 
 namespace airlock::testing {
 
@@ -30,10 +35,13 @@ class DaemonProcess {
   // Writes `config_yaml` to <dir>/airlockd.yaml and starts airlockd on it, stderr to
   // <dir>/airlockd.log. Waits (up to `ready_within`) for the port file the config names
   // (server.port_file must be <dir>/port) or for the process to exit; nullptr on either failure,
-  // with `error` saying which and holding the log.
+  // with `error` saying which and holding the log. `launcher`, when given, is a command prefix
+  // that ends by exec'ing its trailing arguments (airlockd's argv) in the same process — e.g.
+  // `unshare` into new namespaces — so pid() is airlockd's once it listens.
   static std::unique_ptr<DaemonProcess> Start(const std::string& dir, const std::string& config_yaml,
                                               std::string* error,
-                                              absl::Duration ready_within = absl::Seconds(60));
+                                              absl::Duration ready_within = absl::Seconds(60),
+                                              const std::vector<std::string>& launcher = {});
   ~DaemonProcess();  // SIGKILL if still running
 
   int port() const { return port_; }
@@ -54,15 +62,6 @@ class DaemonProcess {
   bool reaped_ = false;
 };
 
-// Runs argv to completion with a deadline; stdout and stderr captured.
-struct CommandResult {
-  int exit_code = -1;  // 128+signal when killed; -1 when it could not start
-  std::string out;
-  std::string err;
-};
-CommandResult RunCommand(const std::vector<std::string>& argv, absl::Duration within = absl::Seconds(120),
-                         const std::string& stdin_text = "");
-
 // An mTLS channel to 127.0.0.1:port as `stem` of `pki` (no client certificate when stem is "").
 std::shared_ptr<grpc::Channel> Connect(int port, const LabPki& pki, const std::string& stem);
 // The same with explicit PEM files (e.g. a certificate from another CA).
@@ -71,6 +70,33 @@ std::shared_ptr<grpc::Channel> ConnectWith(int port, const std::string& ca_file,
 
 // A deadline `within` from now, for ClientContext::set_deadline.
 std::chrono::system_clock::time_point DeadlineIn(absl::Duration within);
+
+// Polls `condition` (briefly pausing between tries) until it returns true or `within` has passed;
+// returns its last result. For conditions that have no notification.
+bool PollUntil(const std::function<bool()>& condition, absl::Duration within);
+
+// A stopped daemon's audit log (audit.state_dir) exported with `airlockctl audit export`: the
+// anchor (when pruned) and checkpoints, then the records, one JSON object each. Adds a test failure when the export fails.
+std::vector<nlohmann::json> ExportAudit(const std::string& state_dir);
+// `airlockctl audit verify --json` on a stopped daemon's state directory (exit 0: intact).
+CommandResult VerifyAudit(const std::string& state_dir, const std::string& public_key_file);
+
+// The records of an export, indexed for the checks of crash and fault tests.
+struct AuditIndex {
+  size_t records = 0;
+  std::map<std::string, nlohmann::json> begins;  // request id -> its begin record
+  std::map<std::string, nlohmann::json> ends;    // request id -> its end record
+  // End records with status_code 0, per (identity, method): the calls that succeeded.
+  std::map<std::pair<std::string, std::string>, int> ok_ends;
+  // Request ids that have more than one record of the same phase (never expected).
+  std::vector<std::string> repeated;
+};
+AuditIndex IndexAudit(const std::vector<nlohmann::json>& export_lines);
+
+// The path of the tiny model the end-to-end tests serve, under the shared test data.
+inline constexpr char kStoriesModel[] = "models/stories260K-f32.gguf";
+// A `models:` list item serving it as "stories" with one thread (YAML, indented by two spaces).
+std::string StoriesModelYaml();
 
 // The base configuration the tests start from: the lab PKI, port 0 with <dir>/port, the given
 // models block (YAML list items, already indented by two spaces) and the access block.

@@ -39,7 +39,6 @@ namespace {
 using ::testing::HasSubstr;
 namespace v1 = ::airlock::v1;
 
-constexpr char kStories[] = "models/stories260K-f32.gguf";
 
 constexpr char kAccess[] = R"(identity:
   source: SUBJECT_CN
@@ -53,7 +52,7 @@ roles:
 )";
 
 std::string ModelsYaml() {
-  return absl::StrCat("  - name: stories\n    path: \"", SharedPath(kStories), "\"\n    threads: 1\n");
+  return StoriesModelYaml();
 }
 
 void WriteFile(const std::string& path, const std::string& text, mode_t mode) {
@@ -141,7 +140,7 @@ std::map<std::string, std::string> KeyValues(const std::string& text) {
 }
 
 TEST(NetworkNamespaceTest, ServesAFullCycleWithOnlyLoopback) {
-  AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStories));
+  AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
   std::string why;
   const std::optional<std::vector<std::string>> launcher = NetnsLauncher(&why);
   if (!launcher) SKIP_OR_FAIL_IN_CI("cannot create a network namespace here (" + why + ")");
@@ -236,7 +235,7 @@ class StraceTest : public ::testing::Test {
 };
 
 TEST_F(StraceTest, TheDaemonNeverConnectsOut) {
-  AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStories));
+  AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
   const CommandResult probe = RunCommand({"strace", "-f", "-o", "/dev/null", "/bin/true"}, absl::Seconds(20));
   if (probe.exit_code != 0) {
     GTEST_SKIP() << "strace cannot trace here (exit " << probe.exit_code << "): " << probe.err;

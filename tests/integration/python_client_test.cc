@@ -19,7 +19,6 @@ using ::testing::HasSubstr;
 using ::testing::StartsWith;
 using json = nlohmann::json;
 
-constexpr char kStories[] = "models/stories260K-f32.gguf";
 // Debian's interpreter, which has python3-grpcio; the python3 on PATH may be another one.
 constexpr char kPython[] = "/usr/bin/python3";
 constexpr int kMissingDependency = 77;  // python_client.py's exit code when grpcio/protobuf/protoc is missing
@@ -47,7 +46,7 @@ limits:
 class PythonClientTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStories));
+    AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
     if (::access(kPython, X_OK) != 0) {
       if (RunningInCi()) GTEST_FAIL() << kPython << " is missing (CI=true)";
       GTEST_SKIP() << kPython << " is missing; install python3, python3-grpcio and python3-grpc-tools";
@@ -56,7 +55,7 @@ class PythonClientTest : public ::testing::Test {
     pki_ = MakeLabPki(dir_ + "/pki");
     pki_.Issue("alice");
     pki_.Issue("mallory");  // a valid certificate of the same CA whose identity has no roles
-    const std::string path = SharedPath(kStories);
+    const std::string path = SharedPath(kStoriesModel);
     const std::string models =
         absl::StrCat("  - name: stories\n    path: \"", path, "\"\n    threads: 1\n", "  - name: stories-chat\n    path: \"",
                      path, "\"\n    threads: 1\n    chat_template: chatml\n");

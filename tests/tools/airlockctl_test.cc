@@ -1,13 +1,13 @@
 // airlockctl end to end: the real binary, its JSON output against llama.cpp's golden records,
 // inspect and synth, and clear errors for bad input.
-#include <sys/wait.h>
-
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "tests/support/run_command.h"
 #include "tests/support/test_data.h"
 
 namespace airlock {
@@ -15,40 +15,11 @@ namespace {
 
 using ::testing::HasSubstr;
 
-struct Output {
-  int exit_code = -1;
-  std::string out;  // stdout and stderr together
-};
+using testing::CommandResult;
 
-std::string Quote(const std::string& s) {
-  std::string q(1, '\'');
-  for (char c : s) {
-    if (c == '\'') {
-      q.append("'\\''");
-    } else {
-      q.push_back(c);
-    }
-  }
-  q.push_back('\'');
-  return q;
-}
-
-Output Ctl(const std::vector<std::string>& args) {
-  std::string cmd = AIRLOCKCTL_PATH;
-  for (const std::string& a : args) {
-    cmd.push_back(' ');
-    cmd.append(Quote(a));
-  }
-  cmd.append(" 2>&1");
-  Output o;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return o;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) o.out.append(buf, n);
-  const int status = pclose(p);
-  o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return o;
+CommandResult Ctl(std::vector<std::string> args) {
+  args.insert(args.begin(), AIRLOCKCTL_PATH);
+  return testing::RunCommand(args);
 }
 
 TEST(AirlockctlTest, RunJsonMatchesGolden) {
@@ -60,10 +31,10 @@ TEST(AirlockctlTest, RunJsonMatchesGolden) {
     const std::string id = rec["case_id"];
     if (id != "once" && id != "unicode" && id != "whitespace") continue;
     SCOPED_TRACE(id);
-    Output o = Ctl({"run", "--model", model, "--prompt", rec["prompt"], "--max-tokens",
-                    std::to_string(rec["n_predict"].get<int>()), "--temperature", "0", "--kv-type", "f32",
-                    "--threads", "2", "--json"});
-    ASSERT_EQ(o.exit_code, 0) << o.out;
+    CommandResult o = Ctl({"run", "--model", model, "--prompt", rec["prompt"], "--max-tokens",
+                           std::to_string(rec["n_predict"].get<int>()), "--temperature", "0", "--kv-type", "f32",
+                           "--threads", "2", "--json"});
+    ASSERT_EQ(o.exit_code, 0) << o.err;
     const nlohmann::json j = nlohmann::json::parse(o.out);
     EXPECT_EQ(j["prompt_tokens"], rec["prompt_tokens"]);
     EXPECT_EQ(j["output_tokens"], rec["output_tokens"]);
@@ -75,16 +46,16 @@ TEST(AirlockctlTest, RunJsonMatchesGolden) {
 TEST(AirlockctlTest, RunStreamsText) {
   const std::string model = testing::SharedPath("models/stories260K-f32.gguf");
   AIRLOCK_REQUIRE_SHARED_FILE(model);
-  Output o = Ctl({"run", "-m", model, "-p", "Once upon a time", "-n", "12", "--temperature", "0"});
-  ASSERT_EQ(o.exit_code, 0) << o.out;
+  CommandResult o = Ctl({"run", "-m", model, "-p", "Once upon a time", "-n", "12", "--temperature", "0"});
+  ASSERT_EQ(o.exit_code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr(", there was a little girl named Lily."));
 }
 
 TEST(AirlockctlTest, InspectPrintsConfigAndTensors) {
   const std::string model = testing::SharedPath("models/synth-llama-2L-256d-q4_k_m.gguf");
   AIRLOCK_REQUIRE_SHARED_FILE(model);
-  Output o = Ctl({"model", "inspect", model});
-  ASSERT_EQ(o.exit_code, 0) << o.out;
+  CommandResult o = Ctl({"model", "inspect", model});
+  ASSERT_EQ(o.exit_code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr("architecture:  llama"));
   EXPECT_THAT(o.out, HasSubstr("heads:         4 (kv 2, head dim 64)"));
   EXPECT_THAT(o.out, HasSubstr("tied"));
@@ -94,11 +65,11 @@ TEST(AirlockctlTest, InspectPrintsConfigAndTensors) {
 
 TEST(AirlockctlTest, SynthThenRun) {
   const std::string path = testing::MakeTempDir() + "/s.gguf";
-  Output o = Ctl({"model", "synth", "--out", path, "--layers", "2", "--embd", "128", "--heads", "4", "--kv-heads",
-                  "2", "--ff", "256", "--type", "q8_0", "--vocab", "400"});
-  ASSERT_EQ(o.exit_code, 0) << o.out;
+  CommandResult o = Ctl({"model", "synth", "--out", path, "--layers", "2", "--embd", "128", "--heads", "4",
+                         "--kv-heads", "2", "--ff", "256", "--type", "q8_0", "--vocab", "400"});
+  ASSERT_EQ(o.exit_code, 0) << o.err;
   o = Ctl({"run", "-m", path, "-p", "hello", "-n", "8", "--json"});
-  ASSERT_EQ(o.exit_code, 0) << o.out;
+  ASSERT_EQ(o.exit_code, 0) << o.err;
   const nlohmann::json j = nlohmann::json::parse(o.out);
   EXPECT_EQ(j["output_tokens"].size(), 8u);
   EXPECT_EQ(j["prompt_tokens"][0], 1);
@@ -112,26 +83,26 @@ TEST(AirlockctlTest, BadInputGetsClearErrors) {
     std::fputs("this is not a model", f);
     std::fclose(f);
   }
-  Output o = Ctl({"run", "-m", junk, "-p", "x"});
+  CommandResult o = Ctl({"run", "-m", junk, "-p", "x"});
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr("bad magic"));
+  EXPECT_THAT(o.err, HasSubstr("bad magic"));
   o = Ctl({"model", "inspect", junk});
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr(junk));
+  EXPECT_THAT(o.err, HasSubstr(junk));
   o = Ctl({"run", "-m", dir + "/missing.gguf", "-p", "x"});
   EXPECT_NE(o.exit_code, 0);
   o = Ctl({"run", "-m", junk, "-p", "x", "--kv-type", "q8"});
   EXPECT_EQ(o.exit_code, 2);
-  EXPECT_THAT(o.out, HasSubstr("--kv-type"));
+  EXPECT_THAT(o.err, HasSubstr("--kv-type"));
   const std::string model = testing::SharedPath("models/stories260K-f32.gguf");
   if (testing::internal::FileExists(model)) {
     o = Ctl({"run", "-m", model, "-p", "x", "--top-p", "1.5"});
     EXPECT_EQ(o.exit_code, 1);
-    EXPECT_THAT(o.out, HasSubstr("top_p must be in (0, 1], got 1.5"));
+    EXPECT_THAT(o.err, HasSubstr("top_p must be in (0, 1], got 1.5"));
   }
   o = Ctl({"model", "synth", "--out", dir + "/x.gguf", "--type", "iq2_xxs"});
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr("iq2_xxs"));
+  EXPECT_THAT(o.err, HasSubstr("iq2_xxs"));
 }
 
 }  // namespace

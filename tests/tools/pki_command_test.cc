@@ -9,7 +9,6 @@
 #include <openssl/x509v3.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,6 +21,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "tests/support/run_command.h"
 #include "tests/support/test_data.h"
 
 namespace airlock {
@@ -30,49 +30,20 @@ namespace {
 using ::testing::HasSubstr;
 using ::testing::Not;
 
-struct Output {
-  int exit_code = -1;
-  std::string out;  // stdout and stderr together
-};
-
-std::string Quote(const std::string& s) {
-  std::string q(1, '\'');
-  for (char c : s) {
-    if (c == '\'') {
-      q.append("'\\''");
-    } else {
-      q.push_back(c);
-    }
-  }
-  q.push_back('\'');
-  return q;
-}
+using testing::CommandResult;
 
 // Runs airlockctl with `args` in a controlled environment: no $AIRLOCK_PROFILE, and
 // $AIRLOCK_CONFIG_DIR set to `config_dir` (an empty scratch directory unless given) so that the
-// developer's own profiles never leak into a test.
-Output Ctl(const std::vector<std::string>& args, const std::string& config_dir = "",
-           const std::string& profile_env = "") {
-  std::string cmd = "env -u AIRLOCK_PROFILE AIRLOCK_CONFIG_DIR=";
+// developer's own profiles never leak into a test. `profile_env`, when given, sets $AIRLOCK_PROFILE.
+CommandResult Ctl(const std::vector<std::string>& args, const std::string& config_dir = "",
+                  const std::string& profile_env = "") {
   static const std::string* const empty_config_dir = new std::string(testing::MakeTempDir());
-  cmd += Quote(config_dir.empty() ? *empty_config_dir : config_dir);
-  if (!profile_env.empty()) cmd += " AIRLOCK_PROFILE=" + Quote(profile_env);
-  cmd += " ";
-  cmd += AIRLOCKCTL_PATH;
-  for (const std::string& a : args) {
-    cmd.push_back(' ');
-    cmd.append(Quote(a));
-  }
-  cmd.append(" 2>&1 </dev/null");
-  Output o;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return o;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) o.out.append(buf, n);
-  const int status = pclose(p);
-  o.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return o;
+  std::vector<std::string> argv = {"env", "-u", "AIRLOCK_PROFILE",
+                                   "AIRLOCK_CONFIG_DIR=" + (config_dir.empty() ? *empty_config_dir : config_dir)};
+  if (!profile_env.empty()) argv.push_back("AIRLOCK_PROFILE=" + profile_env);
+  argv.push_back(AIRLOCKCTL_PATH);
+  argv.insert(argv.end(), args.begin(), args.end());
+  return testing::RunCommand(argv);
 }
 
 unsigned Mode(const std::string& path) {
@@ -182,10 +153,10 @@ class PkiTest : public ::testing::Test {
   void SetUp() override {
     root_ = testing::MakeTempDir();
     dir_ = root_ + "/pki";
-    Output o = Ctl({"pki", "init", "--dir", dir_});
-    ASSERT_EQ(o.exit_code, 0) << o.out;
+    CommandResult o = Ctl({"pki", "init", "--dir", dir_});
+    ASSERT_EQ(o.exit_code, 0) << o.err;
     o = Ctl({"pki", "issue", "--dir", dir_, "--name", "alice"});
-    ASSERT_EQ(o.exit_code, 0) << o.out;
+    ASSERT_EQ(o.exit_code, 0) << o.err;
   }
   std::string P(const std::string& file) const { return dir_ + "/" + file; }
 
@@ -195,9 +166,9 @@ class PkiTest : public ::testing::Test {
 
 TEST(PkiCommandTest, InitCreatesFilesWithModes) {
   const std::string dir = testing::MakeTempDir() + "/pki";
-  Output o = Ctl({"pki", "init", "--dir", dir, "--ca-name", "Test Lab CA", "--server-dns", "airlock.lab",
-                  "--server-dns", "localhost", "--server-ip", "10.0.0.7"});
-  ASSERT_EQ(o.exit_code, 0) << o.out;
+  CommandResult o = Ctl({"pki", "init", "--dir", dir, "--ca-name", "Test Lab CA", "--server-dns", "airlock.lab",
+                         "--server-dns", "localhost", "--server-ip", "10.0.0.7"});
+  ASSERT_EQ(o.exit_code, 0) << o.err;
   EXPECT_EQ(Mode(dir), 0700u);
   EXPECT_EQ(Mode(dir + "/ca.key"), 0600u);
   EXPECT_EQ(Mode(dir + "/server.key"), 0600u);
@@ -224,16 +195,16 @@ TEST(PkiCommandTest, InitCreatesFilesWithModes) {
 
 TEST_F(PkiTest, SecondInitRefusesAndKeepsTheCa) {
   const std::string before = testing::ReadFileOrDie(P("ca.key"));
-  Output o = Ctl({"pki", "init", "--dir", dir_});
+  CommandResult o = Ctl({"pki", "init", "--dir", dir_});
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr("already holds a CA"));
+  EXPECT_THAT(o.err, HasSubstr("already holds a CA"));
   EXPECT_EQ(testing::ReadFileOrDie(P("ca.key")), before);
 }
 
 TEST_F(PkiTest, IssueSetsNamesAndUsage) {
-  Output o = Ctl({"pki", "issue", "--dir", dir_, "--name", "bob", "--cn", "Bob Builder", "--email", "bob@example.org",
-                  "--dns", "bob.lab", "--uri", "spiffe://lab/user/bob", "--days", "7"});
-  ASSERT_EQ(o.exit_code, 0) << o.out;
+  CommandResult o = Ctl({"pki", "issue", "--dir", dir_, "--name", "bob", "--cn", "Bob Builder", "--email",
+                         "bob@example.org", "--dns", "bob.lab", "--uri", "spiffe://lab/user/bob", "--days", "7"});
+  ASSERT_EQ(o.exit_code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr("wrote " + P("bob.crt")));
   EXPECT_THAT(o.out, HasSubstr("wrote " + P("bob.key") + " (mode 0600)"));
   EXPECT_EQ(Mode(P("bob.key")), 0600u);
@@ -259,25 +230,25 @@ TEST_F(PkiTest, IssueSetsNamesAndUsage) {
 }
 
 TEST_F(PkiTest, IssueErrors) {
-  Output o = Ctl({"pki", "issue", "--dir", dir_, "--name", "alice"});
+  CommandResult o = Ctl({"pki", "issue", "--dir", dir_, "--name", "alice"});
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr("already exists"));
+  EXPECT_THAT(o.err, HasSubstr("already exists"));
   o = Ctl({"pki", "issue", "--dir", dir_, "--name", "../escape"});
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr("--name"));
+  EXPECT_THAT(o.err, HasSubstr("--name"));
   o = Ctl({"pki", "issue", "--dir", root_ + "/missing", "--name", "x"});
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr(root_ + "/missing does not exist"));
+  EXPECT_THAT(o.err, HasSubstr(root_ + "/missing does not exist"));
   o = Ctl({"pki", "issue", "--dir", root_, "--name", "x"});  // exists, but holds no CA
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr("holds no CA"));
+  EXPECT_THAT(o.err, HasSubstr("holds no CA"));
 }
 
 TEST_F(PkiTest, RevokePutsSerialInCrl) {
   CertPtr alice = ReadCert(P("alice.crt"));
   ASSERT_NE(alice, nullptr);
-  Output o = Ctl({"pki", "revoke", "--dir", dir_, "--name", "alice"});
-  ASSERT_EQ(o.exit_code, 0) << o.out;
+  CommandResult o = Ctl({"pki", "revoke", "--dir", dir_, "--name", "alice"});
+  ASSERT_EQ(o.exit_code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr("wrote " + P("crl.pem")));
   CrlPtr crl = ReadCrl(P("crl.pem"));
   ASSERT_NE(crl, nullptr);
@@ -290,9 +261,9 @@ TEST_F(PkiTest, RevokePutsSerialInCrl) {
   // Revoking by file works as well, and `pki crl` re-signs without losing entries.
   ASSERT_EQ(Ctl({"pki", "issue", "--dir", dir_, "--name", "carol"}).exit_code, 0);
   o = Ctl({"pki", "revoke", "--dir", dir_, "--cert", P("carol.crt")});
-  ASSERT_EQ(o.exit_code, 0) << o.out;
+  ASSERT_EQ(o.exit_code, 0) << o.err;
   o = Ctl({"pki", "crl", "--dir", dir_});
-  ASSERT_EQ(o.exit_code, 0) << o.out;
+  ASSERT_EQ(o.exit_code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr("wrote " + P("crl.pem")));
   crl = ReadCrl(P("crl.pem"));
   ASSERT_NE(crl, nullptr);
@@ -305,15 +276,15 @@ TEST_F(PkiTest, RevokePutsSerialInCrl) {
 }
 
 TEST_F(PkiTest, RevokeErrors) {
-  Output o = Ctl({"pki", "revoke", "--dir", dir_});
+  CommandResult o = Ctl({"pki", "revoke", "--dir", dir_});
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr("--cert"));
+  EXPECT_THAT(o.err, HasSubstr("--cert"));
   o = Ctl({"pki", "revoke", "--dir", dir_, "--name", "nobody"});
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr(P("nobody.crt")));
+  EXPECT_THAT(o.err, HasSubstr(P("nobody.crt")));
   o = Ctl({"pki", "crl", "--dir", root_ + "/missing"});
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr("does not exist"));
+  EXPECT_THAT(o.err, HasSubstr("does not exist"));
 }
 
 // ---- client-side checks, no daemon ----
@@ -325,47 +296,48 @@ std::vector<std::string> Args(std::vector<std::string> head, const std::vector<s
 
 TEST_F(PkiTest, ClientNamesAMissingFile) {
   const std::string server = "127.0.0.1:" + std::to_string(UnusedPort());
-  Output o = Ctl({"models", "--server", server, "--ca", P("ca.crt"), "--cert", P("nope.crt"), "--key", P("alice.key")});
+  CommandResult o =
+      Ctl({"models", "--server", server, "--ca", P("ca.crt"), "--cert", P("nope.crt"), "--key", P("alice.key")});
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr(P("nope.crt")));
+  EXPECT_THAT(o.err, HasSubstr(P("nope.crt")));
   o = Ctl({"health", "--server", server, "--ca", P("no-ca.crt"), "--cert", P("alice.crt"), "--key", P("alice.key")});
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr(P("no-ca.crt")));
+  EXPECT_THAT(o.err, HasSubstr(P("no-ca.crt")));
   // A key that is not the certificate's is caught before any connection.
   ASSERT_EQ(Ctl({"pki", "issue", "--dir", dir_, "--name", "bob"}).exit_code, 0);
   o = Ctl({"models", "--server", server, "--ca", P("ca.crt"), "--cert", P("alice.crt"), "--key", P("bob.key")});
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr("does not belong to the certificate"));
+  EXPECT_THAT(o.err, HasSubstr("does not belong to the certificate"));
   // And settings missing altogether are named.
   o = Ctl({"models", "--server", server});
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr("missing --ca, --cert, --key"));
+  EXPECT_THAT(o.err, HasSubstr("missing --ca, --cert, --key"));
 }
 
 TEST_F(PkiTest, ClientRefusesAGroupReadableKey) {
   ASSERT_EQ(::chmod(P("alice.key").c_str(), 0640), 0);
-  Output o = Ctl({"models", "--server", "127.0.0.1:" + std::to_string(UnusedPort()), "--ca", P("ca.crt"), "--cert",
-                  P("alice.crt"), "--key", P("alice.key")});
+  CommandResult o = Ctl({"models", "--server", "127.0.0.1:" + std::to_string(UnusedPort()), "--ca", P("ca.crt"),
+                         "--cert", P("alice.crt"), "--key", P("alice.key")});
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr(P("alice.key")));
-  EXPECT_THAT(o.out, HasSubstr("group or others"));
-  EXPECT_THAT(o.out, HasSubstr("chmod 600"));
+  EXPECT_THAT(o.err, HasSubstr(P("alice.key")));
+  EXPECT_THAT(o.err, HasSubstr("group or others"));
+  EXPECT_THAT(o.err, HasSubstr("chmod 600"));
 }
 
 TEST_F(PkiTest, UnreachableServerExits4) {
   const std::string server = "127.0.0.1:" + std::to_string(UnusedPort());
   const std::vector<std::string> conn = {"--server", server,       "--ca",      P("ca.crt"), "--cert",
                                          P("alice.crt"), "--key", P("alice.key"), "--timeout", "3"};
-  Output o = Ctl(Args({"models"}, conn));
-  EXPECT_EQ(o.exit_code, 4) << o.out;
-  EXPECT_THAT(o.out, HasSubstr("airlockctl: ListModels: UNAVAILABLE: "));
-  EXPECT_THAT(o.out, HasSubstr(server));
+  CommandResult o = Ctl(Args({"models"}, conn));
+  EXPECT_EQ(o.exit_code, 4) << o.err;
+  EXPECT_THAT(o.err, HasSubstr("airlockctl: ListModels: UNAVAILABLE: "));
+  EXPECT_THAT(o.err, HasSubstr(server));
   o = Ctl(Args({"health"}, conn));
-  EXPECT_EQ(o.exit_code, 4) << o.out;
-  EXPECT_THAT(o.out, HasSubstr("airlockctl: Check: UNAVAILABLE: "));
+  EXPECT_EQ(o.exit_code, 4) << o.err;
+  EXPECT_THAT(o.err, HasSubstr("airlockctl: Check: UNAVAILABLE: "));
   o = Ctl(Args({"generate", "--model", "m", "--prompt", "hi"}, conn));
-  EXPECT_EQ(o.exit_code, 4) << o.out;
-  EXPECT_THAT(o.out, HasSubstr("airlockctl: GenerateStream: UNAVAILABLE: "));
+  EXPECT_EQ(o.exit_code, 4) << o.err;
+  EXPECT_THAT(o.err, HasSubstr("airlockctl: GenerateStream: UNAVAILABLE: "));
 }
 
 TEST_F(PkiTest, ProfileResolution) {
@@ -387,48 +359,48 @@ TEST_F(PkiTest, ProfileResolution) {
             "    cert: ../pki/alice.crt\n"
             "    key: ../pki/alice.key\n");
   // The default profile; its relative key path is resolved against the profile file's directory.
-  Output o = Ctl({"models"}, config);
+  CommandResult o = Ctl({"models"}, config);
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr(P("missing.key")));
+  EXPECT_THAT(o.err, HasSubstr(P("missing.key")));
   // A flag overrides the profile's value: the call now gets as far as the (absent) server, which
   // also shows that the relative ca and cert paths were found.
   o = Ctl({"models", "--key", P("alice.key"), "--timeout", "3"}, config);
-  EXPECT_EQ(o.exit_code, 4) << o.out;
-  EXPECT_THAT(o.out, HasSubstr(server));
+  EXPECT_EQ(o.exit_code, 4) << o.err;
+  EXPECT_THAT(o.err, HasSubstr(server));
   // --profile and $AIRLOCK_PROFILE pick a profile; the flag wins over the environment.
   o = Ctl({"models", "--profile", "other"}, config);
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr(P("other-ca.crt")));
+  EXPECT_THAT(o.err, HasSubstr(P("other-ca.crt")));
   o = Ctl({"models"}, config, "other");
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr(P("other-ca.crt")));
+  EXPECT_THAT(o.err, HasSubstr(P("other-ca.crt")));
   o = Ctl({"models", "--profile", "lab"}, config, "other");
-  EXPECT_THAT(o.out, HasSubstr(P("missing.key")));
+  EXPECT_THAT(o.err, HasSubstr(P("missing.key")));
   // Unknown profile: named, with the ones that exist.
   o = Ctl({"models", "--profile", "nope"}, config);
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr("no profile 'nope'"));
-  EXPECT_THAT(o.out, HasSubstr("lab, other"));
+  EXPECT_THAT(o.err, HasSubstr("no profile 'nope'"));
+  EXPECT_THAT(o.err, HasSubstr("lab, other"));
   // A profile named when there is no profile file at all.
   o = Ctl({"models", "--profile", "lab"});
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr("does not exist"));
+  EXPECT_THAT(o.err, HasSubstr("does not exist"));
   // A misspelt key is refused rather than silently ignored.
   WriteFile(config + "/profiles.yaml", "profiles:\n  lab:\n    sever: x\n");
   o = Ctl({"models", "--profile", "lab"}, config);
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr("unknown key 'sever'"));
+  EXPECT_THAT(o.err, HasSubstr("unknown key 'sever'"));
 }
 
 TEST(ClientCommandTest, UsageErrorsExit1) {
-  Output o = Ctl({"generate", "--prompt", "x"});
+  CommandResult o = Ctl({"generate", "--prompt", "x"});
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, HasSubstr("--model"));
+  EXPECT_THAT(o.err, HasSubstr("--model"));
   o = Ctl({"pki"});
   EXPECT_EQ(o.exit_code, 1);
   o = Ctl({"models", "--timeout", "-1"});
   EXPECT_EQ(o.exit_code, 1);
-  EXPECT_THAT(o.out, Not(HasSubstr("UNAVAILABLE")));
+  EXPECT_THAT(o.err, Not(HasSubstr("UNAVAILABLE")));
 }
 
 }  // namespace

@@ -301,6 +301,9 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel(const ConnectionSetti
   // daemon reached by IP or through a tunnel can still be verified.
   args.SetSslTargetNameOverride(s.server_name);
   args.SetString(GRPC_ARG_PRIMARY_USER_AGENT_STRING, "airlockctl");
+  // Audit exports carry records with sealed texts of up to the daemon's request size (64 MiB at
+  // most) in one message; gRPC's default receive limit is 4 MiB.
+  args.SetMaxReceiveMessageSize(128 << 20);
   return grpc::CreateCustomChannel(s.server, grpc::SslCredentials(options), args);
 }
 

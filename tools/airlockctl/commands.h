@@ -10,8 +10,10 @@ void AddRunCommand(CLI::App& app);     // airlockctl run
 void AddModelCommands(CLI::App& app);  // airlockctl model inspect | synth
 // Daemon clients over mutual TLS: airlockctl generate | chat | models | tokenize | health
 void AddClientCommands(CLI::App& app);
-void AddPkiCommand(CLI::App& app);
-void AddAuditCommands(CLI::App& app);  // airlockctl audit verify | export (offline)     // airlockctl pki init | issue | revoke | crl
+void AddPkiCommand(CLI::App& app);     // airlockctl pki init | issue | revoke | crl
+// airlockctl audit tail | query | verify | export: online through the Admin API, and verify /
+// export offline from a stopped daemon's state directory or an export file.
+void AddAuditCommands(CLI::App& app);
 
 // Exit status of the command that ran (0 = success).
 int ExitCode();
