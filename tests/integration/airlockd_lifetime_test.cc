@@ -171,18 +171,18 @@ TEST_F(LifetimeTest, FullQueueIsRefused) {
   v1::GenerateStreamResponse message;
   ASSERT_TRUE(a->Read(&message));  // A is running
   auto b = stub_->GenerateStream(&b_context, Long());
-  // B is queued once the daemon logged nothing for it yet and C is refused; poll C until refused
-  // (B's arrival races with C's otherwise).
+  // C is sent once B is seen waiting (ListModels reports the model's queue): otherwise C could
+  // arrive first and take B's place.
+  ASSERT_TRUE(PollUntil([&] { return Status().requests_waiting() == 1; }, absl::Seconds(20))) << daemon_->Log();
   grpc::Status c_status;
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
-  do {
+  {
     grpc::ClientContext c_context;
-    c_context.set_deadline(DeadlineIn(absl::Seconds(5)));
+    c_context.set_deadline(DeadlineIn(absl::Seconds(20)));
     v1::GenerateResponse response;
     v1::GenerateRequest c = Long();
     c.set_max_tokens(1);
     c_status = stub_->Generate(&c_context, c, &response);
-  } while (c_status.ok() && absl::Now() < deadline);
+  }
   EXPECT_EQ(c_status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << c_status.error_message();
   EXPECT_THAT(c_status.error_message(), HasSubstr("max_queue"));
   a_context.TryCancel();
