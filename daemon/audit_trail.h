@@ -69,6 +69,8 @@ class AuditTrail {
   const std::string& public_key_pem() const { return public_key_pem_; }
   // The store, for consistent reads (audit::AuditSnapshot) by the Admin service.
   const audit::StateDb& db() const { return *db_; }
+  // The same store, for the other state it holds (quota usage, in its own column family).
+  audit::StateDb& state_db() { return *db_; }
 
  private:
   AuditTrail() = default;

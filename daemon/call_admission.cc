@@ -5,6 +5,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "auth/quota.h"
 #include "daemon/audit_trail.h"
 #include "daemon/log.h"
 
@@ -34,6 +35,11 @@ std::string NewRequestId() {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
+  // A google.rpc.Status payload (quota refusals) travels as the standard error details.
+  if (auto details = status.GetPayload(auth::kRpcStatusPayloadUrl); details.has_value()) {
+    return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()),
+                        std::string(*details));
+  }
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
@@ -86,6 +92,8 @@ absl::Status AuditSingle(const CallInfo& call, const absl::Status& status) {
     case absl::StatusCode::kOk: outcome.decision = audit::Decision::kAllowed; break;
     case absl::StatusCode::kUnauthenticated: outcome.decision = audit::Decision::kUnauthenticated; break;
     case absl::StatusCode::kPermissionDenied: outcome.decision = audit::Decision::kDeniedByRole; break;
+    // A quota, or the model's full queue (the fair-use limits).
+    case absl::StatusCode::kResourceExhausted: outcome.decision = audit::Decision::kDeniedByQuota; break;
     default: outcome.decision = audit::Decision::kInvalid; break;
   }
   if (absl::Status recorded = call.config->audit->End(call, outcome); !recorded.ok()) return recorded;

@@ -19,6 +19,7 @@
 #include "airlock/v1/config.pb.h"
 #include "auth/access_policy.h"
 #include "auth/identity.h"
+#include "auth/quota.h"
 #include "daemon/request_validation.h"
 #include "grpcpp/server_context.h"
 #include "nlohmann/json.hpp"
@@ -35,6 +36,10 @@ struct RuntimeConfig {
   absl::Duration max_request_duration = absl::Seconds(600);  // Default: 600 s
   // Not owned; outlives every snapshot (the daemon's audit log, the same across reloads).
   AuditTrail* audit = nullptr;
+  // Who gets which quota (reloaded with the users and roles), and the usage ledger (not owned;
+  // the same across reloads; null: no quotas).
+  std::shared_ptr<const auth::QuotaPolicy> quotas;
+  auth::QuotaLedger* ledger = nullptr;
 };
 
 class RuntimeConfigHolder {

@@ -2,14 +2,25 @@
 // another (the engine runs one sequence at a time), and at most `max_waiting` jobs wait. gRPC
 // threads only enqueue; they never block on the engine.
 //
+// Fair across identities (docs/quotas.md, "Fair scheduling"): waiting jobs are kept per owner and
+// taken round-robin, one job per owner with waiting jobs in turn, so an owner with one waiting job
+// waits at most for the running job and one job of each other waiting owner, however many jobs
+// those owners queued. When the queue is full, a job from an owner that holds fewer waiting jobs
+// than the largest holder takes the place of that holder's newest waiting job (which ends with
+// RESOURCE_EXHAUSTED); only the largest holder itself is refused.
+//
 // Thread-safety: Submit() and Shutdown() may be called from any thread. A job's callbacks run on
-// the worker thread (on_done also on the thread calling Shutdown() for jobs that never started).
+// the worker thread; on_done of a job that never started may also run on the thread calling
+// Shutdown() or on a thread calling Submit() (a cancelled or displaced waiting job).
 #pragma once
 
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
 #include <functional>
+#include <map>
+#include <string>
+#include <vector>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -21,6 +32,7 @@
 namespace airlock::daemon {
 
 struct GenerationJob {
+  std::string owner;                   // the identity the job is fair-shared by
   inference::GenerateRequest request;  // request.cancelled is polled by the engine
   // Each piece as it is produced; return false to stop generating.
   inference::PieceCallback on_piece;
@@ -38,7 +50,8 @@ class GenerationQueue {
   GenerationQueue(const GenerationQueue&) = delete;
   GenerationQueue& operator=(const GenerationQueue&) = delete;
 
-  // RESOURCE_EXHAUSTED when max_waiting jobs already wait; UNAVAILABLE after Shutdown().
+  // RESOURCE_EXHAUSTED when max_waiting jobs already wait and the job's owner holds the most of
+  // them; UNAVAILABLE after Shutdown().
   absl::Status Submit(std::unique_ptr<GenerationJob> job);
 
   // Refuses new jobs, finishes waiting ones with UNAVAILABLE, waits for the running one to end.
@@ -53,12 +66,19 @@ class GenerationQueue {
     std::chrono::steady_clock::time_point submitted;
   };
   void WorkerLoop();
+  // Removes the jobs whose callers gave up (they hold no place in the queue). Under mutex_.
+  void TakeCancelledLocked(std::vector<Entry>* out);
+  // The owner with the most waiting jobs (the earliest in turn order on a tie). Under mutex_.
+  std::string LargestOwnerLocked() const;
 
   inference::Engine& engine_;
   const size_t max_waiting_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
-  std::deque<Entry> waiting_;  // guarded by mutex_
+  // Waiting jobs per owner, oldest first, and the owners with waiting jobs in turn order.
+  std::map<std::string, std::deque<Entry>> waiting_;  // guarded by mutex_
+  std::deque<std::string> turns_;                     // guarded by mutex_
+  size_t waiting_count_ = 0;                          // guarded by mutex_
   bool running_ = false;       // guarded by mutex_
   bool stopping_ = false;      // guarded by mutex_
   std::thread worker_;

@@ -47,6 +47,9 @@ struct CallState {
   // sampling parameters in canonical text.
   std::string prompt_text;
   std::string sampling;
+  // The quota reservation, settled with the actual usage when the job ends (or released with the
+  // state when it never ran).
+  std::unique_ptr<auth::QuotaLedger::Reservation> quota;
 
   bool ShouldStop() {
     if (client_gone.load(std::memory_order_relaxed)) return true;
@@ -99,10 +102,19 @@ void FillUsageAndTimings(const inference::GenerateResult& result, double queue_s
   }
 }
 
-// Writes the end record of a generation. The result is acknowledged only if it is recorded: an
-// unwritable audit log turns success into UNAVAILABLE.
-absl::Status AuditEnd(const CallState& state, const absl::StatusOr<inference::GenerateResult>& result,
+// Settles the quota reservation with what the job used, then writes the end record of a
+// generation. The result is acknowledged only if it is recorded: an unwritable audit log turns
+// success into UNAVAILABLE.
+absl::Status AuditEnd(CallState& state, const absl::StatusOr<inference::GenerateResult>& result,
                       const absl::Status& status) {
+  if (state.quota != nullptr) {
+    const uint64_t prompt = result.ok() ? result->prompt_tokens.size() : 0;
+    const uint64_t completion = result.ok() ? result->output_tokens.size() : 0;
+    if (absl::Status settled = state.quota->Settle(prompt, completion); !settled.ok()) {
+      LogError("quota usage not saved", {{"request_id", state.call.request_id},
+                                         {"error", std::string(settled.message())}});
+    }
+  }
   AuditTrail* audit = state.call.config->audit;
   if (audit == nullptr) return status;
   AuditTrail::Outcome outcome;
@@ -168,6 +180,7 @@ class UnaryGeneration final : public grpc::ServerUnaryReactor {
   // Submits the job or finishes with the error.
   void Start(const ServedModel& model, inference::GenerateRequest request) {
     auto job = std::make_unique<GenerationJob>();
+    job->owner = state_->call.identity.name;
     job->request = std::move(request);
     std::shared_ptr<CallState> state = state_;
     job->request.cancelled = [state] { return state->ShouldStop(); };
@@ -229,6 +242,7 @@ class StreamGeneration final : public grpc::ServerWriteReactor<GenerateStreamRes
 
   void Start(const ServedModel& model, inference::GenerateRequest request) {
     auto job = std::make_unique<GenerationJob>();
+    job->owner = state_->call.identity.name;
     job->request = std::move(request);
     std::shared_ptr<CallState> state = state_;
     job->request.cancelled = [state] { return state->ShouldStop(); };
@@ -349,6 +363,21 @@ Reactor* StartGeneration(grpc::CallbackServerContext* context, const Request& re
   if (!prepared.ok()) {
     reactor->End(AuditSingle(state->call, prepared.status()));
     return reactor;
+  }
+  // Quota: the worst case (prompt + max_tokens) is reserved before anything is recorded as begun.
+  if (auth::QuotaLedger* ledger = state->call.config->ledger; ledger != nullptr) {
+    const CallInfo& c = state->call;
+    absl::StatusOr<std::unique_ptr<auth::QuotaLedger::Reservation>> reserved =
+        ledger->Reserve(c.identity.name, c.config->quotas->LimitsOf(c.identity.name), prepared->prompt_tokens.size(),
+                        static_cast<uint64_t>(std::max(prepared->max_tokens, 0)));
+    if (!reserved.ok()) {
+      LogWarning("call refused by quota", {{"request_id", c.request_id},
+                                           {"identity", c.identity.name},
+                                           {"reason", std::string(reserved.status().message())}});
+      reactor->End(AuditSingle(state->call, reserved.status()));
+      return reactor;
+    }
+    state->quota = *std::move(reserved);
   }
   // The begin record is durable before any work starts; no record, no generation.
   state->prompt_text = PromptText(request);

@@ -72,6 +72,8 @@ absl::StatusOr<std::shared_ptr<const RuntimeConfig>> Daemon::MakeRuntimeConfig(c
   runtime->limits.default_max_tokens = kDefaultMaxTokens;
   runtime->max_request_duration = options.limits.max_request_duration;
   runtime->audit = audit_.get();
+  runtime->quotas = auth::QuotaPolicy::Create(options.config);
+  runtime->ledger = quota_ledger_.get();
   return runtime;
 }
 
@@ -95,6 +97,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
                                {"chain_head_sequence", head.sequence},
                                {"public_key_file", options.audit.signing_key_file + ".pub"}});
   }
+  // Quota usage lives in the same state store, and is loaded before anything is admitted.
+  d->usage_store_ = std::make_unique<StateDbUsageStore>(&d->audit_->state_db());
+  AIRLOCK_ASSIGN_OR_RETURN(d->quota_ledger_, auth::QuotaLedger::Open(d->usage_store_.get()));
   AIRLOCK_ASSIGN_OR_RETURN(std::shared_ptr<const RuntimeConfig> runtime, d->MakeRuntimeConfig(options));
   d->runtime_ = std::make_unique<RuntimeConfigHolder>(std::move(runtime));
 

@@ -18,6 +18,7 @@
 #include "daemon/health_service.h"
 #include "daemon/inference_service.h"
 #include "daemon/model_registry.h"
+#include "daemon/quota_store.h"
 #include "grpcpp/server.h"
 
 namespace airlock::daemon {
@@ -48,6 +49,8 @@ class Daemon {
   std::string config_path_;
   DaemonOptions options_;  // as started
   std::unique_ptr<AuditTrail> audit_;  // outlives the services and every RuntimeConfig
+  std::unique_ptr<StateDbUsageStore> usage_store_;   // in audit_'s state store
+  std::unique_ptr<auth::QuotaLedger> quota_ledger_;  // outlives every RuntimeConfig
   std::unique_ptr<ModelRegistry> models_;
   std::shared_ptr<auth::RevocationChecker> revocation_;
   std::unique_ptr<RuntimeConfigHolder> runtime_;

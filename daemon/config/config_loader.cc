@@ -807,6 +807,44 @@ std::optional<std::string> StatReadableFile(const std::string& path, struct stat
 
 // -----------------------------------------------------------------------------------------------
 
+namespace {
+
+// The rules of one QuotaLimits (config.proto): every value at most 1e12, and a narrower window's
+// budget not above a wider one's of the same kind (0 is "no limit" and never compared).
+void CheckQuotaLimits(const airlock::v1::config::QuotaLimits& limits, const std::string& path, RuleChecker& check) {
+  constexpr uint64_t kMaxQuota = 1'000'000'000'000;
+  const pb::Descriptor* descriptor = limits.GetDescriptor();
+  const pb::Reflection* reflection = limits.GetReflection();
+  const auto value = [&](const char* name) -> std::optional<uint64_t> {
+    const pb::FieldDescriptor* field = descriptor->FindFieldByName(name);
+    if (!reflection->HasField(limits, field)) return std::nullopt;
+    const uint64_t v = reflection->GetUInt64(limits, field);
+    return v == 0 ? std::nullopt : std::optional<uint64_t>(v);
+  };
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const pb::FieldDescriptor* field = descriptor->field(i);
+    if (reflection->HasField(limits, field) && reflection->GetUInt64(limits, field) > kMaxQuota) {
+      check.Error(absl::StrCat(path, ".", field->name()),
+                  absl::StrCat(reflection->GetUInt64(limits, field), " is more than the maximum of ", kMaxQuota));
+    }
+  }
+  const std::pair<const char*, const char*> nested[] = {
+      {"tokens_per_minute", "tokens_per_day"},
+      {"tokens_per_day", "tokens_per_month"},
+      {"prompt_tokens_per_day", "prompt_tokens_per_month"},
+      {"completion_tokens_per_day", "completion_tokens_per_month"},
+  };
+  for (const auto& [narrow, wide] : nested) {
+    const std::optional<uint64_t> n = value(narrow);
+    const std::optional<uint64_t> w = value(wide);
+    if (n.has_value() && w.has_value() && *n > *w) {
+      check.Error(absl::StrCat(path, ".", narrow), absl::StrCat(*n, " is more than ", wide, " (", *w, ")"));
+    }
+  }
+}
+
+}  // namespace
+
 const std::vector<std::string>& ConfigurableMethods() {
   static const std::vector<std::string>* const kMethods = new std::vector<std::string>{
       "airlock.v1.Inference/Generate",
@@ -977,6 +1015,18 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
     }
     CheckReferences(role.models(), absl::StrCat("roles[", i, "].models"), model_names, "model", "*",
                     &check);
+  }
+
+  // quotas
+  CheckQuotaLimits(config.quota_defaults(), "quota_defaults", check);
+  for (int i = 0; i < config.users_size(); ++i) {
+    CheckQuotaLimits(config.users(i).quota(), absl::StrCat("users[", i, "].quota"), check);
+  }
+  for (int i = 0; i < config.groups_size(); ++i) {
+    CheckQuotaLimits(config.groups(i).quota(), absl::StrCat("groups[", i, "].quota"), check);
+  }
+  for (int i = 0; i < config.roles_size(); ++i) {
+    CheckQuotaLimits(config.roles(i).quota(), absl::StrCat("roles[", i, "].quota"), check);
   }
 
   // limits

@@ -253,7 +253,7 @@ TEST(ConfigLoaderTest, ExplicitSandboxTrueAndFlowStyle) {
 TEST(ConfigLoaderTest, UnknownKeyAtTopLevel) {
   EXPECT_EQ(ErrorOfFull("identity:\n", "identiy:\n"),
             "cfg.yaml:24:1: identiy: unknown key (known top-level keys: server, tls, models, "
-            "identity, users, groups, roles, limits, audit); did you mean \"identity\"?");
+            "identity, users, groups, roles, limits, audit, quota_defaults); did you mean \"identity\"?");
 }
 
 TEST(ConfigLoaderTest, UnknownKeyInNestedMessage) {
@@ -270,7 +270,7 @@ TEST(ConfigLoaderTest, UnknownKeyInRepeatedMessage) {
             "path, context_length, threads, kv_cache_type, chat_template, max_queue)");
   EXPECT_THAT(ErrorOfFull("    models: [\"*\"]\n", "    model: [\"*\"]\n"),
               StartsWith("cfg.yaml:37:5: roles[0].model: unknown key (known keys of roles[0]: "
-                         "name, methods, models); did you mean \"models\"?"));
+                         "name, methods, models, quota); did you mean \"models\"?"));
 }
 
 TEST(ConfigLoaderTest, OddKeysAreQuotedInThePath) {
@@ -284,7 +284,7 @@ TEST(ConfigLoaderTest, WrongNodeKinds) {
   EXPECT_EQ(ErrorOf(Edit(kMinimalConfig, "tls:\n", "tls: yes\nx:\n")),
             "cfg.yaml:1:6: tls: expected a mapping, got \"yes\"\n"
             "cfg.yaml:2:1: x: unknown key (known top-level keys: server, tls, models, identity, "
-            "users, groups, roles, limits, audit)");
+            "users, groups, roles, limits, audit, quota_defaults)");
   EXPECT_EQ(ErrorOfFull("  cert_file: /etc/airlock/server.crt\n",
                         "  cert_file: [/etc/airlock/server.crt]\n"),
             "cfg.yaml:7:14: tls.cert_file: expected a string, got a sequence");
@@ -454,6 +454,25 @@ TEST(ConfigRulesTest, AuditSectionIsRequiredWithAbsolutePaths) {
               HasSubstr("audit.retention: expected a duration"));
   EXPECT_EQ(ErrorOf(Edit(kMinimalConfig, "hmac_secret_file: /etc/a.secret}", "hmac_secret_file: /etc/a.secret, retention: 2160h}")),
             "OK");
+}
+
+TEST(ConfigRulesTest, QuotaRulesNameTheirPosition) {
+  const auto with = [](std::string_view quota_yaml) {
+    return std::string(kMinimalConfig) + std::string(quota_yaml);
+  };
+  EXPECT_EQ(ErrorOf(with("quota_defaults: {tokens_per_day: 1000, tokens_per_month: 30000}\n"
+                         "users:\n  - name: u\n    quota:\n      requests_per_minute: 60\n")),
+            "OK");
+  EXPECT_EQ(ErrorOf(with("quota_defaults: {tokens_per_day: 1000, tokens_per_month: 500}\n")),
+            "cfg.yaml:10:34: quota_defaults.tokens_per_day: 1000 is more than tokens_per_month (500)");
+  EXPECT_EQ(ErrorOf(with("users:\n  - name: u\n    quota:\n      max_prompt_tokens: 2000000000000\n")),
+            "cfg.yaml:13:26: users[0].quota.max_prompt_tokens: 2000000000000 is more than the maximum of "
+            "1000000000000");
+  EXPECT_THAT(ErrorOf(with("roles:\n  - name: r\n    quota: {tokens_per_dya: 5}\n")),
+              HasSubstr("tokens_per_dya: unknown key"));
+  EXPECT_THAT(ErrorOf(with("quota_defaults: {tokens_per_day: -5}\n")), HasSubstr("quota_defaults.tokens_per_day"));
+  // 0 ("no limit") is never compared.
+  EXPECT_EQ(ErrorOf(with("quota_defaults: {tokens_per_day: 1000, tokens_per_month: 0}\n")), "OK");
 }
 
 TEST(ConfigRulesTest, ModelNames) {
