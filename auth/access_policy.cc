@@ -189,7 +189,9 @@ const std::vector<std::string>& ServedMethods() {
       "airlock.v1.Inference/Tokenize", "airlock.v1.Inference/ListModels",
       "grpc.health.v1.Health/Check",   "grpc.health.v1.Health/Watch",
       "airlock.v1.Admin/QueryAudit",   "airlock.v1.Admin/VerifyAudit",
-      "airlock.v1.Admin/ExportAudit",
+      "airlock.v1.Admin/ExportAudit",  "airlock.v1.Admin/GetUsage",
+      "airlock.v1.Admin/ListUsage",    "airlock.v1.Admin/SetQuotaOverride",
+      "airlock.v1.Admin/ResetUsage",
   };
   return *kMethods;
 }

@@ -107,9 +107,74 @@ absl::Status QuotaError(std::string_view identity, const Violation& v, absl::Tim
 
 }  // namespace
 
+std::vector<std::pair<std::string, std::string>> QuotaRuleViolations(const ConfigQuota& limits) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (int i = 0; i < kLimitCount; ++i) {
+    const Limit limit = static_cast<Limit>(i);
+    if (const std::optional<uint64_t> v = Configured(limits, limit); v.has_value() && *v > kMaxQuotaValue) {
+      out.emplace_back(std::string(LimitName(limit)),
+                       absl::StrCat(*v, " is more than the maximum of ", kMaxQuotaValue));
+    }
+  }
+  const std::pair<Limit, Limit> nested[] = {
+      {Limit::kTokensPerMinute, Limit::kTokensPerDay},
+      {Limit::kTokensPerDay, Limit::kTokensPerMonth},
+      {Limit::kPromptTokensPerDay, Limit::kPromptTokensPerMonth},
+      {Limit::kCompletionTokensPerDay, Limit::kCompletionTokensPerMonth},
+  };
+  for (const auto& [narrow, wide] : nested) {
+    const std::optional<uint64_t> n = NoLimitIfZero(Configured(limits, narrow));
+    const std::optional<uint64_t> w = NoLimitIfZero(Configured(limits, wide));
+    if (n.has_value() && w.has_value() && *n > *w) {
+      out.emplace_back(std::string(LimitName(narrow)),
+                       absl::StrCat(*n, " is more than ", ToAbsl(LimitName(wide)), " (", *w, ")"));
+    }
+  }
+  return out;
+}
+
+std::optional<Limit> LimitNamed(std::string_view name) {
+  const pb::FieldDescriptor* field = ConfigQuota::descriptor()->FindFieldByName(std::string(name));
+  if (field == nullptr) return std::nullopt;
+  return static_cast<Limit>(field->number() - 1);
+}
+
+QuotaLimits ApplyOverride(const QuotaLimits& configured, const QuotaOverride& override_limits) {
+  QuotaLimits out = configured;
+  for (int i = 0; i < kLimitCount; ++i) {
+    const Limit limit = static_cast<Limit>(i);
+    if (const std::optional<uint64_t> v = Configured(override_limits, limit); v.has_value()) {
+      out.Set(limit, NoLimitIfZero(v));
+    }
+  }
+  return out;
+}
+
+ConfigQuota ToConfigLimits(const QuotaLimits& limits) {
+  ConfigQuota out;
+  const pb::Reflection* reflection = out.GetReflection();
+  for (int i = 0; i < kLimitCount; ++i) {
+    if (const std::optional<uint64_t> v = limits.Get(static_cast<Limit>(i)); v.has_value()) {
+      reflection->SetUInt64(&out, ConfigQuota::descriptor()->FindFieldByNumber(i + 1), *v);
+    }
+  }
+  return out;
+}
+
+absl::Time MinuteStartOf(const QuotaUsage& usage) { return MinuteStart(usage.minute); }
+absl::Time DayStartOf(const QuotaUsage& usage) { return DayStart(usage.day); }
+absl::Time MonthStartOf(const QuotaUsage& usage) { return MonthStart(usage.month); }
+
 std::string_view LimitName(Limit limit) {
   const pb::FieldDescriptor* field = ConfigQuota::descriptor()->FindFieldByNumber(static_cast<int>(limit) + 1);
   return field == nullptr ? std::string_view("unknown") : std::string_view(field->name());
+}
+
+std::vector<std::string> QuotaPolicy::Users() const {
+  std::vector<std::string> out;
+  out.reserve(users_.size());
+  for (const auto& [name, limits] : users_) out.push_back(name);
+  return out;
 }
 
 std::shared_ptr<const QuotaPolicy> QuotaPolicy::Create(const airlock::v1::config::DaemonConfig& config) {
@@ -194,27 +259,103 @@ absl::StatusOr<std::unique_ptr<QuotaLedger>> QuotaLedger::Open(UsageStore* store
     }
     ledger->usage_[identity] = *usage;
   }
+  AIRLOCK_ASSIGN_OR_RETURN(auto overrides, store->LoadOverrides());
+  for (auto& [identity, value] : overrides) {
+    QuotaOverride o;
+    if (!o.ParseFromString(value)) {
+      return absl::DataLossError(absl::StrCat("quota override of \"", identity, "\": does not parse"));
+    }
+    ledger->overrides_[identity] = std::move(o);
+  }
   return ledger;
 }
 
+// What running requests reserved is carried into each new window: a window's counters always
+// include the reservations, so that Settle can release the unused part wherever it lands.
+void QuotaLedger::ResetMinute(QuotaUsage& u) {
+  u.minute_requests = 0;
+  u.minute_tokens = u.reserved_prompt + u.reserved_completion;
+}
+void QuotaLedger::ResetDay(QuotaUsage& u) {
+  u.day_prompt_tokens = u.reserved_prompt;
+  u.day_completion_tokens = u.reserved_completion;
+}
+void QuotaLedger::ResetMonth(QuotaUsage& u) {
+  u.month_prompt_tokens = u.reserved_prompt;
+  u.month_completion_tokens = u.reserved_completion;
+}
+
 void QuotaLedger::Roll(QuotaUsage& u, absl::Time now) {
-  // What running requests reserved is carried into each new window: a window's counters always
-  // include the reservations, so that Settle can release the unused part wherever it lands.
   if (const int64_t minute = MinuteOf(now); u.minute != minute) {
     u.minute = minute;
-    u.minute_requests = 0;
-    u.minute_tokens = u.reserved_prompt + u.reserved_completion;
+    ResetMinute(u);
   }
   if (const int64_t day = DayOf(now); u.day != day) {
     u.day = day;
-    u.day_prompt_tokens = u.reserved_prompt;
-    u.day_completion_tokens = u.reserved_completion;
+    ResetDay(u);
   }
   if (const int64_t month = MonthOf(now); u.month != month) {
     u.month = month;
-    u.month_prompt_tokens = u.reserved_prompt;
-    u.month_completion_tokens = u.reserved_completion;
+    ResetMonth(u);
   }
+}
+
+bool QuotaLedger::Knows(std::string_view identity) const {
+  absl::MutexLock lock(&mu_);
+  return usage_.contains(identity) || overrides_.contains(identity);
+}
+
+std::vector<std::string> QuotaLedger::Identities() const {
+  absl::MutexLock lock(&mu_);
+  std::set<std::string> names;
+  for (const auto& [name, usage] : usage_) names.insert(name);
+  for (const auto& [name, o] : overrides_) names.insert(name);
+  return std::vector<std::string>(names.begin(), names.end());
+}
+
+QuotaOverride QuotaLedger::OverrideOf(std::string_view identity) const {
+  absl::MutexLock lock(&mu_);
+  auto it = overrides_.find(identity);
+  return it == overrides_.end() ? QuotaOverride() : it->second;
+}
+
+absl::StatusOr<QuotaOverride> QuotaLedger::UpdateOverride(std::string_view identity, const QuotaOverride& set,
+                                                          const std::vector<Limit>& remove, bool clear) {
+  absl::MutexLock lock(&mu_);
+  auto it = overrides_.find(identity);
+  QuotaOverride updated = (clear || it == overrides_.end()) ? QuotaOverride() : it->second;
+  const pb::Reflection* reflection = updated.GetReflection();
+  for (const Limit limit : remove) {
+    reflection->ClearField(&updated, ConfigQuota::descriptor()->FindFieldByNumber(static_cast<int>(limit) + 1));
+  }
+  updated.MergeFrom(set);
+  if (const auto broken = QuotaRuleViolations(updated); !broken.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(broken.front().first, ": ", broken.front().second));
+  }
+  const bool empty = updated.ByteSizeLong() == 0;
+  AIRLOCK_RETURN_IF_ERROR(store_->SaveOverride(identity, empty ? std::string() : updated.SerializeAsString()));
+  if (empty) {
+    if (it != overrides_.end()) overrides_.erase(it);
+  } else {
+    overrides_[std::string(identity)] = updated;
+  }
+  return updated;
+}
+
+absl::StatusOr<std::pair<QuotaUsage, QuotaUsage>> QuotaLedger::ResetUsage(std::string_view identity, Window window) {
+  const absl::Time now = clock_();
+  absl::MutexLock lock(&mu_);
+  QuotaUsage& u = usage_[std::string(identity)];
+  Roll(u, now);
+  const QuotaUsage before = u;
+  if (window == Window::kAll || window == Window::kMinute) ResetMinute(u);
+  if (window == Window::kAll || window == Window::kDay) ResetDay(u);
+  if (window == Window::kAll || window == Window::kMonth) ResetMonth(u);
+  if (absl::Status saved = store_->Save(identity, EncodeUsage(u)); !saved.ok()) {
+    u = before;
+    return saved;
+  }
+  return std::make_pair(before, u);
 }
 
 QuotaUsage QuotaLedger::UsageOf(std::string_view identity) const {
@@ -227,12 +368,15 @@ QuotaUsage QuotaLedger::UsageOf(std::string_view identity) const {
 }
 
 absl::StatusOr<std::unique_ptr<QuotaLedger::Reservation>> QuotaLedger::Reserve(std::string_view identity,
-                                                                              const QuotaLimits& limits,
+                                                                              const QuotaLimits& configured,
                                                                               uint64_t prompt_tokens,
                                                                               uint64_t max_tokens) {
   const absl::Time now = clock_();
   const uint64_t tokens = prompt_tokens + max_tokens;
   absl::MutexLock lock(&mu_);
+  const auto overridden = overrides_.find(identity);
+  const QuotaLimits limits =
+      overridden == overrides_.end() ? configured : ApplyOverride(configured, overridden->second);
   QuotaUsage& u = usage_[std::string(identity)];
   Roll(u, now);
   const absl::Time next_minute = MinuteStart(u.minute + 1);

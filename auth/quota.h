@@ -64,13 +64,34 @@ class QuotaPolicy {
 
   // The limits of `identity`: quota_defaults for an identity that is not a configured user.
   const QuotaLimits& LimitsOf(std::string_view identity) const;
+  bool IsConfiguredUser(std::string_view identity) const { return users_.contains(identity); }
+  // Every configured user, sorted.
+  std::vector<std::string> Users() const;
 
  private:
   QuotaLimits defaults_;
   std::map<std::string, QuotaLimits, std::less<>> users_;
 };
 
-// Where usage is kept between restarts: one opaque value per identity.
+// The rules every QuotaLimits message obeys, in the configuration and in an override: each value
+// at most kMaxQuotaValue, and a narrower window's budget not above a wider one's of the same kind
+// (0, "no limit", is never compared). Each broken rule as (field name, what is wrong).
+inline constexpr uint64_t kMaxQuotaValue = 1'000'000'000'000;
+std::vector<std::pair<std::string, std::string>> QuotaRuleViolations(const airlock::v1::config::QuotaLimits& limits);
+
+// The limit named `name` ("tokens_per_day"); nullopt for an unknown name.
+std::optional<Limit> LimitNamed(std::string_view name);
+
+// An administrator's override of an identity's configured limits (SetQuotaOverride): each field
+// that is set replaces the configured value (0: no limit); fields not set keep the configuration.
+using QuotaOverride = airlock::v1::config::QuotaLimits;
+// `configured` with `override` applied.
+QuotaLimits ApplyOverride(const QuotaLimits& configured, const QuotaOverride& override_limits);
+// A resolved QuotaLimits as the configuration message (a field set for each limit; none for "no
+// limit").
+airlock::v1::config::QuotaLimits ToConfigLimits(const QuotaLimits& limits);
+
+// Where usage and overrides are kept between restarts: one opaque value per identity each.
 class UsageStore {
  public:
   virtual ~UsageStore() = default;
@@ -78,6 +99,10 @@ class UsageStore {
   virtual absl::Status Save(std::string_view identity, std::string_view value) = 0;
   // Every saved (identity, value).
   virtual absl::StatusOr<std::vector<std::pair<std::string, std::string>>> LoadAll() const = 0;
+  // An override (an administrator's decision): durable against a power loss once this returns
+  // OK. An empty value removes the identity's override.
+  virtual absl::Status SaveOverride(std::string_view identity, std::string_view value) = 0;
+  virtual absl::StatusOr<std::vector<std::pair<std::string, std::string>>> LoadOverrides() const = 0;
 };
 
 // One identity's usage in its current windows (UTC minute, day and month). Counters include what
@@ -133,8 +158,8 @@ class QuotaLedger {
     bool settled_ = false;
   };
 
-  // Admits a request of `prompt_tokens` that may generate up to `max_tokens` under `limits`,
-  // reserving prompt_tokens + max_tokens (and the request) in every window. RESOURCE_EXHAUSTED
+  // Admits a request of `prompt_tokens` that may generate up to `max_tokens` under `limits` (with
+  // the identity's override applied over them), reserving prompt_tokens + max_tokens (and the request) in every window. RESOURCE_EXHAUSTED
   // when a limit would be exceeded: the message names the limit, its value, the usage and when
   // it resets, and the status carries a google.rpc.Status payload (QuotaFailure and RetryInfo;
   // see QuotaStatusDetails). UNAVAILABLE when the reservation cannot be saved.
@@ -145,18 +170,48 @@ class QuotaLedger {
   // The identity's usage, rolled to the current windows.
   QuotaUsage UsageOf(std::string_view identity) const ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Whether the ledger has usage or an override for `identity`.
+  bool Knows(std::string_view identity) const ABSL_LOCKS_EXCLUDED(mu_);
+  // Every identity with usage or an override, sorted.
+  std::vector<std::string> Identities() const ABSL_LOCKS_EXCLUDED(mu_);
+
+  // The identity's override (no field set: none). Reserve applies it over the limits it is given.
+  QuotaOverride OverrideOf(std::string_view identity) const ABSL_LOCKS_EXCLUDED(mu_);
+  // Changes the override in one step: starts from the current one (or from none when `clear`),
+  // drops the limits in `remove`, then sets the fields set in `set`. Saved durably before it
+  // applies; returns the new override. INVALID_ARGUMENT when the result breaks a rule of
+  // QuotaRuleViolations; the store's error when it cannot be saved (nothing changes).
+  absl::StatusOr<QuotaOverride> UpdateOverride(std::string_view identity, const QuotaOverride& set,
+                                               const std::vector<Limit>& remove, bool clear)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Starts the identity's current windows afresh, as if each had just begun: the counters keep
+  // only what running requests have reserved. Returns the usage before and after.
+  enum class Window { kAll, kMinute, kDay, kMonth };
+  absl::StatusOr<std::pair<QuotaUsage, QuotaUsage>> ResetUsage(std::string_view identity, Window window)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
  private:
   QuotaLedger(UsageStore* store, Clock clock) : store_(store), clock_(std::move(clock)) {}
   absl::Status Release(const std::string& identity, uint64_t reserved_prompt, uint64_t reserved_completion,
                        uint64_t used_prompt, uint64_t used_completion) ABSL_LOCKS_EXCLUDED(mu_);
   // Starts new windows where the clock has moved past the usage's.
   static void Roll(QuotaUsage& usage, absl::Time now);
+  static void ResetMinute(QuotaUsage& usage);
+  static void ResetDay(QuotaUsage& usage);
+  static void ResetMonth(QuotaUsage& usage);
 
   UsageStore* const store_;
   const Clock clock_;
   mutable absl::Mutex mu_;
   std::map<std::string, QuotaUsage, std::less<>> usage_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, QuotaOverride, std::less<>> overrides_ ABSL_GUARDED_BY(mu_);
 };
+
+// Where `usage`'s minute, day and month windows begin (UTC), for reports.
+absl::Time MinuteStartOf(const QuotaUsage& usage);
+absl::Time DayStartOf(const QuotaUsage& usage);
+absl::Time MonthStartOf(const QuotaUsage& usage);
 
 // The payload type URL under which a quota refusal's absl::Status carries the serialized
 // google.rpc.Status (code, message, QuotaFailure, RetryInfo); ToGrpcStatus sends it as the gRPC

@@ -1,14 +1,18 @@
 // The Admin service: query, verify and export the audit log of the running daemon.
 #include "daemon/admin_service.h"
 
+#include <set>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "audit/audit_reader.h"
+#include "auth/quota.h"
 #include "daemon/audit_trail.h"
+#include "daemon/log.h"
 #include "google/protobuf/util/json_util.h"
 #include "inference/base/status.h"
 
@@ -18,6 +22,15 @@ namespace {
 constexpr char kQueryAudit[] = "airlock.v1.Admin/QueryAudit";
 constexpr char kVerifyAudit[] = "airlock.v1.Admin/VerifyAudit";
 constexpr char kExportAudit[] = "airlock.v1.Admin/ExportAudit";
+constexpr char kGetUsage[] = "airlock.v1.Admin/GetUsage";
+constexpr char kListUsage[] = "airlock.v1.Admin/ListUsage";
+constexpr char kSetQuotaOverride[] = "airlock.v1.Admin/SetQuotaOverride";
+constexpr char kResetUsage[] = "airlock.v1.Admin/ResetUsage";
+
+constexpr uint32_t kDefaultListLimit = 1000;
+constexpr uint32_t kMaxListLimit = 10000;
+// Longest identity a quota call accepts (identities are configured user names).
+constexpr size_t kMaxIdentityBytes = 1024;
 
 constexpr uint32_t kDefaultQueryLimit = 1000;
 constexpr uint32_t kMaxQueryLimit = 100000;
@@ -111,6 +124,76 @@ absl::StatusOr<std::pair<CallInfo, AuditTrail*>> AdmitAdmin(const grpc::ServerCo
 absl::Status ValidateQueryMessage(const google::protobuf::Message& message) {
   return ValidateQuery(static_cast<const airlock::v1::QueryAuditRequest&>(message));
 }
+absl::Status ValidateGetUsageMessage(const google::protobuf::Message& message) {
+  return ValidateGetUsage(static_cast<const airlock::v1::GetUsageRequest&>(message));
+}
+absl::Status ValidateListUsageMessage(const google::protobuf::Message& message) {
+  return ValidateListUsage(static_cast<const airlock::v1::ListUsageRequest&>(message));
+}
+absl::Status ValidateSetQuotaOverrideMessage(const google::protobuf::Message& message) {
+  return ValidateSetQuotaOverride(static_cast<const airlock::v1::SetQuotaOverrideRequest&>(message));
+}
+absl::Status ValidateResetUsageMessage(const google::protobuf::Message& message) {
+  return ValidateResetUsage(static_cast<const airlock::v1::ResetUsageRequest&>(message));
+}
+
+absl::Status ValidateIdentity(const std::string& identity) {
+  if (identity.empty()) return absl::InvalidArgumentError("identity: required");
+  if (identity.size() > kMaxIdentityBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("identity: ", identity.size(), " bytes is more than the maximum of ", kMaxIdentityBytes));
+  }
+  return absl::OkStatus();
+}
+
+void ToProto(const auth::QuotaUsage& u, airlock::v1::QuotaUsage* out) {
+  out->set_minute_start_unix_seconds(absl::ToUnixSeconds(auth::MinuteStartOf(u)));
+  out->set_minute_requests(u.minute_requests);
+  out->set_minute_tokens(u.minute_tokens);
+  out->set_day_start_unix_seconds(absl::ToUnixSeconds(auth::DayStartOf(u)));
+  out->set_day_prompt_tokens(u.day_prompt_tokens);
+  out->set_day_completion_tokens(u.day_completion_tokens);
+  out->set_month_start_unix_seconds(absl::ToUnixSeconds(auth::MonthStartOf(u)));
+  out->set_month_prompt_tokens(u.month_prompt_tokens);
+  out->set_month_completion_tokens(u.month_completion_tokens);
+  out->set_running(u.running);
+  out->set_reserved_prompt_tokens(u.reserved_prompt);
+  out->set_reserved_completion_tokens(u.reserved_completion);
+}
+
+// An identity's limits (configured, overridden, in force) and usage.
+void FillQuota(const RuntimeConfig& config, const std::string& identity, airlock::v1::IdentityQuota* out) {
+  const auth::QuotaLimits& configured = config.quotas->LimitsOf(identity);
+  const auth::QuotaOverride override_limits = config.ledger->OverrideOf(identity);
+  out->set_identity(identity);
+  out->set_configured_user(config.quotas->IsConfiguredUser(identity));
+  *out->mutable_configured() = auth::ToConfigLimits(configured);
+  *out->mutable_admin_override() = override_limits;
+  *out->mutable_effective() = auth::ToConfigLimits(auth::ApplyOverride(configured, override_limits));
+  ToProto(config.ledger->UsageOf(identity), out->mutable_usage());
+}
+
+// The quota calls' admission: AdmitAdmin, then a daemon that keeps quotas.
+absl::StatusOr<CallInfo> AdmitQuota(const grpc::ServerContext& context, const char* method,
+                                    const google::protobuf::Message& request, const RuntimeConfigHolder& holder,
+                                    absl::Status (*validate)(const google::protobuf::Message&)) {
+  auto admitted = AdmitAdmin(context, method, request, holder, validate);
+  if (!admitted.ok()) return admitted.status();
+  CallInfo call = std::move(admitted->first);
+  if (call.config->ledger == nullptr || call.config->quotas == nullptr) {
+    const absl::Status status = absl::FailedPreconditionError("this daemon keeps no quota ledger");
+    LogCallEnd(call, status);
+    return status;
+  }
+  return call;
+}
+
+// An identity a quota call may name: a configured user, or one the ledger knows.
+absl::Status CheckKnownIdentity(const RuntimeConfig& config, const std::string& identity) {
+  if (config.quotas->IsConfiguredUser(identity) || config.ledger->Knows(identity)) return absl::OkStatus();
+  return absl::NotFoundError(
+      absl::StrCat("identity \"", identity, "\" is not a configured user and has no quota usage or override"));
+}
 
 }  // namespace
 
@@ -140,6 +223,37 @@ absl::Status ValidateQuery(const airlock::v1::QueryAuditRequest& request) {
   }
   if (!request.newest_first() && request.before_sequence() != 0) {
     return absl::InvalidArgumentError("before_sequence: only with newest_first (oldest first pages with after_sequence)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateGetUsage(const airlock::v1::GetUsageRequest& request) { return ValidateIdentity(request.identity()); }
+
+absl::Status ValidateListUsage(const airlock::v1::ListUsageRequest& request) {
+  if (request.limit() > kMaxListLimit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("limit: ", request.limit(), " is more than the maximum of ", kMaxListLimit));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateSetQuotaOverride(const airlock::v1::SetQuotaOverrideRequest& request) {
+  AIRLOCK_RETURN_IF_ERROR(ValidateIdentity(request.identity()));
+  for (const std::string& name : request.remove()) {
+    if (!auth::LimitNamed(name).has_value()) {
+      return absl::InvalidArgumentError(absl::StrCat("remove: unknown limit \"", name, "\" (expected a field of QuotaLimits, such as tokens_per_day)"));
+    }
+  }
+  if (const auto broken = auth::QuotaRuleViolations(request.set()); !broken.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("set.", broken.front().first, ": ", broken.front().second));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateResetUsage(const airlock::v1::ResetUsageRequest& request) {
+  AIRLOCK_RETURN_IF_ERROR(ValidateIdentity(request.identity()));
+  if (!airlock::v1::ResetUsageRequest::Window_IsValid(request.window())) {
+    return absl::InvalidArgumentError(absl::StrCat("window: unknown value ", request.window()));
   }
   return absl::OkStatus();
 }
@@ -309,6 +423,94 @@ grpc::Status AdminService::ExportAudit(grpc::ServerContext* context, const airlo
     return absl::OkStatus();
   }();
   LogCallEnd(call, status, {{"records", exported}});
+  return ToGrpcStatus(status);
+}
+
+grpc::Status AdminService::GetUsage(grpc::ServerContext* context, const airlock::v1::GetUsageRequest* request,
+                                    airlock::v1::GetUsageResponse* response) {
+  absl::StatusOr<CallInfo> call = AdmitQuota(*context, kGetUsage, *request, config_, ValidateGetUsageMessage);
+  if (!call.ok()) return ToGrpcStatus(call.status());
+  const RuntimeConfig& config = *call->config;
+  absl::Status status = CheckKnownIdentity(config, request->identity());
+  if (status.ok()) FillQuota(config, request->identity(), response->mutable_quota());
+  LogCallEnd(*call, status, {{"identity_asked", request->identity()}});
+  return ToGrpcStatus(status);
+}
+
+grpc::Status AdminService::ListUsage(grpc::ServerContext* context, const airlock::v1::ListUsageRequest* request,
+                                     airlock::v1::ListUsageResponse* response) {
+  absl::StatusOr<CallInfo> call = AdmitQuota(*context, kListUsage, *request, config_, ValidateListUsageMessage);
+  if (!call.ok()) return ToGrpcStatus(call.status());
+  const RuntimeConfig& config = *call->config;
+  std::set<std::string> identities;
+  for (std::string& name : config.quotas->Users()) identities.insert(std::move(name));
+  for (std::string& name : config.ledger->Identities()) identities.insert(std::move(name));
+  const uint32_t limit = request->limit() == 0 ? kDefaultListLimit : request->limit();
+  for (auto it = identities.upper_bound(request->after_identity()); it != identities.end(); ++it) {
+    if (static_cast<uint32_t>(response->quotas_size()) >= limit) {
+      response->set_more(true);
+      break;
+    }
+    FillQuota(config, *it, response->add_quotas());
+  }
+  LogCallEnd(*call, absl::OkStatus(), {{"identities", response->quotas_size()}});
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::SetQuotaOverride(grpc::ServerContext* context,
+                                            const airlock::v1::SetQuotaOverrideRequest* request,
+                                            airlock::v1::SetQuotaOverrideResponse* response) {
+  absl::StatusOr<CallInfo> call =
+      AdmitQuota(*context, kSetQuotaOverride, *request, config_, ValidateSetQuotaOverrideMessage);
+  if (!call.ok()) return ToGrpcStatus(call.status());
+  const RuntimeConfig& config = *call->config;
+  absl::Status status = CheckKnownIdentity(config, request->identity());
+  if (status.ok()) {
+    std::vector<auth::Limit> remove;
+    for (const std::string& name : request->remove()) remove.push_back(*auth::LimitNamed(name));
+    absl::StatusOr<auth::QuotaOverride> updated =
+        config.ledger->UpdateOverride(request->identity(), request->set(), remove, request->clear());
+    status = updated.status();
+    if (status.ok()) FillQuota(config, request->identity(), response->mutable_quota());
+  }
+  if (status.ok()) {
+    LogInfo("quota override changed", {{"request_id", call->request_id},
+                                       {"by", call->identity.name},
+                                       {"identity", request->identity()},
+                                       {"override", Parameters(response->quota().admin_override())}});
+  }
+  LogCallEnd(*call, status, {{"identity_asked", request->identity()}});
+  return ToGrpcStatus(status);
+}
+
+grpc::Status AdminService::ResetUsage(grpc::ServerContext* context, const airlock::v1::ResetUsageRequest* request,
+                                      airlock::v1::ResetUsageResponse* response) {
+  absl::StatusOr<CallInfo> call = AdmitQuota(*context, kResetUsage, *request, config_, ValidateResetUsageMessage);
+  if (!call.ok()) return ToGrpcStatus(call.status());
+  const RuntimeConfig& config = *call->config;
+  absl::Status status = CheckKnownIdentity(config, request->identity());
+  if (status.ok()) {
+    auth::QuotaLedger::Window window = auth::QuotaLedger::Window::kAll;
+    switch (request->window()) {
+      case airlock::v1::ResetUsageRequest::WINDOW_MINUTE: window = auth::QuotaLedger::Window::kMinute; break;
+      case airlock::v1::ResetUsageRequest::WINDOW_DAY: window = auth::QuotaLedger::Window::kDay; break;
+      case airlock::v1::ResetUsageRequest::WINDOW_MONTH: window = auth::QuotaLedger::Window::kMonth; break;
+      default: break;
+    }
+    absl::StatusOr<std::pair<auth::QuotaUsage, auth::QuotaUsage>> reset =
+        config.ledger->ResetUsage(request->identity(), window);
+    status = reset.status();
+    if (status.ok()) {
+      ToProto(reset->first, response->mutable_before());
+      FillQuota(config, request->identity(), response->mutable_quota());
+      LogInfo("quota usage reset", {{"request_id", call->request_id},
+                                    {"by", call->identity.name},
+                                    {"identity", request->identity()},
+                                    {"window", airlock::v1::ResetUsageRequest::Window_Name(request->window())},
+                                    {"before", Parameters(response->before())}});
+    }
+  }
+  LogCallEnd(*call, status, {{"identity_asked", request->identity()}});
   return ToGrpcStatus(status);
 }
 

@@ -1,5 +1,5 @@
-// airlock.v1.Admin: the audit log of the running daemon, read through the same mTLS and roles as
-// everything else. Every call is itself audited (a durable "admin" record with the request's
+// airlock.v1.Admin: the audit log of the running daemon, and quota usage and overrides, through the
+// same mTLS and roles as everything else. Every call is itself audited (a durable "admin" record with the request's
 // parameters, written before anything is read; no record, no answer).
 //
 // A synchronous gRPC service: its calls scan the store and may run for a while, so they run on
@@ -29,6 +29,15 @@ class AdminService final : public airlock::v1::Admin::Service {
   grpc::Status ExportAudit(grpc::ServerContext* context, const airlock::v1::ExportAuditRequest* request,
                            grpc::ServerWriter<airlock::v1::ExportAuditResponse>* writer) override;
 
+  grpc::Status GetUsage(grpc::ServerContext* context, const airlock::v1::GetUsageRequest* request,
+                        airlock::v1::GetUsageResponse* response) override;
+  grpc::Status ListUsage(grpc::ServerContext* context, const airlock::v1::ListUsageRequest* request,
+                         airlock::v1::ListUsageResponse* response) override;
+  grpc::Status SetQuotaOverride(grpc::ServerContext* context, const airlock::v1::SetQuotaOverrideRequest* request,
+                                airlock::v1::SetQuotaOverrideResponse* response) override;
+  grpc::Status ResetUsage(grpc::ServerContext* context, const airlock::v1::ResetUsageRequest* request,
+                          airlock::v1::ResetUsageResponse* response) override;
+
   // Ends every following query (UNAVAILABLE, "shutting down") within a poll, and any later one
   // at once: a follow never ends by itself, and must not hold up a drain.
   void EndFollows() { ending_.store(true); }
@@ -38,8 +47,12 @@ class AdminService final : public airlock::v1::Admin::Service {
   std::atomic<bool> ending_{false};
 };
 
-// The request's rules (docs/api.md): INVALID_ARGUMENT naming the field.
+// The requests' rules (docs/api.md): INVALID_ARGUMENT naming the field.
 absl::Status ValidateQuery(const airlock::v1::QueryAuditRequest& request);
+absl::Status ValidateGetUsage(const airlock::v1::GetUsageRequest& request);
+absl::Status ValidateListUsage(const airlock::v1::ListUsageRequest& request);
+absl::Status ValidateSetQuotaOverride(const airlock::v1::SetQuotaOverrideRequest& request);
+absl::Status ValidateResetUsage(const airlock::v1::ResetUsageRequest& request);
 // Whether `record` passes the request's filters (time window, identity, model, decision, method,
 // phase).
 bool MatchesQuery(const airlock::v1::QueryAuditRequest& request, const audit::ChainedRecord& record);

@@ -23,6 +23,9 @@ class StateDbUsageStore final : public auth::UsageStore {
   // synced audit record, which shares the write-ahead log).
   absl::Status Save(std::string_view identity, std::string_view value) override;
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> LoadAll() const override;
+  // One synced write (an administrator's decision survives a power loss).
+  absl::Status SaveOverride(std::string_view identity, std::string_view value) override;
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> LoadOverrides() const override;
 
  private:
   audit::StateDb* const db_;

@@ -18,7 +18,8 @@ ctest --test-dir build/release --output-on-failure -j "$jobs" --timeout 600
 echo "== Unit tests under ASan + UBSan"
 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAIRLOCK_SANITIZE=ON \
   -DAIRLOCK_BUILD_BENCHMARKS=OFF >/dev/null
-cmake --build build/asan -j "$jobs"
+# Only the unit test executables: the daemon and the end-to-end tests are not run here.
+cmake --build build/asan -j "$jobs" --target airlock_unit_tests
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build/asan --output-on-failure -j "$jobs" -L unit --timeout 900
 

@@ -27,6 +27,8 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "auth/access_policy.h"
+#include "auth/quota.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/reflection.h"
@@ -809,60 +811,24 @@ std::optional<std::string> StatReadableFile(const std::string& path, struct stat
 
 namespace {
 
-// The rules of one QuotaLimits (config.proto): every value at most 1e12, and a narrower window's
-// budget not above a wider one's of the same kind (0 is "no limit" and never compared).
+// The rules of one QuotaLimits (auth::QuotaRuleViolations), reported at `path`.
 void CheckQuotaLimits(const airlock::v1::config::QuotaLimits& limits, const std::string& path, RuleChecker& check) {
-  constexpr uint64_t kMaxQuota = 1'000'000'000'000;
-  const pb::Descriptor* descriptor = limits.GetDescriptor();
-  const pb::Reflection* reflection = limits.GetReflection();
-  const auto value = [&](const char* name) -> std::optional<uint64_t> {
-    const pb::FieldDescriptor* field = descriptor->FindFieldByName(name);
-    if (!reflection->HasField(limits, field)) return std::nullopt;
-    const uint64_t v = reflection->GetUInt64(limits, field);
-    return v == 0 ? std::nullopt : std::optional<uint64_t>(v);
-  };
-  for (int i = 0; i < descriptor->field_count(); ++i) {
-    const pb::FieldDescriptor* field = descriptor->field(i);
-    if (reflection->HasField(limits, field) && reflection->GetUInt64(limits, field) > kMaxQuota) {
-      check.Error(absl::StrCat(path, ".", field->name()),
-                  absl::StrCat(reflection->GetUInt64(limits, field), " is more than the maximum of ", kMaxQuota));
-    }
-  }
-  const std::pair<const char*, const char*> nested[] = {
-      {"tokens_per_minute", "tokens_per_day"},
-      {"tokens_per_day", "tokens_per_month"},
-      {"prompt_tokens_per_day", "prompt_tokens_per_month"},
-      {"completion_tokens_per_day", "completion_tokens_per_month"},
-  };
-  for (const auto& [narrow, wide] : nested) {
-    const std::optional<uint64_t> n = value(narrow);
-    const std::optional<uint64_t> w = value(wide);
-    if (n.has_value() && w.has_value() && *n > *w) {
-      check.Error(absl::StrCat(path, ".", narrow), absl::StrCat(*n, " is more than ", wide, " (", *w, ")"));
-    }
+  for (const auto& [field, problem] : auth::QuotaRuleViolations(limits)) {
+    check.Error(absl::StrCat(path, ".", field), problem);
   }
 }
 
 }  // namespace
 
 const std::vector<std::string>& ConfigurableMethods() {
-  static const std::vector<std::string>* const kMethods = new std::vector<std::string>{
-      "airlock.v1.Inference/Generate",
-      "airlock.v1.Inference/GenerateStream",
-      "airlock.v1.Inference/Chat",
-      "airlock.v1.Inference/ChatStream",
-      "airlock.v1.Inference/Tokenize",
-      "airlock.v1.Inference/ListModels",
-      "grpc.health.v1.Health/Check",
-      "grpc.health.v1.Health/Watch",
-      "airlock.v1.Admin/QueryAudit",
-      "airlock.v1.Admin/VerifyAudit",
-      "airlock.v1.Admin/ExportAudit",
-      "airlock.v1.Inference/*",
-      "grpc.health.v1.Health/*",
-      "airlock.v1.Admin/*",
-      "*",  // every method except the Admin service's, which must be named
-  };
+  static const std::vector<std::string>* const kMethods = [] {
+    auto* methods = new std::vector<std::string>(auth::ServedMethods());
+    for (const char* wildcard : {"airlock.v1.Inference/*", "grpc.health.v1.Health/*", "airlock.v1.Admin/*",
+                                 "*"}) {  // "*": every method except the Admin service's, which must be named
+      methods->emplace_back(wildcard);
+    }
+    return methods;
+  }();
   return *kMethods;
 }
 

@@ -66,6 +66,20 @@ class MemoryStore : public UsageStore {
     absl::MutexLock lock(&mu_);
     return std::vector<std::pair<std::string, std::string>>(values_.begin(), values_.end());
   }
+  absl::Status SaveOverride(std::string_view identity, std::string_view value) override {
+    absl::MutexLock lock(&mu_);
+    if (fail) return absl::UnavailableError("disk full");
+    if (value.empty()) {
+      overrides_.erase(std::string(identity));
+    } else {
+      overrides_[std::string(identity)] = std::string(value);
+    }
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> LoadOverrides() const override {
+    absl::MutexLock lock(&mu_);
+    return std::vector<std::pair<std::string, std::string>>(overrides_.begin(), overrides_.end());
+  }
   std::map<std::string, std::string> Snapshot() const {
     absl::MutexLock lock(&mu_);
     return values_;
@@ -79,6 +93,7 @@ class MemoryStore : public UsageStore {
  private:
   mutable absl::Mutex mu_;
   std::map<std::string, std::string> values_;
+  std::map<std::string, std::string> overrides_;
 };
 
 absl::Time At(int y, int mo, int d, int h, int mi, int s) {
@@ -296,6 +311,114 @@ TEST_F(QuotaLedgerTest, FailsClosedWhenUsageCannotBeSavedAndRefusesACorruptStore
   auto reopened = QuotaLedger::Open(&store_, [] { return absl::Now(); });
   EXPECT_EQ(reopened.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(reopened.status().message(), HasSubstr("mallory"));
+}
+
+TEST_F(QuotaLedgerTest, AnOverrideReplacesTheConfiguredLimitsItSetsAndSurvivesARestart) {
+  const QuotaLimits configured = Limits(Limit::kTokensPerDay, 1000);
+  QuotaOverride set;
+  set.set_tokens_per_day(100);
+  set.set_max_concurrent_requests(0);  // 0: no limit, whatever the configuration says
+  auto updated = ledger_->UpdateOverride("alice", set, {}, false);
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_EQ(updated->tokens_per_day(), 100u);
+  EXPECT_TRUE(ledger_->Knows("alice"));
+  EXPECT_FALSE(ledger_->Knows("bob"));
+  // Admission applies it: 150 no longer fits alice's day, but still fits bob's.
+  const absl::Status refused = ledger_->Reserve("alice", configured, 50, 100).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(refused.message(), HasSubstr("daily token budget of 100"));
+  EXPECT_TRUE(ledger_->Reserve("bob", configured, 50, 100).ok());
+  const QuotaLimits effective = ApplyOverride(Limits(Limit::kMaxConcurrentRequests, 2), *updated);
+  EXPECT_EQ(effective.Get(Limit::kTokensPerDay), 100u);
+  EXPECT_EQ(effective.Get(Limit::kMaxConcurrentRequests), std::nullopt);
+
+  // A restart finds it; merging keeps what is not named; removing returns a limit to the config.
+  ledger_.reset();
+  Open();
+  EXPECT_EQ(ledger_->OverrideOf("alice").tokens_per_day(), 100u);
+  QuotaOverride more;
+  more.set_requests_per_minute(5);
+  updated = ledger_->UpdateOverride("alice", more, {Limit::kTokensPerDay}, false);
+  ASSERT_TRUE(updated.ok());
+  EXPECT_FALSE(updated->has_tokens_per_day());
+  EXPECT_TRUE(updated->has_max_concurrent_requests());
+  EXPECT_EQ(updated->requests_per_minute(), 5u);
+  EXPECT_TRUE(ledger_->Reserve("alice", configured, 50, 100).ok());
+  // Clearing removes it from the store as well.
+  ASSERT_TRUE(ledger_->UpdateOverride("alice", QuotaOverride(), {}, true).ok());
+  EXPECT_EQ(ledger_->OverrideOf("alice").ByteSizeLong(), 0u);
+  ledger_.reset();
+  Open();
+  EXPECT_EQ(ledger_->OverrideOf("alice").ByteSizeLong(), 0u);
+}
+
+TEST_F(QuotaLedgerTest, AnOverrideThatBreaksARuleOrCannotBeSavedChangesNothing) {
+  QuotaOverride set;
+  set.set_tokens_per_day(100);
+  ASSERT_TRUE(ledger_->UpdateOverride("alice", set, {}, false).ok());
+  QuotaOverride wider;
+  wider.set_tokens_per_minute(500);  // above the overridden tokens_per_day of 100
+  const absl::Status broken = ledger_->UpdateOverride("alice", wider, {}, false).status();
+  EXPECT_EQ(broken.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(broken.message(), HasSubstr("tokens_per_minute: 500 is more than tokens_per_day (100)"));
+  QuotaOverride huge;
+  huge.set_tokens_per_month(kMaxQuotaValue + 1);
+  EXPECT_THAT(ledger_->UpdateOverride("alice", huge, {}, false).status().message(),
+              HasSubstr("tokens_per_month: 1000000000001 is more than the maximum"));
+  store_.fail = true;
+  EXPECT_EQ(ledger_->UpdateOverride("alice", QuotaOverride(), {}, true).status().code(),
+            absl::StatusCode::kUnavailable);
+  store_.fail = false;
+  EXPECT_EQ(ledger_->OverrideOf("alice").tokens_per_day(), 100u);
+  EXPECT_EQ(ledger_->OverrideOf("alice").has_tokens_per_minute(), false);
+}
+
+TEST_F(QuotaLedgerTest, ResetStartsTheChosenWindowsAfreshButKeepsRunningReservations) {
+  const QuotaLimits limits = Limits(Limit::kTokensPerDay, 1000);
+  auto done = ledger_->Reserve("alice", limits, 300, 300);
+  ASSERT_TRUE(done.ok());
+  ASSERT_TRUE((*done)->Settle(300, 300).ok());
+  auto running = ledger_->Reserve("alice", limits, 100, 200);
+  ASSERT_TRUE(running.ok());
+  EXPECT_EQ(ledger_->Reserve("alice", limits, 100, 200).status().code(), absl::StatusCode::kResourceExhausted);
+
+  auto minute_only = ledger_->ResetUsage("alice", QuotaLedger::Window::kMinute);
+  ASSERT_TRUE(minute_only.ok());
+  EXPECT_EQ(minute_only->second.minute_requests, 0u);
+  EXPECT_EQ(minute_only->second.minute_tokens, 300u);                 // the running reservation
+  EXPECT_EQ(minute_only->second.day_prompt_tokens, 400u);              // untouched
+  auto all = ledger_->ResetUsage("alice", QuotaLedger::Window::kAll);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->first.day_prompt_tokens + all->first.day_completion_tokens, 900u);
+  EXPECT_EQ(all->second.day_prompt_tokens, 100u);
+  EXPECT_EQ(all->second.day_completion_tokens, 200u);
+  EXPECT_EQ(all->second.month_prompt_tokens + all->second.month_completion_tokens, 300u);
+  EXPECT_EQ(all->second.running, 1u);
+  EXPECT_TRUE(ledger_->Reserve("alice", limits, 100, 200).ok());  // (released again at once)
+  // The running request settles what it used against the reset window.
+  ASSERT_TRUE((*running)->Settle(100, 20).ok());
+  EXPECT_EQ(ledger_->UsageOf("alice").day_prompt_tokens, 100u);
+  EXPECT_EQ(ledger_->UsageOf("alice").day_completion_tokens, 20u);
+  // Saved: a restart sees the reset.
+  running->reset();
+  ledger_.reset();
+  Open();
+  EXPECT_EQ(ledger_->UsageOf("alice").day_prompt_tokens, 100u);
+  EXPECT_EQ(ledger_->UsageOf("alice").day_completion_tokens, 20u);
+}
+
+TEST(QuotaRulesTest, LimitNamesRoundTripAndOverridesConvertBothWays) {
+  for (int i = 0; i < kLimitCount; ++i) {
+    const Limit limit = static_cast<Limit>(i);
+    EXPECT_EQ(LimitNamed(LimitName(limit)), limit);
+  }
+  EXPECT_EQ(LimitNamed("tokens_per_year"), std::nullopt);
+  QuotaLimits limits;
+  limits.Set(Limit::kMaxPromptTokens, 4096);
+  const airlock::v1::config::QuotaLimits message = ToConfigLimits(limits);
+  EXPECT_EQ(message.max_prompt_tokens(), 4096u);
+  EXPECT_FALSE(message.has_tokens_per_day());
+  EXPECT_EQ(ApplyOverride(QuotaLimits{}, message), limits);
 }
 
 }  // namespace

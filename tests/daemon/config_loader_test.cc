@@ -11,7 +11,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "airlock/v1/admin.pb.h"
+#include "airlock/v1/inference.pb.h"
 #include "auth/access_policy.h"
+#include "google/protobuf/descriptor.h"
+#include "grpc/health/v1/health.pb.h"
 #include "daemon/config/daemon_options.h"
 
 namespace airlock::daemon {
@@ -632,7 +636,9 @@ TEST(ConfigRulesTest, RoleMethods) {
       "airlock.v1.Inference/Tokenize", "airlock.v1.Inference/ListModels",
       "grpc.health.v1.Health/Check",   "grpc.health.v1.Health/Watch",
       "airlock.v1.Admin/QueryAudit",   "airlock.v1.Admin/VerifyAudit",
-      "airlock.v1.Admin/ExportAudit",  "airlock.v1.Inference/*",
+      "airlock.v1.Admin/ExportAudit",  "airlock.v1.Admin/GetUsage",
+      "airlock.v1.Admin/ListUsage",    "airlock.v1.Admin/SetQuotaOverride",
+      "airlock.v1.Admin/ResetUsage",   "airlock.v1.Inference/*",
       "grpc.health.v1.Health/*",       "airlock.v1.Admin/*",
       "*"};
   for (const std::string& method : served) {
@@ -657,14 +663,26 @@ TEST(ConfigRulesTest, RoleMethods) {
   }
 }
 
-// The loader keeps its own list (so the config layer does not depend on the policy's code); this
-// catches the two drifting apart, and checks that what the loader accepts the policy accepts.
+// The loader's methods are the policy's plus the wildcards, and the policy's are every method of
+// the services airlockd serves (a new RPC that nobody could be granted would be caught here); what
+// the loader accepts the policy accepts.
 TEST(ConfigRulesTest, AgreesWithTheAccessPolicy) {
   std::vector<std::string> exact;
   for (const std::string& method : ConfigurableMethods()) {
     if (method.find('*') == std::string::npos) exact.push_back(method);
   }
   EXPECT_THAT(exact, ::testing::UnorderedElementsAreArray(auth::ServedMethods()));
+  std::vector<std::string> declared;
+  for (const google::protobuf::FileDescriptor* file :
+       {airlock::v1::GenerateRequest::descriptor()->file(), airlock::v1::GetUsageRequest::descriptor()->file(),
+        grpc::health::v1::HealthCheckRequest::descriptor()->file()}) {
+    ASSERT_EQ(file->service_count(), 1) << file->name();
+    const google::protobuf::ServiceDescriptor* service = file->service(0);
+    for (int i = 0; i < service->method_count(); ++i) {
+      declared.push_back(absl::StrCat(service->full_name(), "/", service->method(i)->name()));
+    }
+  }
+  EXPECT_THAT(declared, ::testing::UnorderedElementsAreArray(auth::ServedMethods()));
   absl::StatusOr<ParsedConfig> parsed = ParseConfig(kFullConfig, "cfg.yaml");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_TRUE(auth::AccessPolicy::Create(parsed->config()).ok());

@@ -107,17 +107,8 @@ class AdminAuditTest : public ::testing::Test {
     *status = Admin("auditor")->VerifyAudit(&context, v1::VerifyAuditRequest(), &response);
     return response;
   }
-  // airlockctl as `user`, isolated from any profile of the machine it runs on.
   CommandResult Ctl(const std::string& user, const std::vector<std::string>& args) {
-    std::vector<std::string> argv = {"env", "-u", "AIRLOCK_PROFILE", "AIRLOCK_CONFIG_DIR=" + dir_ + "/no-profiles",
-                                     AIRLOCKCTL_PATH};
-    argv.insert(argv.end(), args.begin(), args.end());
-    for (const std::string& a : {std::string("--server"), absl::StrCat("127.0.0.1:", daemon_->port()),
-                                 std::string("--ca"), pki_.dir + "/ca.crt", std::string("--cert"),
-                                 pki_.cert(user), std::string("--key"), pki_.key(user)}) {
-      argv.push_back(a);
-    }
-    return RunCommand(argv);
+    return RunCtl(daemon_->port(), pki_, user, args);
   }
   std::string StateDir() const { return dir_ + "/state"; }
   std::string PublicKey() const { return dir_ + "/audit-signing.key.pub"; }

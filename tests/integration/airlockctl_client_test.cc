@@ -45,15 +45,7 @@ class AirlockctlClientTest : public ::testing::Test {
 
   // airlockctl <args> --server ... as `user`.
   CommandResult Ctl(std::vector<std::string> args, const std::string& user = "alice", const std::string& input = "") {
-    std::vector<std::string> argv = {AIRLOCKCTL_PATH};
-    argv.insert(argv.end(), args.begin(), args.end());
-    for (const std::string& a : {std::string("--server"), absl::StrCat("127.0.0.1:", daemon_->port()),
-                                 std::string("--ca"), pki_.dir + "/ca.crt", std::string("--cert"), pki_.cert(user),
-                                 std::string("--key"), pki_.key(user), std::string("--server-name"),
-                                 std::string("localhost")}) {
-      argv.push_back(a);
-    }
-    return RunCommand(argv, absl::Seconds(60), input);
+    return RunCtl(daemon_->port(), pki_, user, args, input);
   }
 
   std::string dir_;

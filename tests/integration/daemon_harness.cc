@@ -158,6 +158,19 @@ std::shared_ptr<grpc::Channel> Connect(int port, const LabPki& pki, const std::s
   return ConnectWith(port, pki.dir + "/ca.crt", pki.cert(stem), pki.key(stem));
 }
 
+CommandResult RunCtl(int port, const LabPki& pki, const std::string& user, const std::vector<std::string>& args,
+                     const std::string& input) {
+  std::vector<std::string> argv = {"env", "-u", "AIRLOCK_PROFILE", "AIRLOCK_CONFIG_DIR=" + pki.dir + "/no-profiles",
+                                   AIRLOCKCTL_PATH};
+  argv.insert(argv.end(), args.begin(), args.end());
+  for (const std::string& a : {std::string("--server"), absl::StrCat("127.0.0.1:", port), std::string("--ca"),
+                               pki.dir + "/ca.crt", std::string("--cert"), pki.cert(user), std::string("--key"),
+                               pki.key(user), std::string("--server-name"), std::string("localhost")}) {
+    argv.push_back(a);
+  }
+  return RunCommand(argv, absl::Seconds(60), input);
+}
+
 std::chrono::system_clock::time_point DeadlineIn(absl::Duration within) {
   return std::chrono::system_clock::now() + absl::ToChronoNanoseconds(within);
 }

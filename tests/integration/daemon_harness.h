@@ -68,6 +68,11 @@ std::shared_ptr<grpc::Channel> Connect(int port, const LabPki& pki, const std::s
 std::shared_ptr<grpc::Channel> ConnectWith(int port, const std::string& ca_file, const std::string& cert_file,
                                            const std::string& key_file);
 
+// `airlockctl <args>` against 127.0.0.1:port as `user` of `pki` (connection flags appended), with
+// no profile of the machine it runs on (AIRLOCK_CONFIG_DIR points at <pki.dir>/no-profiles).
+CommandResult RunCtl(int port, const LabPki& pki, const std::string& user, const std::vector<std::string>& args,
+                     const std::string& input = "");
+
 // A deadline `within` from now, for ClientContext::set_deadline.
 std::chrono::system_clock::time_point DeadlineIn(absl::Duration within);
 

@@ -14,6 +14,8 @@ void AddPkiCommand(CLI::App& app);     // airlockctl pki init | issue | revoke |
 // airlockctl audit tail | query | verify | export: online through the Admin API, and verify /
 // export offline from a stopped daemon's state directory or an export file.
 void AddAuditCommands(CLI::App& app);
+// airlockctl quota show | list | set | reset: through the Admin API.
+void AddQuotaCommands(CLI::App& app);
 
 // Exit status of the command that ran (0 = success).
 int ExitCode();

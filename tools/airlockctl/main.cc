@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   // Offline administration.
   airlock::ctl::AddPkiCommand(app);
   airlock::ctl::AddAuditCommands(app);
+  airlock::ctl::AddQuotaCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,74 @@
+// The Admin API's request rules (docs/api.md): each refusal is INVALID_ARGUMENT naming the field.
+#include "daemon/admin_service.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace airlock::daemon {
+namespace {
+
+using ::testing::HasSubstr;
+namespace v1 = ::airlock::v1;
+
+void ExpectInvalid(const absl::Status& status, const std::string& names) {
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_THAT(status.message(), HasSubstr(names));
+}
+
+TEST(AdminValidationTest, QuotaCallsNeedAnIdentityOfReasonableLength) {
+  ExpectInvalid(ValidateGetUsage(v1::GetUsageRequest()), "identity: required");
+  v1::GetUsageRequest get;
+  get.set_identity(std::string(2000, 'a'));
+  ExpectInvalid(ValidateGetUsage(get), "identity: 2000 bytes is more than the maximum of 1024");
+  get.set_identity("alice");
+  EXPECT_TRUE(ValidateGetUsage(get).ok());
+  ExpectInvalid(ValidateResetUsage(v1::ResetUsageRequest()), "identity: required");
+}
+
+TEST(AdminValidationTest, AnOverrideNamesKnownLimitsAndKeepsTheQuotaRules) {
+  v1::SetQuotaOverrideRequest request;
+  request.set_identity("alice");
+  EXPECT_TRUE(ValidateSetQuotaOverride(request).ok());  // an empty change is allowed (a no-op)
+  request.add_remove("tokens_per_fortnight");
+  ExpectInvalid(ValidateSetQuotaOverride(request), "remove: unknown limit \"tokens_per_fortnight\"");
+  request.clear_remove();
+  request.add_remove("tokens_per_day");
+  request.mutable_set()->set_tokens_per_minute(500);
+  request.mutable_set()->set_tokens_per_day(100);
+  ExpectInvalid(ValidateSetQuotaOverride(request), "set.tokens_per_minute: 500 is more than tokens_per_day (100)");
+  request.mutable_set()->set_tokens_per_day(0);  // 0: no limit, never compared
+  EXPECT_TRUE(ValidateSetQuotaOverride(request).ok());
+  request.mutable_set()->set_max_prompt_tokens(2'000'000'000'000);
+  ExpectInvalid(ValidateSetQuotaOverride(request), "set.max_prompt_tokens: 2000000000000 is more than the maximum");
+}
+
+TEST(AdminValidationTest, ListLimitsAndResetWindowsAreBounded) {
+  v1::ListUsageRequest list;
+  list.set_limit(10000);
+  EXPECT_TRUE(ValidateListUsage(list).ok());
+  list.set_limit(10001);
+  ExpectInvalid(ValidateListUsage(list), "limit: 10001 is more than the maximum of 10000");
+  v1::ResetUsageRequest reset;
+  reset.set_identity("alice");
+  reset.set_window(static_cast<v1::ResetUsageRequest::Window>(7));  // an unknown enum value on the wire
+  ExpectInvalid(ValidateResetUsage(reset), "window: unknown value 7");
+}
+
+TEST(AdminValidationTest, AuditQueriesKeepTheirRules) {
+  v1::QueryAuditRequest query;
+  query.set_since_unix_micros(10);
+  query.set_until_unix_micros(5);
+  ExpectInvalid(ValidateQuery(query), "until_unix_micros (5) must be greater than since_unix_micros (10)");
+  query = v1::QueryAuditRequest();
+  query.set_decision("maybe");
+  ExpectInvalid(ValidateQuery(query), "decision: unknown \"maybe\"");
+  query = v1::QueryAuditRequest();
+  query.set_newest_first(true);
+  query.set_follow(true);
+  ExpectInvalid(ValidateQuery(query), "follow: only oldest first");
+}
+
+}  // namespace
+}  // namespace airlock::daemon
