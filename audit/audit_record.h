@@ -106,6 +106,21 @@ std::string ChainHash(std::string_view prev_hash, std::string_view encoded);
 // A chained record with `hash` filled in. `record.time_unix_micros` is kept as given.
 ChainedRecord Chain(uint64_t sequence, std::string prev_hash, AuditRecord record);
 
+// Every field of a chained record, in one table for the views that show them all (the Admin API's
+// AuditRecord message, airlockctl's JSON export schema), so that they cannot drift apart. Calls
+// `visit(name, value)` once per field in order, with `name` the proto / JSON field name and
+// `value` one of: uint64_t, int64_t, std::string_view (text), RecordTime (the record's time),
+// RecordBytes (raw bytes with the text encoding the JSON schema uses).
+struct RecordTime {
+  int64_t unix_micros;
+};
+struct RecordBytes {
+  std::string_view bytes;
+  bool base64;  // base64 in JSON (large, opaque); otherwise lowercase hex (hashes, HMACs)
+};
+template <typename Visit>
+void ForEachRecordField(const ChainedRecord& c, Visit&& visit);
+
 // SHA-256 of `data`, 32 raw bytes.
 std::string Sha256(std::string_view data);
 // Lowercase hex of raw bytes.
@@ -138,5 +153,32 @@ class Reader {
   std::string_view rest_;
 };
 }  // namespace wire
+
+template <typename Visit>
+void ForEachRecordField(const ChainedRecord& c, Visit&& visit) {
+  const AuditRecord& r = c.record;
+  visit("sequence", uint64_t{c.sequence});
+  visit("time_unix_micros", RecordTime{r.time_unix_micros});
+  visit("phase", PhaseName(r.phase));
+  visit("decision", DecisionName(r.decision));
+  visit("request_id", std::string_view(r.request_id));
+  visit("identity", std::string_view(r.identity));
+  visit("subject", std::string_view(r.subject));
+  visit("cert_fingerprint", std::string_view(r.cert_fingerprint));
+  visit("peer", std::string_view(r.peer));
+  visit("method", std::string_view(r.method));
+  visit("model", std::string_view(r.model));
+  visit("sampling", std::string_view(r.sampling));
+  visit("prompt_tokens", uint64_t{r.prompt_tokens});
+  visit("completion_tokens", uint64_t{r.completion_tokens});
+  visit("stop_reason", std::string_view(r.stop_reason));
+  visit("status_code", int64_t{r.status_code});
+  visit("latency_micros", uint64_t{r.latency_micros});
+  visit("prompt_hmac", RecordBytes{r.prompt_hmac, false});
+  visit("output_hmac", RecordBytes{r.output_hmac, false});
+  visit("sealed_text", RecordBytes{r.sealed_text, true});
+  visit("prev_hash", RecordBytes{c.prev_hash, false});
+  visit("hash", RecordBytes{c.hash, false});
+}
 
 }  // namespace airlock::audit

@@ -2,6 +2,7 @@
 #include "daemon/admin_service.h"
 
 #include <set>
+#include <type_traits>
 #include <string>
 #include <utility>
 #include <vector>
@@ -67,30 +68,32 @@ std::string Parameters(const google::protobuf::Message& request) {
   return json;
 }
 
+// The record's fields by the names they share with airlock.v1.AuditRecord (audit::ForEachRecordField).
 void ToProto(const audit::ChainedRecord& c, std::string_view stored, airlock::v1::AuditRecord* out) {
-  const audit::AuditRecord& r = c.record;
-  out->set_sequence(c.sequence);
-  out->set_time_unix_micros(r.time_unix_micros);
-  out->set_phase(std::string(audit::PhaseName(r.phase)));
-  out->set_decision(std::string(audit::DecisionName(r.decision)));
-  out->set_request_id(r.request_id);
-  out->set_identity(r.identity);
-  out->set_subject(r.subject);
-  out->set_cert_fingerprint(r.cert_fingerprint);
-  out->set_peer(r.peer);
-  out->set_method(r.method);
-  out->set_model(r.model);
-  out->set_sampling(r.sampling);
-  out->set_prompt_tokens(r.prompt_tokens);
-  out->set_completion_tokens(r.completion_tokens);
-  out->set_stop_reason(r.stop_reason);
-  out->set_status_code(r.status_code);
-  out->set_latency_micros(r.latency_micros);
-  out->set_prompt_hmac(r.prompt_hmac);
-  out->set_output_hmac(r.output_hmac);
-  out->set_sealed_text(r.sealed_text);
-  out->set_prev_hash(c.prev_hash);
-  out->set_hash(c.hash);
+  const google::protobuf::Descriptor* descriptor = out->GetDescriptor();
+  const google::protobuf::Reflection* reflection = out->GetReflection();
+  audit::ForEachRecordField(c, [&](const char* name, const auto& value) {
+    const google::protobuf::FieldDescriptor* field = descriptor->FindFieldByName(name);
+    using T = std::decay_t<decltype(value)>;
+    if constexpr (std::is_same_v<T, audit::RecordTime>) {
+      reflection->SetInt64(out, field, value.unix_micros);
+    } else if constexpr (std::is_same_v<T, audit::RecordBytes>) {
+      reflection->SetString(out, field, std::string(value.bytes));
+    } else if constexpr (std::is_same_v<T, std::string_view>) {
+      reflection->SetString(out, field, std::string(value));
+    } else {
+      switch (field->cpp_type()) {
+        case google::protobuf::FieldDescriptor::CPPTYPE_UINT64: reflection->SetUInt64(out, field, value); break;
+        case google::protobuf::FieldDescriptor::CPPTYPE_UINT32:
+          reflection->SetUInt32(out, field, static_cast<uint32_t>(value));
+          break;
+        case google::protobuf::FieldDescriptor::CPPTYPE_INT32:
+          reflection->SetInt32(out, field, static_cast<int32_t>(value));
+          break;
+        default: reflection->SetInt64(out, field, static_cast<int64_t>(value)); break;
+      }
+    }
+  });
   out->set_stored(std::string(stored));
 }
 

@@ -49,12 +49,9 @@ std::string CanonicalSampling(const inference::SamplingParams& p) {
       p.presence_penalty, p.seed);
 }
 
-absl::StatusOr<std::unique_ptr<AuditTrail>> AuditTrail::Open(const AuditOptions& options) {
+absl::StatusOr<std::unique_ptr<AuditTrail>> AuditTrail::Open(const AuditOptions& options, audit::StateDb* db) {
   std::unique_ptr<AuditTrail> trail(new AuditTrail());
-  if (!Exists(options.state_dir) && ::mkdir(options.state_dir.c_str(), 0700) != 0) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("audit.state_dir: cannot create ", options.state_dir, ": ", std::strerror(errno)));
-  }
+  trail->db_ = db;
   AIRLOCK_ASSIGN_OR_RETURN(std::string key_pem,
                            ReadOrCreateSecret(options.signing_key_file, "audit.signing_key_file",
                                               [] { return audit::GenerateSigningKeyPem(); }));
@@ -85,19 +82,10 @@ absl::StatusOr<std::unique_ptr<AuditTrail>> AuditTrail::Open(const AuditOptions&
     trail->seal_key_ = *std::move(key);
     LogInfo("audit stores prompt and output texts, sealed (AES-256-GCM)");
   }
-  audit::StateDbOptions db_options;
-  // RocksDB's warnings and errors (e.g. "No space left on device") go to our log, not to a file on
-  // the audit disk.
-  db_options.diagnostics = [](std::string_view line) { LogWarning("rocksdb", {{"line", std::string(line)}}); };
-  absl::StatusOr<std::unique_ptr<audit::StateDb>> db = audit::StateDb::Open(options.state_dir, db_options);
-  if (!db.ok()) {
-    return absl::Status(db.status().code(), absl::StrCat("audit.state_dir ", options.state_dir, ": ", db.status().message()));
-  }
-  trail->db_ = std::move(*db);
   audit::AuditLogOptions log_options;
   log_options.checkpoint_every_records = options.checkpoint_every;
   log_options.checkpoint_interval = options.checkpoint_interval;
-  AIRLOCK_ASSIGN_OR_RETURN(trail->log_, audit::AuditLog::Open(trail->db_.get(), *std::move(signer), log_options));
+  AIRLOCK_ASSIGN_OR_RETURN(trail->log_, audit::AuditLog::Open(trail->db_, *std::move(signer), log_options));
   trail->retention_ = options.retention;
   if (options.retention != absl::InfiniteDuration()) {
     const absl::Duration interval = std::clamp(options.retention / 4, absl::Seconds(1), absl::Hours(1));
@@ -118,7 +106,7 @@ AuditTrail::~AuditTrail() {
 absl::StatusOr<audit::PruneResult> AuditTrail::PruneNow() {
   if (retention_ == absl::InfiniteDuration()) return audit::PruneResult{};
   const absl::Time cutoff = absl::Now() - retention_;
-  AIRLOCK_ASSIGN_OR_RETURN(audit::PruneResult result, audit::PruneAuditLog(db_.get(), cutoff));
+  AIRLOCK_ASSIGN_OR_RETURN(audit::PruneResult result, audit::PruneAuditLog(db_, cutoff));
   if (result.records_deleted == 0) return result;
   LogInfo("audit records pruned", {{"records_deleted", result.records_deleted},
                                    {"checkpoints_deleted", result.checkpoints_deleted},

@@ -28,12 +28,13 @@ namespace airlock::daemon {
 
 class AuditTrail {
  public:
-  // Creates state_dir (0700) and the signing key / HMAC secret files (0600) when absent, writes
-  // the public key to <signing_key_file>.pub, opens the store and the chain.
+  // Creates the signing key / HMAC secret files (0600) when absent, writes the public key to
+  // <signing_key_file>.pub, and opens the chain in `db` (the daemon's state store, which must
+  // outlive the trail; OpenStateStore).
   // With a finite options.retention, a thread prunes records older than it (checked every
   // quarter of the window, between 1 s and 1 h), and each prune that deletes leaves an admin
   // record (method "airlockd/retention").
-  static absl::StatusOr<std::unique_ptr<AuditTrail>> Open(const AuditOptions& options);
+  static absl::StatusOr<std::unique_ptr<AuditTrail>> Open(const AuditOptions& options, audit::StateDb* db);
   // Stops the pruning thread, then writes what is queued and closes the store.
   ~AuditTrail();
 
@@ -69,14 +70,12 @@ class AuditTrail {
   const std::string& public_key_pem() const { return public_key_pem_; }
   // The store, for consistent reads (audit::AuditSnapshot) by the Admin service.
   const audit::StateDb& db() const { return *db_; }
-  // The same store, for the other state it holds (quota usage, in its own column family).
-  audit::StateDb& state_db() { return *db_; }
 
  private:
   AuditTrail() = default;
   absl::Status Append(audit::Phase phase, const CallInfo& call, const Outcome& outcome);
 
-  std::unique_ptr<audit::StateDb> db_;
+  audit::StateDb* db_ = nullptr;  // not owned
   std::unique_ptr<audit::AuditLog> log_;
   std::string hmac_secret_;
   std::string seal_key_;  // empty: texts are not stored

@@ -90,15 +90,17 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
                            auth::RevocationList::Load(tls_files.client_ca_file, tls_files.crl_files, absl::Now()));
   d->revocation_ = std::make_shared<auth::RevocationChecker>(crls);
   // The audit log before anything can be served: no record, no service.
-  AIRLOCK_ASSIGN_OR_RETURN(d->audit_, AuditTrail::Open(options.audit));
+  // The state store (audit log, quota usage) before anything can be served.
+  AIRLOCK_ASSIGN_OR_RETURN(d->state_, OpenStateStore(options.audit.state_dir));
+  AIRLOCK_ASSIGN_OR_RETURN(d->audit_, AuditTrail::Open(options.audit, d->state_.get()));
   {
     const audit::ChainHead head = d->audit_->head();
     LogInfo("audit log open", {{"state_dir", options.audit.state_dir},
                                {"chain_head_sequence", head.sequence},
                                {"public_key_file", options.audit.signing_key_file + ".pub"}});
   }
-  // Quota usage lives in the same state store, and is loaded before anything is admitted.
-  d->usage_store_ = std::make_unique<StateDbUsageStore>(&d->audit_->state_db());
+  // Quota usage is loaded from the same store before anything is admitted.
+  d->usage_store_ = std::make_unique<StateDbUsageStore>(d->state_.get());
   AIRLOCK_ASSIGN_OR_RETURN(d->quota_ledger_, auth::QuotaLedger::Open(d->usage_store_.get()));
   AIRLOCK_ASSIGN_OR_RETURN(std::shared_ptr<const RuntimeConfig> runtime, d->MakeRuntimeConfig(options));
   d->runtime_ = std::make_unique<RuntimeConfigHolder>(std::move(runtime));

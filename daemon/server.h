@@ -19,6 +19,7 @@
 #include "daemon/inference_service.h"
 #include "daemon/model_registry.h"
 #include "daemon/quota_store.h"
+#include "daemon/state_store.h"
 #include "grpcpp/server.h"
 
 namespace airlock::daemon {
@@ -48,8 +49,9 @@ class Daemon {
 
   std::string config_path_;
   DaemonOptions options_;  // as started
+  std::unique_ptr<audit::StateDb> state_;  // audit.state_dir; outlives audit_ and usage_store_
   std::unique_ptr<AuditTrail> audit_;  // outlives the services and every RuntimeConfig
-  std::unique_ptr<StateDbUsageStore> usage_store_;   // in audit_'s state store
+  std::unique_ptr<StateDbUsageStore> usage_store_;   // in state_
   std::unique_ptr<auth::QuotaLedger> quota_ledger_;  // outlives every RuntimeConfig
   std::unique_ptr<ModelRegistry> models_;
   std::shared_ptr<auth::RevocationChecker> revocation_;

@@ -34,6 +34,7 @@
 #include "inference/base/status.h"
 #include "rocksdb/env.h"
 #include "rocksdb/file_system.h"
+#include "tests/audit/audit_test_support.h"
 #include "tests/support/test_data.h"
 
 extern char** environ;
@@ -150,21 +151,6 @@ class FaultInjectingFs : public rocksdb::FileSystemWrapper {
 
 // ---- Helpers -----------------------------------------------------------------------------------
 
-const std::string& TestKeyPem() {
-  static const std::string* const pem = [] {
-    absl::StatusOr<std::string> generated = GenerateSigningKeyPem();
-    AIRLOCK_CHECK(generated.ok());
-    return new std::string(*generated);
-  }();
-  return *pem;
-}
-
-CheckpointSigner SignerFromPem(const std::string& pem) {
-  absl::StatusOr<CheckpointSigner> signer = CheckpointSigner::FromPrivateKeyPem(pem);
-  AIRLOCK_CHECK(signer.ok());
-  return *std::move(signer);
-}
-
 AuditRecord MakeRecord(uint64_t n) {
   AuditRecord record;
   record.phase = n % 2 == 0 ? Phase::kBegin : Phase::kEnd;
@@ -183,23 +169,6 @@ AuditRecord MakeRecord(uint64_t n) {
   record.stop_reason = "eos";
   record.prompt_hmac = std::string(kHmacSize, 'p');
   return record;
-}
-
-std::unique_ptr<StateDb> OpenDbOrDie(const std::string& path, rocksdb::Env* env = nullptr) {
-  StateDbOptions options;
-  options.env = env;
-  absl::StatusOr<std::unique_ptr<StateDb>> db = StateDb::Open(path, options);
-  EXPECT_TRUE(db.ok()) << db.status();
-  AIRLOCK_CHECK(db.ok());
-  return *std::move(db);
-}
-
-std::unique_ptr<AuditLog> OpenLogOrDie(StateDb* db, const AuditLogOptions& options = {},
-                                       const std::string& key_pem = TestKeyPem()) {
-  absl::StatusOr<std::unique_ptr<AuditLog>> log = AuditLog::Open(db, SignerFromPem(key_pem), options);
-  EXPECT_TRUE(log.ok()) << log.status();
-  AIRLOCK_CHECK(log.ok());
-  return *std::move(log);
 }
 
 // Checks the whole chain in `db` independently of AuditLog: sequences are 1..N with no gap, every

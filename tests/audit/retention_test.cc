@@ -23,6 +23,7 @@
 #include "audit/checkpoint.h"
 #include "audit/state_db.h"
 #include "inference/base/status.h"
+#include "tests/audit/audit_test_support.h"
 #include "tests/support/test_data.h"
 
 namespace airlock::audit {
@@ -34,21 +35,6 @@ using ::testing::HasSubstr;
 // Record n is appended with the time kStart + n seconds, so a cutoff is "records before n".
 constexpr int64_t kStartMicros = 1'700'000'000'000'000;
 absl::Time TimeOf(uint64_t n) { return absl::FromUnixMicros(kStartMicros + static_cast<int64_t>(n) * 1'000'000); }
-
-const std::string& KeyPem() {
-  static const std::string* const pem = [] {
-    absl::StatusOr<std::string> generated = GenerateSigningKeyPem();
-    AIRLOCK_CHECK(generated.ok());
-    return new std::string(*generated);
-  }();
-  return *pem;
-}
-
-CheckpointSigner Signer(const std::string& pem = KeyPem()) {
-  absl::StatusOr<CheckpointSigner> signer = CheckpointSigner::FromPrivateKeyPem(pem);
-  AIRLOCK_CHECK(signer.ok());
-  return *std::move(signer);
-}
 
 // Bytes that appear in the store only inside record n (in its sealed text).
 std::string MarkerOf(uint64_t n) { return absl::StrCat("retention-marker-", n, "-end"); }
@@ -65,25 +51,16 @@ AuditRecord RecordAt(uint64_t n) {
   return record;
 }
 
-std::unique_ptr<StateDb> OpenDbOrDie(const std::string& path) {
-  absl::StatusOr<std::unique_ptr<StateDb>> db = StateDb::Open(path);
-  EXPECT_TRUE(db.ok()) << db.status();
-  AIRLOCK_CHECK(db.ok());
-  return *std::move(db);
-}
-
-std::unique_ptr<AuditLog> OpenLogOrDie(StateDb* db) {
+// A checkpoint every 10 records; only the count (and a clean shutdown) signs.
+std::unique_ptr<AuditLog> OpenRetentionLogOrDie(StateDb* db) {
   AuditLogOptions options;
   options.checkpoint_every_records = 10;
-  options.checkpoint_interval = absl::Hours(1);  // only the count (and a clean shutdown) signs
-  absl::StatusOr<std::unique_ptr<AuditLog>> log = AuditLog::Open(db, Signer(), options);
-  EXPECT_TRUE(log.ok()) << log.status();
-  AIRLOCK_CHECK(log.ok());
-  return *std::move(log);
+  options.checkpoint_interval = absl::Hours(1);
+  return OpenLogOrDie(db, options);
 }
 
 // The store as `airlockctl audit verify --state-dir` sees it: records, checkpoints and anchor.
-VerifyReport VerifyStore(const StateDb& db, const std::string& key_pem = KeyPem()) {
+VerifyReport VerifyStore(const StateDb& db, const std::string& key_pem = TestKeyPem()) {
   absl::StatusOr<std::vector<std::string>> records = ReadStoredAuditRange(db, 0, UINT64_MAX);
   absl::StatusOr<std::vector<Checkpoint>> checkpoints = ReadAuditCheckpoints(db);
   absl::StatusOr<std::optional<Checkpoint>> anchor = ReadAuditAnchor(db);
@@ -91,7 +68,7 @@ VerifyReport VerifyStore(const StateDb& db, const std::string& key_pem = KeyPem(
   EXPECT_TRUE(checkpoints.ok()) << checkpoints.status();
   EXPECT_TRUE(anchor.ok()) << anchor.status();
   if (!records.ok() || !checkpoints.ok() || !anchor.ok()) return {};
-  return VerifyStoredChain(*records, *checkpoints, Signer(key_pem).PublicKeyPem(), *anchor);
+  return VerifyStoredChain(*records, *checkpoints, SignerFromPem(key_pem).PublicKeyPem(), *anchor);
 }
 
 std::vector<uint64_t> RecordSequences(const StateDb& db) {
@@ -170,7 +147,7 @@ class RetentionTest : public ::testing::Test {
   // Appends records 1..n through a real AuditLog (a checkpoint every 10 records) and closes it,
   // which signs the tail: checkpoints at 10, 20, ... and at n.
   void Fill(uint64_t n) {
-    std::unique_ptr<AuditLog> log = OpenLogOrDie(db_.get());
+    std::unique_ptr<AuditLog> log = OpenRetentionLogOrDie(db_.get());
     Append(log.get(), log->head().sequence + 1, n);
   }
   static void Append(AuditLog* log, uint64_t from, uint64_t to) {
@@ -225,7 +202,7 @@ TEST_F(RetentionTest, PrunesThroughTheLastCheckpointBeforeTheCutoff) {
   absl::StatusOr<std::vector<std::string>> records = ReadStoredAuditRange(*db_, 0, UINT64_MAX);
   absl::StatusOr<std::vector<Checkpoint>> checkpoints = ReadAuditCheckpoints(*db_);
   ASSERT_TRUE(records.ok() && checkpoints.ok());
-  EXPECT_FALSE(VerifyStoredChain(*records, *checkpoints, Signer().PublicKeyPem(), std::nullopt).ok);
+  EXPECT_FALSE(VerifyStoredChain(*records, *checkpoints, SignerFromPem().PublicKeyPem(), std::nullopt).ok);
 }
 
 TEST_F(RetentionTest, TheCutoffIsExclusive) {
@@ -366,7 +343,7 @@ const Tampering kTamperings[] = {
     {"checkpoint over another hash",
      [](StateDb* db) {
        PutRaw(db, db->checkpoints(), EncodeSequenceKey(10),
-              EncodeCheckpoint(Signer().Sign(10, std::string(kHashSize, 'x'), 1)));
+              EncodeCheckpoint(SignerFromPem().Sign(10, std::string(kHashSize, 'x'), 1)));
      },
      "audit record 10 does not match checkpoint 10"},
 };
@@ -378,7 +355,7 @@ TEST(RetentionTamperTest, RefusesToPruneAChainThatDoesNotMatchItsCheckpoints) {
     {
       std::unique_ptr<StateDb> db = OpenDbOrDie(dir);
       {
-        std::unique_ptr<AuditLog> log = OpenLogOrDie(db.get());
+        std::unique_ptr<AuditLog> log = OpenRetentionLogOrDie(db.get());
         for (uint64_t n = 1; n <= 35; ++n) ASSERT_TRUE(log->Append(RecordAt(n)).ok());
       }
       tampering.apply(db.get());
@@ -419,7 +396,7 @@ TEST_F(RetentionTest, RefusesWhenTheKeptRecordsDoNotStartAtTheAnchor) {
   EXPECT_THAT(std::string(result.status().message()), HasSubstr("audit record 11 is missing"));
 
   // The right sequence, but a hash the first kept record does not link to.
-  PutAnchor(db_.get(), Signer().Sign(20, std::string(kHashSize, 'x'), anchor.time_unix_micros));
+  PutAnchor(db_.get(), SignerFromPem().Sign(20, std::string(kHashSize, 'x'), anchor.time_unix_micros));
   result = PruneAuditLog(db_.get(), absl::InfiniteFuture());
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), absl::StatusCode::kDataLoss);
@@ -428,7 +405,7 @@ TEST_F(RetentionTest, RefusesWhenTheKeptRecordsDoNotStartAtTheAnchor) {
 }
 
 TEST_F(RetentionTest, PrunesWhileFourThreadsAppend) {
-  std::unique_ptr<AuditLog> log = OpenLogOrDie(db_.get());
+  std::unique_ptr<AuditLog> log = OpenRetentionLogOrDie(db_.get());
   constexpr int kThreads = 4;
   constexpr int kMinPerThread = 100;
   std::atomic<bool> stop{false};
@@ -484,7 +461,7 @@ TEST_F(RetentionTest, AReopenedStoreContinuesThePrunedChain) {
 
   db_ = OpenDbOrDie(dir_);
   {
-    std::unique_ptr<AuditLog> log = OpenLogOrDie(db_.get());
+    std::unique_ptr<AuditLog> log = OpenRetentionLogOrDie(db_.get());
     EXPECT_EQ(log->head().sequence, 35u);
     Append(log.get(), 36, 45);
   }
@@ -521,7 +498,7 @@ TEST_F(RetentionTest, AStoreWithEveryRecordPrunedContinuesFromTheAnchor) {
   EXPECT_EQ(head->sequence, 20u);
   EXPECT_EQ(head->hash, checkpoint_20.chain_hash);
   {
-    std::unique_ptr<AuditLog> log = OpenLogOrDie(db_.get());
+    std::unique_ptr<AuditLog> log = OpenRetentionLogOrDie(db_.get());
     EXPECT_EQ(log->head().sequence, 20u);
     Append(log.get(), 21, 25);
   }
@@ -549,7 +526,7 @@ TEST_F(RetentionTest, AForgedAnchorDoesNotVerify) {
   // Signed, but with another key.
   absl::StatusOr<std::string> other_key = GenerateSigningKeyPem();
   ASSERT_TRUE(other_key.ok());
-  PutAnchor(db_.get(), Signer(*other_key).Sign(anchor.sequence, anchor.chain_hash, anchor.time_unix_micros));
+  PutAnchor(db_.get(), SignerFromPem(*other_key).Sign(anchor.sequence, anchor.chain_hash, anchor.time_unix_micros));
   report = VerifyStore(*db_);
   EXPECT_FALSE(report.ok);
   EXPECT_EQ(report.first_bad_sequence, 20u);

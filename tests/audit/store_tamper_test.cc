@@ -16,6 +16,7 @@
 #include "audit/checkpoint.h"
 #include "audit/state_db.h"
 #include "inference/base/status.h"
+#include "tests/audit/audit_test_support.h"
 #include "tests/support/test_data.h"
 
 namespace airlock::audit {
@@ -28,20 +29,13 @@ constexpr uint64_t kRecords = 22;  // checkpoints at 5, 10, 15, 20, and 22 when 
 class StoreTamperTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    absl::StatusOr<std::string> pem = GenerateSigningKeyPem();
-    ASSERT_TRUE(pem.ok());
-    absl::StatusOr<CheckpointSigner> signer = CheckpointSigner::FromPrivateKeyPem(*pem);
-    ASSERT_TRUE(signer.ok());
-    public_key_ = signer->PublicKeyPem();
+    public_key_ = SignerFromPem().PublicKeyPem();
     dir_ = airlock::testing::MakeTempDir() + "/state";
-    absl::StatusOr<std::unique_ptr<StateDb>> db = StateDb::Open(dir_);
-    ASSERT_TRUE(db.ok()) << db.status();
-    db_ = *std::move(db);
+    db_ = OpenDbOrDie(dir_);
     AuditLogOptions options;
     options.checkpoint_every_records = 5;
     options.checkpoint_interval = absl::Hours(1);
-    absl::StatusOr<std::unique_ptr<AuditLog>> log = AuditLog::Open(db_.get(), *std::move(signer), options);
-    ASSERT_TRUE(log.ok()) << log.status();
+    std::unique_ptr<AuditLog> log = OpenLogOrDie(db_.get(), options);
     for (uint64_t i = 1; i <= kRecords; ++i) {
       AuditRecord record;
       record.phase = Phase::kEnd;
@@ -50,9 +44,9 @@ class StoreTamperTest : public ::testing::Test {
       record.method = "airlock.v1.Inference/Generate";
       record.model = "tiny";
       record.completion_tokens = static_cast<uint32_t>(i);
-      ASSERT_TRUE((*log)->Append(record).ok());
+      ASSERT_TRUE(log->Append(record).ok());
     }
-    log->reset();  // signs the head on close
+    log.reset();  // signs the head on close
   }
 
   VerifyReport Verify() {

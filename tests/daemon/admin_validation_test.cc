@@ -2,7 +2,9 @@
 #include "daemon/admin_service.h"
 
 #include <string>
+#include <vector>
 
+#include "audit/audit_record.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -68,6 +70,18 @@ TEST(AdminValidationTest, AuditQueriesKeepTheirRules) {
   query.set_newest_first(true);
   query.set_follow(true);
   ExpectInvalid(ValidateQuery(query), "follow: only oldest first");
+}
+
+// One table (audit::ForEachRecordField) feeds both the API message and the export's JSON: it must
+// name every field of airlock.v1.AuditRecord but `stored`, each once.
+TEST(AdminValidationTest, TheRecordFieldTableCoversTheApiMessage) {
+  std::vector<std::string> names;
+  audit::ForEachRecordField(audit::ChainedRecord(), [&](const char* name, const auto&) { names.emplace_back(name); });
+  names.emplace_back("stored");
+  std::vector<std::string> fields;
+  const google::protobuf::Descriptor* d = v1::AuditRecord::descriptor();
+  for (int i = 0; i < d->field_count(); ++i) fields.push_back(d->field(i)->name());
+  EXPECT_THAT(names, ::testing::UnorderedElementsAreArray(fields));
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <type_traits>
 #include <string>
 #include <vector>
 
@@ -154,33 +155,24 @@ absl::Status ReadOnline(v1::Admin::Stub& stub, grpc::ClientContext& ctx, const H
   return status;
 }
 
+// The export schema (docs/audit.md): the record's fields (audit::ForEachRecordField) with its time
+// as RFC 3339 under "time", hashes and HMACs in hex, sealed text and the stored bytes in base64.
 Json RecordJson(const audit::ChainedRecord& c, std::string_view stored) {
-  const audit::AuditRecord& r = c.record;
-  return {{"type", "record"},
-          {"sequence", c.sequence},
-          {"time", absl::FormatTime("%Y-%m-%d%ET%H:%M:%E6SZ", absl::FromUnixMicros(r.time_unix_micros),
-                                    absl::UTCTimeZone())},
-          {"phase", std::string(audit::PhaseName(r.phase))},
-          {"decision", std::string(audit::DecisionName(r.decision))},
-          {"request_id", r.request_id},
-          {"identity", r.identity},
-          {"subject", r.subject},
-          {"cert_fingerprint", r.cert_fingerprint},
-          {"peer", r.peer},
-          {"method", r.method},
-          {"model", r.model},
-          {"sampling", r.sampling},
-          {"prompt_tokens", r.prompt_tokens},
-          {"completion_tokens", r.completion_tokens},
-          {"stop_reason", r.stop_reason},
-          {"status_code", r.status_code},
-          {"latency_micros", r.latency_micros},
-          {"prompt_hmac", Hex(r.prompt_hmac)},
-          {"output_hmac", Hex(r.output_hmac)},
-          {"sealed_text", absl::Base64Escape(r.sealed_text)},
-          {"prev_hash", Hex(c.prev_hash)},
-          {"hash", Hex(c.hash)},
-          {"stored", absl::Base64Escape(ToAbsl(stored))}};
+  Json j = {{"type", "record"}, {"stored", absl::Base64Escape(ToAbsl(stored))}};
+  audit::ForEachRecordField(c, [&](const char* name, const auto& value) {
+    using T = std::decay_t<decltype(value)>;
+    if constexpr (std::is_same_v<T, audit::RecordTime>) {
+      j["time"] = absl::FormatTime("%Y-%m-%d%ET%H:%M:%E6SZ", absl::FromUnixMicros(value.unix_micros),
+                                   absl::UTCTimeZone());
+    } else if constexpr (std::is_same_v<T, audit::RecordBytes>) {
+      j[name] = value.base64 ? absl::Base64Escape(ToAbsl(value.bytes)) : Hex(value.bytes);
+    } else if constexpr (std::is_same_v<T, std::string_view>) {
+      j[name] = std::string(value);
+    } else {
+      j[name] = value;
+    }
+  });
+  return j;
 }
 
 // One export line for a stored record (undecodable ones are kept as they are, so that
