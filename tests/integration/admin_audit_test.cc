@@ -49,26 +49,11 @@ std::vector<nlohmann::json> JsonLines(const std::string& text) {
   return out;
 }
 
-class AdminAuditTest : public ::testing::Test {
+class AdminAuditTest : public LabDaemonTest {
  protected:
   void SetUp() override {
     AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
-    dir_ = MakeTempDir();
-    pki_ = MakeLabPki(dir_ + "/pki");
-    pki_.Issue("alice");
-    pki_.Issue("auditor");
-  }
-  void StartDaemon(const std::string& audit_extra = "") {
-    const std::string models = StoriesModelYaml();
-    std::string config = BaseConfig(dir_, pki_, models, kAccess);
-    if (!audit_extra.empty()) config = absl::StrReplaceAll(config, {{"audit:\n", "audit:\n" + audit_extra}});
-    std::string error;
-    daemon_ = DaemonProcess::Start(dir_, config, &error);
-    ASSERT_NE(daemon_, nullptr) << error;
-  }
-  void StopDaemon() {
-    daemon_->Signal(SIGTERM);
-    ASSERT_EQ(daemon_->WaitExit(absl::Seconds(30)), std::optional<int>(0)) << daemon_->Log();
+    SetUpLab(kAccess, {"alice", "auditor"});
   }
   std::string Generate(const std::string& prompt) {
     v1::GenerateRequest r;
@@ -107,15 +92,9 @@ class AdminAuditTest : public ::testing::Test {
     *status = Admin("auditor")->VerifyAudit(&context, v1::VerifyAuditRequest(), &response);
     return response;
   }
-  CommandResult Ctl(const std::string& user, const std::vector<std::string>& args) {
-    return RunCtl(daemon_->port(), pki_, user, args);
-  }
   std::string StateDir() const { return dir_ + "/state"; }
   std::string PublicKey() const { return dir_ + "/audit-signing.key.pub"; }
 
-  std::string dir_;
-  LabPki pki_;
-  std::unique_ptr<DaemonProcess> daemon_;
 };
 
 TEST_F(AdminAuditTest, OnlyARoleNamingTheAdminServiceMayReadTheLogAndEveryAdminCallIsAudited) {

@@ -28,19 +28,13 @@ roles:
     models: ["stories"]
 )";
 
-class AirlockctlClientTest : public ::testing::Test {
+class AirlockctlClientTest : public LabDaemonTest {
  protected:
   void SetUp() override {
     AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
-    dir_ = MakeTempDir();
-    pki_ = MakeLabPki(dir_ + "/pki");
-    pki_.Issue("alice");
-    pki_.Issue("bob");
-    const std::string models = absl::StrCat("  - name: stories\n    path: \"", SharedPath(kStoriesModel),
-                                            "\"\n    threads: 1\n    chat_template: llama2\n");
-    std::string error;
-    daemon_ = DaemonProcess::Start(dir_, BaseConfig(dir_, pki_, models, kAccess), &error);
-    ASSERT_NE(daemon_, nullptr) << error;
+    SetUpLab(kAccess, {"alice", "bob"});
+    StartDaemon("", absl::StrCat("  - name: stories\n    path: \"", SharedPath(kStoriesModel),
+                                 "\"\n    threads: 1\n    chat_template: llama2\n"));
   }
 
   // airlockctl <args> --server ... as `user`.
@@ -48,9 +42,6 @@ class AirlockctlClientTest : public ::testing::Test {
     return RunCtl(daemon_->port(), pki_, user, args, input);
   }
 
-  std::string dir_;
-  LabPki pki_;
-  std::unique_ptr<DaemonProcess> daemon_;
 };
 
 TEST_F(AirlockctlClientTest, GenerateStreamsAndJsonAgree) {

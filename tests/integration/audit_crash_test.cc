@@ -151,21 +151,13 @@ void RunClient(int client, int round, int port, const LabPki& pki, const std::at
   }
 }
 
-class AuditCrashTest : public ::testing::Test {
+class AuditCrashTest : public LabDaemonTest {
  protected:
   void SetUp() override {
     AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
-    dir_ = MakeTempDir();
-    pki_ = MakeLabPki(dir_ + "/pki");
-    pki_.Issue("alice");
-    for (int c = 0; c < kClients; ++c) pki_.Issue(ClientName(c));
-  }
-
-  void StartDaemon() {
-    const std::string models = StoriesModelYaml();
-    std::string error;
-    daemon_ = DaemonProcess::Start(dir_, BaseConfig(dir_, pki_, models, AccessYaml()), &error);
-    ASSERT_NE(daemon_, nullptr) << error;
+    std::vector<std::string> users = {"alice"};
+    for (int c = 0; c < kClients; ++c) users.push_back(ClientName(c));
+    SetUpLab(AccessYaml(), users);
   }
 
   // The daemon serves: a generation as alice succeeds (and is acknowledged like any other).
@@ -209,9 +201,6 @@ class AuditCrashTest : public ::testing::Test {
     }
   }
 
-  std::string dir_;
-  LabPki pki_;
-  std::unique_ptr<DaemonProcess> daemon_;
   int starts_ = 0;
   AuditIndex log_;  // as last read
 };

@@ -79,13 +79,11 @@ class HeldDirectory {
   int fd_;
 };
 
-class AuditDiskFullTest : public ::testing::Test {
+class AuditDiskFullTest : public LabDaemonTest {
  protected:
   void SetUp() override {
     AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
-    dir_ = MakeTempDir();
-    pki_ = MakeLabPki(dir_ + "/pki");
-    pki_.Issue("alice");
+    SetUpLab(kAccess, {"alice"});
     ASSERT_EQ(::mkdir((dir_ + "/disk").c_str(), 0700), 0) << strerror(errno);
   }
 
@@ -138,9 +136,6 @@ class AuditDiskFullTest : public ::testing::Test {
     return HealthCheckResponse::ServingStatus_Name(response.status());
   }
 
-  std::string dir_;
-  LabPki pki_;
-  std::unique_ptr<DaemonProcess> daemon_;
   std::unique_ptr<v1::Inference::Stub> inference_;
   int calls_ = 0;
   std::map<std::string, std::string> acknowledged_;  // request id -> prompt

@@ -35,27 +35,12 @@ roles:
     models: ["*"]
 )";
 
-class AuditLogTest : public ::testing::Test {
+class AuditLogTest : public LabDaemonTest {
  protected:
   void SetUp() override {
     AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
-    dir_ = MakeTempDir();
-    pki_ = MakeLabPki(dir_ + "/pki");
-    pki_.Issue("alice");
-    pki_.Issue("mallory");
+    SetUpLab(kAccess, {"alice", "mallory"});
     StartDaemon();
-  }
-  void StartDaemon(const std::string& audit_extra = "") {
-    const std::string models = StoriesModelYaml();
-    std::string config = BaseConfig(dir_, pki_, models, kAccess);
-    if (!audit_extra.empty()) config = absl::StrReplaceAll(config, {{"audit:\n", "audit:\n" + audit_extra}});
-    std::string error;
-    daemon_ = DaemonProcess::Start(dir_, config, &error);
-    ASSERT_NE(daemon_, nullptr) << error;
-  }
-  void StopDaemon() {
-    daemon_->Signal(SIGTERM);
-    ASSERT_EQ(daemon_->WaitExit(absl::Seconds(30)), std::optional<int>(0)) << daemon_->Log();
   }
 
   // Generates as `user`; returns the request id (empty on failure).
@@ -81,9 +66,6 @@ class AuditLogTest : public ::testing::Test {
   std::string StateDir() const { return dir_ + "/state"; }
   std::string PublicKey() const { return dir_ + "/audit-signing.key.pub"; }
 
-  std::string dir_;
-  LabPki pki_;
-  std::unique_ptr<DaemonProcess> daemon_;
   std::string last_text_;
 };
 

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "auth/dev_pki.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
@@ -225,6 +226,26 @@ std::string BaseConfig(const std::string& dir, const LabPki& pki, const std::str
                       "/crl.pem\"]\n  watch_interval: \"1s\"\n", "audit:\n  state_dir: \"", dir,
                       "/state\"\n  signing_key_file: \"", dir, "/audit-signing.key\"\n  hmac_secret_file: \"", dir,
                       "/audit-hmac.secret\"\n", "models:\n", models_yaml, access_yaml, extra_yaml);
+}
+
+void LabDaemonTest::SetUpLab(std::string access_yaml, const std::vector<std::string>& users) {
+  dir_ = MakeTempDir();
+  pki_ = MakeLabPki(dir_ + "/pki");
+  for (const std::string& user : users) pki_.Issue(user);
+  access_ = std::move(access_yaml);
+}
+
+void LabDaemonTest::StartDaemon(const std::string& audit_extra, const std::string& models_yaml) {
+  std::string config = BaseConfig(dir_, pki_, models_yaml.empty() ? StoriesModelYaml() : models_yaml, access_);
+  if (!audit_extra.empty()) config = absl::StrReplaceAll(config, {{"audit:\n", "audit:\n" + audit_extra}});
+  std::string error;
+  daemon_ = DaemonProcess::Start(dir_, config, &error);
+  ASSERT_NE(daemon_, nullptr) << error;
+}
+
+void LabDaemonTest::StopDaemon() {
+  daemon_->Signal(SIGTERM);
+  ASSERT_EQ(daemon_->WaitExit(absl::Seconds(30)), std::optional<int>(0)) << daemon_->Log();
 }
 
 }  // namespace airlock::testing

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "gtest/gtest.h"
 #include "grpcpp/channel.h"
 #include "nlohmann/json.hpp"
 #include "tests/support/run_command.h"  // RunCommand: used here and by every test that includes this
@@ -107,5 +108,29 @@ std::string StoriesModelYaml();
 // models block (YAML list items, already indented by two spaces) and the access block.
 std::string BaseConfig(const std::string& dir, const LabPki& pki, const std::string& models_yaml,
                        const std::string& access_yaml, const std::string& extra_yaml = "");
+
+// The fixture of the end-to-end tests: a temporary directory, a lab PKI with certificates for the
+// test's users, and airlockd started on BaseConfig with the test's access block.
+class LabDaemonTest : public ::testing::Test {
+ protected:
+  // Call in SetUp (after AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel)), which must be
+  // in SetUp itself to skip the test): makes dir_ and pki_, issues `users`, keeps `access_yaml`
+  // for StartDaemon.
+  void SetUpLab(std::string access_yaml, const std::vector<std::string>& users);
+  // Starts airlockd serving `models_yaml` ("" : StoriesModelYaml()), with `audit_extra` lines
+  // (indented by two spaces) added to its audit: block.
+  void StartDaemon(const std::string& audit_extra = "", const std::string& models_yaml = "");
+  // SIGTERM; expects a clean exit (0) within 30 s.
+  void StopDaemon();
+  // `airlockctl <args>` against the daemon as `user` (RunCtl).
+  CommandResult Ctl(const std::string& user, const std::vector<std::string>& args) {
+    return RunCtl(daemon_->port(), pki_, user, args);
+  }
+
+  std::string dir_;
+  LabPki pki_;
+  std::string access_;
+  std::unique_ptr<DaemonProcess> daemon_;
+};
 
 }  // namespace airlock::testing

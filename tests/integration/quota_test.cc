@@ -55,26 +55,12 @@ roles:
     methods: ["airlock.v1.Admin/*"]
 )";
 
-class QuotaTest : public ::testing::Test {
+class QuotaTest : public LabDaemonTest {
  protected:
   void SetUp() override {
     AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
-    dir_ = MakeTempDir();
-    pki_ = MakeLabPki(dir_ + "/pki");
-    for (const char* user : {"alice", "bob", "carol", "dave", "root"}) pki_.Issue(user);
+    SetUpLab(kAccess, {"alice", "bob", "carol", "dave", "root"});
     StartDaemon();
-  }
-  void StartDaemon(const std::string& models_yaml = StoriesModelYaml()) {
-    std::string error;
-    daemon_ = DaemonProcess::Start(dir_, BaseConfig(dir_, pki_, models_yaml, kAccess), &error);
-    ASSERT_NE(daemon_, nullptr) << error;
-  }
-  void StopDaemon() {
-    daemon_->Signal(SIGTERM);
-    ASSERT_EQ(daemon_->WaitExit(absl::Seconds(30)), std::optional<int>(0)) << daemon_->Log();
-  }
-  CommandResult Ctl(const std::string& user, const std::vector<std::string>& args) {
-    return RunCtl(daemon_->port(), pki_, user, args);
   }
   v1::IdentityQuota Usage(const std::string& identity) {
     v1::GetUsageRequest request;
@@ -98,9 +84,6 @@ class QuotaTest : public ::testing::Test {
     return v1::Inference::NewStub(Connect(daemon_->port(), pki_, user))->Generate(&context, r, response);
   }
 
-  std::string dir_;
-  LabPki pki_;
-  std::unique_ptr<DaemonProcess> daemon_;
 };
 
 TEST_F(QuotaTest, ADailyBudgetRefusesTheRequestThatCouldOvershootWithDetailsAndSurvivesRestarts) {
@@ -230,8 +213,8 @@ TEST_F(QuotaTest, AFloodingIdentityDoesNotStarveATrickle) {
                                           "1024", "--vocab", "320"});
   ASSERT_EQ(synth.exit_code, 0) << synth.err;
   ASSERT_NO_FATAL_FAILURE(StopDaemon());
-  ASSERT_NO_FATAL_FAILURE(StartDaemon(absl::StrCat("  - name: flood\n    path: \"", model_path,
-                                                   "\"\n    threads: 1\n    context_length: 1024\n")));
+  ASSERT_NO_FATAL_FAILURE(StartDaemon("", absl::StrCat("  - name: flood\n    path: \"", model_path,
+                                                       "\"\n    threads: 1\n    context_length: 1024\n")));
 
   // bob floods: 20 requests of up to 300 tokens at once. They all wait behind the first.
   constexpr int kFlood = 20;
