@@ -1,6 +1,8 @@
 // Call admission: identity from the certificate, authorisation by role, request ids, call logs.
 #include "daemon/call_admission.h"
 
+#include "daemon/metrics.h"
+
 #include <openssl/rand.h>
 
 #include "absl/strings/escaping.h"
@@ -101,6 +103,10 @@ absl::Status AuditSingle(const CallInfo& call, const absl::Status& status) {
 }
 
 void LogCallEnd(const CallInfo& call, const absl::Status& status, const nlohmann::json& extra) {
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - call.start).count();
+  if (call.config != nullptr && call.config->metrics != nullptr) {
+    call.config->metrics->CallEnded(call.method, call.model, status.code(), seconds);
+  }
   nlohmann::json fields = {
       {"request_id", call.request_id},
       {"identity", call.identity.name},
@@ -108,8 +114,7 @@ void LogCallEnd(const CallInfo& call, const absl::Status& status, const nlohmann
       {"method", call.method},
       {"model", call.model},
       {"code", absl::StatusCodeToString(status.code())},
-      {"duration_ms",
-       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - call.start).count()}};
+      {"duration_ms", seconds * 1000}};
   if (!status.ok()) fields["error"] = std::string(status.message());
   if (extra.is_object()) {
     for (auto it = extra.begin(); it != extra.end(); ++it) fields[it.key()] = it.value();

@@ -26,6 +26,8 @@
 
 namespace airlock::daemon {
 
+class Metrics;
+
 class AuditTrail;
 
 // What a reload may change, as one immutable snapshot.
@@ -40,6 +42,8 @@ struct RuntimeConfig {
   // the same across reloads; null: no quotas).
   std::shared_ptr<const auth::QuotaPolicy> quotas;
   auth::QuotaLedger* ledger = nullptr;
+  // Prometheus metrics (not owned; the same across reloads; null: none kept).
+  Metrics* metrics = nullptr;
 };
 
 class RuntimeConfigHolder {

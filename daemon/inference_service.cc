@@ -1,6 +1,8 @@
 // The Inference service: admission -> validation -> generation job -> reactor (unary or stream).
 #include "daemon/inference_service.h"
 
+#include "daemon/metrics.h"
+
 #include <atomic>
 #include <deque>
 #include <mutex>
@@ -102,11 +104,11 @@ void FillUsageAndTimings(const inference::GenerateResult& result, double queue_s
   }
 }
 
-// Settles the quota reservation with what the job used, then writes the end record of a
-// generation. The result is acknowledged only if it is recorded: an unwritable audit log turns
+// Settles the quota reservation with what the job used, counts it in the metrics, then writes the
+// end record of a generation. The result is acknowledged only if it is recorded: an unwritable audit log turns
 // success into UNAVAILABLE.
 absl::Status AuditEnd(CallState& state, const absl::StatusOr<inference::GenerateResult>& result,
-                      const absl::Status& status) {
+                      const absl::Status& status, double queue_seconds) {
   if (state.quota != nullptr) {
     const uint64_t prompt = result.ok() ? result->prompt_tokens.size() : 0;
     const uint64_t completion = result.ok() ? result->output_tokens.size() : 0;
@@ -114,6 +116,10 @@ absl::Status AuditEnd(CallState& state, const absl::StatusOr<inference::Generate
       LogError("quota usage not saved", {{"request_id", state.call.request_id},
                                          {"error", std::string(settled.message())}});
     }
+  }
+  if (Metrics* metrics = state.call.config->metrics; metrics != nullptr && result.ok()) {
+    metrics->GenerationEnded(state.call.model, result->prompt_tokens.size(), result->output_tokens.size(),
+                             queue_seconds);
   }
   AuditTrail* audit = state.call.config->audit;
   if (audit == nullptr) return status;
@@ -205,7 +211,7 @@ class UnaryGeneration final : public grpc::ServerUnaryReactor {
  private:
   void Complete(const std::string& model_name, const absl::StatusOr<inference::GenerateResult>& result,
                 double queue_seconds) {
-    const absl::Status status = AuditEnd(*state_, result, Outcome(result, *state_));
+    const absl::Status status = AuditEnd(*state_, result, Outcome(result, *state_), queue_seconds);
     if (status.ok()) {
       response_->set_request_id(state_->call.request_id);
       response_->set_model(model_name);
@@ -299,7 +305,7 @@ class StreamGeneration final : public grpc::ServerWriteReactor<GenerateStreamRes
 
   void Complete(const std::string& model_name, const absl::StatusOr<inference::GenerateResult>& result,
                 double queue_seconds) {
-    const absl::Status status = AuditEnd(*state_, result, Outcome(result, *state_));
+    const absl::Status status = AuditEnd(*state_, result, Outcome(result, *state_), queue_seconds);
     if (status.ok()) {
       std::lock_guard<std::mutex> lock(mutex_);
       airlock::v1::Completion* done = pending_.emplace_back().mutable_done();

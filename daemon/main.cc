@@ -18,7 +18,7 @@ namespace {
 
 using namespace airlock::daemon;
 
-constexpr char kVersion[] = "0.1.0";
+constexpr char kVersion[] = AIRLOCK_VERSION;
 
 // Loads, validates and resolves the configuration; errors name the file position.
 absl::StatusOr<DaemonOptions> ReadConfig(const std::string& path) {

@@ -29,6 +29,11 @@ std::vector<std::string> RestartOnlyChanges(const DaemonOptions& a, const Daemon
   if (a.listen != b.listen) changed.push_back("server.listen");
   if (a.sandbox != b.sandbox) changed.push_back("server.sandbox");
   if (a.port_file != b.port_file) changed.push_back("server.port_file");
+  if (a.metrics.listen != b.metrics.listen || a.metrics.plaintext != b.metrics.plaintext ||
+      a.metrics.cert_file != b.metrics.cert_file || a.metrics.key_file != b.metrics.key_file ||
+      a.metrics.client_ca_file != b.metrics.client_ca_file || a.metrics.port_file != b.metrics.port_file) {
+    changed.push_back("metrics");
+  }
   if (a.tls.cert_file != b.tls.cert_file || a.tls.key_file != b.tls.key_file ||
       a.tls.client_ca_file != b.tls.client_ca_file) {
     changed.push_back("tls file paths");
@@ -74,6 +79,7 @@ absl::StatusOr<std::shared_ptr<const RuntimeConfig>> Daemon::MakeRuntimeConfig(c
   runtime->audit = audit_.get();
   runtime->quotas = auth::QuotaPolicy::Create(options.config);
   runtime->ledger = quota_ledger_.get();
+  runtime->metrics = metrics_.get();
   return runtime;
 }
 
@@ -102,6 +108,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
   // Quota usage is loaded from the same store before anything is admitted.
   d->usage_store_ = std::make_unique<StateDbUsageStore>(d->state_.get());
   AIRLOCK_ASSIGN_OR_RETURN(d->quota_ledger_, auth::QuotaLedger::Open(d->usage_store_.get()));
+  {
+    std::vector<std::string> model_names;
+    for (const ModelOptions& m : options.models) model_names.push_back(m.name);
+    d->metrics_ = std::make_unique<Metrics>(std::move(model_names), AIRLOCK_VERSION);
+  }
   AIRLOCK_ASSIGN_OR_RETURN(std::shared_ptr<const RuntimeConfig> runtime, d->MakeRuntimeConfig(options));
   d->runtime_ = std::make_unique<RuntimeConfigHolder>(std::move(runtime));
 
@@ -153,6 +164,18 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
     return absl::UnavailableError(absl::StrCat("could not listen on ", options.listen,
                                                " (address in use, or not an address of this host?)"));
   }
+  // The metrics listener binds now, before the network sandbox forbids new sockets.
+  if (!options.metrics.listen.empty()) {
+    Daemon* self = d.get();
+    absl::StatusOr<std::unique_ptr<MetricsServer>> metrics = MetricsServer::Start(
+        options.metrics, options.tls.crl_files,
+        {[self] { return self->metrics_->Scrape(self->ScrapeNow()); }, [self] { return self->Ready(); }});
+    if (!metrics.ok()) {
+      d->Drain();
+      return metrics.status();
+    }
+    d->metrics_server_ = *std::move(metrics);
+  }
   if (!options.port_file.empty()) {
     std::ofstream out(options.port_file, std::ios::trunc);
     out << d->port_ << "\n";
@@ -200,9 +223,36 @@ absl::Status Daemon::Reload() {
   return absl::OkStatus();
 }
 
+std::vector<prometheus::MetricFamily> Daemon::ScrapeNow() const {
+  prometheus::MetricFamily running =
+      Metrics::Gauge("airlock_requests_running", "Generations running now, by model (at most 1 each)");
+  prometheus::MetricFamily waiting =
+      Metrics::Gauge("airlock_requests_waiting", "Generations waiting in the model's queue now, by model");
+  for (const auto& m : models_->models()) {
+    Metrics::AddGauge(running, {{"model", m->name}}, m->queue->running() ? 1 : 0);
+    Metrics::AddGauge(waiting, {{"model", m->name}}, static_cast<double>(m->queue->waiting()));
+  }
+  prometheus::MetricFamily audit_up =
+      Metrics::Gauge("airlock_audit_up", "1 while the audit log can write, 0 while calls are refused for it");
+  Metrics::AddGauge(audit_up, {}, audit_->health().ok() ? 1 : 0);
+  prometheus::MetricFamily head =
+      Metrics::Gauge("airlock_audit_chain_head_sequence", "Sequence number of the newest audit record");
+  Metrics::AddGauge(head, {}, static_cast<double>(audit_->head().sequence));
+  return {std::move(running), std::move(waiting), std::move(audit_up), std::move(head)};
+}
+
+absl::Status Daemon::Ready() const {
+  if (draining_.load()) return absl::UnavailableError("draining (shutting down)");
+  if (absl::Status audit = audit_->health(); !audit.ok()) {
+    return absl::UnavailableError(absl::StrCat("the audit log cannot write: ", audit.message()));
+  }
+  return absl::OkStatus();
+}
+
 void Daemon::Drain() {
   if (drained_) return;
   drained_ = true;
+  draining_.store(true);
   if (server_ != nullptr) {
     LogInfo("draining", {{"drain_timeout", absl::FormatDuration(options_.drain_timeout)}});
     health_->SetServing(false);
@@ -214,6 +264,7 @@ void Daemon::Drain() {
   }
   if (models_ != nullptr) models_->Shutdown();
   if (server_ != nullptr) server_->Wait();
+  metrics_server_.reset();
   LogInfo("drained");
 }
 

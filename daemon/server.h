@@ -4,8 +4,10 @@
 // Thread-safety: Start() once; Reload() and Drain() from the signal-handling thread only.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -17,6 +19,8 @@
 #include "daemon/config/daemon_options.h"
 #include "daemon/health_service.h"
 #include "daemon/inference_service.h"
+#include "daemon/metrics.h"
+#include "daemon/metrics_server.h"
 #include "daemon/model_registry.h"
 #include "daemon/quota_store.h"
 #include "daemon/state_store.h"
@@ -46,6 +50,9 @@ class Daemon {
  private:
   Daemon() = default;
   absl::StatusOr<std::shared_ptr<const RuntimeConfig>> MakeRuntimeConfig(const DaemonOptions& options) const;
+  // The values read at each scrape (queues, audit state), and readiness for /readyz.
+  std::vector<prometheus::MetricFamily> ScrapeNow() const;
+  absl::Status Ready() const;
 
   std::string config_path_;
   DaemonOptions options_;  // as started
@@ -53,6 +60,7 @@ class Daemon {
   std::unique_ptr<AuditTrail> audit_;  // outlives the services and every RuntimeConfig
   std::unique_ptr<StateDbUsageStore> usage_store_;   // in state_
   std::unique_ptr<auth::QuotaLedger> quota_ledger_;  // outlives every RuntimeConfig
+  std::unique_ptr<Metrics> metrics_;  // outlives every RuntimeConfig
   std::unique_ptr<ModelRegistry> models_;
   std::shared_ptr<auth::RevocationChecker> revocation_;
   std::unique_ptr<RuntimeConfigHolder> runtime_;
@@ -60,8 +68,10 @@ class Daemon {
   std::unique_ptr<HealthService> health_;
   std::unique_ptr<AdminService> admin_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<MetricsServer> metrics_server_;  // stopped first: its handlers read the above
   int port_ = 0;
   bool drained_ = false;
+  std::atomic<bool> draining_{false};  // /readyz answers 503 once a drain begins
 };
 
 // The reloaded TLS/CRL files must hold together before anything is swapped in.

@@ -15,6 +15,7 @@ packages=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler  # the API
   libyaml-cpp-dev        # the configuration file
   librocksdb-dev         # the daemon's durable state: the audit log
+  prometheus-cpp-dev libcpp-httplib-dev  # the metrics endpoint (registry; HTTPS listener)
   libseccomp-dev         # the daemon's network lock-down
   python3-grpcio python3-grpc-tools  # the Python client interoperability test
   iproute2 util-linux    # ip / unshare for the network-namespace test

@@ -6,6 +6,7 @@
 // that with a position for every node.
 #include "daemon/config/config_loader.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -22,6 +23,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -745,6 +747,15 @@ bool IsListenAddress(std::string_view address) {
   return host.find_first_of(":[] \t/") == std::string_view::npos;
 }
 
+// A listen address whose host is a loopback address: 127.0.0.0/8, [::1] or localhost.
+bool IsLoopbackListen(std::string_view address) {
+  if (!IsListenAddress(address)) return false;
+  const std::string host(address.substr(0, address.rfind(':')));
+  in_addr v4{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  return host == "localhost" || host == "[::1]";
+}
+
 // Names that must be unique within one list (models, users, groups, roles): reports duplicates and
 // returns the set of names.
 template <typename Entries>
@@ -884,6 +895,35 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
                 "over mutual TLS (configure tls: and remove this key)");
   }
   check.CheckDuration("server.drain_timeout", server.drain_timeout(), kTick, kForever);
+
+  // metrics
+  const auto& metrics = config.metrics();
+  if (parsed.Has("metrics.listen")) {
+    if (!IsListenAddress(metrics.listen())) {
+      check.Error("metrics.listen",
+                  absl::StrCat("expected host:port (e.g. \"127.0.0.1:9464\"; port 0 picks a free one), got ",
+                               Quote(metrics.listen())));
+    } else if (metrics.listen() == (server.listen().empty() ? "127.0.0.1:7443" : server.listen()) &&
+               !absl::EndsWith(metrics.listen(), ":0")) {
+      check.Error("metrics.listen", "must differ from server.listen: the metrics endpoint is a listener of its own");
+    }
+  }
+  if (metrics.plaintext() && !IsLoopbackListen(metrics.listen())) {
+    check.Error("metrics.plaintext",
+                absl::StrCat("plain HTTP is allowed only on a loopback address (127.0.0.1, [::1], localhost), "
+                             "so that no other host can scrape without a certificate; metrics.listen is ",
+                             Quote(metrics.listen())));
+  }
+  for (const char* key : {"metrics.cert_file", "metrics.key_file", "metrics.client_ca_file"}) {
+    if (parsed.Has(key) && metrics.plaintext()) {
+      check.Error(key, "metrics.plaintext serves plain HTTP: no certificate is used (remove one or the other)");
+    }
+  }
+  for (const char* key : {"metrics.cert_file", "metrics.key_file", "metrics.client_ca_file", "metrics.port_file"}) {
+    if (parsed.Has(key) && !parsed.Has("metrics.listen")) {
+      check.Error(key, "set metrics.listen too (without it there is no metrics endpoint)");
+    }
+  }
 
   // tls
   const auto& tls = config.tls();
@@ -1095,6 +1135,11 @@ absl::Status CheckConfigFiles(const ParsedConfig& parsed) {
   }
   const auto& tls = config.tls();
   check_file("tls.cert_file", tls.cert_file());
+  for (const auto& [field, file] : {std::pair<std::string, std::string>{"metrics.cert_file", config.metrics().cert_file()},
+                                    {"metrics.key_file", config.metrics().key_file()},
+                                    {"metrics.client_ca_file", config.metrics().client_ca_file()}}) {
+    if (!file.empty()) check_file(field, file);
+  }
   check_file("tls.client_ca_file", tls.client_ca_file());
   for (int i = 0; i < tls.crl_files_size(); ++i) {
     check_file(absl::StrCat("tls.crl_files[", i, "]"), tls.crl_files(i));

@@ -79,6 +79,15 @@ DaemonOptions ResolveOptions(const ParsedConfig& parsed) {
   a.sealed_text_key_file = audit.sealed_text_key_file();
   a.retention = DurationOr(audit.retention(), a.retention);
 
+  const auto& metrics = config.metrics();
+  MetricsOptions& m = options.metrics;
+  m.listen = metrics.listen();
+  m.plaintext = metrics.plaintext();
+  m.cert_file = metrics.cert_file().empty() ? options.tls.cert_file : metrics.cert_file();
+  m.key_file = metrics.key_file().empty() ? options.tls.key_file : metrics.key_file();
+  m.client_ca_file = metrics.client_ca_file().empty() ? options.tls.client_ca_file : metrics.client_ca_file();
+  m.port_file = metrics.port_file();
+
   options.config = config;
   return options;
 }

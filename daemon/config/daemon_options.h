@@ -86,6 +86,17 @@ struct AuditOptions {
   absl::Duration retention = absl::InfiniteDuration();
 };
 
+// The metrics endpoint (config MetricsConfig); `listen` empty: no endpoint.
+struct MetricsOptions {
+  std::string listen;
+  bool plaintext = false;
+  // Default to the gRPC listener's tls.cert_file, tls.key_file and tls.client_ca_file.
+  std::string cert_file;
+  std::string key_file;
+  std::string client_ca_file;
+  std::string port_file;
+};
+
 struct DaemonOptions {
   // host:port of the mTLS gRPC listener; port 0 picks a free port. Default: "127.0.0.1:7443".
   std::string listen = "127.0.0.1:7443";
@@ -102,6 +113,7 @@ struct DaemonOptions {
   IdentitySource identity_source = airlock::v1::config::SUBJECT_CN;
   LimitsOptions limits;
   AuditOptions audit;
+  MetricsOptions metrics;
   // The validated message, for what reads it directly (the access policy: users, groups, roles).
   airlock::v1::config::DaemonConfig config;
 };

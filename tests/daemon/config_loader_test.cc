@@ -257,7 +257,7 @@ TEST(ConfigLoaderTest, ExplicitSandboxTrueAndFlowStyle) {
 TEST(ConfigLoaderTest, UnknownKeyAtTopLevel) {
   EXPECT_EQ(ErrorOfFull("identity:\n", "identiy:\n"),
             "cfg.yaml:24:1: identiy: unknown key (known top-level keys: server, tls, models, "
-            "identity, users, groups, roles, limits, audit, quota_defaults); did you mean \"identity\"?");
+            "identity, users, groups, roles, limits, audit, quota_defaults, metrics); did you mean \"identity\"?");
 }
 
 TEST(ConfigLoaderTest, UnknownKeyInNestedMessage) {
@@ -288,7 +288,7 @@ TEST(ConfigLoaderTest, WrongNodeKinds) {
   EXPECT_EQ(ErrorOf(Edit(kMinimalConfig, "tls:\n", "tls: yes\nx:\n")),
             "cfg.yaml:1:6: tls: expected a mapping, got \"yes\"\n"
             "cfg.yaml:2:1: x: unknown key (known top-level keys: server, tls, models, identity, "
-            "users, groups, roles, limits, audit, quota_defaults)");
+            "users, groups, roles, limits, audit, quota_defaults, metrics)");
   EXPECT_EQ(ErrorOfFull("  cert_file: /etc/airlock/server.crt\n",
                         "  cert_file: [/etc/airlock/server.crt]\n"),
             "cfg.yaml:7:14: tls.cert_file: expected a string, got a sequence");
@@ -686,6 +686,25 @@ TEST(ConfigRulesTest, AgreesWithTheAccessPolicy) {
   absl::StatusOr<ParsedConfig> parsed = ParseConfig(kFullConfig, "cfg.yaml");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_TRUE(auth::AccessPolicy::Create(parsed->config()).ok());
+}
+
+TEST(ConfigRulesTest, MetricsEndpoint) {
+  const auto with = [](const std::string& metrics) {
+    return ErrorOfFull("  port_file: /run/airlock/port\n",
+                       absl::StrCat("  port_file: /run/airlock/port\nmetrics:\n", metrics));
+  };
+  EXPECT_EQ(with("  listen: \"10.0.0.5:9464\"\n"), "OK");
+  EXPECT_EQ(with("  listen: \"127.0.0.1:9464\"\n  plaintext: true\n"), "OK");
+  EXPECT_EQ(with("  listen: \"[::1]:9464\"\n  plaintext: true\n"), "OK");
+  EXPECT_THAT(with("  listen: \"0.0.0.0:9464\"\n  plaintext: true\n"),
+              StartsWith("cfg.yaml:8:14: metrics.plaintext: plain HTTP is allowed only on a loopback address"));
+  EXPECT_THAT(with("  listen: \"127.example.com:9464\"\n  plaintext: true\n"),
+              HasSubstr("metrics.plaintext: plain HTTP is allowed only on a loopback address"));
+  EXPECT_THAT(with("  listen: \"9464\"\n"), StartsWith("cfg.yaml:7:11: metrics.listen: expected host:port"));
+  EXPECT_THAT(with("  cert_file: /etc/airlock/metrics.crt\n"),
+              HasSubstr("metrics.cert_file: set metrics.listen too"));
+  EXPECT_THAT(with("  listen: \"127.0.0.1:9464\"\n  plaintext: true\n  client_ca_file: /etc/ca.crt\n"),
+              HasSubstr("metrics.client_ca_file: metrics.plaintext serves plain HTTP"));
 }
 
 TEST(ConfigRulesTest, Limits) {

@@ -235,8 +235,10 @@ void LabDaemonTest::SetUpLab(std::string access_yaml, const std::vector<std::str
   access_ = std::move(access_yaml);
 }
 
-void LabDaemonTest::StartDaemon(const std::string& audit_extra, const std::string& models_yaml) {
-  std::string config = BaseConfig(dir_, pki_, models_yaml.empty() ? StoriesModelYaml() : models_yaml, access_);
+void LabDaemonTest::StartDaemon(const std::string& audit_extra, const std::string& models_yaml,
+                                const std::string& extra_yaml) {
+  std::string config =
+      BaseConfig(dir_, pki_, models_yaml.empty() ? StoriesModelYaml() : models_yaml, access_, extra_yaml);
   if (!audit_extra.empty()) config = absl::StrReplaceAll(config, {{"audit:\n", "audit:\n" + audit_extra}});
   std::string error;
   daemon_ = DaemonProcess::Start(dir_, config, &error);

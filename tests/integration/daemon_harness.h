@@ -118,8 +118,9 @@ class LabDaemonTest : public ::testing::Test {
   // for StartDaemon.
   void SetUpLab(std::string access_yaml, const std::vector<std::string>& users);
   // Starts airlockd serving `models_yaml` ("" : StoriesModelYaml()), with `audit_extra` lines
-  // (indented by two spaces) added to its audit: block.
-  void StartDaemon(const std::string& audit_extra = "", const std::string& models_yaml = "");
+  // (indented by two spaces) added to its audit: block and `extra_yaml` (top-level keys) at the end.
+  void StartDaemon(const std::string& audit_extra = "", const std::string& models_yaml = "",
+                   const std::string& extra_yaml = "");
   // SIGTERM; expects a clean exit (0) within 30 s.
   void StopDaemon();
   // `airlockctl <args>` against the daemon as `user` (RunCtl).

@@ -1,0 +1,59 @@
+// The daemon's Prometheus metrics (docs/operations.md): one registry holding the counters and
+// histograms that calls update as they end, plus values read at scrape time (queues, audit
+// health). Label values are bounded: a served method, a configured model (any other name is
+// recorded as ""), a gRPC code name. Per-user figures come from the Admin API, never from labels.
+//
+// Thread-safety: every method may be called from any thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/histogram.h"
+#include "prometheus/metric_family.h"
+#include "prometheus/registry.h"
+
+namespace airlock::daemon {
+
+class Metrics {
+ public:
+  // `models`: the configured model names (the only values the model label takes).
+  Metrics(std::vector<std::string> models, std::string_view version);
+
+  // Every finished call: airlock_requests_total{method,model,code} and
+  // airlock_request_duration_seconds{method}.
+  void CallEnded(std::string_view method, std::string_view model, absl::StatusCode code, double seconds);
+  // A finished generation: airlock_prompt_tokens_total / airlock_generation_tokens_total{model},
+  // and how long it waited in the model's queue (airlock_request_queue_seconds{model}).
+  void GenerationEnded(std::string_view model, uint64_t prompt_tokens, uint64_t completion_tokens,
+                       double queue_seconds);
+
+  // The Prometheus text format (version 0.0.4) of the registry and `at_scrape` (families whose
+  // values are read now: queue depths, audit state).
+  std::string Scrape(const std::vector<prometheus::MetricFamily>& at_scrape) const;
+
+  // A gauge family of one value per label set, for at_scrape families.
+  static prometheus::MetricFamily Gauge(std::string name, std::string help);
+  static void AddGauge(prometheus::MetricFamily& family, std::vector<prometheus::ClientMetric::Label> labels,
+                       double value);
+
+ private:
+  std::string ModelLabel(std::string_view model) const;
+
+  const std::set<std::string, std::less<>> models_;
+  const std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Histogram>& duration_;
+  prometheus::Family<prometheus::Counter>& prompt_tokens_;
+  prometheus::Family<prometheus::Counter>& generation_tokens_;
+  prometheus::Family<prometheus::Histogram>& queue_;
+};
+
+}  // namespace airlock::daemon

@@ -1,0 +1,55 @@
+// The metrics listener (config `metrics:`, docs/operations.md): its own address, HTTPS that
+// requires a client certificate from the configured CAs (CRLs apply), or plain HTTP on a loopback
+// address only. Serves GET /metrics (Prometheus text format), /healthz (the process answers) and
+// /readyz (ready to serve: 200, or 503 and the reason). Built on cpp-httplib (OpenSSL 3);
+// prometheus-cpp's own listener (civetweb) cannot do TLS with OpenSSL 3 on Debian 12.
+//
+// Thread-safety: the handlers run on the listener's two worker threads.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "daemon/config/daemon_options.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace airlock::daemon {
+
+class MetricsServer {
+ public:
+  struct Handlers {
+    std::function<std::string()> metrics;  // the text exposition
+    std::function<absl::Status()> ready;   // OK when ready; otherwise why not
+  };
+
+  // Binds options.listen now (before the network sandbox closes socket creation) and serves on
+  // threads of its own. `crl_files`: the revocation lists checked against scrapers' certificates
+  // (with HTTPS). Errors name the metrics.* key at fault.
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const MetricsOptions& options,
+                                                              const std::vector<std::string>& crl_files,
+                                                              Handlers handlers);
+  // Stops listening and waits for the listener's threads.
+  ~MetricsServer();
+
+  int port() const { return port_; }
+
+ private:
+  MetricsServer() = default;
+
+  std::unique_ptr<httplib::Server> server_;
+  Handlers handlers_;
+  std::thread listener_;
+  std::atomic<bool> listen_returned_{false};
+  int port_ = 0;
+};
+
+}  // namespace airlock::daemon

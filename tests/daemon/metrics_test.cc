@@ -1,0 +1,48 @@
+// The metrics registry: what a call's end counts, bounded label values, and the text exposition
+// with values read at scrape time.
+#include "daemon/metrics.h"
+
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace airlock::daemon {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+TEST(MetricsTest, CountsCallsAndTokensWithOnlyConfiguredModelsAsLabels) {
+  Metrics metrics({"llama"}, "9.9.9");
+  metrics.CallEnded("airlock.v1.Inference/Generate", "llama", absl::StatusCode::kOk, 0.2);
+  metrics.CallEnded("airlock.v1.Inference/Generate", "llama", absl::StatusCode::kOk, 0.3);
+  metrics.CallEnded("airlock.v1.Inference/Generate", "../../etc/passwd", absl::StatusCode::kNotFound, 0.001);
+  metrics.GenerationEnded("llama", 12, 30, 0.05);
+  const std::string text = metrics.Scrape({});
+  EXPECT_THAT(text, HasSubstr("airlock_build_info{version=\"9.9.9\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_requests_total{code=\"OK\",method=\"airlock.v1.Inference/Generate\","
+                              "model=\"llama\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_requests_total{code=\"NOT_FOUND\",method=\"airlock.v1.Inference/Generate\","
+                              "model=\"\"} 1\n"));
+  EXPECT_THAT(text, Not(HasSubstr("passwd")));
+  EXPECT_THAT(text, HasSubstr("airlock_request_duration_seconds_bucket{method=\"airlock.v1.Inference/Generate\","
+                              "le=\"0.25\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_request_duration_seconds_count{method=\"airlock.v1.Inference/Generate\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_prompt_tokens_total{model=\"llama\"} 12\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_generation_tokens_total{model=\"llama\"} 30\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_request_queue_seconds_sum{model=\"llama\"} 0.05\n"));
+}
+
+TEST(MetricsTest, ModelSeriesExistAtZeroAndScrapeTimeGaugesAreAppended) {
+  Metrics metrics({"a", "b"}, "1");
+  prometheus::MetricFamily waiting = Metrics::Gauge("airlock_requests_waiting", "Waiting");
+  Metrics::AddGauge(waiting, {{"model", "a"}}, 3);
+  const std::string text = metrics.Scrape({waiting});
+  EXPECT_THAT(text, HasSubstr("airlock_generation_tokens_total{model=\"b\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE airlock_requests_waiting gauge\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_requests_waiting{model=\"a\"} 3\n"));
+}
+
+}  // namespace
+}  // namespace airlock::daemon
