@@ -1,6 +1,7 @@
 // End-to-end tests of the metrics endpoint against the real airlockd: HTTPS that only a client
 // certificate from the site's CA can scrape; the counters say what was done; label values stay
 // bounded; /healthz and /readyz; plain HTTP on loopback when configured so.
+#include <csignal>
 #include <fstream>
 #include <string>
 
@@ -34,6 +35,9 @@ class MetricsTest : public LabDaemonTest {
  protected:
   void SetUp() override {
     AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
+    // A refused handshake closes the socket under the client: a write must fail with EPIPE,
+    // not kill the test process (httplib's client does not ignore SIGPIPE itself).
+    std::signal(SIGPIPE, SIG_IGN);
     SetUpLab(kAccess, {"alice", "prometheus"});
   }
   void StartWithMetrics(const std::string& metrics_yaml) {
