@@ -80,6 +80,7 @@ uint64_t ReadU64(std::string_view bytes, size_t at) {
 struct Violation {
   std::string description;
   absl::Time retry_at;  // when trying again can succeed (InfiniteFuture: never, as the request is)
+  Limit limit;
 };
 
 absl::Status QuotaError(std::string_view identity, const Violation& v, absl::Time now) {
@@ -102,6 +103,7 @@ absl::Status QuotaError(std::string_view identity, const Violation& v, absl::Tim
   }
   absl::Status status = absl::ResourceExhaustedError(message);
   status.SetPayload(kRpcStatusPayloadUrl, absl::Cord(rpc.SerializeAsString()));
+  status.SetPayload(kQuotaLimitPayloadUrl, absl::Cord(ToAbsl(LimitName(v.limit))));
   return status;
 }
 
@@ -391,29 +393,29 @@ absl::StatusOr<std::unique_ptr<QuotaLedger::Reservation>> QuotaLedger::Reserve(s
     if (needed > *max) {
       violation = Violation{absl::StrCat(ToAbsl(what), " of ", *max, " is smaller than this request's ", needed,
                                          " (", ToAbsl(LimitName(limit)), "): ask for fewer tokens"),
-                            absl::InfiniteFuture()};
+                            absl::InfiniteFuture(), limit};
       return;
     }
     violation = Violation{absl::StrCat(ToAbsl(what), " of ", *max, " used (", used, " used or reserved; this request needs ",
                                        needed, "); resets at ", Rfc3339(resets)),
-                          resets};
+                          resets, limit};
   };
   if (const std::optional<uint64_t> max = limits.Get(Limit::kMaxPromptTokens); max && prompt_tokens > *max) {
     violation = Violation{absl::StrCat("the prompt of ", prompt_tokens, " tokens is longer than the ", *max,
                                        " this identity may send (max_prompt_tokens)"),
-                          absl::InfiniteFuture()};
+                          absl::InfiniteFuture(), Limit::kMaxPromptTokens};
   }
   if (const std::optional<uint64_t> max = limits.Get(Limit::kMaxTokensPerRequest);
       !violation && max && max_tokens > *max) {
     violation = Violation{absl::StrCat("max_tokens of ", max_tokens, " is more than the ", *max,
                                        " this identity may ask for (max_tokens_per_request)"),
-                          absl::InfiniteFuture()};
+                          absl::InfiniteFuture(), Limit::kMaxTokensPerRequest};
   }
   if (const std::optional<uint64_t> max = limits.Get(Limit::kMaxConcurrentRequests);
       !violation && max && u.running + 1 > *max) {
     violation = Violation{absl::StrCat("concurrent request limit of ", *max, " reached (", u.running,
                                        " running or waiting); retry when one ends"),
-                          now + absl::Seconds(1)};
+                          now + absl::Seconds(1), Limit::kMaxConcurrentRequests};
   }
   check(Limit::kRequestsPerMinute, u.minute_requests, 1, "per-minute request limit", next_minute);
   check(Limit::kTokensPerMinute, u.minute_tokens, tokens, "per-minute token budget", next_minute);

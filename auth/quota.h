@@ -217,5 +217,7 @@ absl::Time MonthStartOf(const QuotaUsage& usage);
 // google.rpc.Status (code, message, QuotaFailure, RetryInfo); ToGrpcStatus sends it as the gRPC
 // error details.
 inline constexpr char kRpcStatusPayloadUrl[] = "type.googleapis.com/google.rpc.Status";
+// ...and under this one the name of the limit that refused (a QuotaLimits key), for metrics.
+inline constexpr char kQuotaLimitPayloadUrl[] = "airlock/quota-limit";
 
 }  // namespace airlock::auth

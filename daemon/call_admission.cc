@@ -48,6 +48,12 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 namespace {
 
 void LogDenied(const CallInfo& call, const absl::Status& status) {
+  if (call.config != nullptr && call.config->metrics != nullptr) {
+    Metrics& metrics = *call.config->metrics;
+    metrics.CallEnded(call.method, call.model, status.code(),
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - call.start).count());
+    metrics.AuthFailed(status.code() == absl::StatusCode::kUnauthenticated ? "unauthenticated" : "not_permitted");
+  }
   LogWarning("call denied", {{"request_id", call.request_id},
                              {"identity", call.identity.name},
                              {"subject", call.identity.subject},

@@ -377,6 +377,9 @@ Reactor* StartGeneration(grpc::CallbackServerContext* context, const Request& re
         ledger->Reserve(c.identity.name, c.config->quotas->LimitsOf(c.identity.name), prepared->prompt_tokens.size(),
                         static_cast<uint64_t>(std::max(prepared->max_tokens, 0)));
     if (!reserved.ok()) {
+      if (auto limit = reserved.status().GetPayload(auth::kQuotaLimitPayloadUrl); limit && c.config->metrics) {
+        c.config->metrics->QuotaRefused(std::string(*limit));
+      }
       LogWarning("call refused by quota", {{"request_id", c.request_id},
                                            {"identity", c.identity.name},
                                            {"reason", std::string(reserved.status().message())}});

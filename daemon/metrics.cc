@@ -44,7 +44,19 @@ Metrics::Metrics(std::vector<std::string> models, std::string_view version)
       queue_(prometheus::BuildHistogram()
                  .Name("airlock_request_queue_seconds")
                  .Help("Time generations waited in their model's queue before running, by model")
-                 .Register(*registry_)) {
+                 .Register(*registry_)),
+      auth_failures_(prometheus::BuildCounter()
+                         .Name("airlock_auth_failures_total")
+                         .Help("Calls refused before being served: unauthenticated, not_permitted (roles), "
+                               "certificate_refused (revoked, or the CRL expired)")
+                         .Register(*registry_)),
+      quota_refusals_(prometheus::BuildCounter()
+                          .Name("airlock_quota_refusals_total")
+                          .Help("Generations refused by a quota, by the limit that refused them")
+                          .Register(*registry_)) {
+  for (const char* reason : {"unauthenticated", "not_permitted", "certificate_refused"}) {
+    auth_failures_.Add({{"reason", reason}});
+  }
   prometheus::BuildGauge()
       .Name("airlock_build_info")
       .Help("Always 1; the labels say which airlockd runs")
@@ -74,6 +86,10 @@ void Metrics::GenerationEnded(std::string_view model, uint64_t prompt_tokens, ui
   generation_tokens_.Add({{"model", label}}).Increment(static_cast<double>(completion_tokens));
   queue_.Add({{"model", label}}, LatencyBuckets()).Observe(queue_seconds);
 }
+
+void Metrics::AuthFailed(std::string_view reason) { auth_failures_.Add({{"reason", std::string(reason)}}).Increment(); }
+
+void Metrics::QuotaRefused(std::string_view limit) { quota_refusals_.Add({{"limit", std::string(limit)}}).Increment(); }
 
 std::string Metrics::Scrape(const std::vector<prometheus::MetricFamily>& at_scrape) const {
   std::vector<prometheus::MetricFamily> families = registry_->Collect();

@@ -35,6 +35,13 @@ class Metrics {
   void GenerationEnded(std::string_view model, uint64_t prompt_tokens, uint64_t completion_tokens,
                        double queue_seconds);
 
+  // A refusal before a call is served: airlock_auth_failures_total{reason}, reason one of
+  // "unauthenticated" (no usable identity in the verified certificate), "not_permitted" (no role
+  // grants the method or model), "certificate_refused" (the handshake's revocation check).
+  void AuthFailed(std::string_view reason);
+  // A generation refused by a quota: airlock_quota_refusals_total{limit}, limit a QuotaLimits key.
+  void QuotaRefused(std::string_view limit);
+
   // The Prometheus text format (version 0.0.4) of the registry and `at_scrape` (families whose
   // values are read now: queue depths, audit state).
   std::string Scrape(const std::vector<prometheus::MetricFamily>& at_scrape) const;
@@ -54,6 +61,8 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& prompt_tokens_;
   prometheus::Family<prometheus::Counter>& generation_tokens_;
   prometheus::Family<prometheus::Histogram>& queue_;
+  prometheus::Family<prometheus::Counter>& auth_failures_;
+  prometheus::Family<prometheus::Counter>& quota_refusals_;
 };
 
 }  // namespace airlock::daemon

@@ -139,7 +139,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
   grpc::ServerBuilder builder;
   builder.AddListeningPort(options.listen,
                            auth::MakeServerCredentials(tls, d->revocation_,
-                                                       [](const std::string& reason) {
+                                                       [metrics = d->metrics_.get()](const std::string& reason) {
+                                                         metrics->AuthFailed("certificate_refused");
                                                          LogWarning("TLS handshake refused", {{"reason", reason}});
                                                        }),
                            &d->port_);

@@ -177,6 +177,9 @@ TEST_F(QuotaLedgerTest, ARefusalSaysWhichBudgetWhatIsUsedAndWhenItResetsWithRpcD
   EXPECT_THAT(never.message(), HasSubstr("smaller than this request's 200001"));
   ASSERT_TRUE(rpc.ParseFromString(std::string(*never.GetPayload(kRpcStatusPayloadUrl))));
   EXPECT_EQ(rpc.details_size(), 1);
+  // The limit that refused, for the metrics.
+  ASSERT_TRUE(never.GetPayload(kQuotaLimitPayloadUrl).has_value());
+  EXPECT_EQ(std::string(*never.GetPayload(kQuotaLimitPayloadUrl)), "tokens_per_day");
 }
 
 TEST_F(QuotaLedgerTest, MinuteDayAndMonthWindowsRollOverExactly) {

@@ -34,6 +34,17 @@ TEST(MetricsTest, CountsCallsAndTokensWithOnlyConfiguredModelsAsLabels) {
   EXPECT_THAT(text, HasSubstr("airlock_request_queue_seconds_sum{model=\"llama\"} 0.05\n"));
 }
 
+TEST(MetricsTest, RefusalsByReasonAndLimit) {
+  Metrics metrics({"llama"}, "1");
+  metrics.AuthFailed("not_permitted");
+  metrics.AuthFailed("not_permitted");
+  metrics.QuotaRefused("tokens_per_day");
+  const std::string text = metrics.Scrape({});
+  EXPECT_THAT(text, HasSubstr("airlock_auth_failures_total{reason=\"not_permitted\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_auth_failures_total{reason=\"certificate_refused\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_quota_refusals_total{limit=\"tokens_per_day\"} 1\n"));
+}
+
 TEST(MetricsTest, ModelSeriesExistAtZeroAndScrapeTimeGaugesAreAppended) {
   Metrics metrics({"a", "b"}, "1");
   prometheus::MetricFamily waiting = Metrics::Gauge("airlock_requests_waiting", "Waiting");

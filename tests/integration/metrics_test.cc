@@ -57,14 +57,14 @@ class MetricsTest : public LabDaemonTest {
   httplib::Result Scrape(const std::string& path = "/metrics") {
     return Get(path, pki_.cert("prometheus"), pki_.key("prometheus"));
   }
-  grpc::Status Generate(const std::string& model, v1::GenerateResponse* response) {
+  grpc::Status Generate(const std::string& model, v1::GenerateResponse* response, const std::string& user = "alice") {
     v1::GenerateRequest r;
     r.set_model(model);
     r.set_prompt("Once");
     r.set_max_tokens(4);
     grpc::ClientContext context;
     context.set_deadline(DeadlineIn(absl::Seconds(30)));
-    return v1::Inference::NewStub(Connect(daemon_->port(), pki_, "alice"))->Generate(&context, r, response);
+    return v1::Inference::NewStub(Connect(daemon_->port(), pki_, user))->Generate(&context, r, response);
   }
 
   int metrics_port_ = 0;
@@ -115,6 +115,8 @@ TEST_F(MetricsTest, CountersSayWhatWasDoneWithBoundedLabels) {
   // A model nobody configured: its name must not become a label value.
   v1::GenerateResponse response;
   EXPECT_FALSE(Generate("no-such-model-7f3a", &response).ok());
+  // A certificate of the site CA whose identity is not a configured user: refused at admission.
+  EXPECT_EQ(Generate("stories", &response, "prometheus").error_code(), grpc::StatusCode::PERMISSION_DENIED);
 
   httplib::Result r = Scrape();
   ASSERT_TRUE(r);
@@ -125,10 +127,14 @@ TEST_F(MetricsTest, CountersSayWhatWasDoneWithBoundedLabels) {
   EXPECT_THAT(text, Not(HasSubstr("no-such-model")));
   EXPECT_THAT(text, HasSubstr(absl::StrCat("airlock_prompt_tokens_total{model=\"stories\"} ", prompt, "\n")));
   EXPECT_THAT(text, HasSubstr(absl::StrCat("airlock_generation_tokens_total{model=\"stories\"} ", generated, "\n")));
-  EXPECT_THAT(text, HasSubstr("airlock_request_duration_seconds_count{method=\"airlock.v1.Inference/Generate\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_request_duration_seconds_count{method=\"airlock.v1.Inference/Generate\"} 4\n"));
   EXPECT_THAT(text, HasSubstr("airlock_request_queue_seconds_count{model=\"stories\"} 2\n"));
   EXPECT_THAT(text, HasSubstr("airlock_requests_waiting{model=\"stories\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("airlock_requests_running{model=\"stories\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_requests_total{code=\"PERMISSION_DENIED\",method=\"airlock.v1.Inference/"
+                              "Generate\",model=\"stories\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_auth_failures_total{reason=\"not_permitted\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_auth_failures_total{reason=\"unauthenticated\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("airlock_audit_up 1\n"));
   EXPECT_THAT(text, HasSubstr("airlock_audit_chain_head_sequence "));
   ASSERT_NO_FATAL_FAILURE(StopDaemon());
