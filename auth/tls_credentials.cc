@@ -91,28 +91,13 @@ class RevocationVerifier final : public grpc::experimental::ExternalCertificateV
               std::function<void(grpc::Status)> /*callback*/,
               grpc::Status* sync_status) override {
     const grpc::string_ref cert = request->peer_cert();
-    const std::string pem(cert.data(), cert.size());
-    absl::Status status =
-        pem.empty() ? absl::UnauthenticatedError("no client certificate")
-                    : revocation_ == nullptr
-                          ? absl::FailedPreconditionError("no revocation checker configured")
-                          : revocation_->Check(pem, absl::Now());
+    const absl::Status status = CheckClientCertificate(revocation_.get(), std::string(cert.data(), cert.size()));
     if (status.ok()) {
       *sync_status = grpc::Status::OK;
       return true;
     }
-    std::string who;
-    if (absl::StatusOr<Identity> identity =
-            IdentityFromCertificate(pem, airlock::v1::config::SUBJECT_CN);
-        identity.ok()) {
-      who = absl::StrCat(" \"", identity->subject, "\" serial ", identity->serial_hex);
-    } else if (absl::StatusOr<std::string> serial = CertificateSerialHex(pem); serial.ok()) {
-      who = absl::StrCat(" serial ", *serial);
-    }
-    const std::string reason =
-        absl::StrCat("TLS handshake refused for client certificate", who, ": ", status.message());
-    if (log_rejection_) log_rejection_(reason);
-    *sync_status = grpc::Status(grpc::StatusCode::UNAUTHENTICATED, reason);
+    if (log_rejection_) log_rejection_(std::string(status.message()));
+    *sync_status = grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(status.message()));
     return true;
   }
 
@@ -190,6 +175,21 @@ absl::Status ValidateTlsFiles(const TlsFiles& files, absl::Time now) {
         absl::StrCat("client CA file ", files.client_ca_file, " holds no CA certificate"));
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckClientCertificate(const RevocationChecker* revocation, const std::string& pem) {
+  const absl::Status status = pem.empty()            ? absl::UnauthenticatedError("no client certificate")
+                              : revocation == nullptr ? absl::FailedPreconditionError("no revocation checker configured")
+                                                      : revocation->Check(pem, absl::Now());
+  if (status.ok()) return status;
+  std::string who;
+  if (absl::StatusOr<Identity> identity = IdentityFromCertificate(pem, airlock::v1::config::SUBJECT_CN); identity.ok()) {
+    who = absl::StrCat(" \"", identity->subject, "\" serial ", identity->serial_hex);
+  } else if (absl::StatusOr<std::string> serial = CertificateSerialHex(pem); serial.ok()) {
+    who = absl::StrCat(" serial ", *serial);
+  }
+  return absl::UnauthenticatedError(
+      absl::StrCat("TLS handshake refused for client certificate", who, ": ", status.message()));
 }
 
 std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(

@@ -39,6 +39,12 @@ struct TlsServerSettings {
 // problem. (CRLs are checked by RevocationList::Load.)
 absl::Status ValidateTlsFiles(const TlsFiles& files, absl::Time now);
 
+// The check every mTLS listener of the daemon (gRPC, metrics) applies to a client certificate
+// that verified against its CA: OK, or UNAUTHENTICATED "TLS handshake refused for client
+// certificate \"<subject>\" serial <hex>: <why>" (revoked, the CRL expired, no certificate, no
+// checker).
+absl::Status CheckClientCertificate(const RevocationChecker* revocation, const std::string& leaf_cert_pem);
+
 // mTLS server credentials: client certificate required and verified against client_ca_file,
 // then checked by `revocation` (a revoked client, or any client while the CRL is expired, fails
 // the handshake; the reason is logged through `log_rejection`).

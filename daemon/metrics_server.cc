@@ -8,7 +8,6 @@
 #include <openssl/x509_vfy.h>
 
 #include <chrono>
-#include <cstdio>
 #include <fstream>
 #include <utility>
 
@@ -16,6 +15,9 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "auth/openssl_util.h"
+#include "auth/revocation.h"
+#include "auth/tls_credentials.h"
 #include "daemon/log.h"
 
 namespace airlock::daemon {
@@ -23,33 +25,37 @@ namespace {
 
 constexpr int kWorkerThreads = 2;
 
-// Adds every CRL in each PEM file to the context's store and turns CRL checking on.
-absl::Status AddCrls(SSL_CTX* ctx, const std::vector<std::string>& crl_files) {
-  if (crl_files.empty()) return absl::OkStatus();
-  X509_STORE* store = SSL_CTX_get_cert_store(ctx);
-  for (const std::string& path : crl_files) {
-    std::unique_ptr<FILE, int (*)(FILE*)> file(std::fopen(path.c_str(), "r"), &std::fclose);
-    if (file == nullptr) return absl::NotFoundError(absl::StrCat("tls.crl_files: cannot open ", path));
-    int added = 0;
-    while (X509_CRL* crl = PEM_read_X509_CRL(file.get(), nullptr, nullptr, nullptr)) {
-      const int ok = X509_STORE_add_crl(store, crl);
-      X509_CRL_free(crl);
-      if (ok != 1) return absl::InvalidArgumentError(absl::StrCat("tls.crl_files: cannot use the CRL in ", path));
-      ++added;
-    }
-    if (added == 0) return absl::InvalidArgumentError(absl::StrCat("tls.crl_files: no PEM CRL in ", path));
-  }
-  X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
-  return absl::OkStatus();
+// The SSL_CTX slot that points back at the MetricsServer, for the verify callback.
+int ServerIndex() {
+  static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
 }
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const MetricsOptions& options,
-                                                                    const std::vector<std::string>& crl_files,
-                                                                    Handlers handlers) {
+int MetricsServer::VerifyClient(int preverify_ok, X509_STORE_CTX* store) {
+  // Chain problems are OpenSSL's to refuse; the leaf then gets the daemon's own check.
+  if (preverify_ok != 1 || X509_STORE_CTX_get_error_depth(store) != 0) return preverify_ok;
+  auto* ssl = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  auto* self = static_cast<MetricsServer*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ServerIndex()));
+  std::string pem;
+  if (std::unique_ptr<BIO, int (*)(BIO*)> bio(BIO_new(BIO_s_mem()), &BIO_free);
+      bio != nullptr && PEM_write_bio_X509(bio.get(), X509_STORE_CTX_get_current_cert(store)) == 1) {
+    pem = auth::ossl::BioContents(bio.get()).value_or("");
+  }
+  const absl::Status checked = auth::CheckClientCertificate(self->revocation_.get(), pem);
+  if (checked.ok()) return 1;
+  if (self->log_rejection_) self->log_rejection_(std::string(checked.message()));
+  return 0;
+}
+
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
+    const MetricsOptions& options, std::shared_ptr<auth::RevocationChecker> revocation,
+    std::function<void(const std::string& reason)> log_rejection, Handlers handlers) {
   std::unique_ptr<MetricsServer> s(new MetricsServer());
   s->handlers_ = std::move(handlers);
+  s->revocation_ = std::move(revocation);
+  s->log_rejection_ = std::move(log_rejection);
   if (options.plaintext) {
     s->server_ = std::make_unique<httplib::Server>();
   } else {
@@ -64,8 +70,8 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const Metric
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     // Tell clients which CAs are accepted (the library verifies against them but does not say).
     SSL_CTX_set_client_CA_list(ctx, SSL_load_client_CA_file(options.client_ca_file.c_str()));
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
-    if (absl::Status crls = AddCrls(ctx, crl_files); !crls.ok()) return crls;
+    SSL_CTX_set_ex_data(ctx, ServerIndex(), s.get());
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, &MetricsServer::VerifyClient);
     s->server_ = std::move(tls);
   }
   httplib::Server& server = *s->server_;

@@ -1,18 +1,20 @@
 // The metrics listener (config `metrics:`, docs/operations.md): its own address, HTTPS that
-// requires a client certificate from the configured CAs (CRLs apply), or plain HTTP on a loopback
-// address only. Serves GET /metrics (Prometheus text format), /healthz (the process answers) and
+// requires a client certificate from the configured CAs and checks it with the daemon's
+// revocation checker (the one SIGHUP reloads, as for gRPC), or plain HTTP on a loopback address
+// only. Serves GET /metrics (Prometheus text format), /healthz (the process answers) and
 // /readyz (ready to serve: 200, or 503 and the reason). Built on cpp-httplib (OpenSSL 3);
 // prometheus-cpp's own listener (civetweb) cannot do TLS with OpenSSL 3 on Debian 12.
 //
 // Thread-safety: the handlers run on the listener's two worker threads.
 #pragma once
 
+#include <openssl/types.h>
+
 #include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
 #include <thread>
-#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -20,6 +22,9 @@
 
 namespace httplib {
 class Server;
+}
+namespace airlock::auth {
+class RevocationChecker;
 }
 
 namespace airlock::daemon {
@@ -32,11 +37,12 @@ class MetricsServer {
   };
 
   // Binds options.listen now (before the network sandbox closes socket creation) and serves on
-  // threads of its own. `crl_files`: the revocation lists checked against scrapers' certificates
-  // (with HTTPS). Errors name the metrics.* key at fault.
-  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const MetricsOptions& options,
-                                                              const std::vector<std::string>& crl_files,
-                                                              Handlers handlers);
+  // threads of its own. With HTTPS, each scraper's certificate goes through
+  // auth::CheckClientCertificate with `revocation`; refusals are reported to `log_rejection`.
+  // Errors name the metrics.* key at fault.
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(
+      const MetricsOptions& options, std::shared_ptr<auth::RevocationChecker> revocation,
+      std::function<void(const std::string& reason)> log_rejection, Handlers handlers);
   // Stops listening and waits for the listener's threads.
   ~MetricsServer();
 
@@ -44,9 +50,13 @@ class MetricsServer {
 
  private:
   MetricsServer() = default;
+  // OpenSSL's verify callback: the revocation check of the leaf certificate.
+  static int VerifyClient(int preverify_ok, X509_STORE_CTX* store);
 
   std::unique_ptr<httplib::Server> server_;
   Handlers handlers_;
+  std::shared_ptr<auth::RevocationChecker> revocation_;
+  std::function<void(const std::string& reason)> log_rejection_;
   std::thread listener_;
   std::atomic<bool> listen_returned_{false};
   int port_ = 0;

@@ -29,11 +29,7 @@ std::vector<std::string> RestartOnlyChanges(const DaemonOptions& a, const Daemon
   if (a.listen != b.listen) changed.push_back("server.listen");
   if (a.sandbox != b.sandbox) changed.push_back("server.sandbox");
   if (a.port_file != b.port_file) changed.push_back("server.port_file");
-  if (a.metrics.listen != b.metrics.listen || a.metrics.plaintext != b.metrics.plaintext ||
-      a.metrics.cert_file != b.metrics.cert_file || a.metrics.key_file != b.metrics.key_file ||
-      a.metrics.client_ca_file != b.metrics.client_ca_file || a.metrics.port_file != b.metrics.port_file) {
-    changed.push_back("metrics");
-  }
+  if (a.metrics != b.metrics) changed.push_back("metrics");
   if (a.tls.cert_file != b.tls.cert_file || a.tls.key_file != b.tls.key_file ||
       a.tls.client_ca_file != b.tls.client_ca_file) {
     changed.push_back("tls file paths");
@@ -95,8 +91,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
   AIRLOCK_ASSIGN_OR_RETURN(std::shared_ptr<const auth::RevocationList> crls,
                            auth::RevocationList::Load(tls_files.client_ca_file, tls_files.crl_files, absl::Now()));
   d->revocation_ = std::make_shared<auth::RevocationChecker>(crls);
-  // The audit log before anything can be served: no record, no service.
-  // The state store (audit log, quota usage) before anything can be served.
+  // The state store and the audit log before anything can be served: no record, no service.
   AIRLOCK_ASSIGN_OR_RETURN(d->state_, OpenStateStore(options.audit.state_dir));
   AIRLOCK_ASSIGN_OR_RETURN(d->audit_, AuditTrail::Open(options.audit, d->state_.get()));
   {
@@ -137,13 +132,12 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
   tls.min_tls13 = options.tls.min_tls13;
   tls.watch_interval = options.tls.watch_interval;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen,
-                           auth::MakeServerCredentials(tls, d->revocation_,
-                                                       [metrics = d->metrics_.get()](const std::string& reason) {
-                                                         metrics->AuthFailed("certificate_refused");
-                                                         LogWarning("TLS handshake refused", {{"reason", reason}});
-                                                       }),
-                           &d->port_);
+  // A client certificate refused by the revocation check, on either listener.
+  const auto refused = [metrics = d->metrics_.get()](const std::string& reason) {
+    metrics->AuthFailed("certificate_refused");
+    LogWarning("TLS handshake refused", {{"reason", reason}});
+  };
+  builder.AddListeningPort(options.listen, auth::MakeServerCredentials(tls, d->revocation_, refused), &d->port_);
   builder.RegisterService(d->inference_.get());
   builder.RegisterService(d->health_.get());
   // Admin calls are rare and may scan the store for a while: a small synchronous pool of their own.
@@ -169,7 +163,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
   if (!options.metrics.listen.empty()) {
     Daemon* self = d.get();
     absl::StatusOr<std::unique_ptr<MetricsServer>> metrics = MetricsServer::Start(
-        options.metrics, options.tls.crl_files,
+        options.metrics, d->revocation_, refused,
         {[self] { return self->metrics_->Scrape(self->ScrapeNow()); }, [self] { return self->Ready(); }});
     if (!metrics.ok()) {
       d->Drain();

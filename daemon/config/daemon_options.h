@@ -95,6 +95,8 @@ struct MetricsOptions {
   std::string key_file;
   std::string client_ca_file;
   std::string port_file;
+
+  bool operator==(const MetricsOptions&) const = default;
 };
 
 struct DaemonOptions {

@@ -1,6 +1,8 @@
 // End-to-end tests of the metrics endpoint against the real airlockd: HTTPS that only a client
 // certificate from the site's CA can scrape; the counters say what was done; label values stay
 // bounded; /healthz and /readyz; plain HTTP on loopback when configured so.
+#include <signal.h>
+
 #include <csignal>
 #include <fstream>
 #include <string>
@@ -9,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "airlock/v1/inference.grpc.pb.h"
+#include "auth/dev_pki.h"
 #include "gmock/gmock.h"
 #include "grpcpp/client_context.h"
 #include "gtest/gtest.h"
@@ -138,6 +141,21 @@ TEST_F(MetricsTest, CountersSayWhatWasDoneWithBoundedLabels) {
   EXPECT_THAT(text, HasSubstr("airlock_audit_up 1\n"));
   EXPECT_THAT(text, HasSubstr("airlock_audit_chain_head_sequence "));
   ASSERT_NO_FATAL_FAILURE(StopDaemon());
+}
+
+TEST_F(MetricsTest, ARevokedScraperIsRefusedOnceTheCrlIsReloaded) {
+  ASSERT_NO_FATAL_FAILURE(StartWithMetrics(MetricsYaml(dir_)));
+  ASSERT_EQ(Scrape()->status, 200);
+  // The listener checks scrapers with the daemon's revocation checker, which SIGHUP reloads.
+  ASSERT_TRUE(auth::Revoke(pki_.dir, ReadFileOrDie(pki_.cert("prometheus"))).ok());
+  daemon_->Signal(SIGHUP);
+  ASSERT_TRUE(daemon_->WaitForLog("configuration reloaded", absl::Seconds(10))) << daemon_->Log();
+  httplib::Result revoked = Scrape();
+  EXPECT_FALSE(revoked && revoked->status == 200);
+  EXPECT_TRUE(daemon_->WaitForLog("TLS handshake refused", absl::Seconds(5))) << daemon_->Log();
+  httplib::Result other = Get("/metrics", pki_.cert("alice"), pki_.key("alice"));
+  ASSERT_TRUE(other) << httplib::to_string(other.error());
+  EXPECT_THAT(other->body, HasSubstr("airlock_auth_failures_total{reason=\"certificate_refused\"} 1\n"));
 }
 
 TEST_F(MetricsTest, PlainHttpOnLoopbackWhenConfigured) {
