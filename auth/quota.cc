@@ -22,19 +22,15 @@ using ConfigQuota = airlock::v1::config::QuotaLimits;
 constexpr uint8_t kUsageVersion = 1;
 constexpr size_t kUsageSize = 1 + 8 * 9;
 
-// The value a configured QuotaLimits sets for `limit`, if it sets one (0 stays 0: "no limit").
-std::optional<uint64_t> Configured(const ConfigQuota& limits, Limit limit) {
-  const pb::FieldDescriptor* field = ConfigQuota::descriptor()->FindFieldByNumber(static_cast<int>(limit) + 1);
-  const pb::Reflection* reflection = limits.GetReflection();
-  if (!reflection->HasField(limits, field)) return std::nullopt;
-  return reflection->GetUInt64(limits, field);
+const pb::FieldDescriptor* FieldOf(Limit limit) {
+  return ConfigQuota::descriptor()->FindFieldByNumber(static_cast<int>(limit) + 1);
 }
 
 // The largest value among the messages that set `limit` (0, "no limit", is the largest).
 std::optional<uint64_t> Largest(const std::vector<const ConfigQuota*>& levels, Limit limit) {
   std::optional<uint64_t> best;
   for (const ConfigQuota* l : levels) {
-    const std::optional<uint64_t> v = Configured(*l, limit);
+    const std::optional<uint64_t> v = LimitValue(*l, limit);
     if (!v.has_value()) continue;
     if (*v == 0 || (best.has_value() && *best == 0)) {
       best = 0;
@@ -113,7 +109,7 @@ std::vector<std::pair<std::string, std::string>> QuotaRuleViolations(const Confi
   std::vector<std::pair<std::string, std::string>> out;
   for (int i = 0; i < kLimitCount; ++i) {
     const Limit limit = static_cast<Limit>(i);
-    if (const std::optional<uint64_t> v = Configured(limits, limit); v.has_value() && *v > kMaxQuotaValue) {
+    if (const std::optional<uint64_t> v = LimitValue(limits, limit); v.has_value() && *v > kMaxQuotaValue) {
       out.emplace_back(std::string(LimitName(limit)),
                        absl::StrCat(*v, " is more than the maximum of ", kMaxQuotaValue));
     }
@@ -125,8 +121,8 @@ std::vector<std::pair<std::string, std::string>> QuotaRuleViolations(const Confi
       {Limit::kCompletionTokensPerDay, Limit::kCompletionTokensPerMonth},
   };
   for (const auto& [narrow, wide] : nested) {
-    const std::optional<uint64_t> n = NoLimitIfZero(Configured(limits, narrow));
-    const std::optional<uint64_t> w = NoLimitIfZero(Configured(limits, wide));
+    const std::optional<uint64_t> n = NoLimitIfZero(LimitValue(limits, narrow));
+    const std::optional<uint64_t> w = NoLimitIfZero(LimitValue(limits, wide));
     if (n.has_value() && w.has_value() && *n > *w) {
       out.emplace_back(std::string(LimitName(narrow)),
                        absl::StrCat(*n, " is more than ", ToAbsl(LimitName(wide)), " (", *w, ")"));
@@ -145,7 +141,7 @@ QuotaLimits ApplyOverride(const QuotaLimits& configured, const QuotaOverride& ov
   QuotaLimits out = configured;
   for (int i = 0; i < kLimitCount; ++i) {
     const Limit limit = static_cast<Limit>(i);
-    if (const std::optional<uint64_t> v = Configured(override_limits, limit); v.has_value()) {
+    if (const std::optional<uint64_t> v = LimitValue(override_limits, limit); v.has_value()) {
       out.Set(limit, NoLimitIfZero(v));
     }
   }
@@ -154,12 +150,7 @@ QuotaLimits ApplyOverride(const QuotaLimits& configured, const QuotaOverride& ov
 
 ConfigQuota ToConfigLimits(const QuotaLimits& limits) {
   ConfigQuota out;
-  const pb::Reflection* reflection = out.GetReflection();
-  for (int i = 0; i < kLimitCount; ++i) {
-    if (const std::optional<uint64_t> v = limits.Get(static_cast<Limit>(i)); v.has_value()) {
-      reflection->SetUInt64(&out, ConfigQuota::descriptor()->FindFieldByNumber(i + 1), *v);
-    }
-  }
+  for (int i = 0; i < kLimitCount; ++i) SetLimitValue(out, static_cast<Limit>(i), limits.Get(static_cast<Limit>(i)));
   return out;
 }
 
@@ -167,8 +158,23 @@ absl::Time MinuteStartOf(const QuotaUsage& usage) { return MinuteStart(usage.min
 absl::Time DayStartOf(const QuotaUsage& usage) { return DayStart(usage.day); }
 absl::Time MonthStartOf(const QuotaUsage& usage) { return MonthStart(usage.month); }
 
+std::optional<uint64_t> LimitValue(const ConfigQuota& limits, Limit limit) {
+  const pb::Reflection* reflection = limits.GetReflection();
+  if (!reflection->HasField(limits, FieldOf(limit))) return std::nullopt;
+  return reflection->GetUInt64(limits, FieldOf(limit));
+}
+
+void SetLimitValue(ConfigQuota& limits, Limit limit, std::optional<uint64_t> value) {
+  const pb::Reflection* reflection = limits.GetReflection();
+  if (value.has_value()) {
+    reflection->SetUInt64(&limits, FieldOf(limit), *value);
+  } else {
+    reflection->ClearField(&limits, FieldOf(limit));
+  }
+}
+
 std::string_view LimitName(Limit limit) {
-  const pb::FieldDescriptor* field = ConfigQuota::descriptor()->FindFieldByNumber(static_cast<int>(limit) + 1);
+  const pb::FieldDescriptor* field = FieldOf(limit);
   return field == nullptr ? std::string_view("unknown") : std::string_view(field->name());
 }
 
@@ -186,7 +192,7 @@ std::shared_ptr<const QuotaPolicy> QuotaPolicy::Create(const airlock::v1::config
   std::map<std::string, const airlock::v1::config::RoleConfig*, std::less<>> roles;
   for (const auto& r : config.roles()) roles[r.name()] = &r;
   for (int i = 0; i < kLimitCount; ++i) {
-    policy->defaults_.Set(static_cast<Limit>(i), NoLimitIfZero(Configured(config.quota_defaults(), static_cast<Limit>(i))));
+    policy->defaults_.Set(static_cast<Limit>(i), NoLimitIfZero(LimitValue(config.quota_defaults(), static_cast<Limit>(i))));
   }
   for (const auto& user : config.users()) {
     std::vector<const ConfigQuota*> group_levels;
@@ -205,7 +211,7 @@ std::shared_ptr<const QuotaPolicy> QuotaPolicy::Create(const airlock::v1::config
     QuotaLimits resolved;
     for (int i = 0; i < kLimitCount; ++i) {
       const Limit limit = static_cast<Limit>(i);
-      std::optional<uint64_t> v = Configured(user.quota(), limit);
+      std::optional<uint64_t> v = LimitValue(user.quota(), limit);
       if (!v.has_value()) v = Largest(group_levels, limit);
       if (!v.has_value()) v = Largest(role_levels, limit);
       resolved.Set(limit, v.has_value() ? NoLimitIfZero(v) : policy->defaults_.Get(limit));
@@ -326,10 +332,7 @@ absl::StatusOr<QuotaOverride> QuotaLedger::UpdateOverride(std::string_view ident
   absl::MutexLock lock(&mu_);
   auto it = overrides_.find(identity);
   QuotaOverride updated = (clear || it == overrides_.end()) ? QuotaOverride() : it->second;
-  const pb::Reflection* reflection = updated.GetReflection();
-  for (const Limit limit : remove) {
-    reflection->ClearField(&updated, ConfigQuota::descriptor()->FindFieldByNumber(static_cast<int>(limit) + 1));
-  }
+  for (const Limit limit : remove) SetLimitValue(updated, limit, std::nullopt);
   updated.MergeFrom(set);
   if (const auto broken = QuotaRuleViolations(updated); !broken.empty()) {
     return absl::InvalidArgumentError(absl::StrCat(broken.front().first, ": ", broken.front().second));

@@ -47,6 +47,11 @@ inline constexpr int kLimitCount = 11;
 // The configuration key of a limit ("tokens_per_day").
 std::string_view LimitName(Limit limit);
 
+// A limit's field in a QuotaLimits message: its value when set (0 stays 0, "no limit"), and
+// setting or (with nullopt) clearing it.
+std::optional<uint64_t> LimitValue(const airlock::v1::config::QuotaLimits& limits, Limit limit);
+void SetLimitValue(airlock::v1::config::QuotaLimits& limits, Limit limit, std::optional<uint64_t> value);
+
 // One user's resolved limits; nullopt means no limit.
 struct QuotaLimits {
   std::array<std::optional<uint64_t>, kLimitCount> values;

@@ -47,12 +47,20 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 
 namespace {
 
-void LogDenied(const CallInfo& call, const absl::Status& status) {
+// Counts the call's end in the metrics (when kept); returns its duration in seconds.
+double CountCallEnd(const CallInfo& call, const absl::Status& status) {
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - call.start).count();
   if (call.config != nullptr && call.config->metrics != nullptr) {
-    Metrics& metrics = *call.config->metrics;
-    metrics.CallEnded(call.method, call.model, status.code(),
-                      std::chrono::duration<double>(std::chrono::steady_clock::now() - call.start).count());
-    metrics.AuthFailed(status.code() == absl::StatusCode::kUnauthenticated ? "unauthenticated" : "not_permitted");
+    call.config->metrics->CallEnded(call.method, call.model, status.code(), seconds);
+  }
+  return seconds;
+}
+
+void LogDenied(const CallInfo& call, const absl::Status& status) {
+  CountCallEnd(call, status);
+  if (call.config != nullptr && call.config->metrics != nullptr) {
+    call.config->metrics->AuthFailed(status.code() == absl::StatusCode::kUnauthenticated ? "unauthenticated"
+                                                                                         : "not_permitted");
   }
   LogWarning("call denied", {{"request_id", call.request_id},
                              {"identity", call.identity.name},
@@ -109,10 +117,7 @@ absl::Status AuditSingle(const CallInfo& call, const absl::Status& status) {
 }
 
 void LogCallEnd(const CallInfo& call, const absl::Status& status, const nlohmann::json& extra) {
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - call.start).count();
-  if (call.config != nullptr && call.config->metrics != nullptr) {
-    call.config->metrics->CallEnded(call.method, call.model, status.code(), seconds);
-  }
+  const double seconds = CountCallEnd(call, status);
   nlohmann::json fields = {
       {"request_id", call.request_id},
       {"identity", call.identity.name},

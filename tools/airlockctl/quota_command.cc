@@ -23,7 +23,6 @@ namespace airlock::ctl {
 namespace {
 
 namespace pb = google::protobuf;
-using ConfigLimits = v1::config::QuotaLimits;
 
 std::string Json(const pb::Message& message) {
   std::string out;
@@ -36,13 +35,6 @@ std::string Json(const pb::Message& message) {
 
 std::string Utc(int64_t unix_seconds) {
   return absl::FormatTime("%Y-%m-%d%ET%H:%M:%SZ", absl::FromUnixSeconds(unix_seconds), absl::UTCTimeZone());
-}
-
-// A limit's value in a QuotaLimits message; nullopt when the field is not set.
-std::optional<uint64_t> ValueOf(const ConfigLimits& limits, auth::Limit limit) {
-  const pb::FieldDescriptor* field = ConfigLimits::descriptor()->FindFieldByNumber(static_cast<int>(limit) + 1);
-  if (!limits.GetReflection()->HasField(limits, field)) return std::nullopt;
-  return limits.GetReflection()->GetUInt64(limits, field);
 }
 
 // What counts against a limit in the current windows; nullopt for the per-request limits.
@@ -70,11 +62,11 @@ void PrintQuota(const v1::IdentityQuota& q) {
   std::printf("  %-28s %12s %12s %12s %12s\n", "limit", "configured", "override", "in force", "used");
   for (int i = 0; i < auth::kLimitCount; ++i) {
     const auto limit = static_cast<auth::Limit>(i);
-    const std::optional<uint64_t> o = ValueOf(q.admin_override(), limit);
+    const std::optional<uint64_t> o = auth::LimitValue(q.admin_override(), limit);
     const std::string override_cell = !o.has_value() ? "-" : (*o == 0 ? "none" : absl::StrCat(*o));
     std::printf("  %-28s %12s %12s %12s %12s\n", std::string(auth::LimitName(limit)).c_str(),
-                Cell(ValueOf(q.configured(), limit), "none").c_str(), override_cell.c_str(),
-                Cell(ValueOf(q.effective(), limit), "none").c_str(), Cell(UsedAgainst(q.usage(), limit), "-").c_str());
+                Cell(auth::LimitValue(q.configured(), limit), "none").c_str(), override_cell.c_str(),
+                Cell(auth::LimitValue(q.effective(), limit), "none").c_str(), Cell(UsedAgainst(q.usage(), limit), "-").c_str());
   }
   const v1::QuotaUsage& u = q.usage();
   std::printf("  windows (UTC): minute from %s, day from %s, month from %s\n",
@@ -87,7 +79,7 @@ void PrintQuota(const v1::IdentityQuota& q) {
 
 // "used/limit", or "used" when there is no limit.
 std::string UsedOf(const v1::IdentityQuota& q, auth::Limit limit) {
-  const std::optional<uint64_t> max = ValueOf(q.effective(), limit);
+  const std::optional<uint64_t> max = auth::LimitValue(q.effective(), limit);
   const uint64_t used = UsedAgainst(q.usage(), limit).value_or(0);
   return max.has_value() ? absl::StrCat(used, "/", *max) : absl::StrCat(used);
 }
@@ -182,8 +174,7 @@ bool ParseAssignment(const std::string& text, v1::SetQuotaOverrideRequest& reque
                  name.c_str(), value.c_str());
     return false;
   }
-  ConfigLimits* set = request.mutable_set();
-  set->GetReflection()->SetUInt64(set, ConfigLimits::descriptor()->FindFieldByNumber(static_cast<int>(*limit) + 1), v);
+  auth::SetLimitValue(*request.mutable_set(), *limit, v);
   return true;
 }
 
