@@ -4,6 +4,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 
+#include <algorithm>
 #include <ctime>
 #include <string>
 #include <utility>
@@ -131,6 +132,24 @@ absl::StatusOr<std::string> ReadNamedFile(std::string_view what, const std::stri
                         absl::StrCat(ToAbsl(what), " ", path, ": ", text.status().message()));
   }
   return text;
+}
+
+absl::StatusOr<absl::Time> EarliestNotAfter(std::string_view what, const std::string& path) {
+  AIRLOCK_ASSIGN_OR_RETURN(const std::string pem, ReadNamedFile(what, path));
+  absl::StatusOr<std::vector<X509Ptr>> certs = ParseCertificates(pem);
+  if (!certs.ok()) {
+    return absl::Status(certs.status().code(),
+                        absl::StrCat(ToAbsl(what), " ", path, ": ", certs.status().message()));
+  }
+  if (certs->empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(ToAbsl(what), " ", path, ": holds no PEM certificate"));
+  }
+  absl::Time earliest = absl::InfiniteFuture();
+  for (const X509Ptr& cert : *certs) {
+    AIRLOCK_ASSIGN_OR_RETURN(const absl::Time not_after, ToTime(X509_get0_notAfter(cert.get())));
+    earliest = std::min(earliest, not_after);
+  }
+  return earliest;
 }
 
 }  // namespace airlock::auth::ossl

@@ -90,4 +90,9 @@ absl::StatusOr<std::vector<X509CrlPtr>> ParseCrls(const std::string& pem);
 // message prefixed by "<what> <path>: ".
 absl::StatusOr<std::string> ReadNamedFile(std::string_view what, const std::string& path);
 
+// The earliest notAfter among the certificates of the PEM file at `path` (a leaf with its chain,
+// or a CA bundle: the first of them to expire). ReadNamedFile's errors; ParseCertificates' errors
+// prefixed by "<what> <path>: "; INVALID_ARGUMENT when the file holds no certificate.
+absl::StatusOr<absl::Time> EarliestNotAfter(std::string_view what, const std::string& path);
+
 }  // namespace airlock::auth::ossl

@@ -13,6 +13,7 @@
 #include "audit/privacy.h"
 #include "auth/dev_pki.h"
 #include "daemon/log.h"
+#include "daemon/metrics.h"
 #include "inference/base/status.h"
 
 namespace airlock::daemon {
@@ -171,7 +172,12 @@ absl::Status AuditTrail::Append(audit::Phase phase, const CallInfo& call, const 
       r.sealed_text = *std::move(sealed);
     }
   }
+  const auto append_start = std::chrono::steady_clock::now();
   absl::StatusOr<uint64_t> sequence = log_->Append(std::move(r));
+  if (Metrics* metrics = call.config != nullptr ? call.config->metrics : nullptr; metrics != nullptr) {
+    metrics->AuditWritten(std::chrono::duration<double>(std::chrono::steady_clock::now() - append_start).count(),
+                          sequence.ok());
+  }
   if (!sequence.ok()) {
     LogError("audit record not written; refusing the call",
              {{"request_id", call.request_id}, {"error", std::string(sequence.status().message())}});

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -42,8 +43,10 @@ struct RuntimeConfig {
   // the same across reloads; null: no quotas).
   std::shared_ptr<const auth::QuotaPolicy> quotas;
   auth::QuotaLedger* ledger = nullptr;
-  // Prometheus metrics (not owned; the same across reloads; null: none kept).
+  // Prometheus metrics (not owned; the same across reloads; null: none kept), and the identities
+  // that may scrape them over HTTPS (metrics.scrapers).
   Metrics* metrics = nullptr;
+  std::set<std::string, std::less<>> metrics_scrapers;
 };
 
 class RuntimeConfigHolder {

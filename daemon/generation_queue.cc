@@ -62,12 +62,14 @@ absl::Status GenerationQueue::Submit(std::unique_ptr<GenerationJob> job) {
       auto mine = waiting_.find(job->owner);
       const size_t my_waiting = mine == waiting_.end() ? 0 : mine->second.size();
       if (largest.empty() || largest == job->owner || waiting_.at(largest).size() <= my_waiting) {
+        refused_full_.fetch_add(1, std::memory_order_relaxed);
         status = absl::ResourceExhaustedError(absl::StrCat(
             "the model's queue is full (", max_waiting_, " requests waiting, ", my_waiting,
             " of them yours; models[].max_queue)"));
       } else {
         // The largest holder gives up its newest waiting job to an owner with fewer.
         std::deque<Entry>& theirs = waiting_.at(largest);
+        refused_full_.fetch_add(1, std::memory_order_relaxed);
         displaced = std::move(theirs.back());
         theirs.pop_back();
         --waiting_count_;

@@ -14,7 +14,9 @@
 // Shutdown() or on a thread calling Submit() (a cancelled or displaced waiting job).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <cstddef>
 #include <deque>
 #include <functional>
@@ -59,6 +61,9 @@ class GenerationQueue {
 
   size_t waiting() const;
   bool running() const;
+  // Jobs refused because the queue was full, since the start: refused by Submit, or displaced by
+  // another owner's job (both end with RESOURCE_EXHAUSTED).
+  uint64_t refused_full() const { return refused_full_.load(std::memory_order_relaxed); }
 
  private:
   struct Entry {
@@ -81,6 +86,7 @@ class GenerationQueue {
   size_t waiting_count_ = 0;                          // guarded by mutex_
   bool running_ = false;       // guarded by mutex_
   bool stopping_ = false;      // guarded by mutex_
+  std::atomic<uint64_t> refused_full_{0};
   std::thread worker_;
 };
 

@@ -1,8 +1,6 @@
 // The Inference service: admission -> validation -> generation job -> reactor (unary or stream).
 #include "daemon/inference_service.h"
 
-#include "daemon/metrics.h"
-
 #include <atomic>
 #include <deque>
 #include <mutex>
@@ -12,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "daemon/audit_trail.h"
 #include "daemon/log.h"
+#include "daemon/metrics.h"
 #include "inference/tokenizer/utf8.h"
 
 namespace airlock::daemon {
@@ -45,6 +44,10 @@ struct CallState {
   std::chrono::steady_clock::time_point deadline;
   std::chrono::steady_clock::time_point first_piece{};
   std::atomic<bool> saw_first_piece{false};
+  // The model's token timing histograms (none without metrics), and when the last token came
+  // (worker thread only).
+  Metrics::TokenTimers timers;
+  std::chrono::steady_clock::time_point last_token{};
   // For the audit records: the prompt as the client sent it (HMAC'd, never stored) and the
   // sampling parameters in canonical text.
   std::string prompt_text;
@@ -61,8 +64,17 @@ struct CallState {
     }
     return false;
   }
-  void NotePiece() {
-    if (!saw_first_piece.exchange(true)) first_piece = std::chrono::steady_clock::now();
+  // On the worker thread, for every piece: the first one's time, and the token timings.
+  void NotePiece(const inference::GeneratedPiece& piece) {
+    const auto now = std::chrono::steady_clock::now();
+    const auto seconds = [](auto d) { return std::chrono::duration<double>(d).count(); };
+    if (!saw_first_piece.exchange(true)) {
+      first_piece = now;
+      if (timers.first_token != nullptr) timers.first_token->Observe(seconds(now - call.start));
+    } else if (piece.token >= 0 && timers.inter_token != nullptr) {
+      timers.inter_token->Observe(seconds(now - last_token));
+    }
+    if (piece.token >= 0) last_token = now;
   }
 };
 
@@ -190,8 +202,8 @@ class UnaryGeneration final : public grpc::ServerUnaryReactor {
     job->request = std::move(request);
     std::shared_ptr<CallState> state = state_;
     job->request.cancelled = [state] { return state->ShouldStop(); };
-    job->on_piece = [state](const inference::GeneratedPiece&) {
-      state->NotePiece();
+    job->on_piece = [state](const inference::GeneratedPiece& piece) {
+      state->NotePiece(piece);
       return true;
     };
     job->on_done = [this, name = model.name](absl::StatusOr<inference::GenerateResult> result, double queue_seconds) {
@@ -253,7 +265,7 @@ class StreamGeneration final : public grpc::ServerWriteReactor<GenerateStreamRes
     std::shared_ptr<CallState> state = state_;
     job->request.cancelled = [state] { return state->ShouldStop(); };
     job->on_piece = [this](const inference::GeneratedPiece& piece) {
-      state_->NotePiece();
+      state_->NotePiece(piece);
       AddPiece(piece);
       return !state_->client_gone.load(std::memory_order_relaxed);
     };
@@ -400,6 +412,9 @@ Reactor* StartGeneration(grpc::CallbackServerContext* context, const Request& re
       reactor->End(recorded);
       return reactor;
     }
+  }
+  if (Metrics* metrics = state->call.config->metrics; metrics != nullptr) {
+    state->timers = metrics->TimersFor(model->name);
   }
   reactor->Start(*model, std::move(*prepared));
   return reactor;

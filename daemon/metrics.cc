@@ -17,6 +17,28 @@ const prometheus::Histogram::BucketBoundaries& LatencyBuckets() {
   return *buckets;
 }
 
+// From a first token in milliseconds (a small model, an idle queue) to minutes (a long prompt
+// behind a full queue).
+const prometheus::Histogram::BucketBoundaries& FirstTokenBuckets() {
+  static const auto* const buckets = new prometheus::Histogram::BucketBoundaries{
+      0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160, 640};
+  return *buckets;
+}
+
+// One decoding step: a millisecond for a tiny model to seconds for a large one on a busy CPU.
+const prometheus::Histogram::BucketBoundaries& InterTokenBuckets() {
+  static const auto* const buckets = new prometheus::Histogram::BucketBoundaries{
+      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5};
+  return *buckets;
+}
+
+// A durable append: a batched fsync takes from a tenth of a millisecond to a second on a slow disk.
+const prometheus::Histogram::BucketBoundaries& AuditWriteBuckets() {
+  static const auto* const buckets = new prometheus::Histogram::BucketBoundaries{
+      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+  return *buckets;
+}
+
 // gRPC's name of a code ("OK", "RESOURCE_EXHAUSTED"): the same as absl's.
 std::string CodeName(absl::StatusCode code) { return absl::StatusCodeToString(code); }
 
@@ -53,7 +75,26 @@ Metrics::Metrics(std::vector<std::string> models, std::string_view version)
       quota_refusals_(prometheus::BuildCounter()
                           .Name("airlock_quota_refusals_total")
                           .Help("Generations refused by a quota, by the limit that refused them")
-                          .Register(*registry_)) {
+                          .Register(*registry_)),
+      first_token_(prometheus::BuildHistogram()
+                       .Name("airlock_time_to_first_token_seconds")
+                       .Help("Time from a generation call's arrival to its first token (queue and prompt "
+                             "included), by model")
+                       .Register(*registry_)),
+      inter_token_(prometheus::BuildHistogram()
+                       .Name("airlock_inter_token_latency_seconds")
+                       .Help("Time between consecutive generated tokens of one call, by model")
+                       .Register(*registry_)),
+      audit_write_(prometheus::BuildHistogram()
+                       .Name("airlock_audit_write_seconds")
+                       .Help("Time to append one audit record durably (or to fail)")
+                       .Register(*registry_)
+                       .Add({}, AuditWriteBuckets())),
+      audit_failures_(prometheus::BuildCounter()
+                          .Name("airlock_audit_write_failures_total")
+                          .Help("Audit records that could not be written (each refused its call)")
+                          .Register(*registry_)
+                          .Add({})) {
   for (const char* reason : {"unauthenticated", "not_permitted", "certificate_refused"}) {
     auth_failures_.Add({{"reason", reason}});
   }
@@ -67,6 +108,8 @@ Metrics::Metrics(std::vector<std::string> models, std::string_view version)
   for (const std::string& model : models_) {
     prompt_tokens_.Add({{"model", model}});
     generation_tokens_.Add({{"model", model}});
+    first_token_.Add({{"model", model}}, FirstTokenBuckets());
+    inter_token_.Add({{"model", model}}, InterTokenBuckets());
   }
 }
 
@@ -91,6 +134,17 @@ void Metrics::AuthFailed(std::string_view reason) { auth_failures_.Add({{"reason
 
 void Metrics::QuotaRefused(std::string_view limit) { quota_refusals_.Add({{"limit", std::string(limit)}}).Increment(); }
 
+Metrics::TokenTimers Metrics::TimersFor(std::string_view model) {
+  const std::string label = ModelLabel(model);
+  return TokenTimers{&first_token_.Add({{"model", label}}, FirstTokenBuckets()),
+                     &inter_token_.Add({{"model", label}}, InterTokenBuckets())};
+}
+
+void Metrics::AuditWritten(double seconds, bool ok) {
+  audit_write_.Observe(seconds);
+  if (!ok) audit_failures_.Increment();
+}
+
 std::string Metrics::Scrape(const std::vector<prometheus::MetricFamily>& at_scrape) const {
   std::vector<prometheus::MetricFamily> families = registry_->Collect();
   families.insert(families.end(), at_scrape.begin(), at_scrape.end());
@@ -99,19 +153,23 @@ std::string Metrics::Scrape(const std::vector<prometheus::MetricFamily>& at_scra
   return out.str();
 }
 
-prometheus::MetricFamily Metrics::Gauge(std::string name, std::string help) {
+prometheus::MetricFamily Metrics::Family(std::string name, std::string help, prometheus::MetricType type) {
   prometheus::MetricFamily family;
   family.name = std::move(name);
   family.help = std::move(help);
-  family.type = prometheus::MetricType::Gauge;
+  family.type = type;
   return family;
 }
 
-void Metrics::AddGauge(prometheus::MetricFamily& family, std::vector<prometheus::ClientMetric::Label> labels,
+void Metrics::AddValue(prometheus::MetricFamily& family, std::vector<prometheus::ClientMetric::Label> labels,
                        double value) {
   prometheus::ClientMetric& metric = family.metric.emplace_back();
   metric.label = std::move(labels);
-  metric.gauge.value = value;
+  if (family.type == prometheus::MetricType::Counter) {
+    metric.counter.value = value;
+  } else {
+    metric.gauge.value = value;
+  }
 }
 
 }  // namespace airlock::daemon

@@ -42,13 +42,27 @@ class Metrics {
   // A generation refused by a quota: airlock_quota_refusals_total{limit}, limit a QuotaLimits key.
   void QuotaRefused(std::string_view limit);
 
+  // A model's token timing histograms, looked up once per generation and observed per token:
+  // airlock_time_to_first_token_seconds{model} (from the call's arrival, so queue and prompt
+  // processing included) and airlock_inter_token_latency_seconds{model}.
+  struct TokenTimers {
+    prometheus::Histogram* first_token = nullptr;
+    prometheus::Histogram* inter_token = nullptr;
+  };
+  TokenTimers TimersFor(std::string_view model);
+
+  // One audit append (durable on return, or failed): airlock_audit_write_seconds and, when it
+  // failed, airlock_audit_write_failures_total.
+  void AuditWritten(double seconds, bool ok);
+
   // The Prometheus text format (version 0.0.4) of the registry and `at_scrape` (families whose
   // values are read now: queue depths, audit state).
   std::string Scrape(const std::vector<prometheus::MetricFamily>& at_scrape) const;
 
-  // A gauge family of one value per label set, for at_scrape families.
-  static prometheus::MetricFamily Gauge(std::string name, std::string help);
-  static void AddGauge(prometheus::MetricFamily& family, std::vector<prometheus::ClientMetric::Label> labels,
+  // A family of one value per label set (a gauge, or a counter kept elsewhere), for at_scrape.
+  static prometheus::MetricFamily Family(std::string name, std::string help,
+                                         prometheus::MetricType type = prometheus::MetricType::Gauge);
+  static void AddValue(prometheus::MetricFamily& family, std::vector<prometheus::ClientMetric::Label> labels,
                        double value);
 
  private:
@@ -63,6 +77,10 @@ class Metrics {
   prometheus::Family<prometheus::Histogram>& queue_;
   prometheus::Family<prometheus::Counter>& auth_failures_;
   prometheus::Family<prometheus::Counter>& quota_refusals_;
+  prometheus::Family<prometheus::Histogram>& first_token_;
+  prometheus::Family<prometheus::Histogram>& inter_token_;
+  prometheus::Histogram& audit_write_;
+  prometheus::Counter& audit_failures_;
 };
 
 }  // namespace airlock::daemon

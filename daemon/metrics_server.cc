@@ -16,8 +16,6 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "auth/openssl_util.h"
-#include "auth/revocation.h"
-#include "auth/tls_credentials.h"
 #include "daemon/log.h"
 
 namespace airlock::daemon {
@@ -43,19 +41,14 @@ int MetricsServer::VerifyClient(int preverify_ok, X509_STORE_CTX* store) {
       bio != nullptr && PEM_write_bio_X509(bio.get(), X509_STORE_CTX_get_current_cert(store)) == 1) {
     pem = auth::ossl::BioContents(bio.get()).value_or("");
   }
-  const absl::Status checked = auth::CheckClientCertificate(self->revocation_.get(), pem);
-  if (checked.ok()) return 1;
-  if (self->log_rejection_) self->log_rejection_(std::string(checked.message()));
-  return 0;
+  return self->check_client_(pem).ok() ? 1 : 0;
 }
 
-absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
-    const MetricsOptions& options, std::shared_ptr<auth::RevocationChecker> revocation,
-    std::function<void(const std::string& reason)> log_rejection, Handlers handlers) {
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const MetricsOptions& options,
+                                                                    ClientCheck check_client, Handlers handlers) {
   std::unique_ptr<MetricsServer> s(new MetricsServer());
   s->handlers_ = std::move(handlers);
-  s->revocation_ = std::move(revocation);
-  s->log_rejection_ = std::move(log_rejection);
+  s->check_client_ = std::move(check_client);
   if (options.plaintext) {
     s->server_ = std::make_unique<httplib::Server>();
   } else {

@@ -1,8 +1,8 @@
 // The metrics listener (config `metrics:`, docs/operations.md): its own address, HTTPS that
-// requires a client certificate from the configured CAs and checks it with the daemon's
-// revocation checker (the one SIGHUP reloads, as for gRPC), or plain HTTP on a loopback address
-// only. Serves GET /metrics (Prometheus text format), /healthz (the process answers) and
-// /readyz (ready to serve: 200, or 503 and the reason). Built on cpp-httplib (OpenSSL 3);
+// requires a client certificate from the configured CAs and lets the daemon check it (revocation,
+// metrics.scrapers; see Daemon::CheckScraper), or plain HTTP on a loopback address only. Serves
+// GET /metrics (Prometheus text format), /healthz (the process answers) and /readyz (ready to
+// serve: 200, or 503 and the reason). Built on cpp-httplib (OpenSSL 3);
 // prometheus-cpp's own listener (civetweb) cannot do TLS with OpenSSL 3 on Debian 12.
 //
 // Thread-safety: the handlers run on the listener's two worker threads.
@@ -23,9 +23,6 @@
 namespace httplib {
 class Server;
 }
-namespace airlock::auth {
-class RevocationChecker;
-}
 
 namespace airlock::daemon {
 
@@ -36,13 +33,15 @@ class MetricsServer {
     std::function<absl::Status()> ready;   // OK when ready; otherwise why not
   };
 
+  // Who may scrape, given the PEM leaf certificate a client presented (its chain already verified
+  // against the client CAs): OK, or why not (the handshake is then refused).
+  using ClientCheck = std::function<absl::Status(const std::string& leaf_pem)>;
+
   // Binds options.listen now (before the network sandbox closes socket creation) and serves on
-  // threads of its own. With HTTPS, each scraper's certificate goes through
-  // auth::CheckClientCertificate with `revocation`; refusals are reported to `log_rejection`.
+  // threads of its own. With HTTPS, each scraper's certificate goes through `check_client`.
   // Errors name the metrics.* key at fault.
-  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(
-      const MetricsOptions& options, std::shared_ptr<auth::RevocationChecker> revocation,
-      std::function<void(const std::string& reason)> log_rejection, Handlers handlers);
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const MetricsOptions& options, ClientCheck check_client,
+                                                              Handlers handlers);
   // Stops listening and waits for the listener's threads.
   ~MetricsServer();
 
@@ -50,13 +49,12 @@ class MetricsServer {
 
  private:
   MetricsServer() = default;
-  // OpenSSL's verify callback: the revocation check of the leaf certificate.
+  // OpenSSL's verify callback: check_client_ on the leaf certificate.
   static int VerifyClient(int preverify_ok, X509_STORE_CTX* store);
 
   std::unique_ptr<httplib::Server> server_;
   Handlers handlers_;
-  std::shared_ptr<auth::RevocationChecker> revocation_;
-  std::function<void(const std::string& reason)> log_rejection_;
+  ClientCheck check_client_;
   std::thread listener_;
   std::atomic<bool> listen_returned_{false};
   int port_ = 0;

@@ -5,12 +5,14 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "auth/revocation.h"
 #include "auth/tls_credentials.h"
 #include "daemon/admin_service.h"
@@ -50,9 +52,15 @@ class Daemon {
  private:
   Daemon() = default;
   absl::StatusOr<std::shared_ptr<const RuntimeConfig>> MakeRuntimeConfig(const DaemonOptions& options) const;
-  // The values read at each scrape (queues, audit state), and readiness for /readyz.
+  // The values read at each scrape (model states, queues, engines, audit state, certificates),
+  // and readiness for /readyz. Both may run while the models load.
   std::vector<prometheus::MetricFamily> ScrapeNow() const;
   absl::Status Ready() const;
+  // Whether a scraper's certificate may read the metrics: the revocation check, then its identity
+  // must be in metrics.scrapers (as of now: reloads apply). Refusals are logged and counted.
+  absl::Status CheckScraper(const std::string& leaf_pem) const;
+  // A client certificate refused by the revocation check, on either listener: logged and counted.
+  void CertificateRefused(std::string_view listener, std::string_view reason) const;
 
   std::string config_path_;
   DaemonOptions options_;  // as started
@@ -62,6 +70,11 @@ class Daemon {
   std::unique_ptr<auth::QuotaLedger> quota_ledger_;  // outlives every RuntimeConfig
   std::unique_ptr<Metrics> metrics_;  // outlives every RuntimeConfig
   std::unique_ptr<ModelRegistry> models_;
+  // The metrics listener starts before the models load: until models_loaded_ is set (after
+  // models_), its handlers read only load_seconds_ (model name -> load time, each as it loads).
+  std::atomic<bool> models_loaded_{false};
+  mutable absl::Mutex load_mu_;
+  std::map<std::string, double> load_seconds_ ABSL_GUARDED_BY(load_mu_);
   std::shared_ptr<auth::RevocationChecker> revocation_;
   std::unique_ptr<RuntimeConfigHolder> runtime_;
   std::unique_ptr<InferenceService> inference_;
@@ -69,6 +82,9 @@ class Daemon {
   std::unique_ptr<AdminService> admin_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsServer> metrics_server_;  // stopped first: its handlers read the above
+  // The metrics listener loads its certificate once, at start: when that one expires (InfiniteFuture:
+  // plain HTTP, no listener, or unreadable).
+  absl::Time metrics_cert_not_after_ = absl::InfiniteFuture();
   int port_ = 0;
   bool drained_ = false;
   std::atomic<bool> draining_{false};  // /readyz answers 503 once a drain begins

@@ -76,6 +76,15 @@ absl::StatusOr<GenerateResult> Engine::Generate(const GenerateRequest& request, 
                                               " tokens but the context holds ", n_ctx));
   }
   AIRLOCK_ASSIGN_OR_RETURN(std::unique_ptr<Sequence> seq, executor_->NewSequence());
+  // The gauges follow the sequence: set after each forward step, cleared when it is released.
+  active_.store(1, std::memory_order_relaxed);
+  struct ClearGauges {
+    Engine* e;
+    ~ClearGauges() {
+      e->kv_tokens_.store(0, std::memory_order_relaxed);
+      e->active_.store(0, std::memory_order_relaxed);
+    }
+  } clear_gauges{this};
   const auto t0 = Clock::now();
   // Prefill in batches so that a cancelled request stops within one batch.
   const size_t batch = static_cast<size_t>(std::max<int32_t>(1, executor_->options().n_batch));
@@ -88,6 +97,7 @@ absl::StatusOr<GenerateResult> Engine::Generate(const GenerateRequest& request, 
     const size_t n = std::min(batch, prompt.size() - at);
     // Only the last batch needs logits; earlier ones write into the same buffer harmlessly.
     AIRLOCK_RETURN_IF_ERROR(executor_->Forward(*seq, prompt.subspan(at, n), logits_.data(), false));
+    kv_tokens_.store(seq->n_past(), std::memory_order_relaxed);
   }
   const auto t1 = Clock::now();
   result.prompt_seconds = std::chrono::duration<double>(t1 - t0).count();
@@ -135,6 +145,7 @@ absl::StatusOr<GenerateResult> Engine::Generate(const GenerateRequest& request, 
       break;
     }
     AIRLOCK_RETURN_IF_ERROR(executor_->Forward(*seq, std::span<const int32_t>(&token, 1), logits_.data(), false));
+    kv_tokens_.store(seq->n_past(), std::memory_order_relaxed);
   }
   if (!stopped) {
     // Text held back for a possible stop string or an unfinished UTF-8 character ends the output.

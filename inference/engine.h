@@ -5,6 +5,7 @@
 // executor) until the continuous-batching scheduler replaces this.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -80,6 +81,11 @@ class Engine {
   const ExecutorOptions& executor_options() const { return executor_->options(); }
   // Tokens a prompt plus its output may use.
   int32_t context_length() const { return executor_->options().n_ctx; }
+  // What the engine holds now, for metrics (read from any thread, while Generate runs): tokens in
+  // the KV cache of the running sequence, and sequences in the current forward batch (0 or 1 until
+  // continuous batching).
+  int32_t kv_tokens_in_use() const { return kv_tokens_.load(std::memory_order_relaxed); }
+  int32_t active_sequences() const { return active_.load(std::memory_order_relaxed); }
 
  private:
   Engine() = default;
@@ -90,6 +96,8 @@ class Engine {
   std::unique_ptr<ModelExecutor> executor_;
   std::mutex mutex_;  // serialises Generate (one executor, one sequence at a time)
   std::vector<float> logits_;
+  std::atomic<int32_t> kv_tokens_{0};
+  std::atomic<int32_t> active_{0};
 };
 
 }  // namespace airlock::inference

@@ -4,6 +4,7 @@
 # that user, all under $AIRLOCK_HOME (default ~/.local/share/airlock-dev; re-used on later runs).
 #   MODEL=path.gguf tools/run.sh          # serve another GGUF (name "default")
 #   PORT=7443 tools/run.sh                # listen port (default 7443, on 127.0.0.1)
+#   METRICS_PORT=9464 tools/run.sh        # metrics port (HTTPS, client certificate "prometheus")
 # Defaults: the shared stories260K model when ../shared is present, else a synthetic model.
 # The daemon runs in the foreground; Ctrl-C drains it and exits.
 set -euo pipefail
@@ -17,6 +18,7 @@ cmake --build build/release -j "$(nproc)" --target airlockd airlockctl
 ctl="$root/build/release/tools/airlockctl"
 home=${AIRLOCK_HOME:-$HOME/.local/share/airlock-dev}
 port=${PORT:-7443}
+metrics_port=${METRICS_PORT:-9464}
 mkdir -p "$home"
 chmod 700 "$home"
 
@@ -37,6 +39,8 @@ if [ ! -f "$home/pki/ca.key" ]; then
   "$ctl" pki init --dir "$home/pki" >/dev/null
   "$ctl" pki issue --dir "$home/pki" --name dev >/dev/null
 fi
+# The certificate a local Prometheus (or curl) scrapes the metrics endpoint with.
+[ -f "$home/pki/prometheus.crt" ] || "$ctl" pki issue --dir "$home/pki" --name prometheus >/dev/null
 "$ctl" pki crl --dir "$home/pki" >/dev/null  # a fresh CRL: airlockd refuses an expired one
 
 cat >"$home/airlockd.yaml" <<YAML
@@ -48,6 +52,9 @@ tls:
   key_file: "$home/pki/server.key"
   client_ca_file: "$home/pki/ca.crt"
   crl_files: ["$home/pki/crl.pem"]
+metrics:
+  listen: "127.0.0.1:$metrics_port"
+  scrapers: [prometheus]
 audit:
   state_dir: "$home/state"
   signing_key_file: "$home/audit-signing.key"
@@ -96,6 +103,8 @@ cat >&2 <<TEXT
      $ctl health
      $ctl generate --model default --prompt "Once upon a time"
      $ctl chat --model default --message "Tell me a story"
+     curl --cacert $home/pki/ca.crt --cert $home/pki/prometheus.crt --key $home/pki/prometheus.key \\
+       https://localhost:$metrics_port/metrics
    Ctrl-C drains and stops the daemon.
 TEXT
 exec "$root/build/release/daemon/airlockd" --config "$home/airlockd.yaml"

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
+#include "auth/openssl_util.h"
 #include "tests/auth/openssl_test_util.h"
 #include "tests/support/test_data.h"
 
@@ -266,6 +267,40 @@ TEST(DevPkiTest, RevokeUpdatesCrl) {
   crl = ReadFileOrDie(dir + "/crl.pem");
   EXPECT_EQ(VerifyChain(ca, alice, "sslclient", crl), X509_V_ERR_CERT_REVOKED);
   EXPECT_EQ(ReadFileOrDie(dir + "/crl_number"), "4\n");
+}
+
+// The certificate-expiry metric reads this: the first certificate of a file to expire.
+TEST(DevPkiTest, EarliestNotAfterIsTheFirstCertificateOfAFileToExpire) {
+  testing::ScopedTempDir tmp;
+  const absl::Time now = absl::Now();
+  absl::StatusOr<PemKeyPair> ca = CreateCertificateAuthority("Test CA", absl::Hours(48));
+  ASSERT_TRUE(ca.ok()) << ca.status();
+  CertificateSpec spec;
+  spec.common_name = "server";
+  spec.server = true;
+  spec.validity = absl::Hours(24);
+  absl::StatusOr<PemKeyPair> leaf = IssueCertificate(*ca, spec);
+  ASSERT_TRUE(leaf.ok()) << leaf.status();
+  const std::string chain = tmp.path + "/chain.pem";
+  const std::string ca_only = tmp.path + "/ca.pem";
+  const std::string empty = tmp.path + "/empty.pem";
+  ASSERT_TRUE(WritePublicFile(chain, ca->cert_pem + leaf->cert_pem).ok());  // the CA first: order does not matter
+  ASSERT_TRUE(WritePublicFile(ca_only, ca->cert_pem).ok());
+  ASSERT_TRUE(WritePublicFile(empty, "not a certificate\n").ok());
+
+  absl::StatusOr<absl::Time> chain_end = ossl::EarliestNotAfter("server certificate", chain);
+  ASSERT_TRUE(chain_end.ok()) << chain_end.status();
+  EXPECT_LT(absl::AbsDuration(*chain_end - (now + absl::Hours(24))), absl::Minutes(5));
+  absl::StatusOr<absl::Time> ca_end = ossl::EarliestNotAfter("CA certificate", ca_only);
+  ASSERT_TRUE(ca_end.ok()) << ca_end.status();
+  EXPECT_LT(absl::AbsDuration(*ca_end - (now + absl::Hours(48))), absl::Minutes(5));
+
+  absl::StatusOr<absl::Time> none = ossl::EarliestNotAfter("CA certificate", empty);
+  EXPECT_EQ(none.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(none.status().message(), HasSubstr("CA certificate " + empty + ": holds no PEM certificate"));
+  absl::StatusOr<absl::Time> missing = ossl::EarliestNotAfter("CA certificate", tmp.path + "/absent.pem");
+  EXPECT_FALSE(missing.ok());
+  EXPECT_THAT(missing.status().message(), HasSubstr("absent.pem"));
 }
 
 TEST(DevPkiTest, WritePrivateFileReplacesWithMode0600) {

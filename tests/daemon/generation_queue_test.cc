@@ -85,6 +85,9 @@ TEST_F(GenerationQueueTest, AFullQueueTakesTheNewestJobOfTheLargestHolder) {
   GenerationQueue queue(*engine_, 4);
   ASSERT_TRUE(queue.Submit(Blocker("flood")).ok());
   started_.WaitForNotification();
+  // The engine's gauges while the blocker holds its first token: one sequence, its prompt cached.
+  EXPECT_EQ(engine_->active_sequences(), 1);
+  EXPECT_GE(engine_->kv_tokens_in_use(), 2);  // BOS + "Once"
   for (int i = 0; i < 4; ++i) ASSERT_TRUE(queue.Submit(Job("flood", absl::StrCat("f", i))).ok());
   // Full. The flooder itself is refused...
   const absl::Status refused = queue.Submit(Job("flood", "f4"));
@@ -96,9 +99,14 @@ TEST_F(GenerationQueueTest, AFullQueueTakesTheNewestJobOfTheLargestHolder) {
   // Now 2 and 2: equal holders are not displaced.
   EXPECT_EQ(queue.Submit(Job("trickle", "t2")).code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(queue.waiting(), 4u);
+  // Two refused at Submit, two displaced.
+  EXPECT_EQ(queue.refused_full(), 4u);
   release_.Notify();
   EXPECT_THAT(WaitFinished(7), ElementsAre("f3:RESOURCE_EXHAUSTED", "f2:RESOURCE_EXHAUSTED", "blocker", "f0", "t0",
                                            "f1", "t1"));
+  // Every sequence released: the gauges are back to zero (cleared before on_done runs).
+  EXPECT_EQ(engine_->active_sequences(), 0);
+  EXPECT_EQ(engine_->kv_tokens_in_use(), 0);
 }
 
 }  // namespace

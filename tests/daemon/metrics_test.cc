@@ -47,12 +47,50 @@ TEST(MetricsTest, RefusalsByReasonAndLimit) {
 
 TEST(MetricsTest, ModelSeriesExistAtZeroAndScrapeTimeGaugesAreAppended) {
   Metrics metrics({"a", "b"}, "1");
-  prometheus::MetricFamily waiting = Metrics::Gauge("airlock_requests_waiting", "Waiting");
-  Metrics::AddGauge(waiting, {{"model", "a"}}, 3);
-  const std::string text = metrics.Scrape({waiting});
+  prometheus::MetricFamily waiting = Metrics::Family("airlock_requests_waiting", "Waiting");
+  Metrics::AddValue(waiting, {{"model", "a"}}, 3);
+  prometheus::MetricFamily full =
+      Metrics::Family("airlock_queue_refusals_total", "Refused", prometheus::MetricType::Counter);
+  Metrics::AddValue(full, {{"model", "a"}}, 7);
+  const std::string text = metrics.Scrape({waiting, full});
   EXPECT_THAT(text, HasSubstr("airlock_generation_tokens_total{model=\"b\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_time_to_first_token_seconds_count{model=\"b\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_inter_token_latency_seconds_count{model=\"a\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("# TYPE airlock_requests_waiting gauge\n"));
   EXPECT_THAT(text, HasSubstr("airlock_requests_waiting{model=\"a\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE airlock_queue_refusals_total counter\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_queue_refusals_total{model=\"a\"} 7\n"));
+}
+
+TEST(MetricsTest, TokenTimersObserveIntoTheModelsHistogramsAndUnknownModelsShareTheEmptyLabel) {
+  Metrics metrics({"llama"}, "1");
+  Metrics::TokenTimers timers = metrics.TimersFor("llama");
+  ASSERT_NE(timers.first_token, nullptr);
+  ASSERT_NE(timers.inter_token, nullptr);
+  timers.first_token->Observe(0.3);
+  timers.inter_token->Observe(0.002);
+  timers.inter_token->Observe(0.02);
+  // The same series every time a generation of the model asks.
+  EXPECT_EQ(metrics.TimersFor("llama").inter_token, timers.inter_token);
+  metrics.TimersFor("not-configured").first_token->Observe(1);
+  const std::string text = metrics.Scrape({});
+  EXPECT_THAT(text, HasSubstr("airlock_time_to_first_token_seconds_bucket{model=\"llama\",le=\"0.5\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_time_to_first_token_seconds_bucket{model=\"llama\",le=\"0.25\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_inter_token_latency_seconds_bucket{model=\"llama\",le=\"0.0025\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_inter_token_latency_seconds_count{model=\"llama\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_time_to_first_token_seconds_count{model=\"\"} 1\n"));
+  EXPECT_THAT(text, Not(HasSubstr("not-configured")));
+}
+
+TEST(MetricsTest, AuditWritesAreTimedAndFailuresCounted) {
+  Metrics metrics({}, "1");
+  EXPECT_THAT(metrics.Scrape({}), HasSubstr("airlock_audit_write_failures_total 0\n"));
+  metrics.AuditWritten(0.0004, true);
+  metrics.AuditWritten(0.002, false);
+  const std::string text = metrics.Scrape({});
+  EXPECT_THAT(text, HasSubstr("airlock_audit_write_seconds_bucket{le=\"0.0005\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_audit_write_seconds_count 2\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_audit_write_failures_total 1\n"));
 }
 
 }  // namespace

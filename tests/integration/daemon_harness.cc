@@ -53,6 +53,33 @@ void LabPki::Issue(const std::string& stem) {
   ASSERT_TRUE(status.ok()) << status;
 }
 
+std::unique_ptr<ChildProcess> ChildProcess::Spawn(const std::vector<std::string>& args, const std::string& log_path,
+                                                  std::string* error) {
+  std::unique_ptr<ChildProcess> child(new ChildProcess());
+  if (!child->SpawnInto(args, log_path, error)) return nullptr;
+  return child;
+}
+
+bool ChildProcess::SpawnInto(const std::vector<std::string>& args, const std::string& log_path, std::string* error) {
+  log_path_ = log_path;
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
+  std::vector<std::string> copy = args;
+  std::vector<char*> argv;
+  for (std::string& a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const int rc = posix_spawnp(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (rc != 0) {
+    *error = absl::StrCat("posix_spawn ", args[0], ": ", strerror(rc));
+    pid_ = -1;
+    return false;
+  }
+  return true;
+}
+
 std::unique_ptr<DaemonProcess> DaemonProcess::Start(const std::string& dir, const std::string& config_yaml,
                                                     std::string* error, absl::Duration ready_within,
                                                     const std::vector<std::string>& launcher) {
@@ -64,23 +91,9 @@ std::unique_ptr<DaemonProcess> DaemonProcess::Start(const std::string& dir, cons
   }
   ::chmod(d->config_path().c_str(), 0600);
   ::unlink((dir + "/port").c_str());
-  const std::string log_path = dir + "/airlockd.log";
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
   std::vector<std::string> args = launcher;
   args.insert(args.end(), {AIRLOCKD_PATH, "--config", d->config_path()});
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const int rc = posix_spawnp(&d->pid_, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) {
-    *error = absl::StrCat("posix_spawn ", args[0], ": ", strerror(rc));
-    d->pid_ = -1;
-    return nullptr;
-  }
+  if (!d->SpawnInto(args, dir + "/airlockd.log", error)) return nullptr;
   const absl::Time deadline = absl::Now() + ready_within;
   while (absl::Now() < deadline) {
     const std::string port = ReadWhole(dir + "/port");
@@ -98,16 +111,16 @@ std::unique_ptr<DaemonProcess> DaemonProcess::Start(const std::string& dir, cons
   return nullptr;
 }
 
-DaemonProcess::~DaemonProcess() {
+ChildProcess::~ChildProcess() {
   if (pid_ > 0 && !reaped_) {
     ::kill(pid_, SIGKILL);
     ::waitpid(pid_, nullptr, 0);
   }
 }
 
-std::string DaemonProcess::Log() const { return ReadWhole(dir_ + "/airlockd.log"); }
+std::string ChildProcess::Log() const { return ReadWhole(log_path_); }
 
-bool DaemonProcess::WaitForLog(const std::string& text, absl::Duration within, size_t occurrences) const {
+bool ChildProcess::WaitForLog(const std::string& text, absl::Duration within, size_t occurrences) const {
   const absl::Time deadline = absl::Now() + within;
   for (;;) {
     const std::string log = Log();
@@ -119,11 +132,11 @@ bool DaemonProcess::WaitForLog(const std::string& text, absl::Duration within, s
   }
 }
 
-void DaemonProcess::Signal(int signal_number) const {
+void ChildProcess::Signal(int signal_number) const {
   if (pid_ > 0 && !reaped_) ::kill(pid_, signal_number);
 }
 
-std::optional<int> DaemonProcess::WaitExit(absl::Duration within) {
+std::optional<int> ChildProcess::WaitExit(absl::Duration within) {
   if (reaped_ || pid_ <= 0) return std::nullopt;
   const absl::Time deadline = absl::Now() + within;
   for (;;) {

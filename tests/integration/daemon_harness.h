@@ -31,7 +31,35 @@ struct LabPki {
 };
 LabPki MakeLabPki(const std::string& dir);
 
-class DaemonProcess {
+// A child process with its stderr in a log file, killed (SIGKILL) when destroyed if still running.
+class ChildProcess {
+ public:
+  // Starts `args` (args[0] looked up in PATH) with stdout to /dev/null and stderr appended to
+  // `log_path`; nullptr with `error` set when it cannot be started.
+  static std::unique_ptr<ChildProcess> Spawn(const std::vector<std::string>& args, const std::string& log_path,
+                                             std::string* error);
+  virtual ~ChildProcess();
+
+  pid_t pid() const { return pid_; }
+  std::string Log() const;
+  // Polls the log until it contains `text` or the deadline passes.
+  bool WaitForLog(const std::string& text, absl::Duration within, size_t occurrences = 1) const;
+  void Signal(int signal_number) const;
+  // Exit code (or 128+signal) once the process ended, nullopt if still running at the deadline.
+  std::optional<int> WaitExit(absl::Duration within);
+
+ protected:
+  ChildProcess() = default;
+  // As Spawn, into this object.
+  bool SpawnInto(const std::vector<std::string>& args, const std::string& log_path, std::string* error);
+
+ private:
+  std::string log_path_;
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+};
+
+class DaemonProcess : public ChildProcess {
  public:
   // Writes `config_yaml` to <dir>/airlockd.yaml and starts airlockd on it, stderr to
   // <dir>/airlockd.log. Waits (up to `ready_within`) for the port file the config names
@@ -43,24 +71,14 @@ class DaemonProcess {
                                               std::string* error,
                                               absl::Duration ready_within = absl::Seconds(60),
                                               const std::vector<std::string>& launcher = {});
-  ~DaemonProcess();  // SIGKILL if still running
 
   int port() const { return port_; }
-  pid_t pid() const { return pid_; }
   const std::string& dir() const { return dir_; }
   std::string config_path() const { return dir_ + "/airlockd.yaml"; }
-  std::string Log() const;
-  // Polls the log until it contains `text` or the deadline passes.
-  bool WaitForLog(const std::string& text, absl::Duration within, size_t occurrences = 1) const;
-  void Signal(int signal_number) const;
-  // Exit code (or 128+signal) once the process ended, nullopt if still running at the deadline.
-  std::optional<int> WaitExit(absl::Duration within);
 
  private:
   std::string dir_;
-  pid_t pid_ = -1;
   int port_ = 0;
-  bool reaped_ = false;
 };
 
 // An mTLS channel to 127.0.0.1:port as `stem` of `pki` (no client certificate when stem is "").

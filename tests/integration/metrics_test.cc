@@ -4,7 +4,10 @@
 #include <signal.h>
 
 #include <csignal>
+#include <unistd.h>
+
 #include <fstream>
+#include <regex>
 #include <string>
 
 #include <httplib.h>
@@ -12,8 +15,10 @@
 #include "absl/strings/str_cat.h"
 #include "airlock/v1/inference.grpc.pb.h"
 #include "auth/dev_pki.h"
+#include "auth/openssl_util.h"
 #include "gmock/gmock.h"
 #include "grpcpp/client_context.h"
+#include "nlohmann/json.hpp"
 #include "gtest/gtest.h"
 #include "tests/integration/daemon_harness.h"
 #include "tests/support/test_data.h"
@@ -25,13 +30,22 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 namespace v1 = ::airlock::v1;
 
+// alice may generate; bob may only list models; carol's daily budget is smaller than one request.
 constexpr char kAccess[] = R"(users:
   - name: alice
     roles: [user]
+  - name: bob
+    roles: [lister]
+  - name: carol
+    roles: [user]
+    quota:
+      tokens_per_day: 3
 roles:
   - name: user
     methods: ["*"]
     models: ["*"]
+  - name: lister
+    methods: ["airlock.v1.Inference/ListModels"]
 )";
 
 class MetricsTest : public LabDaemonTest {
@@ -41,7 +55,7 @@ class MetricsTest : public LabDaemonTest {
     // A refused handshake closes the socket under the client: a write must fail with EPIPE,
     // not kill the test process (httplib's client does not ignore SIGPIPE itself).
     std::signal(SIGPIPE, SIG_IGN);
-    SetUpLab(kAccess, {"alice", "prometheus"});
+    SetUpLab(kAccess, {"alice", "bob", "carol", "prometheus", "monitor"});
   }
   void StartWithMetrics(const std::string& metrics_yaml) {
     ASSERT_NO_FATAL_FAILURE(StartDaemon("", "", metrics_yaml));
@@ -76,9 +90,12 @@ class MetricsTest : public LabDaemonTest {
 std::string MetricsYaml(const std::string& dir, const std::string& extra = "") {
   return absl::StrCat("metrics:\n  listen: \"127.0.0.1:0\"\n  port_file: \"", dir, "/metrics-port\"\n", extra);
 }
+std::string HttpsMetricsYaml(const std::string& dir) {
+  return MetricsYaml(dir, "  scrapers: [prometheus, monitor]\n");
+}
 
 TEST_F(MetricsTest, OnlyAClientCertificateFromTheSiteCaCanScrape) {
-  ASSERT_NO_FATAL_FAILURE(StartWithMetrics(MetricsYaml(dir_)));
+  ASSERT_NO_FATAL_FAILURE(StartWithMetrics(HttpsMetricsYaml(dir_)));
   httplib::Result ok = Scrape();
   ASSERT_TRUE(ok) << httplib::to_string(ok.error());
   EXPECT_EQ(ok->status, 200);
@@ -97,6 +114,25 @@ TEST_F(MetricsTest, OnlyAClientCertificateFromTheSiteCaCanScrape) {
   httplib::Result http = plain.Get("/metrics");
   EXPECT_FALSE(http && http->status == 200);
 
+  // A certificate of the site CA whose identity is not in metrics.scrapers: refused, logged, counted.
+  httplib::Result alice = Get("/metrics", pki_.cert("alice"), pki_.key("alice"));
+  EXPECT_FALSE(alice && alice->status == 200);
+  EXPECT_TRUE(daemon_->WaitForLog("metrics scrape refused", absl::Seconds(5))) << daemon_->Log();
+  EXPECT_THAT(Scrape()->body, HasSubstr("airlock_auth_failures_total{reason=\"not_permitted\"} 1\n"));
+  // metrics.scrapers is reloaded by SIGHUP.
+  {
+    std::string config = ReadFileOrDie(daemon_->config_path());
+    const std::string from = "scrapers: [prometheus, monitor]";
+    ASSERT_NE(config.find(from), std::string::npos) << config;
+    config.replace(config.find(from), from.size(), "scrapers: [prometheus, monitor, alice]");
+    std::ofstream(daemon_->config_path(), std::ios::trunc) << config;
+  }
+  daemon_->Signal(SIGHUP);
+  ASSERT_TRUE(daemon_->WaitForLog("configuration reloaded", absl::Seconds(10))) << daemon_->Log();
+  alice = Get("/metrics", pki_.cert("alice"), pki_.key("alice"));
+  ASSERT_TRUE(alice) << httplib::to_string(alice.error());
+  EXPECT_EQ(alice->status, 200);
+
   EXPECT_EQ(Scrape("/healthz")->status, 200);
   httplib::Result ready = Scrape("/readyz");
   ASSERT_TRUE(ready);
@@ -106,7 +142,7 @@ TEST_F(MetricsTest, OnlyAClientCertificateFromTheSiteCaCanScrape) {
 }
 
 TEST_F(MetricsTest, CountersSayWhatWasDoneWithBoundedLabels) {
-  ASSERT_NO_FATAL_FAILURE(StartWithMetrics(MetricsYaml(dir_)));
+  ASSERT_NO_FATAL_FAILURE(StartWithMetrics(HttpsMetricsYaml(dir_)));
   uint64_t prompt = 0, generated = 0;
   for (int i = 0; i < 2; ++i) {
     v1::GenerateResponse response;
@@ -134,6 +170,15 @@ TEST_F(MetricsTest, CountersSayWhatWasDoneWithBoundedLabels) {
   EXPECT_THAT(text, HasSubstr("airlock_request_queue_seconds_count{model=\"stories\"} 2\n"));
   EXPECT_THAT(text, HasSubstr("airlock_requests_waiting{model=\"stories\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("airlock_requests_running{model=\"stories\"} 0\n"));
+  // Idle now: nothing in the engine, nothing refused for a full queue; loaded, with its load time.
+  EXPECT_THAT(text, HasSubstr("airlock_batch_size{model=\"stories\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_kv_cache_usage_ratio{model=\"stories\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_queue_refusals_total{model=\"stories\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_model_state{model=\"stories\",state=\"loaded\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_model_state{model=\"stories\",state=\"loading\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_model_load_seconds{model=\"stories\"} "));
+  EXPECT_THAT(text, HasSubstr("airlock_time_to_first_token_seconds_count{model=\"stories\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_audit_write_failures_total 0\n"));
   EXPECT_THAT(text, HasSubstr("airlock_requests_total{code=\"PERMISSION_DENIED\",method=\"airlock.v1.Inference/"
                               "Generate\",model=\"stories\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("airlock_auth_failures_total{reason=\"not_permitted\"} 1\n"));
@@ -144,7 +189,7 @@ TEST_F(MetricsTest, CountersSayWhatWasDoneWithBoundedLabels) {
 }
 
 TEST_F(MetricsTest, ARevokedScraperIsRefusedOnceTheCrlIsReloaded) {
-  ASSERT_NO_FATAL_FAILURE(StartWithMetrics(MetricsYaml(dir_)));
+  ASSERT_NO_FATAL_FAILURE(StartWithMetrics(HttpsMetricsYaml(dir_)));
   ASSERT_EQ(Scrape()->status, 200);
   // The listener checks scrapers with the daemon's revocation checker, which SIGHUP reloads.
   ASSERT_TRUE(auth::Revoke(pki_.dir, ReadFileOrDie(pki_.cert("prometheus"))).ok());
@@ -153,9 +198,148 @@ TEST_F(MetricsTest, ARevokedScraperIsRefusedOnceTheCrlIsReloaded) {
   httplib::Result revoked = Scrape();
   EXPECT_FALSE(revoked && revoked->status == 200);
   EXPECT_TRUE(daemon_->WaitForLog("TLS handshake refused", absl::Seconds(5))) << daemon_->Log();
-  httplib::Result other = Get("/metrics", pki_.cert("alice"), pki_.key("alice"));
+  httplib::Result other = Get("/metrics", pki_.cert("monitor"), pki_.key("monitor"));
   ASSERT_TRUE(other) << httplib::to_string(other.error());
   EXPECT_THAT(other->body, HasSubstr("airlock_auth_failures_total{reason=\"certificate_refused\"} 1\n"));
+}
+
+// Debian's prometheus server, run as this user on loopback with the example alert rules, scrapes
+// airlockd over mutual TLS. The query API is the check: the target is up, the counters equal what
+// the test did (allowed, denied by roles, refused by a quota), and every alert rule evaluates
+// without error against the real series.
+class RealPrometheus {
+ public:
+  // Starts prometheus scraping 127.0.0.1:`target_port` every second, as `pki`'s "prometheus".
+  void Start(const std::string& dir, const LabPki& pki, int target_port) {
+    const std::string config = dir + "/prometheus.yml";
+    {
+      std::ofstream out(config, std::ios::trunc);
+      out << "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+          << "rule_files: [\"" AIRLOCK_SOURCE_DIR "/deploy/prometheus/airlock-alerts.yml\"]\n"
+          << "scrape_configs:\n"
+          << "  - job_name: airlock\n"
+          << "    scheme: https\n"
+          << "    tls_config: {ca_file: \"" << pki.dir << "/ca.crt\", cert_file: \"" << pki.cert("prometheus")
+          << "\", key_file: \"" << pki.key("prometheus") << "\"}\n"
+          << "    static_configs: [{targets: [\"127.0.0.1:" << target_port << "\"]}]\n";
+    }
+    std::string error;
+    process_ = ChildProcess::Spawn({"prometheus", "--config.file=" + config, "--storage.tsdb.path=" + dir + "/tsdb",
+                                    "--web.listen-address=127.0.0.1:0", "--log.level=info"},
+                                   dir + "/prometheus.log", &error);
+    ASSERT_NE(process_, nullptr) << error;
+    // The port it picked is in its log: msg="Listening on" address=127.0.0.1:NNNNN
+    ASSERT_TRUE(process_->WaitForLog("msg=\"Listening on\"", absl::Seconds(60))) << process_->Log();
+    std::smatch m;
+    const std::string log = process_->Log();
+    ASSERT_TRUE(std::regex_search(log, m, std::regex("msg=\"Listening on\" address=127\\.0\\.0\\.1:([0-9]+)")))
+        << log;
+    port_ = std::stoi(m[1].str());
+    // Queries are answered once its storage is open.
+    const bool ready = PollUntil(
+        [&] {
+          httplib::Client client("127.0.0.1", port_);
+          httplib::Result r = client.Get("/-/ready");
+          return r && r->status == 200;
+        },
+        absl::Seconds(60));
+    ASSERT_TRUE(ready) << process_->Log();
+  }
+
+  // GET /api/v1/<path> with `params`; the "data" member of a "success" answer.
+  nlohmann::json Api(const std::string& path, const httplib::Params& params = {}) {
+    httplib::Client client("127.0.0.1", port_);
+    client.set_read_timeout(10);
+    httplib::Result r = client.Get(("/api/v1/" + path).c_str(), params, httplib::Headers{});
+    if (!r || r->status != 200) {
+      ADD_FAILURE() << path << ": " << (r ? r->body : httplib::to_string(r.error()));
+      return nullptr;
+    }
+    nlohmann::json answer = nlohmann::json::parse(r->body, nullptr, /*allow_exceptions=*/false);
+    EXPECT_EQ(answer.value("status", ""), "success") << r->body;
+    return answer.contains("data") ? answer["data"] : nlohmann::json();
+  }
+  // The value of an instant query that selects one series; nullopt when it selects none.
+  std::optional<double> Value(const std::string& query) {
+    nlohmann::json data = Api("query", {{"query", query}});
+    if (!data.is_object() || !data["result"].is_array() || data["result"].empty()) return std::nullopt;
+    EXPECT_EQ(data["result"].size(), 1u) << query << ": " << data.dump();
+    return std::stod(data["result"][0]["value"][1].get<std::string>());
+  }
+  std::string Log() const { return process_ ? process_->Log() : ""; }
+
+ private:
+  std::unique_ptr<ChildProcess> process_;
+  int port_ = 0;
+};
+
+TEST_F(MetricsTest, TheRealPrometheusScrapesOverMutualTlsAndItsCountersMatchWhatWasDone) {
+  if (::access("/usr/bin/prometheus", X_OK) != 0) {
+    if (RunningInCi()) {
+      FAIL() << "/usr/bin/prometheus is missing: install the prometheus package (deploy/build-deps.sh)";
+    }
+    GTEST_SKIP() << "/usr/bin/prometheus is missing (Debian package prometheus)";
+  }
+  ASSERT_NO_FATAL_FAILURE(StartWithMetrics(HttpsMetricsYaml(dir_)));
+  uint64_t generated = 0, intervals = 0;
+  for (int i = 0; i < 2; ++i) {
+    v1::GenerateResponse response;
+    const grpc::Status s = Generate("stories", &response);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    generated += response.usage().completion_tokens();
+    // A streamed token is one piece; an end-of-generation token ends the output unstreamed.
+    const uint64_t pieces = response.usage().completion_tokens() -
+                            (response.stop_reason() == v1::STOP_REASON_END_OF_GENERATION ? 1 : 0);
+    ASSERT_GE(pieces, 1u);
+    intervals += pieces - 1;
+  }
+  v1::GenerateResponse response;
+  EXPECT_EQ(Generate("stories", &response, "bob").error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(Generate("stories", &response, "carol").error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+
+  RealPrometheus prometheus;
+  ASSERT_NO_FATAL_FAILURE(prometheus.Start(dir_, pki_, metrics_port_));
+  // Its first scrape comes a few seconds after it starts, even at a 1 s interval.
+  const bool up = PollUntil([&] { return prometheus.Value("up{job=\"airlock\"}") == 1.0; }, absl::Seconds(60));
+  ASSERT_TRUE(up) << "the target never came up; prometheus log:\n"
+                  << prometheus.Log() << "\ntargets: " << prometheus.Api("targets").dump();
+
+  const std::string generate = "method=\"airlock.v1.Inference/Generate\",model=\"stories\"";
+  EXPECT_EQ(prometheus.Value("airlock_requests_total{" + generate + ",code=\"OK\"}"), 2.0);
+  EXPECT_EQ(prometheus.Value("airlock_requests_total{" + generate + ",code=\"PERMISSION_DENIED\"}"), 1.0);
+  EXPECT_EQ(prometheus.Value("airlock_requests_total{" + generate + ",code=\"RESOURCE_EXHAUSTED\"}"), 1.0);
+  EXPECT_EQ(prometheus.Value("airlock_auth_failures_total{reason=\"not_permitted\"}"), 1.0);
+  EXPECT_EQ(prometheus.Value("airlock_quota_refusals_total{limit=\"tokens_per_day\"}"), 1.0);
+  EXPECT_EQ(prometheus.Value("airlock_generation_tokens_total{model=\"stories\"}"), static_cast<double>(generated));
+  EXPECT_EQ(prometheus.Value("airlock_time_to_first_token_seconds_count{model=\"stories\"}"), 2.0);
+  EXPECT_EQ(prometheus.Value("airlock_inter_token_latency_seconds_count{model=\"stories\"}"),
+            static_cast<double>(intervals));
+  EXPECT_EQ(prometheus.Value("airlock_model_state{model=\"stories\",state=\"loaded\"}"), 1.0);
+  EXPECT_EQ(prometheus.Value("airlock_audit_up"), 1.0);
+  EXPECT_EQ(prometheus.Value("airlock_audit_write_failures_total"), 0.0);
+  // Every call above wrote its records: begin and end for the two generations, one per refusal.
+  EXPECT_GE(prometheus.Value("airlock_audit_write_seconds_count").value_or(0), 6.0);
+  absl::StatusOr<absl::Time> server_expiry = auth::ossl::EarliestNotAfter("server", pki_.dir + "/server.crt");
+  ASSERT_TRUE(server_expiry.ok()) << server_expiry.status();
+  EXPECT_EQ(prometheus.Value("airlock_certificate_expiry_timestamp_seconds{certificate=\"server\"}"),
+            static_cast<double>(absl::ToUnixSeconds(*server_expiry)));
+  EXPECT_GT(prometheus.Value("airlock_crl_next_update_timestamp_seconds - time()").value_or(0), 86400.0);
+
+  // The alert rules load and evaluate against the real series without error.
+  const bool evaluated = PollUntil(
+      [&] {
+        nlohmann::json rules = prometheus.Api("rules");
+        if (!rules.is_object() || rules["groups"].empty()) return false;
+        for (const nlohmann::json& group : rules["groups"]) {
+          for (const nlohmann::json& rule : group["rules"]) {
+            if (rule.value("health", "") != "ok") return false;
+          }
+        }
+        return true;
+      },
+      absl::Seconds(30));
+  EXPECT_TRUE(evaluated) << prometheus.Api("rules").dump(2);
+  ASSERT_NO_FATAL_FAILURE(StopDaemon());
 }
 
 TEST_F(MetricsTest, PlainHttpOnLoopbackWhenConfigured) {
