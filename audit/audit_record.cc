@@ -329,23 +329,4 @@ ChainedRecord Chain(uint64_t sequence, std::string prev_hash, AuditRecord record
   return chained;
 }
 
-std::string Sha256(std::string_view data) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  AIRLOCK_CHECK(EVP_Digest(data.data(), data.size(), digest, &size, EVP_sha256(), nullptr) == 1);
-  return std::string(reinterpret_cast<const char*>(digest), size);
-}
-
-std::string HexLower(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (char c : bytes) {
-    const auto b = static_cast<uint8_t>(c);
-    out.push_back(kDigits[b >> 4]);
-    out.push_back(kDigits[b & 0xf]);
-  }
-  return out;
-}
-
 }  // namespace airlock::audit

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "auth/digest.h"
 
 namespace airlock::audit {
 
@@ -121,10 +122,9 @@ struct RecordBytes {
 template <typename Visit>
 void ForEachRecordField(const ChainedRecord& c, Visit&& visit);
 
-// SHA-256 of `data`, 32 raw bytes.
-std::string Sha256(std::string_view data);
-// Lowercase hex of raw bytes.
-std::string HexLower(std::string_view bytes);
+// SHA-256 (32 raw bytes) and lowercase hex, shared with auth (auth/digest.h).
+using ::airlock::auth::HexLower;
+using ::airlock::auth::Sha256;
 
 // The primitives of the canonical encodings in this directory (records and checkpoints). Integers
 // are fixed-width big-endian; byte strings are a 4-byte big-endian length and the bytes.

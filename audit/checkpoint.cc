@@ -1,27 +1,16 @@
-// Checkpoints: the version-1 encoding, the signed data, and Ed25519 signing/verification (EVP).
+// Checkpoints: the version-1 encoding, the signed data, and signing/verification (auth/ed25519).
 #include "audit/checkpoint.h"
 
-#include <openssl/bio.h>
-#include <openssl/err.h>
-#include <openssl/pem.h>
-
-#include <cstdio>
 #include <memory>
 #include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "audit/audit_record.h"
-#include "inference/base/free_deleter.h"
 #include "inference/base/status.h"
 
 namespace airlock::audit {
 namespace {
-
-using BioPtr = std::unique_ptr<BIO, FreeDeleter<BIO_free_all>>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, FreeDeleter<EVP_PKEY_free>>;
-using PkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, FreeDeleter<EVP_PKEY_CTX_free>>;
-using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, FreeDeleter<EVP_MD_CTX_free>>;
 
 constexpr std::string_view kSignDomain{"airlock-audit-checkpoint-v1\0", 28};
 
@@ -32,58 +21,6 @@ enum Tag : uint8_t {
   kTagKeyId = 4,
   kTagSignature = 5,
 };
-
-// Drains OpenSSL's per-thread error queue into "; "-joined text ("" when empty).
-std::string DrainErrors() {
-  std::string message;
-  unsigned long code;  // NOLINT(runtime/int): OpenSSL's type
-  while ((code = ERR_get_error()) != 0) {
-    char buffer[256];
-    ERR_error_string_n(code, buffer, sizeof(buffer));
-    absl::StrAppend(&message, message.empty() ? "" : "; ", buffer);
-  }
-  return message;
-}
-
-absl::Status OpenSslError(std::string_view what) {
-  const std::string errors = DrainErrors();
-  if (errors.empty()) return absl::InternalError(ToAbsl(what));
-  return absl::InternalError(absl::StrCat(ToAbsl(what), ": ", errors));
-}
-
-int NoPassword(char* /*buffer*/, int /*size*/, int /*rwflag*/, void* /*userdata*/) { return -1; }
-
-absl::StatusOr<std::string> BioText(BIO* bio) {
-  char* data = nullptr;
-  long size = BIO_get_mem_data(bio, &data);  // NOLINT(runtime/int): OpenSSL's type
-  if (size < 0) return OpenSslError("BIO_get_mem_data");
-  return std::string(data, static_cast<size_t>(size));
-}
-
-absl::StatusOr<std::string> RawPublicKey(EVP_PKEY* key) {
-  unsigned char raw[32];
-  size_t size = sizeof(raw);
-  if (EVP_PKEY_get_raw_public_key(key, raw, &size) != 1 || size != sizeof(raw)) {
-    return OpenSslError("cannot read the Ed25519 public key");
-  }
-  return std::string(reinterpret_cast<const char*>(raw), size);
-}
-
-absl::StatusOr<std::string> PublicKeyPemOf(EVP_PKEY* key) {
-  BioPtr bio(BIO_new(BIO_s_mem()));
-  if (!bio || PEM_write_bio_PUBKEY(bio.get(), key) != 1) {
-    return OpenSslError("cannot write the public key PEM");
-  }
-  return BioText(bio.get());
-}
-
-absl::Status CheckEd25519(EVP_PKEY* key, std::string_view what) {
-  if (EVP_PKEY_get_id(key) != EVP_PKEY_ED25519) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(ToAbsl(what), " is not an Ed25519 key (the audit log signs with Ed25519)"));
-  }
-  return absl::OkStatus();
-}
 
 absl::Status Invalid(std::string_view problem) {
   return absl::InvalidArgumentError(absl::StrCat("checkpoint: ", ToAbsl(problem)));
@@ -159,75 +96,24 @@ absl::StatusOr<Checkpoint> DecodeCheckpoint(std::string_view bytes) {
   return checkpoint;
 }
 
-absl::StatusOr<std::string> GenerateSigningKeyPem() {
-  PkeyCtxPtr ctx(EVP_PKEY_CTX_new_id(EVP_PKEY_ED25519, nullptr));
-  EVP_PKEY* raw_key = nullptr;
-  if (!ctx || EVP_PKEY_keygen_init(ctx.get()) != 1 || EVP_PKEY_keygen(ctx.get(), &raw_key) != 1) {
-    return OpenSslError("cannot generate an Ed25519 key");
-  }
-  PkeyPtr key(raw_key);
-  BioPtr bio(BIO_new(BIO_s_mem()));
-  if (!bio ||
-      PEM_write_bio_PrivateKey(bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1) {
-    return OpenSslError("cannot write the private key PEM");
-  }
-  return BioText(bio.get());
-}
-
-std::string KeyIdOfRawPublicKey(std::string_view raw_public_key) {
-  return HexLower(Sha256(raw_public_key)).substr(0, kKeyIdSize);
-}
-
 absl::StatusOr<CheckpointSigner> CheckpointSigner::FromPrivateKeyPem(std::string_view pem) {
-  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  if (!bio) return OpenSslError("BIO_new_mem_buf");
-  PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, NoPassword, nullptr));
-  if (!key) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot parse the audit signing key (an unencrypted private key PEM): ", DrainErrors()));
-  }
-  AIRLOCK_RETURN_IF_ERROR(CheckEd25519(key.get(), "the audit signing key"));
-  AIRLOCK_ASSIGN_OR_RETURN(std::string raw_public, RawPublicKey(key.get()));
-  AIRLOCK_ASSIGN_OR_RETURN(std::string public_pem, PublicKeyPemOf(key.get()));
-  return CheckpointSigner(std::shared_ptr<EVP_PKEY>(key.release(), EVP_PKEY_free),
-                          std::move(public_pem), KeyIdOfRawPublicKey(raw_public));
+  AIRLOCK_ASSIGN_OR_RETURN(auth::Ed25519PrivateKey key, auth::Ed25519PrivateKey::FromPem(pem, "the audit signing key"));
+  return CheckpointSigner(std::move(key));
 }
 
-Checkpoint CheckpointSigner::Sign(uint64_t sequence, std::string chain_hash,
-                                  int64_t time_unix_micros) const {
+Checkpoint CheckpointSigner::Sign(uint64_t sequence, std::string chain_hash, int64_t time_unix_micros) const {
   Checkpoint checkpoint;
   checkpoint.sequence = sequence;
   checkpoint.chain_hash = std::move(chain_hash);
   checkpoint.time_unix_micros = time_unix_micros;
   checkpoint.key_id = key_id_;
-  const std::string data = CheckpointSignedData(checkpoint);
-  MdCtxPtr ctx(EVP_MD_CTX_new());
-  unsigned char signature[kSignatureSize];
-  size_t size = sizeof(signature);
-  // Ed25519 is one-shot (no digest): EVP_DigestSign with a null md.
-  const bool signed_ok =
-      ctx && EVP_DigestSignInit(ctx.get(), nullptr, nullptr, nullptr, key_.get()) == 1 &&
-      EVP_DigestSign(ctx.get(), signature, &size,
-                     reinterpret_cast<const unsigned char*>(data.data()), data.size()) == 1;
-  if (!signed_ok)
-    std::fprintf(stderr, "audit checkpoint signing failed: %s\n", DrainErrors().c_str());
-  AIRLOCK_CHECK(signed_ok && size == kSignatureSize);
-  checkpoint.signature.assign(reinterpret_cast<const char*>(signature), size);
+  checkpoint.signature = key_.Sign(CheckpointSignedData(checkpoint));
   return checkpoint;
 }
 
 absl::StatusOr<CheckpointVerifier> CheckpointVerifier::FromPublicKeyPem(std::string_view pem) {
-  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  if (!bio) return OpenSslError("BIO_new_mem_buf");
-  PkeyPtr key(PEM_read_bio_PUBKEY(bio.get(), nullptr, NoPassword, nullptr));
-  if (!key) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot parse the audit public key (a PUBLIC KEY PEM): ", DrainErrors()));
-  }
-  AIRLOCK_RETURN_IF_ERROR(CheckEd25519(key.get(), "the audit public key"));
-  AIRLOCK_ASSIGN_OR_RETURN(std::string raw_public, RawPublicKey(key.get()));
-  return CheckpointVerifier(std::shared_ptr<EVP_PKEY>(key.release(), EVP_PKEY_free),
-                            KeyIdOfRawPublicKey(raw_public));
+  AIRLOCK_ASSIGN_OR_RETURN(auth::Ed25519PublicKey key, auth::Ed25519PublicKey::FromPem(pem, "the audit public key"));
+  return CheckpointVerifier(std::move(key));
 }
 
 absl::Status CheckpointVerifier::Verify(const Checkpoint& checkpoint) const {
@@ -240,17 +126,7 @@ absl::Status CheckpointVerifier::Verify(const Checkpoint& checkpoint) const {
     return absl::DataLossError(
         absl::StrCat("checkpoint ", checkpoint.sequence, ": malformed hash or signature"));
   }
-  const std::string data = CheckpointSignedData(checkpoint);
-  MdCtxPtr ctx(EVP_MD_CTX_new());
-  if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, key_.get()) != 1) {
-    return OpenSslError("EVP_DigestVerifyInit");
-  }
-  const int verified = EVP_DigestVerify(
-      ctx.get(), reinterpret_cast<const unsigned char*>(checkpoint.signature.data()),
-      checkpoint.signature.size(), reinterpret_cast<const unsigned char*>(data.data()),
-      data.size());
-  ERR_clear_error();
-  if (verified != 1) {
+  if (!key_.Verify(CheckpointSignedData(checkpoint), checkpoint.signature)) {
     return absl::DataLossError(
         absl::StrCat("checkpoint ", checkpoint.sequence, ": signature does not verify"));
   }

@@ -8,8 +8,6 @@
 // and Verify may be called from many threads at once. Free functions have no shared state.
 #pragma once
 
-#include <openssl/evp.h>
-
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -18,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "auth/ed25519.h"
 
 namespace airlock::audit {
 
@@ -25,7 +24,7 @@ struct Checkpoint {
   uint64_t sequence = 0;         // the record this checkpoint covers (0: the empty chain)
   std::string chain_hash;        // 32 bytes: that record's hash
   int64_t time_unix_micros = 0;  // when it was signed
-  std::string key_id;            // KeyId() of the signing key, 16 lowercase hex characters
+  std::string key_id;            // auth::Ed25519KeyId of the signing key, 16 lowercase hex characters
   std::string signature;         // 64-byte Ed25519 signature over CheckpointSignedData()
 
   bool operator==(const Checkpoint&) const = default;
@@ -33,8 +32,8 @@ struct Checkpoint {
 
 inline constexpr uint8_t kCheckpointVersion = 1;
 inline constexpr std::string_view kCheckpointMagic = "ALCP";  // "AirLock CheckPoint"
-inline constexpr size_t kSignatureSize = 64;                  // Ed25519
-inline constexpr size_t kKeyIdSize = 16;                      // hex characters
+inline constexpr size_t kSignatureSize = auth::kEd25519SignatureSize;
+inline constexpr size_t kKeyIdSize = 16;  // hex characters (auth::Ed25519KeyId)
 
 // The exact bytes that are signed: "airlock-audit-checkpoint-v1" 0x00, sequence (8 bytes BE),
 // chain_hash (length-prefixed), time_unix_micros (8 bytes BE, two's complement), key_id
@@ -50,11 +49,7 @@ absl::StatusOr<Checkpoint> DecodeCheckpoint(std::string_view bytes);
 
 // A fresh Ed25519 private key as PKCS#8 PEM ("-----BEGIN PRIVATE KEY-----"). INTERNAL when
 // OpenSSL fails.
-absl::StatusOr<std::string> GenerateSigningKeyPem();
-
-// The key id of an Ed25519 public key: the first 16 lowercase hex characters of SHA-256 over
-// the raw 32-byte public key.
-std::string KeyIdOfRawPublicKey(std::string_view raw_public_key);
+inline absl::StatusOr<std::string> GenerateSigningKeyPem() { return auth::GenerateEd25519KeyPem(); }
 
 // Signs checkpoints with the installation's audit key.
 class CheckpointSigner {
@@ -68,17 +63,13 @@ class CheckpointSigner {
 
   // The public key as SubjectPublicKeyInfo PEM ("-----BEGIN PUBLIC KEY-----"): all an auditor
   // needs.
-  const std::string& PublicKeyPem() const { return public_key_pem_; }
+  const std::string& PublicKeyPem() const { return key_.public_key_pem(); }
   const std::string& key_id() const { return key_id_; }
 
  private:
-  CheckpointSigner(std::shared_ptr<EVP_PKEY> key, std::string public_key_pem, std::string key_id)
-      : key_(std::move(key)),
-        public_key_pem_(std::move(public_key_pem)),
-        key_id_(std::move(key_id)) {}
+  explicit CheckpointSigner(auth::Ed25519PrivateKey key) : key_(std::move(key)), key_id_(key_.key_id()) {}
 
-  std::shared_ptr<EVP_PKEY> key_;
-  std::string public_key_pem_;
+  auth::Ed25519PrivateKey key_;
   std::string key_id_;
 };
 
@@ -94,10 +85,9 @@ class CheckpointVerifier {
   const std::string& key_id() const { return key_id_; }
 
  private:
-  CheckpointVerifier(std::shared_ptr<EVP_PKEY> key, std::string key_id)
-      : key_(std::move(key)), key_id_(std::move(key_id)) {}
+  explicit CheckpointVerifier(auth::Ed25519PublicKey key) : key_(std::move(key)), key_id_(key_.key_id()) {}
 
-  std::shared_ptr<EVP_PKEY> key_;
+  auth::Ed25519PublicKey key_;
   std::string key_id_;
 };
 

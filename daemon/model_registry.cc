@@ -2,40 +2,16 @@
 #include "daemon/model_registry.h"
 
 #include <chrono>
-#include <map>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "inference/base/status.h"
 #include "inference/base/tensor_type.h"
 
 namespace airlock::daemon {
-namespace {
 
-// Parameter count and the weight type holding the most bytes ("Q4_K" for a Q4_K_M file).
-void DescribeWeights(const inference::GgufFile& file, airlock::v1::ModelInfo& info) {
-  uint64_t parameters = 0;
-  std::map<inference::TensorType, uint64_t> bytes_by_type;
-  for (const inference::GgufTensorInfo& t : file.tensors()) {
-    parameters += static_cast<uint64_t>(t.n_elements);
-    bytes_by_type[t.type] += t.bytes;
-  }
-  info.set_parameters(parameters);
-  inference::TensorType dominant = inference::TensorType::kF32;
-  uint64_t most = 0;
-  for (const auto& [type, bytes] : bytes_by_type) {
-    if (bytes > most) {
-      most = bytes;
-      dominant = type;
-    }
-  }
-  std::string name = inference::TensorTypeName(dominant);
-  for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  info.set_weight_type(name);
-}
-
-}  // namespace
-
-absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(const std::vector<ModelSpec>& specs) {
+absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(
+    const std::vector<ModelSpec>& specs, const std::function<void(const ServedModel&)>& on_loaded) {
   auto registry = std::make_unique<ModelRegistry>();
   for (const ModelSpec& spec : specs) {
     auto served = std::make_unique<ServedModel>();
@@ -45,12 +21,39 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(const std::ve
     options.n_threads = static_cast<int32_t>(std::max<uint32_t>(1, spec.threads));
     options.n_ctx = static_cast<int32_t>(spec.context_length);
     options.kv_type = spec.kv_f32 ? inference::KvCacheType::kF32 : inference::KvCacheType::kF16;
+    // A signed bundle's manifest is checked before the weights are read at all.
+    absl::StatusOr<auth::VerifiedManifest> verified = absl::FailedPreconditionError("unsigned");
+    if (spec.publishers != nullptr) {
+      const std::filesystem::path path(spec.path);
+      verified = auth::VerifyManifest(path.parent_path().string(), *spec.publishers);
+      if (!verified.ok()) {
+        return absl::Status(verified.status().code(), absl::StrCat("model \"", spec.name, "\" (", spec.path,
+                                                                   "): ", verified.status().message()));
+      }
+      if (verified->manifest.Find(path.filename().string()) == nullptr) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            "model \"", spec.name, "\" (", spec.path, "): ", path.filename().string(), " is not listed in ",
+            path.parent_path().string(), "/manifest.json (signed by ", verified->key_id,
+            "), so it is not part of the signed bundle"));
+      }
+    }
     absl::StatusOr<std::unique_ptr<inference::Engine>> engine = inference::Engine::Load(spec.path, options);
     if (!engine.ok()) {
       return absl::Status(engine.status().code(),
                           absl::StrCat("model \"", spec.name, "\" (", spec.path, "): ", engine.status().message()));
     }
     served->engine = std::move(*engine);
+    if (spec.publishers != nullptr) {
+      // The digest is taken over the bytes the engine has mapped: what is verified is what runs.
+      const std::filesystem::path path(spec.path);
+      const auth::BundleFile* entry = verified->manifest.Find(path.filename().string());
+      absl::Status checked = auth::CheckFileBytes(*entry, served->engine->model().file().bytes());
+      if (!checked.ok()) {
+        return absl::Status(checked.code(), absl::StrCat("model \"", spec.name, "\": model bundle ",
+                                                         path.parent_path().string(), ": ", checked.message()));
+      }
+      served->bundle = *std::move(verified);
+    }
     served->load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
     const inference::GgufFile& file = served->engine->model().file();
@@ -80,9 +83,11 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(const std::ve
     info.set_context_length(static_cast<uint32_t>(served->engine->context_length()));
     info.set_vocabulary_size(static_cast<uint32_t>(served->engine->tokenizer().n_vocab()));
     if (served->chat_template) info.set_chat_template(std::string(served->chat_template->name()));
-    DescribeWeights(file, info);
+    info.set_parameters(inference::ParameterCount(file));
+    info.set_weight_type(inference::DominantWeightType(file));
 
     served->queue = std::make_unique<GenerationQueue>(*served->engine, std::max<uint32_t>(1, spec.max_queue));
+    if (on_loaded) on_loaded(*served);
     registry->models_.push_back(std::move(served));
   }
   return registry;

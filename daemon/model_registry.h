@@ -5,6 +5,7 @@
 // any thread. Shutdown() once, from the thread that drains the server.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -13,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "airlock/v1/inference.pb.h"
+#include "auth/model_bundle.h"
 #include "daemon/generation_queue.h"
 #include "inference/chat/chat_template.h"
 #include "inference/engine.h"
@@ -27,6 +29,8 @@ struct ModelSpec {
   bool kv_f32 = false;
   std::string chat_template;    // family name override; "" = recognise from the GGUF
   uint32_t max_queue = 64;
+  // Not null: the model must come from a bundle signed by one of these (model_signatures).
+  std::shared_ptr<const auth::TrustedPublishers> publishers;
 };
 
 struct ServedModel {
@@ -37,13 +41,17 @@ struct ServedModel {
   std::string chat_template_error;
   airlock::v1::ModelInfo info;
   double load_seconds = 0;
+  // The signed manifest it was verified against (absent when signatures are not required).
+  std::optional<auth::VerifiedManifest> bundle;
   std::unique_ptr<GenerationQueue> queue;
 };
 
 class ModelRegistry {
  public:
-  // Loads every model; the first failure is returned with the model's name and path.
-  static absl::StatusOr<std::unique_ptr<ModelRegistry>> Load(const std::vector<ModelSpec>& specs);
+  // Loads every model, in order, calling `on_loaded` (when set) after each; the first failure is
+  // returned with the model's name and path.
+  static absl::StatusOr<std::unique_ptr<ModelRegistry>> Load(
+      const std::vector<ModelSpec>& specs, const std::function<void(const ServedModel&)>& on_loaded = nullptr);
 
   // nullptr when no model has that name.
   const ServedModel* Find(std::string_view name) const;

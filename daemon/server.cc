@@ -1,10 +1,13 @@
 // Daemon: start (TLS, CRLs, policy, models, listener), reload, drain.
 #include "daemon/server.h"
 
+#include <algorithm>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "auth/identity.h"
+#include "auth/openssl_util.h"
 #include "auth/tls_credentials.h"
 #include "daemon/log.h"
 #include "grpcpp/server_builder.h"
@@ -15,10 +18,12 @@ namespace {
 
 constexpr uint32_t kDefaultMaxTokens = 256;
 
-std::vector<ModelSpec> ModelSpecs(const DaemonOptions& options) {
+std::vector<ModelSpec> ModelSpecs(const DaemonOptions& options,
+                                  const std::shared_ptr<const auth::TrustedPublishers>& publishers) {
   std::vector<ModelSpec> specs;
   for (const ModelOptions& m : options.models) {
-    specs.push_back(ModelSpec{m.name, m.path, m.context_length, m.threads, m.kv_f32, m.chat_template, m.max_queue});
+    specs.push_back(
+        ModelSpec{m.name, m.path, m.context_length, m.threads, m.kv_f32, m.chat_template, m.max_queue, publishers});
   }
   return specs;
 }
@@ -30,6 +35,9 @@ std::vector<std::string> RestartOnlyChanges(const DaemonOptions& a, const Daemon
   if (a.sandbox != b.sandbox) changed.push_back("server.sandbox");
   if (a.port_file != b.port_file) changed.push_back("server.port_file");
   if (a.metrics != b.metrics) changed.push_back("metrics");
+  if (a.require_signed_models != b.require_signed_models || a.trusted_publisher_keys != b.trusted_publisher_keys) {
+    changed.push_back("model_signatures");
+  }
   if (a.tls.cert_file != b.tls.cert_file || a.tls.key_file != b.tls.key_file ||
       a.tls.client_ca_file != b.tls.client_ca_file) {
     changed.push_back("tls file paths");
@@ -76,6 +84,8 @@ absl::StatusOr<std::shared_ptr<const RuntimeConfig>> Daemon::MakeRuntimeConfig(c
   runtime->quotas = auth::QuotaPolicy::Create(options.config);
   runtime->ledger = quota_ledger_.get();
   runtime->metrics = metrics_.get();
+  const auto& scrapers = options.config.metrics().scrapers();
+  runtime->metrics_scrapers.insert(scrapers.begin(), scrapers.end());
   return runtime;
 }
 
@@ -111,17 +121,53 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
   AIRLOCK_ASSIGN_OR_RETURN(std::shared_ptr<const RuntimeConfig> runtime, d->MakeRuntimeConfig(options));
   d->runtime_ = std::make_unique<RuntimeConfigHolder>(std::move(runtime));
 
-  AIRLOCK_ASSIGN_OR_RETURN(d->models_, ModelRegistry::Load(ModelSpecs(options)));
-  for (const auto& m : d->models_->models()) {
-    LogInfo("model loaded", {{"model", m->name},
-                             {"architecture", m->info.architecture()},
-                             {"parameters", m->info.parameters()},
-                             {"weight_type", m->info.weight_type()},
-                             {"context_length", m->info.context_length()},
-                             {"chat_template", m->chat_template ? std::string(m->chat_template->name()) : ""},
-                             {"chat_template_error", m->chat_template_error},
-                             {"load_seconds", m->load_seconds}});
+  // The metrics listener binds before the models load (minutes, for large ones): /healthz answers,
+  // /readyz says which are still loading, /metrics shows their state. It binds before the network
+  // sandbox forbids new sockets.
+  if (!options.metrics.listen.empty()) {
+    if (!options.metrics.plaintext) {
+      d->metrics_cert_not_after_ = auth::ossl::EarliestNotAfter("metrics.cert_file", options.metrics.cert_file)
+                                       .value_or(absl::InfiniteFuture());
+    }
+    Daemon* self = d.get();
+    AIRLOCK_ASSIGN_OR_RETURN(
+        d->metrics_server_,
+        MetricsServer::Start(options.metrics, [self](const std::string& pem) { return self->CheckScraper(pem); },
+                             {[self] { return self->metrics_->Scrape(self->ScrapeNow()); },
+                              [self] { return self->Ready(); }}));
   }
+
+  const auto loaded = [self = d.get()](const ServedModel& m) {
+    LogInfo("model loaded", {{"model", m.name},
+                             {"architecture", m.info.architecture()},
+                             {"parameters", m.info.parameters()},
+                             {"weight_type", m.info.weight_type()},
+                             {"context_length", m.info.context_length()},
+                             {"chat_template", m.chat_template ? std::string(m.chat_template->name()) : ""},
+                             {"chat_template_error", m.chat_template_error},
+                             {"load_seconds", m.load_seconds}});
+    if (m.bundle) {
+      LogInfo("model verified", {{"model", m.name},
+                                 {"bundle", m.bundle->manifest.name},
+                                 {"bundle_version", m.bundle->manifest.version},
+                                 {"licence", m.bundle->manifest.licence},
+                                 {"publisher_key_id", m.bundle->key_id}});
+    }
+    absl::MutexLock lock(&self->load_mu_);
+    self->load_seconds_[m.name] = m.load_seconds;
+  };
+  std::shared_ptr<const auth::TrustedPublishers> publishers;
+  if (options.require_signed_models) {
+    absl::StatusOr<auth::TrustedPublishers> trusted = auth::TrustedPublishers::Load(options.trusted_publisher_keys);
+    if (!trusted.ok()) {
+      return absl::Status(trusted.status().code(),
+                          absl::StrCat("model_signatures.trusted_keys: ", trusted.status().message()));
+    }
+    publishers = std::make_shared<const auth::TrustedPublishers>(*std::move(trusted));
+    LogInfo("model signatures required", {{"trusted_publishers", publishers->KeyIds()}});
+  }
+  AIRLOCK_ASSIGN_OR_RETURN(d->models_, ModelRegistry::Load(ModelSpecs(options, publishers), loaded));
+  d->models_loaded_.store(true, std::memory_order_release);
 
   d->inference_ = std::make_unique<InferenceService>(*d->models_, *d->runtime_);
   d->health_ = std::make_unique<HealthService>(*d->runtime_);
@@ -132,11 +178,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
   tls.min_tls13 = options.tls.min_tls13;
   tls.watch_interval = options.tls.watch_interval;
   grpc::ServerBuilder builder;
-  // A client certificate refused by the revocation check, on either listener.
-  const auto refused = [metrics = d->metrics_.get()](const std::string& reason) {
-    metrics->AuthFailed("certificate_refused");
-    LogWarning("TLS handshake refused", {{"reason", reason}});
-  };
+  const auto refused = [self = d.get()](const std::string& reason) { self->CertificateRefused("grpc", reason); };
   builder.AddListeningPort(options.listen, auth::MakeServerCredentials(tls, d->revocation_, refused), &d->port_);
   builder.RegisterService(d->inference_.get());
   builder.RegisterService(d->health_.get());
@@ -158,18 +200,6 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
     d->models_->Shutdown();
     return absl::UnavailableError(absl::StrCat("could not listen on ", options.listen,
                                                " (address in use, or not an address of this host?)"));
-  }
-  // The metrics listener binds now, before the network sandbox forbids new sockets.
-  if (!options.metrics.listen.empty()) {
-    Daemon* self = d.get();
-    absl::StatusOr<std::unique_ptr<MetricsServer>> metrics = MetricsServer::Start(
-        options.metrics, d->revocation_, refused,
-        {[self] { return self->metrics_->Scrape(self->ScrapeNow()); }, [self] { return self->Ready(); }});
-    if (!metrics.ok()) {
-      d->Drain();
-      return metrics.status();
-    }
-    d->metrics_server_ = *std::move(metrics);
   }
   if (!options.port_file.empty()) {
     std::ofstream out(options.port_file, std::ios::trunc);
@@ -219,25 +249,128 @@ absl::Status Daemon::Reload() {
 }
 
 std::vector<prometheus::MetricFamily> Daemon::ScrapeNow() const {
-  prometheus::MetricFamily running =
-      Metrics::Gauge("airlock_requests_running", "Generations running now, by model (at most 1 each)");
-  prometheus::MetricFamily waiting =
-      Metrics::Gauge("airlock_requests_waiting", "Generations waiting in the model's queue now, by model");
-  for (const auto& m : models_->models()) {
-    Metrics::AddGauge(running, {{"model", m->name}}, m->queue->running() ? 1 : 0);
-    Metrics::AddGauge(waiting, {{"model", m->name}}, static_cast<double>(m->queue->waiting()));
+  using prometheus::MetricType;
+  std::vector<prometheus::MetricFamily> families;
+  const auto add = [&families](prometheus::MetricFamily family) {
+    if (!family.metric.empty()) families.push_back(std::move(family));
+  };
+
+  // Every configured model: loading until it has loaded, loaded while serving, stopped once draining.
+  prometheus::MetricFamily state = Metrics::Family(
+      "airlock_model_state", "1 for the model's current state: loading, loaded (serving) or stopped (draining)");
+  prometheus::MetricFamily load_time =
+      Metrics::Family("airlock_model_load_seconds", "Time the model took to load (once it has loaded), by model");
+  {
+    absl::MutexLock lock(&load_mu_);
+    for (const ModelOptions& m : options_.models) {
+      const auto seconds = load_seconds_.find(m.name);
+      const std::string_view now = seconds == load_seconds_.end() ? "loading" : draining_.load() ? "stopped" : "loaded";
+      for (const std::string_view s : {"loading", "loaded", "stopped"}) {
+        Metrics::AddValue(state, {{"model", m.name}, {"state", std::string(s)}}, s == now ? 1 : 0);
+      }
+      if (seconds != load_seconds_.end()) Metrics::AddValue(load_time, {{"model", m.name}}, seconds->second);
+    }
   }
+  add(std::move(state));
+  add(std::move(load_time));
+
+  if (models_loaded_.load(std::memory_order_acquire)) {
+    prometheus::MetricFamily running =
+        Metrics::Family("airlock_requests_running", "Generations running now, by model (at most 1 each)");
+    prometheus::MetricFamily waiting =
+        Metrics::Family("airlock_requests_waiting", "Generations waiting in the model's queue now, by model");
+    prometheus::MetricFamily full = Metrics::Family(
+        "airlock_queue_refusals_total",
+        "Generations refused because the model's queue was full (refused, or displaced by another identity's)",
+        MetricType::Counter);
+    prometheus::MetricFamily batch =
+        Metrics::Family("airlock_batch_size", "Sequences in the model's current forward batch, by model");
+    prometheus::MetricFamily kv = Metrics::Family(
+        "airlock_kv_cache_usage_ratio", "Share of the model's KV cache (context_length tokens) in use, by model");
+    for (const auto& m : models_->models()) {
+      const std::vector<prometheus::ClientMetric::Label> model = {{"model", m->name}};
+      Metrics::AddValue(running, model, m->queue->running() ? 1 : 0);
+      Metrics::AddValue(waiting, model, static_cast<double>(m->queue->waiting()));
+      Metrics::AddValue(full, model, static_cast<double>(m->queue->refused_full()));
+      Metrics::AddValue(batch, model, m->engine->active_sequences());
+      Metrics::AddValue(kv, model,
+                        static_cast<double>(m->engine->kv_tokens_in_use()) / std::max(1, m->engine->context_length()));
+    }
+    for (prometheus::MetricFamily* f : {&running, &waiting, &full, &batch, &kv}) add(std::move(*f));
+  }
+
   prometheus::MetricFamily audit_up =
-      Metrics::Gauge("airlock_audit_up", "1 while the audit log can write, 0 while calls are refused for it");
-  Metrics::AddGauge(audit_up, {}, audit_->health().ok() ? 1 : 0);
+      Metrics::Family("airlock_audit_up", "1 while the audit log can write, 0 while calls are refused for it");
+  Metrics::AddValue(audit_up, {}, audit_->health().ok() ? 1 : 0);
+  add(std::move(audit_up));
   prometheus::MetricFamily head =
-      Metrics::Gauge("airlock_audit_chain_head_sequence", "Sequence number of the newest audit record");
-  Metrics::AddGauge(head, {}, static_cast<double>(audit_->head().sequence));
-  return {std::move(running), std::move(waiting), std::move(audit_up), std::move(head)};
+      Metrics::Family("airlock_audit_chain_head_sequence", "Sequence number of the newest audit record");
+  Metrics::AddValue(head, {}, static_cast<double>(audit_->head().sequence));
+  add(std::move(head));
+
+  // The gRPC listener's files are read at each scrape: it reloads them (tls.watch_interval), so a
+  // renewed certificate shows once it is in place. A file that cannot be read has no series (the
+  // listener says why). The metrics listener's is the one it loaded at start.
+  prometheus::MetricFamily expiry = Metrics::Family(
+      "airlock_certificate_expiry_timestamp_seconds",
+      "When the certificate expires (Unix time; the earliest of a file's certificates): server (gRPC), "
+      "client_ca, metrics_server");
+  const auto add_expiry = [&expiry](const std::string& role, absl::Time not_after) {
+    Metrics::AddValue(expiry, {{"certificate", role}}, static_cast<double>(absl::ToUnixSeconds(not_after)));
+  };
+  for (const auto& [role, path] : {std::pair<std::string, std::string>{"server", options_.tls.cert_file},
+                                   {"client_ca", options_.tls.client_ca_file}}) {
+    if (absl::StatusOr<absl::Time> not_after = auth::ossl::EarliestNotAfter(role, path); not_after.ok()) {
+      add_expiry(role, *not_after);
+    }
+  }
+  if (metrics_cert_not_after_ != absl::InfiniteFuture()) add_expiry("metrics_server", metrics_cert_not_after_);
+  add(std::move(expiry));
+  const absl::Time crl_next_update = revocation_->current()->earliest_next_update();
+  if (crl_next_update != absl::InfiniteFuture()) {
+    prometheus::MetricFamily crl = Metrics::Family(
+        "airlock_crl_next_update_timestamp_seconds",
+        "When the earliest of the configured CRLs expires (Unix time); after it every client is refused");
+    Metrics::AddValue(crl, {}, static_cast<double>(absl::ToUnixSeconds(crl_next_update)));
+    add(std::move(crl));
+  }
+  return families;
+}
+
+void Daemon::CertificateRefused(std::string_view listener, std::string_view reason) const {
+  metrics_->AuthFailed("certificate_refused");
+  LogWarning("TLS handshake refused", {{"listener", std::string(listener)}, {"reason", std::string(reason)}});
+}
+
+absl::Status Daemon::CheckScraper(const std::string& leaf_pem) const {
+  if (absl::Status checked = auth::CheckClientCertificate(revocation_.get(), leaf_pem); !checked.ok()) {
+    CertificateRefused("metrics", std::string(checked.message()));
+    return checked;
+  }
+  const std::shared_ptr<const RuntimeConfig> config = runtime_->Get();
+  absl::StatusOr<auth::Identity> identity = auth::IdentityFromCertificate(leaf_pem, config->identity_source);
+  if (!identity.ok()) {
+    metrics_->AuthFailed("unauthenticated");
+    LogWarning("metrics scrape refused", {{"reason", std::string(identity.status().message())}});
+    return identity.status();
+  }
+  if (!config->metrics_scrapers.contains(identity->name)) {
+    metrics_->AuthFailed("not_permitted");
+    LogWarning("metrics scrape refused", {{"identity", identity->name},
+                                          {"subject", identity->subject},
+                                          {"reason", "not in metrics.scrapers"}});
+    return absl::PermissionDeniedError(absl::StrCat(identity->name, " is not in metrics.scrapers"));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status Daemon::Ready() const {
   if (draining_.load()) return absl::UnavailableError("draining (shutting down)");
+  if (!models_loaded_.load(std::memory_order_acquire)) {
+    absl::MutexLock lock(&load_mu_);
+    return absl::UnavailableError(absl::StrCat("loading models: ", load_seconds_.size(), " of ",
+                                               options_.models.size(), " loaded"));
+  }
   if (absl::Status audit = audit_->health(); !audit.ok()) {
     return absl::UnavailableError(absl::StrCat("the audit log cannot write: ", audit.message()));
   }

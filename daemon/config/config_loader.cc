@@ -914,14 +914,41 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
                              "so that no other host can scrape without a certificate; metrics.listen is ",
                              Quote(metrics.listen())));
   }
-  for (const char* key : {"metrics.cert_file", "metrics.key_file", "metrics.client_ca_file"}) {
+  if (parsed.Has("metrics.listen") && !metrics.plaintext() && metrics.scrapers().empty()) {
+    check.Error("metrics.scrapers",
+                "required with HTTPS: the identities allowed to scrape, from their client certificates "
+                "(e.g. [prometheus]); no other certificate may read the metrics");
+  }
+  for (int i = 0; i < metrics.scrapers_size(); ++i) {
+    if (metrics.scrapers(i).empty()) check.Error(absl::StrCat("metrics.scrapers[", i, "]"), "must not be empty");
+  }
+  for (const char* key : {"metrics.cert_file", "metrics.key_file", "metrics.client_ca_file", "metrics.scrapers"}) {
     if (parsed.Has(key) && metrics.plaintext()) {
       check.Error(key, "metrics.plaintext serves plain HTTP: no certificate is used (remove one or the other)");
     }
   }
-  for (const char* key : {"metrics.cert_file", "metrics.key_file", "metrics.client_ca_file", "metrics.port_file"}) {
+  for (const char* key :
+       {"metrics.cert_file", "metrics.key_file", "metrics.client_ca_file", "metrics.port_file", "metrics.scrapers"}) {
     if (parsed.Has(key) && !parsed.Has("metrics.listen")) {
       check.Error(key, "set metrics.listen too (without it there is no metrics endpoint)");
+    }
+  }
+
+  // model_signatures
+  const auto& signatures = config.model_signatures();
+  if (signatures.required() && signatures.trusted_keys().empty()) {
+    check.Error("model_signatures.trusted_keys",
+                "required when model_signatures.required is true: the Ed25519 public keys of the publishers "
+                "whose bundles this site accepts (airlockctl model keygen writes one)");
+  }
+  if (!signatures.required() && !signatures.trusted_keys().empty()) {
+    check.Error("model_signatures.trusted_keys",
+                "only used with model_signatures.required: true (set it, or remove the keys)");
+  }
+  for (int i = 0; i < signatures.trusted_keys_size(); ++i) {
+    if (!signatures.trusted_keys(i).empty() && signatures.trusted_keys(i).front() != '/') {
+      check.Error(absl::StrCat("model_signatures.trusted_keys[", i, "]"),
+                  absl::StrCat("must be an absolute path, got ", Quote(signatures.trusted_keys(i))));
     }
   }
 
@@ -1136,30 +1163,33 @@ absl::Status CheckConfigFiles(const ParsedConfig& parsed) {
   const auto& tls = config.tls();
   check_file("tls.cert_file", tls.cert_file());
   for (const auto& [field, file] : {std::pair<std::string, std::string>{"metrics.cert_file", config.metrics().cert_file()},
-                                    {"metrics.key_file", config.metrics().key_file()},
                                     {"metrics.client_ca_file", config.metrics().client_ca_file()}}) {
     if (!file.empty()) check_file(field, file);
   }
   check_file("tls.client_ca_file", tls.client_ca_file());
+  for (int i = 0; i < config.model_signatures().trusted_keys_size(); ++i) {
+    check_file(absl::StrCat("model_signatures.trusted_keys[", i, "]"), config.model_signatures().trusted_keys(i));
+  }
   for (int i = 0; i < tls.crl_files_size(); ++i) {
     check_file(absl::StrCat("tls.crl_files[", i, "]"), tls.crl_files(i));
   }
-  if (std::optional<struct stat> st = check_file("tls.key_file", tls.key_file())) {
+  // A TLS private key: private to the user airlockd runs as.
+  auto check_private_key = [&](const std::string& field_path, const std::string& file) {
+    std::optional<struct stat> st = check_file(field_path, file);
+    if (!st) return;
     if ((st->st_mode & 077) != 0) {
       errors.push_back(parsed.Describe(
-          "tls.key_file",
-          absl::StrCat("private key ", Quote(tls.key_file()),
-                       " is accessible by group or others (mode ", Mode(st->st_mode),
-                       "); run chmod 600 ", tls.key_file())));
+          field_path, absl::StrCat("private key ", Quote(file), " is accessible by group or others (mode ",
+                                   Mode(st->st_mode), "); run chmod 600 ", file)));
     }
     if (st->st_uid != ::geteuid()) {
       errors.push_back(parsed.Describe(
-          "tls.key_file",
-          absl::StrCat("private key ", Quote(tls.key_file()), " is owned by uid ", st->st_uid,
-                       ", not by uid ", ::geteuid(),
-                       " that airlockd runs as; chown it to that user")));
+          field_path, absl::StrCat("private key ", Quote(file), " is owned by uid ", st->st_uid, ", not by uid ",
+                                   ::geteuid(), " that airlockd runs as; chown it to that user")));
     }
-  }
+  };
+  check_private_key("tls.key_file", tls.key_file());
+  if (!config.metrics().key_file().empty()) check_private_key("metrics.key_file", config.metrics().key_file());
 
   // Audit secrets: created by the daemon when absent; an existing one must be private.
   const auto& audit = config.audit();

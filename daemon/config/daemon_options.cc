@@ -88,6 +88,10 @@ DaemonOptions ResolveOptions(const ParsedConfig& parsed) {
   m.client_ca_file = metrics.client_ca_file().empty() ? options.tls.client_ca_file : metrics.client_ca_file();
   m.port_file = metrics.port_file();
 
+  options.require_signed_models = config.model_signatures().required();
+  options.trusted_publisher_keys.assign(config.model_signatures().trusted_keys().begin(),
+                                        config.model_signatures().trusted_keys().end());
+
   options.config = config;
   return options;
 }

@@ -116,6 +116,10 @@ struct DaemonOptions {
   LimitsOptions limits;
   AuditOptions audit;
   MetricsOptions metrics;
+  // model_signatures: when true, every model must come from a bundle signed by one of
+  // trusted_keys (Ed25519 public key PEM files). Default: false.
+  bool require_signed_models = false;
+  std::vector<std::string> trusted_publisher_keys;
   // The validated message, for what reads it directly (the access policy: users, groups, roles).
   airlock::v1::config::DaemonConfig config;
 };

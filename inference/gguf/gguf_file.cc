@@ -1,7 +1,9 @@
 // GGUF parsing with every length, count and offset checked against the bytes that remain.
 #include "inference/gguf/gguf_file.h"
 
+#include <cctype>
 #include <cstring>
+#include <map>
 #include <limits>
 
 #include "absl/status/status.h"
@@ -603,6 +605,28 @@ absl::StatusOr<bool> GgufFile::GetBoolOr(std::string_view key, bool fallback) co
 absl::StatusOr<std::string> GgufFile::GetStringOr(std::string_view key, std::string fallback) const {
   if (!Has(key)) return fallback;
   return GetString(key);
+}
+
+std::string DominantWeightType(const GgufFile& file) {
+  std::map<TensorType, uint64_t> bytes_by_type;
+  for (const GgufTensorInfo& t : file.tensors()) bytes_by_type[t.type] += t.bytes;
+  TensorType dominant = TensorType::kF32;
+  uint64_t most = 0;
+  for (const auto& [type, bytes] : bytes_by_type) {
+    if (bytes > most) {
+      most = bytes;
+      dominant = type;
+    }
+  }
+  std::string name = TensorTypeName(dominant);
+  for (char& c : name) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return name;
+}
+
+uint64_t ParameterCount(const GgufFile& file) {
+  uint64_t parameters = 0;
+  for (const GgufTensorInfo& t : file.tensors()) parameters += static_cast<uint64_t>(t.n_elements);
+  return parameters;
 }
 
 }  // namespace airlock::inference

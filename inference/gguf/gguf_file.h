@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -76,6 +77,8 @@ class GgufFile {
   uint64_t alignment() const { return alignment_; }
   const std::string& path() const { return path_; }
   size_t file_size() const { return size_; }
+  // The whole file as mapped (what the model's weights are read from): for verifying its digest.
+  std::span<const uint8_t> bytes() const { return {data_, size_}; }
 
   // Metadata in file order.
   const std::vector<std::pair<std::string, GgufValue>>& metadata() const { return metadata_; }
@@ -118,5 +121,10 @@ class GgufFile {
   std::vector<GgufTensorInfo> tensors_;
   std::unordered_map<std::string, size_t> tensor_index_;
 };
+
+// The tensor type holding the most bytes, uppercase ("Q4_K" for a Q4_K_M file, "F16"), and the
+// total element count of the tensors: what a model's quantisation and size are called.
+std::string DominantWeightType(const GgufFile& file);
+uint64_t ParameterCount(const GgufFile& file);
 
 }  // namespace airlock::inference

@@ -58,7 +58,7 @@ TEST(CheckpointTest, GoldenKeyIdAndSignature) {
   EXPECT_EQ(signer->key_id(), kRfc8032KeyId);
   const Checkpoint checkpoint = signer->Sign(7, std::string(32, '\x33'), 1700000000000000);
   EXPECT_EQ(HexLower(checkpoint.signature), kGoldenSignatureHex);
-  EXPECT_EQ(KeyIdOfRawPublicKey(std::string(
+  EXPECT_EQ(auth::Ed25519KeyId(std::string(
                 "\xd7\x5a\x98\x01\x82\xb1\x0a\xb7\xd5\x4b\xfe\xd3\xc9\x64\x07\x3a\x0e\xe1\x72\xf3"
                 "\xda\xa6\x23\x25\xaf\x02\x1a\x68\xf7\x07\x51\x1a",
                 32)),

@@ -101,6 +101,22 @@ TEST_F(ConfigFilesTest, GroupReadableKeyIsRefusedAtItsPosition) {
   EXPECT_TRUE(CheckConfigFiles(*parsed).ok());
 }
 
+TEST_F(ConfigFilesTest, TheMetricsListenersOwnKeyMustBePrivateToo) {
+  WriteFile(Path("metrics.key"), "-----BEGIN PRIVATE KEY-----\n", 0644);
+  WriteFile(Path("airlockd.yaml"),
+            ConfigText() + absl::StrReplaceAll("metrics: {listen: \"127.0.0.1:9443\", key_file: DIR/metrics.key, "
+                                               "cert_file: DIR/server.crt, scrapers: [prometheus]}\n",
+                                               {{"DIR", dir_}}),
+            0640);
+  absl::StatusOr<ParsedConfig> parsed = LoadConfigFile(Path("airlockd.yaml"));
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_THAT(std::string(CheckConfigFiles(*parsed).message()),
+              HasSubstr(absl::StrCat("metrics.key_file: private key \"", Path("metrics.key"),
+                                     "\" is accessible by group or others (mode 0644); run chmod 600 ")));
+  ASSERT_EQ(::chmod(Path("metrics.key").c_str(), 0600), 0);
+  EXPECT_TRUE(CheckConfigFiles(*parsed).ok()) << CheckConfigFiles(*parsed);
+}
+
 TEST_F(ConfigFilesTest, KeyOwnedBySomeoneElseIsRefused) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to chown a file to another user";
   ASSERT_EQ(::chown(Path("server.key").c_str(), 4242, static_cast<gid_t>(-1)), 0);
@@ -197,6 +213,14 @@ TEST_F(ConfigFilesTest, ExampleConfigParses) {
   const DaemonOptions options = ResolveOptions(*parsed);
   EXPECT_FALSE(options.models.empty());
   EXPECT_EQ(options.tls.key_file.rfind("/etc/airlock/", 0), 0u);
+  EXPECT_EQ(options.metrics.listen, "10.0.0.5:9464");
+  EXPECT_EQ(options.metrics.cert_file, options.tls.cert_file);
+  // The package installs it: signed models only, and every file the service writes under
+  // /var/lib/airlock (the unit makes everything else read-only).
+  EXPECT_TRUE(options.require_signed_models);
+  EXPECT_EQ(options.audit.state_dir.rfind("/var/lib/airlock/", 0), 0u);
+  EXPECT_EQ(options.audit.signing_key_file.rfind("/var/lib/airlock/", 0), 0u);
+  EXPECT_EQ(options.audit.hmac_secret_file.rfind("/var/lib/airlock/", 0), 0u);
 }
 
 }  // namespace

@@ -257,7 +257,8 @@ TEST(ConfigLoaderTest, ExplicitSandboxTrueAndFlowStyle) {
 TEST(ConfigLoaderTest, UnknownKeyAtTopLevel) {
   EXPECT_EQ(ErrorOfFull("identity:\n", "identiy:\n"),
             "cfg.yaml:24:1: identiy: unknown key (known top-level keys: server, tls, models, "
-            "identity, users, groups, roles, limits, audit, quota_defaults, metrics); did you mean \"identity\"?");
+            "identity, users, groups, roles, limits, audit, quota_defaults, metrics, model_signatures); "
+            "did you mean \"identity\"?");
 }
 
 TEST(ConfigLoaderTest, UnknownKeyInNestedMessage) {
@@ -288,7 +289,7 @@ TEST(ConfigLoaderTest, WrongNodeKinds) {
   EXPECT_EQ(ErrorOf(Edit(kMinimalConfig, "tls:\n", "tls: yes\nx:\n")),
             "cfg.yaml:1:6: tls: expected a mapping, got \"yes\"\n"
             "cfg.yaml:2:1: x: unknown key (known top-level keys: server, tls, models, identity, "
-            "users, groups, roles, limits, audit, quota_defaults, metrics)");
+            "users, groups, roles, limits, audit, quota_defaults, metrics, model_signatures)");
   EXPECT_EQ(ErrorOfFull("  cert_file: /etc/airlock/server.crt\n",
                         "  cert_file: [/etc/airlock/server.crt]\n"),
             "cfg.yaml:7:14: tls.cert_file: expected a string, got a sequence");
@@ -693,8 +694,17 @@ TEST(ConfigRulesTest, MetricsEndpoint) {
     return ErrorOfFull("  port_file: /run/airlock/port\n",
                        absl::StrCat("  port_file: /run/airlock/port\nmetrics:\n", metrics));
   };
-  EXPECT_EQ(with("  listen: \"10.0.0.5:9464\"\n"), "OK");
+  EXPECT_EQ(with("  listen: \"10.0.0.5:9464\"\n  scrapers: [prometheus]\n"), "OK");
   EXPECT_EQ(with("  listen: \"127.0.0.1:9464\"\n  plaintext: true\n"), "OK");
+  // HTTPS names who may scrape; plain HTTP has no certificate to name anyone by.
+  EXPECT_EQ(with("  listen: \"10.0.0.5:9464\"\n"),
+            "cfg.yaml:6:1: metrics.scrapers: required with HTTPS: the identities allowed to scrape, from their "
+            "client certificates (e.g. [prometheus]); no other certificate may read the metrics");
+  EXPECT_THAT(with("  listen: \"10.0.0.5:9464\"\n  scrapers: [\"\"]\n"),
+              HasSubstr("metrics.scrapers[0]: must not be empty"));
+  EXPECT_THAT(with("  listen: \"127.0.0.1:9464\"\n  plaintext: true\n  scrapers: [prometheus]\n"),
+              HasSubstr("metrics.scrapers: metrics.plaintext serves plain HTTP"));
+  EXPECT_THAT(with("  scrapers: [prometheus]\n"), HasSubstr("metrics.scrapers: set metrics.listen too"));
   EXPECT_EQ(with("  listen: \"[::1]:9464\"\n  plaintext: true\n"), "OK");
   EXPECT_THAT(with("  listen: \"0.0.0.0:9464\"\n  plaintext: true\n"),
               StartsWith("cfg.yaml:8:14: metrics.plaintext: plain HTTP is allowed only on a loopback address"));
@@ -705,6 +715,19 @@ TEST(ConfigRulesTest, MetricsEndpoint) {
               HasSubstr("metrics.cert_file: set metrics.listen too"));
   EXPECT_THAT(with("  listen: \"127.0.0.1:9464\"\n  plaintext: true\n  client_ca_file: /etc/ca.crt\n"),
               HasSubstr("metrics.client_ca_file: metrics.plaintext serves plain HTTP"));
+}
+
+TEST(ConfigRulesTest, ModelSignatures) {
+  const auto with = [](const std::string& yaml) {
+    return ErrorOfFull("  port_file: /run/airlock/port\n", absl::StrCat("  port_file: /run/airlock/port\n", yaml));
+  };
+  EXPECT_EQ(with("model_signatures:\n  required: true\n  trusted_keys: [/etc/airlock/publishers/acme.pub]\n"), "OK");
+  EXPECT_THAT(with("model_signatures:\n  required: true\n"),
+              HasSubstr("model_signatures.trusted_keys: required when model_signatures.required is true"));
+  EXPECT_THAT(with("model_signatures:\n  trusted_keys: [/etc/airlock/acme.pub]\n"),
+              HasSubstr("model_signatures.trusted_keys: only used with model_signatures.required: true"));
+  EXPECT_THAT(with("model_signatures:\n  required: true\n  trusted_keys: [acme.pub]\n"),
+              HasSubstr("model_signatures.trusted_keys[0]: must be an absolute path, got \"acme.pub\""));
 }
 
 TEST(ConfigRulesTest, Limits) {

@@ -7,7 +7,8 @@
 namespace airlock::ctl {
 
 void AddRunCommand(CLI::App& app);     // airlockctl run
-void AddModelCommands(CLI::App& app);  // airlockctl model inspect | synth
+void AddModelCommands(CLI::App& app);  // airlockctl model inspect | synth, and the bundle commands:
+void AddModelBundleCommands(CLI::App& model);  // airlockctl model keygen | pack | verify | import
 // Daemon clients over mutual TLS: airlockctl generate | chat | models | tokenize | health
 void AddClientCommands(CLI::App& app);
 void AddPkiCommand(CLI::App& app);     // airlockctl pki init | issue | revoke | crl

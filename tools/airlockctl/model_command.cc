@@ -74,8 +74,9 @@ int Inspect(const std::string& path) {
 }  // namespace
 
 void AddModelCommands(CLI::App& app) {
-  CLI::App* model = app.add_subcommand("model", "Inspect and build model files");
+  CLI::App* model = app.add_subcommand("model", "Inspect and build model files; sign, verify and import bundles");
   model->require_subcommand(1);
+  AddModelBundleCommands(*model);
 
   auto inspect_path = std::make_shared<std::string>();
   CLI::App* inspect = model->add_subcommand("inspect", "Print a GGUF file's architecture, tokenizer and tensors");
