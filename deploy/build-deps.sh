@@ -19,6 +19,10 @@ packages=(
   libseccomp-dev         # the daemon's network lock-down
   python3-grpcio python3-grpc-tools  # the Python client interoperability test
   iproute2 util-linux    # ip / unshare for the network-namespace test
+  prometheus             # promtool checks deploy/prometheus/; a test scrapes airlockd with the real server
+  lintian                # checks the Debian package (deploy/check-package.sh)
+  systemd                # systemd-analyze scores the unit offline (deploy/check-package.sh)
+  debootstrap            # a clean Debian 12 root for the offline-bundle install test
 )
 
 missing=()
@@ -35,3 +39,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# The prometheus package is here for its binaries only (tests run their own instance on a free
+# loopback port). On a systemd machine its postinst starts a system Prometheus on :9090: when this
+# script installed it, that service is stopped and disabled again.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
