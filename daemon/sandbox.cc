@@ -19,7 +19,16 @@ absl::Status LockDownNetwork() {
   };
   // The filter must cover threads gRPC already started, and no-new-privileges is required to
   // install a filter without CAP_SYS_ADMIN.
-  if (int rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_TSYNC, 1); rc != 0) return fail("TSYNC", rc);
+  if (int rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_TSYNC, 1); rc != 0) {
+    if (rc == -EOPNOTSUPP) {
+      // libseccomp found the seccomp(2) system call unavailable: only it can filter all threads.
+      return absl::FailedPreconditionError(
+          "seccomp: the seccomp() system call is not permitted here, and only it can apply the filter to every "
+          "thread; a service manager's system-call filter must allow it (systemd: SystemCallFilter=seccomp, as the "
+          "packaged airlockd.service does)");
+    }
+    return fail("TSYNC", rc);
+  }
   if (int rc = seccomp_attr_set(ctx.get(), SCMP_FLTATR_CTL_NNP, 1); rc != 0) return fail("NNP", rc);
   const uint32_t deny = SCMP_ACT_ERRNO(EACCES);
   // socket(domain != AF_UNIX, ...)

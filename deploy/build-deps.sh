@@ -23,6 +23,7 @@ packages=(
   lintian                # checks the Debian package (deploy/check-package.sh)
   systemd                # systemd-analyze scores the unit offline (deploy/check-package.sh)
   debootstrap            # a clean Debian 12 root for the offline-bundle install test
+  systemd-container      # systemd-nspawn boots that root to run airlockd under its packaged unit
 )
 
 missing=()

@@ -23,7 +23,7 @@ field() { dpkg-deb -f "$deb" "$1"; }
 [ "$(field Package)" = airlock ] || fail "Package is $(field Package)"
 [ "$(field Architecture)" = amd64 ] || fail "Architecture is $(field Architecture)"
 depends=$(field Depends)
-for dep in adduser libc6 libgrpc++1.51 libprotobuf32 librocksdb7.8 libssl3 libyaml-cpp0.7 libseccomp2 \
+for dep in adduser procps libc6 libgrpc++1.51 libprotobuf32 librocksdb7.8 libssl3 libyaml-cpp0.7 libseccomp2 \
            libprometheus-cpp-core1.0 libcpp-httplib0.11; do
   case ", $depends," in *", $dep "*|*", $dep,"*) ;; *) fail "Depends lacks $dep: $depends" ;; esac
 done
