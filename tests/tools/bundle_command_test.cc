@@ -124,6 +124,26 @@ TEST_F(BundleCommandTest, ImportCopiesAVerifiedBundleIntoTheModelDirectoryOnce) 
   EXPECT_EQ(entries, 1u);
 }
 
+TEST_F(BundleCommandTest, ImportPrintsOneModelsEntryPerFileWithUniqueNames) {
+  // A single-file bundle: one entry, named as the bundle.
+  CommandResult r = Ctl({"model", "import", dir_ + "/bundle", "--trusted-key", dir_ + "/acme.pub", "--into",
+                         dir_ + "/models"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("  models:\n    - name: stories\n      path: "));
+  // Two files (the same weights under a second name): one models: list, a distinct name for each.
+  const std::string second = dir_ + "/second.gguf";
+  std::filesystem::copy_file(model_, second);
+  ASSERT_EQ(Ctl({"model", "pack", "--key", dir_ + "/acme.key", "--name", "pair", "--version", "1", "--licence", "mit",
+                 "--out", dir_ + "/pair", model_, second})
+                .exit_code,
+            0);
+  r = Ctl({"model", "import", dir_ + "/pair", "--trusted-key", dir_ + "/acme.pub", "--into", dir_ + "/models"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string target = dir_ + "/models/pair-1";
+  EXPECT_THAT(r.out, HasSubstr("  models:\n    - name: pair-stories260K-f32\n      path: " + target +
+                               "/stories260K-f32.gguf\n    - name: pair-second\n      path: " + target + "/second.gguf\n"));
+}
+
 TEST_F(BundleCommandTest, PackRefusesWhatTheDaemonCouldNotLoadOrNameAndAnExistingBundle) {
   std::ofstream(dir_ + "/notes.txt") << "not a model";
   CommandResult r = Ctl({"model", "pack", "--key", dir_ + "/acme.key", "--name", "x", "--version", "1", "--licence",

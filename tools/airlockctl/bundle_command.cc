@@ -174,9 +174,14 @@ absl::Status Import(const std::string& dir, const std::vector<std::string>& trus
   fs::rename(staging, target, ec);
   if (ec) return fail(absl::PermissionDeniedError(absl::StrCat("cannot rename into ", target.string(), ": ", ec.message())));
   PrintVerified(dir, verified);
-  std::printf("imported into %s; in airlockd.yaml:\n", target.c_str());
+  std::printf("imported into %s; in airlockd.yaml:\n  models:\n", target.c_str());
+  // One entry per GGUF file; model names must be unique, so a bundle of several files (say, two
+  // quantisations) names each after the bundle and the file.
+  const bool one_file = verified.manifest.files.size() == 1;
   for (const auth::BundleFile& f : verified.manifest.files) {
-    std::printf("  models:\n    - name: %s\n      path: %s\n", verified.manifest.name.c_str(), (target / f.name).c_str());
+    const std::string name =
+        one_file ? verified.manifest.name : absl::StrCat(verified.manifest.name, "-", fs::path(f.name).stem().string());
+    std::printf("    - name: %s\n      path: %s\n", name.c_str(), (target / f.name).c_str());
   }
   return absl::OkStatus();
 }
