@@ -5,7 +5,12 @@
 // serve: 200, or 503 and the reason). Built on cpp-httplib (OpenSSL 3);
 // prometheus-cpp's own listener (civetweb) cannot do TLS with OpenSSL 3 on Debian 12.
 //
-// Thread-safety: the handlers run on the listener's two worker threads.
+// Certificate rotation: the certificate, key and client CA files are re-read every
+// `watch_interval` (and on ReloadCertificates()); a changed, valid set applies to the next
+// handshakes, an invalid one is logged and the current set stays.
+//
+// Thread-safety: the handlers run on the listener's two worker threads; ReloadCertificates and
+// certificate_not_after may be called from any thread.
 #pragma once
 
 #include <openssl/types.h>
@@ -16,8 +21,12 @@
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "daemon/config/daemon_options.h"
 
 namespace httplib {
@@ -38,19 +47,39 @@ class MetricsServer {
   using ClientCheck = std::function<absl::Status(const std::string& leaf_pem)>;
 
   // Binds options.listen now (before the network sandbox closes socket creation) and serves on
-  // threads of its own. With HTTPS, each scraper's certificate goes through `check_client`.
-  // Errors name the metrics.* key at fault.
-  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const MetricsOptions& options, ClientCheck check_client,
+  // threads of its own. With HTTPS, each scraper's certificate goes through `check_client`, and
+  // the TLS files are re-read every `watch_interval`. Errors name the metrics.* key at fault.
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const MetricsOptions& options,
+                                                              absl::Duration watch_interval, ClientCheck check_client,
                                                               Handlers handlers);
   // Stops listening and waits for the listener's threads.
   ~MetricsServer();
 
   int port() const { return port_; }
 
+  // Re-reads the certificate, key and client CA files now (HTTPS only; OK and nothing to do for
+  // plain HTTP or unchanged files). A set that does not load (unreadable, unparsable, a key that
+  // does not match the certificate) is refused with the reason, and the current set stays.
+  absl::Status ReloadCertificates();
+  // The earliest notAfter of the certificate chain in use; InfiniteFuture for plain HTTP.
+  absl::Time certificate_not_after() const;
+
+  struct Credentials;  // one loaded set of TLS files (metrics_server.cc)
+
  private:
   MetricsServer() = default;
   // OpenSSL's verify callback: check_client_ on the leaf certificate.
   static int VerifyClient(int preverify_ok, X509_STORE_CTX* store);
+  // OpenSSL's certificate callback, at each handshake: the current credentials for this connection.
+  static int UseCurrentCredentials(SSL* ssl, void* arg);
+  std::shared_ptr<const Credentials> credentials() const;
+
+  MetricsOptions options_;
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const Credentials> credentials_ ABSL_GUARDED_BY(mu_);  // null for plain HTTP
+  std::string last_refusal_ ABSL_GUARDED_BY(mu_);                         // the last reload error logged
+  absl::Notification stop_watching_;
+  std::thread watcher_;
 
   std::unique_ptr<httplib::Server> server_;
   Handlers handlers_;

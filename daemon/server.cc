@@ -125,16 +125,14 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
   // /readyz says which are still loading, /metrics shows their state. It binds before the network
   // sandbox forbids new sockets.
   if (!options.metrics.listen.empty()) {
-    if (!options.metrics.plaintext) {
-      d->metrics_cert_not_after_ = auth::ossl::EarliestNotAfter("metrics.cert_file", options.metrics.cert_file)
-                                       .value_or(absl::InfiniteFuture());
-    }
     Daemon* self = d.get();
     AIRLOCK_ASSIGN_OR_RETURN(
         d->metrics_server_,
-        MetricsServer::Start(options.metrics, [self](const std::string& pem) { return self->CheckScraper(pem); },
+        MetricsServer::Start(options.metrics, options.tls.watch_interval,
+                             [self](const std::string& pem) { return self->CheckScraper(pem); },
                              {[self] { return self->metrics_->Scrape(self->ScrapeNow()); },
                               [self] { return self->Ready(); }}));
+    d->metrics_listener_.store(d->metrics_server_.get(), std::memory_order_release);
   }
 
   const auto loaded = [self = d.get()](const ServedModel& m) {
@@ -238,6 +236,9 @@ absl::Status Daemon::Reload() {
   // Everything checked: swap in.
   revocation_->Replace(*crls);
   runtime_->Set(*runtime);
+  // The metrics listener's certificate files, now rather than at its next check (logged there; a
+  // set that does not load leaves the current one, as the gRPC listener does).
+  if (metrics_server_ != nullptr) metrics_server_->ReloadCertificates().IgnoreError();
   const std::vector<std::string> ignored = RestartOnlyChanges(options_, options);
   if (!ignored.empty()) {
     LogWarning("reload: these changes need a restart and were not applied", {{"fields", ignored}});
@@ -310,7 +311,7 @@ std::vector<prometheus::MetricFamily> Daemon::ScrapeNow() const {
 
   // The gRPC listener's files are read at each scrape: it reloads them (tls.watch_interval), so a
   // renewed certificate shows once it is in place. A file that cannot be read has no series (the
-  // listener says why). The metrics listener's is the one it loaded at start.
+  // listener says why). The metrics listener's is the one it serves now (it reloads its own).
   prometheus::MetricFamily expiry = Metrics::Family(
       "airlock_certificate_expiry_timestamp_seconds",
       "When the certificate expires (Unix time; the earliest of a file's certificates): server (gRPC), "
@@ -324,7 +325,11 @@ std::vector<prometheus::MetricFamily> Daemon::ScrapeNow() const {
       add_expiry(role, *not_after);
     }
   }
-  if (metrics_cert_not_after_ != absl::InfiniteFuture()) add_expiry("metrics_server", metrics_cert_not_after_);
+  if (const MetricsServer* listener = metrics_listener_.load(std::memory_order_acquire); listener != nullptr) {
+    if (const absl::Time not_after = listener->certificate_not_after(); not_after != absl::InfiniteFuture()) {
+      add_expiry("metrics_server", not_after);
+    }
+  }
   add(std::move(expiry));
   const absl::Time crl_next_update = revocation_->current()->earliest_next_update();
   if (crl_next_update != absl::InfiniteFuture()) {

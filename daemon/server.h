@@ -82,9 +82,9 @@ class Daemon {
   std::unique_ptr<AdminService> admin_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<MetricsServer> metrics_server_;  // stopped first: its handlers read the above
-  // The metrics listener loads its certificate once, at start: when that one expires (InfiniteFuture:
-  // plain HTTP, no listener, or unreadable).
-  absl::Time metrics_cert_not_after_ = absl::InfiniteFuture();
+  // metrics_server_, for its handlers' scrapes: set once Start has returned (a scrape before that
+  // has no metrics_server certificate series).
+  std::atomic<const MetricsServer*> metrics_listener_{nullptr};
   int port_ = 0;
   bool drained_ = false;
   std::atomic<bool> draining_{false};  // /readyz answers 503 once a drain begins

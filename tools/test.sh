@@ -10,12 +10,12 @@ fuzz_seconds=${FUZZ_SECONDS:-20}
 
 deploy/build-deps.sh
 
-echo "== Release build and tests"
+echo "== Release build and tests ($(date +%T))"
 cmake -S . -B build/release -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build/release -j "$jobs"
 ctest --test-dir build/release --output-on-failure -j "$jobs" --timeout 600
 
-echo "== Unit tests under ASan + UBSan"
+echo "== Unit tests under ASan + UBSan ($(date +%T))"
 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAIRLOCK_SANITIZE=ON \
   -DAIRLOCK_BUILD_BENCHMARKS=OFF >/dev/null
 # Only the unit test executables: the daemon and the end-to-end tests are not run here.
@@ -28,7 +28,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build/asan --output-on-failure -j "$jobs" -L unit --timeout 900 --repeat until-pass:2
 
 if [ "$fuzz_seconds" -gt 0 ] && [ -d tests/fuzz ] && ls tests/fuzz/*_fuzz.cc >/dev/null 2>&1; then
-  echo "== Fuzz targets (${fuzz_seconds}s each, libFuzzer + ASan)"
+  echo "== Fuzz targets (${fuzz_seconds}s each, libFuzzer + ASan) ($(date +%T))"
   CC=clang CXX=clang++ cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DAIRLOCK_FUZZ=ON -DAIRLOCK_BUILD_BENCHMARKS=OFF >/dev/null
   cmake --build build/fuzz -j "$jobs"
@@ -45,4 +45,4 @@ if [ "$fuzz_seconds" -gt 0 ] && [ -d tests/fuzz ] && ls tests/fuzz/*_fuzz.cc >/d
       -print_final_stats=0 "${args[@]}" 2>&1 | tail -n 3
   done
 fi
-echo "== All tests passed"
+echo "== All tests passed ($(date +%T))"

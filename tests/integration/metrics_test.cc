@@ -203,6 +203,70 @@ TEST_F(MetricsTest, ARevokedScraperIsRefusedOnceTheCrlIsReloaded) {
   EXPECT_THAT(other->body, HasSubstr("airlock_auth_failures_total{reason=\"certificate_refused\"} 1\n"));
 }
 
+// The metrics listener's own certificate is rotated like the gRPC listener's: new files are
+// served from the next handshake (here at SIGHUP; also every tls.watch_interval), a set that does
+// not load is refused with the reason while the current one stays, and the expiry gauge follows.
+TEST_F(MetricsTest, ARotatedMetricsCertificateIsServedAndABrokenOneIsRefused) {
+  const std::string cert = dir_ + "/metrics.crt";
+  const std::string key = dir_ + "/metrics.key";
+  ASSERT_TRUE(auth::WritePublicFile(cert, ReadFileOrDie(pki_.dir + "/server.crt")).ok());
+  ASSERT_TRUE(auth::WritePrivateFile(key, ReadFileOrDie(pki_.dir + "/server.key")).ok());
+  ASSERT_NO_FATAL_FAILURE(StartWithMetrics(
+      MetricsYaml(dir_, absl::StrCat("  scrapers: [prometheus]\n  cert_file: \"", cert, "\"\n  key_file: \"", key, "\"\n"))));
+  // Only a client that trusts the CA of the certificate being served connects.
+  const auto scrape_trusting = [&](const std::string& ca_file) {
+    httplib::SSLClient client("localhost", metrics_port_, pki_.cert("prometheus"), pki_.key("prometheus"));
+    client.set_ca_cert_path(ca_file.c_str());
+    client.enable_server_certificate_verification(true);
+    client.set_connection_timeout(10);
+    client.set_read_timeout(10);
+    return client.Get("/metrics");
+  };
+  const std::string old_ca = pki_.dir + "/ca.crt";
+  ASSERT_TRUE(scrape_trusting(old_ca));
+
+  // The site renews the metrics certificate, from another CA and for 7 days, so both show.
+  absl::StatusOr<auth::PemKeyPair> new_ca = auth::CreateCertificateAuthority("Rotation CA", absl::Hours(24 * 30));
+  ASSERT_TRUE(new_ca.ok()) << new_ca.status();
+  auth::CertificateSpec spec;
+  spec.common_name = "airlockd";
+  spec.dns_names = {"localhost"};
+  spec.ip_addresses = {"127.0.0.1"};
+  spec.validity = absl::Hours(24 * 7);
+  spec.server = true;
+  absl::StatusOr<auth::PemKeyPair> renewed = auth::IssueCertificate(*new_ca, spec);
+  ASSERT_TRUE(renewed.ok()) << renewed.status();
+  const std::string new_ca_file = dir_ + "/rotation-ca.crt";
+  ASSERT_TRUE(auth::WritePublicFile(new_ca_file, new_ca->cert_pem).ok());
+  ASSERT_TRUE(auth::WritePrivateFile(key, renewed->key_pem).ok());  // each replaced atomically
+  ASSERT_TRUE(auth::WritePublicFile(cert, renewed->cert_pem).ok());
+  daemon_->Signal(SIGHUP);
+  ASSERT_TRUE(daemon_->WaitForLog("metrics certificate reloaded", absl::Seconds(15))) << daemon_->Log();
+  httplib::Result renewed_scrape = scrape_trusting(new_ca_file);
+  ASSERT_TRUE(renewed_scrape) << httplib::to_string(renewed_scrape.error()) << "\n" << daemon_->Log();
+  EXPECT_FALSE(scrape_trusting(old_ca)) << "the old certificate is still served";
+  absl::StatusOr<auth::ossl::X509Ptr> served = auth::ossl::ParseCertificate(renewed->cert_pem, "the renewed");
+  ASSERT_TRUE(served.ok());
+  absl::StatusOr<absl::Time> not_after = auth::ossl::ToTime(X509_get0_notAfter(served->get()));
+  ASSERT_TRUE(not_after.ok());
+  EXPECT_THAT(renewed_scrape->body,
+              HasSubstr(absl::StrCat("airlock_certificate_expiry_timestamp_seconds{certificate=\"metrics_server\"} ",
+                                     absl::ToUnixSeconds(*not_after), "\n")));
+
+  // A key that is not the certificate's: refused, said why, and the renewed set stays in use. (The
+  // periodic check may have caught the renewal above half-way and said so once already.)
+  const std::string refusal = "is not the key of the certificate in metrics.cert_file";
+  const std::string log = daemon_->Log();
+  size_t before = 0;
+  for (size_t at = log.find(refusal); at != std::string::npos; at = log.find(refusal, at + 1)) ++before;
+  absl::StatusOr<auth::PemKeyPair> other = auth::IssueCertificate(*new_ca, spec);
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE(auth::WritePrivateFile(key, other->key_pem).ok());
+  daemon_->Signal(SIGHUP);
+  ASSERT_TRUE(daemon_->WaitForLog(refusal, absl::Seconds(15), before + 1)) << daemon_->Log();
+  EXPECT_TRUE(scrape_trusting(new_ca_file)) << daemon_->Log();
+}
+
 // Debian's prometheus server, run as this user on loopback with the example alert rules, scrapes
 // airlockd over mutual TLS. The query API is the check: the target is up, the counters equal what
 // the test did (allowed, denied by roles, refused by a quota), and every alert rule evaluates
