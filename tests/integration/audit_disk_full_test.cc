@@ -38,14 +38,6 @@ using ::grpc::health::v1::HealthCheckResponse;
 using ::testing::HasSubstr;
 namespace v1 = ::airlock::v1;
 
-constexpr char kAccess[] = R"(users:
-  - name: alice
-    roles: [user]
-roles:
-  - name: user
-    methods: ["*"]
-    models: ["*"]
-)";
 constexpr char kRefusal[] = "the audit log cannot be written";
 // The state store does not preallocate (audit/state_db.cc), so every record needs fresh blocks
 // and the first write after the filler fails. RocksDB clears a disk-full error only once the free
@@ -83,7 +75,7 @@ class AuditDiskFullTest : public LabDaemonTest {
  protected:
   void SetUp() override {
     AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
-    SetUpLab(kAccess, {"alice"});
+    SetUpLab(kAliceMayCallAnything, {"alice"});
     ASSERT_EQ(::mkdir((dir_ + "/disk").c_str(), 0700), 0) << strerror(errno);
   }
 
@@ -184,7 +176,7 @@ TEST_F(AuditDiskFullTest, FullDiskRefusesCallsLeavesNothingHalfWrittenAndService
                  << probe.exit_code << " " << probe.err;
   }
   const std::string models = StoriesModelYaml();
-  const std::string config = absl::StrReplaceAll(BaseConfig(dir_, pki_, models, kAccess),
+  const std::string config = absl::StrReplaceAll(BaseConfig(dir_, pki_, models, kAliceMayCallAnything),
                                                  {{dir_ + "/state\"", dir_ + "/disk/state\""}});
   ASSERT_THAT(config, HasSubstr(dir_ + "/disk/state\""));
   std::string error;

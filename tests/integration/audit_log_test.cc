@@ -26,20 +26,11 @@ namespace {
 using ::testing::HasSubstr;
 namespace v1 = ::airlock::v1;
 
-constexpr char kAccess[] = R"(users:
-  - name: alice
-    roles: [user]
-roles:
-  - name: user
-    methods: ["*"]
-    models: ["*"]
-)";
-
 class AuditLogTest : public LabDaemonTest {
  protected:
   void SetUp() override {
     AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
-    SetUpLab(kAccess, {"alice", "mallory"});
+    SetUpLab(kAliceMayCallAnything, {"alice", "mallory"});
     StartDaemon();
   }
 
@@ -134,7 +125,7 @@ TEST_F(AuditLogTest, OptInSealedTextOpensOnlyWithTheSiteKeyAndItsRequest) {
   ASSERT_TRUE(auth::WritePrivateFile(dir_ + "/text.key", "short").ok());
   std::string error;
   const std::string models = absl::StrCat("  - name: stories\n    path: \"", SharedPath(kStoriesModel), "\"\n");
-  auto refused = DaemonProcess::Start(dir_, absl::StrReplaceAll(BaseConfig(dir_, pki_, models, kAccess),
+  auto refused = DaemonProcess::Start(dir_, absl::StrReplaceAll(BaseConfig(dir_, pki_, models, kAliceMayCallAnything),
                                                                 {{"audit:\n", absl::StrCat("audit:\n  sealed_text_key_file: \"", dir_, "/text.key\"\n")}}),
                                       &error, absl::Seconds(30));
   EXPECT_EQ(refused, nullptr);

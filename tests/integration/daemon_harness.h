@@ -119,6 +119,15 @@ AuditIndex IndexAudit(const std::vector<nlohmann::json>& export_lines);
 
 // The path of the tiny model the end-to-end tests serve, under the shared test data.
 inline constexpr char kStoriesModel[] = "models/stories260K-f32.gguf";
+// Access for SetUpLab where only "alice" calls, and may call anything on any model.
+inline constexpr char kAliceMayCallAnything[] = R"(users:
+  - name: alice
+    roles: [user]
+roles:
+  - name: user
+    methods: ["*"]
+    models: ["*"]
+)";
 // A `models:` list item serving it as "stories" with one thread (YAML, indented by two spaces).
 std::string StoriesModelYaml();
 

@@ -20,28 +20,14 @@ namespace {
 using ::testing::HasSubstr;
 namespace v1 = ::airlock::v1;
 
-constexpr char kAccess[] = R"(users:
-  - name: alice
-    roles: [user]
-roles:
-  - name: user
-    methods: ["*"]
-    models: ["*"]
-)";
-
-CommandResult Airlockctl(std::vector<std::string> args) {
-  args.insert(args.begin(), AIRLOCKCTL_PATH);
-  return RunCommand(args);
-}
-
 class ModelSignatureTest : public LabDaemonTest {
  protected:
   void SetUp() override {
     AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
-    SetUpLab(kAccess, {"alice"});
-    ASSERT_EQ(Airlockctl({"model", "keygen", "--out", dir_ + "/publisher.key"}).exit_code, 0);
-    ASSERT_EQ(Airlockctl({"model", "keygen", "--out", dir_ + "/stranger.key"}).exit_code, 0);
-    const CommandResult packed = Airlockctl({"model", "pack", "--key", dir_ + "/publisher.key", "--name", "stories",
+    SetUpLab(kAliceMayCallAnything, {"alice"});
+    ASSERT_EQ(RunAirlockctl({"model", "keygen", "--out", dir_ + "/publisher.key"}).exit_code, 0);
+    ASSERT_EQ(RunAirlockctl({"model", "keygen", "--out", dir_ + "/stranger.key"}).exit_code, 0);
+    const CommandResult packed = RunAirlockctl({"model", "pack", "--key", dir_ + "/publisher.key", "--name", "stories",
                                       "--version", "1.0", "--licence", "mit", "--out", dir_ + "/bundle",
                                       SharedPath(kStoriesModel)});
     ASSERT_EQ(packed.exit_code, 0) << packed.err;

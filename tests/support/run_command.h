@@ -21,4 +21,13 @@ struct CommandResult {
 CommandResult RunCommand(const std::vector<std::string>& argv, absl::Duration within = absl::Seconds(120),
                          const std::string& stdin_text = "");
 
+#ifdef AIRLOCKCTL_PATH
+// Runs the airlockctl built with this tree (AIRLOCKCTL_PATH, which the test target defines) with
+// `args`.
+inline CommandResult RunAirlockctl(std::vector<std::string> args) {
+  args.insert(args.begin(), AIRLOCKCTL_PATH);
+  return RunCommand(args);
+}
+#endif
+
 }  // namespace airlock::testing

@@ -17,11 +17,6 @@ using ::testing::HasSubstr;
 
 using testing::CommandResult;
 
-CommandResult Ctl(std::vector<std::string> args) {
-  args.insert(args.begin(), AIRLOCKCTL_PATH);
-  return testing::RunCommand(args);
-}
-
 TEST(AirlockctlTest, RunJsonMatchesGolden) {
   const std::string model = testing::SharedPath("models/stories260K-f32.gguf");
   const std::string golden = testing::SharedPath("golden/kv-f32/stories260K-f32.jsonl");
@@ -31,7 +26,7 @@ TEST(AirlockctlTest, RunJsonMatchesGolden) {
     const std::string id = rec["case_id"];
     if (id != "once" && id != "unicode" && id != "whitespace") continue;
     SCOPED_TRACE(id);
-    CommandResult o = Ctl({"run", "--model", model, "--prompt", rec["prompt"], "--max-tokens",
+    CommandResult o = testing::RunAirlockctl({"run", "--model", model, "--prompt", rec["prompt"], "--max-tokens",
                            std::to_string(rec["n_predict"].get<int>()), "--temperature", "0", "--kv-type", "f32",
                            "--threads", "2", "--json"});
     ASSERT_EQ(o.exit_code, 0) << o.err;
@@ -46,7 +41,7 @@ TEST(AirlockctlTest, RunJsonMatchesGolden) {
 TEST(AirlockctlTest, RunStreamsText) {
   const std::string model = testing::SharedPath("models/stories260K-f32.gguf");
   AIRLOCK_REQUIRE_SHARED_FILE(model);
-  CommandResult o = Ctl({"run", "-m", model, "-p", "Once upon a time", "-n", "12", "--temperature", "0"});
+  CommandResult o = testing::RunAirlockctl({"run", "-m", model, "-p", "Once upon a time", "-n", "12", "--temperature", "0"});
   ASSERT_EQ(o.exit_code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr(", there was a little girl named Lily."));
 }
@@ -54,7 +49,7 @@ TEST(AirlockctlTest, RunStreamsText) {
 TEST(AirlockctlTest, InspectPrintsConfigAndTensors) {
   const std::string model = testing::SharedPath("models/synth-llama-2L-256d-q4_k_m.gguf");
   AIRLOCK_REQUIRE_SHARED_FILE(model);
-  CommandResult o = Ctl({"model", "inspect", model});
+  CommandResult o = testing::RunAirlockctl({"model", "inspect", model});
   ASSERT_EQ(o.exit_code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr("architecture:  llama"));
   EXPECT_THAT(o.out, HasSubstr("heads:         4 (kv 2, head dim 64)"));
@@ -65,10 +60,10 @@ TEST(AirlockctlTest, InspectPrintsConfigAndTensors) {
 
 TEST(AirlockctlTest, SynthThenRun) {
   const std::string path = testing::MakeTempDir() + "/s.gguf";
-  CommandResult o = Ctl({"model", "synth", "--out", path, "--layers", "2", "--embd", "128", "--heads", "4",
+  CommandResult o = testing::RunAirlockctl({"model", "synth", "--out", path, "--layers", "2", "--embd", "128", "--heads", "4",
                          "--kv-heads", "2", "--ff", "256", "--type", "q8_0", "--vocab", "400"});
   ASSERT_EQ(o.exit_code, 0) << o.err;
-  o = Ctl({"run", "-m", path, "-p", "hello", "-n", "8", "--json"});
+  o = testing::RunAirlockctl({"run", "-m", path, "-p", "hello", "-n", "8", "--json"});
   ASSERT_EQ(o.exit_code, 0) << o.err;
   const nlohmann::json j = nlohmann::json::parse(o.out);
   EXPECT_EQ(j["output_tokens"].size(), 8u);
@@ -83,24 +78,24 @@ TEST(AirlockctlTest, BadInputGetsClearErrors) {
     std::fputs("this is not a model", f);
     std::fclose(f);
   }
-  CommandResult o = Ctl({"run", "-m", junk, "-p", "x"});
+  CommandResult o = testing::RunAirlockctl({"run", "-m", junk, "-p", "x"});
   EXPECT_EQ(o.exit_code, 1);
   EXPECT_THAT(o.err, HasSubstr("bad magic"));
-  o = Ctl({"model", "inspect", junk});
+  o = testing::RunAirlockctl({"model", "inspect", junk});
   EXPECT_EQ(o.exit_code, 1);
   EXPECT_THAT(o.err, HasSubstr(junk));
-  o = Ctl({"run", "-m", dir + "/missing.gguf", "-p", "x"});
+  o = testing::RunAirlockctl({"run", "-m", dir + "/missing.gguf", "-p", "x"});
   EXPECT_NE(o.exit_code, 0);
-  o = Ctl({"run", "-m", junk, "-p", "x", "--kv-type", "q8"});
+  o = testing::RunAirlockctl({"run", "-m", junk, "-p", "x", "--kv-type", "q8"});
   EXPECT_EQ(o.exit_code, 2);
   EXPECT_THAT(o.err, HasSubstr("--kv-type"));
   const std::string model = testing::SharedPath("models/stories260K-f32.gguf");
   if (testing::internal::FileExists(model)) {
-    o = Ctl({"run", "-m", model, "-p", "x", "--top-p", "1.5"});
+    o = testing::RunAirlockctl({"run", "-m", model, "-p", "x", "--top-p", "1.5"});
     EXPECT_EQ(o.exit_code, 1);
     EXPECT_THAT(o.err, HasSubstr("top_p must be in (0, 1], got 1.5"));
   }
-  o = Ctl({"model", "synth", "--out", dir + "/x.gguf", "--type", "iq2_xxs"});
+  o = testing::RunAirlockctl({"model", "synth", "--out", dir + "/x.gguf", "--type", "iq2_xxs"});
   EXPECT_EQ(o.exit_code, 1);
   EXPECT_THAT(o.err, HasSubstr("iq2_xxs"));
 }

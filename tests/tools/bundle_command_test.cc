@@ -21,11 +21,6 @@ namespace {
 using ::testing::HasSubstr;
 using testing::CommandResult;
 
-CommandResult Ctl(std::vector<std::string> args) {
-  args.insert(args.begin(), AIRLOCKCTL_PATH);
-  return testing::RunCommand(args);
-}
-
 mode_t ModeOf(const std::string& path) {
   struct stat st {};
   EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
@@ -38,8 +33,8 @@ class BundleCommandTest : public ::testing::Test {
     model_ = testing::SharedPath("models/stories260K-f32.gguf");
     AIRLOCK_REQUIRE_SHARED_FILE(model_);
     dir_ = testing::MakeTempDir();
-    ASSERT_EQ(Ctl({"model", "keygen", "--out", dir_ + "/acme.key"}).exit_code, 0);
-    const CommandResult packed = Ctl({"model", "pack", "--key", dir_ + "/acme.key", "--name", "stories", "--version",
+    ASSERT_EQ(testing::RunAirlockctl({"model", "keygen", "--out", dir_ + "/acme.key"}).exit_code, 0);
+    const CommandResult packed = testing::RunAirlockctl({"model", "pack", "--key", dir_ + "/acme.key", "--name", "stories", "--version",
                                       "2026.11", "--licence", "mit", "--out", dir_ + "/bundle", model_});
     ASSERT_EQ(packed.exit_code, 0) << packed.err;
     weights_ = dir_ + "/bundle/stories260K-f32.gguf";
@@ -49,7 +44,7 @@ class BundleCommandTest : public ::testing::Test {
     if (!dir_.empty()) std::filesystem::remove_all(dir_, ignored);
   }
   CommandResult Verify(const std::string& key = "") {
-    return Ctl({"model", "verify", dir_ + "/bundle", "--trusted-key", key.empty() ? dir_ + "/acme.pub" : key});
+    return testing::RunAirlockctl({"model", "verify", dir_ + "/bundle", "--trusted-key", key.empty() ? dir_ + "/acme.pub" : key});
   }
 
   std::string dir_;
@@ -61,7 +56,7 @@ TEST_F(BundleCommandTest, KeygenWritesAPrivateKeyAndItsPublicKeyOnce) {
   EXPECT_EQ(ModeOf(dir_ + "/acme.key"), 0600u);
   EXPECT_EQ(ModeOf(dir_ + "/acme.pub"), 0644u);
   EXPECT_THAT(testing::ReadFileOrDie(dir_ + "/acme.pub"), HasSubstr("-----BEGIN PUBLIC KEY-----"));
-  const CommandResult again = Ctl({"model", "keygen", "--out", dir_ + "/acme.key"});
+  const CommandResult again = testing::RunAirlockctl({"model", "keygen", "--out", dir_ + "/acme.key"});
   EXPECT_EQ(again.exit_code, 1);
   EXPECT_THAT(again.err, HasSubstr("acme.key exists; not overwritten"));
 }
@@ -83,7 +78,7 @@ TEST_F(BundleCommandTest, APackedBundleDescribesItsFileAndVerifies) {
 }
 
 TEST_F(BundleCommandTest, AFlippedByteAWrongKeyOrAMissingFileIsRefused) {
-  ASSERT_EQ(Ctl({"model", "keygen", "--out", dir_ + "/other.key"}).exit_code, 0);
+  ASSERT_EQ(testing::RunAirlockctl({"model", "keygen", "--out", dir_ + "/other.key"}).exit_code, 0);
   CommandResult r = Verify(dir_ + "/other.pub");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("which is not a trusted publisher"));
@@ -96,7 +91,7 @@ TEST_F(BundleCommandTest, AFlippedByteAWrongKeyOrAMissingFileIsRefused) {
   EXPECT_THAT(r.err, HasSubstr("stories260K-f32.gguf: SHA-256 "));
   EXPECT_THAT(r.err, HasSubstr("(the file was altered)"));
   // Nothing of a refused bundle reaches the model directory.
-  r = Ctl({"model", "import", dir_ + "/bundle", "--trusted-key", dir_ + "/acme.pub", "--into", dir_ + "/models"});
+  r = testing::RunAirlockctl({"model", "import", dir_ + "/bundle", "--trusted-key", dir_ + "/acme.pub", "--into", dir_ + "/models"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/models/stories-2026.11"));
 
@@ -109,13 +104,13 @@ TEST_F(BundleCommandTest, AFlippedByteAWrongKeyOrAMissingFileIsRefused) {
 TEST_F(BundleCommandTest, ImportCopiesAVerifiedBundleIntoTheModelDirectoryOnce) {
   const std::vector<std::string> import = {"model", "import", dir_ + "/bundle", "--trusted-key", dir_ + "/acme.pub",
                                            "--into", dir_ + "/models"};
-  CommandResult r = Ctl(import);
+  CommandResult r = testing::RunAirlockctl(import);
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string target = dir_ + "/models/stories-2026.11";
   EXPECT_THAT(r.out, HasSubstr("path: " + target + "/stories260K-f32.gguf"));
   EXPECT_EQ(testing::ReadFileOrDie(target + "/stories260K-f32.gguf"), testing::ReadFileOrDie(model_));
-  EXPECT_EQ(Ctl({"model", "verify", target, "--trusted-key", dir_ + "/acme.pub"}).exit_code, 0);
-  r = Ctl(import);
+  EXPECT_EQ(testing::RunAirlockctl({"model", "verify", target, "--trusted-key", dir_ + "/acme.pub"}).exit_code, 0);
+  r = testing::RunAirlockctl(import);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("stories-2026.11 exists; not replaced"));
   // No staging directory is left behind.
@@ -126,18 +121,18 @@ TEST_F(BundleCommandTest, ImportCopiesAVerifiedBundleIntoTheModelDirectoryOnce) 
 
 TEST_F(BundleCommandTest, ImportPrintsOneModelsEntryPerFileWithUniqueNames) {
   // A single-file bundle: one entry, named as the bundle.
-  CommandResult r = Ctl({"model", "import", dir_ + "/bundle", "--trusted-key", dir_ + "/acme.pub", "--into",
+  CommandResult r = testing::RunAirlockctl({"model", "import", dir_ + "/bundle", "--trusted-key", dir_ + "/acme.pub", "--into",
                          dir_ + "/models"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_THAT(r.out, HasSubstr("  models:\n    - name: stories\n      path: "));
   // Two files (the same weights under a second name): one models: list, a distinct name for each.
   const std::string second = dir_ + "/second.gguf";
   std::filesystem::copy_file(model_, second);
-  ASSERT_EQ(Ctl({"model", "pack", "--key", dir_ + "/acme.key", "--name", "pair", "--version", "1", "--licence", "mit",
+  ASSERT_EQ(testing::RunAirlockctl({"model", "pack", "--key", dir_ + "/acme.key", "--name", "pair", "--version", "1", "--licence", "mit",
                  "--out", dir_ + "/pair", model_, second})
                 .exit_code,
             0);
-  r = Ctl({"model", "import", dir_ + "/pair", "--trusted-key", dir_ + "/acme.pub", "--into", dir_ + "/models"});
+  r = testing::RunAirlockctl({"model", "import", dir_ + "/pair", "--trusted-key", dir_ + "/acme.pub", "--into", dir_ + "/models"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const std::string target = dir_ + "/models/pair-1";
   EXPECT_THAT(r.out, HasSubstr("  models:\n    - name: pair-stories260K-f32\n      path: " + target +
@@ -146,21 +141,21 @@ TEST_F(BundleCommandTest, ImportPrintsOneModelsEntryPerFileWithUniqueNames) {
 
 TEST_F(BundleCommandTest, PackRefusesWhatTheDaemonCouldNotLoadOrNameAndAnExistingBundle) {
   std::ofstream(dir_ + "/notes.txt") << "not a model";
-  CommandResult r = Ctl({"model", "pack", "--key", dir_ + "/acme.key", "--name", "x", "--version", "1", "--licence",
+  CommandResult r = testing::RunAirlockctl({"model", "pack", "--key", dir_ + "/acme.key", "--name", "x", "--version", "1", "--licence",
                          "mit", "--out", dir_ + "/b2", dir_ + "/notes.txt"});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("notes.txt: "));
   EXPECT_FALSE(std::filesystem::exists(dir_ + "/b2"));
   // The stories model carries no general.license: the licence must be given.
-  r = Ctl({"model", "pack", "--key", dir_ + "/acme.key", "--name", "x", "--version", "1", "--out", dir_ + "/b3",
+  r = testing::RunAirlockctl({"model", "pack", "--key", dir_ + "/acme.key", "--name", "x", "--version", "1", "--out", dir_ + "/b3",
            model_});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("--licence is required"));
-  r = Ctl({"model", "pack", "--key", dir_ + "/acme.key", "--name", "../x", "--version", "1", "--licence", "mit",
+  r = testing::RunAirlockctl({"model", "pack", "--key", dir_ + "/acme.key", "--name", "../x", "--version", "1", "--licence", "mit",
            "--out", dir_ + "/b4", model_});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("manifest.json: name: \"../x\" must be"));
-  r = Ctl({"model", "pack", "--key", dir_ + "/acme.key", "--name", "x", "--version", "1", "--licence", "mit", "--out",
+  r = testing::RunAirlockctl({"model", "pack", "--key", dir_ + "/acme.key", "--name", "x", "--version", "1", "--licence", "mit", "--out",
            dir_ + "/bundle", model_});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_THAT(r.err, HasSubstr("exists and is not empty"));
