@@ -57,9 +57,12 @@ rocksdb::DBOptions MakeDbOptions(const StateDbOptions& options) {
   // further writes until Resume(), so a failed WAL write can never be followed by writes that
   // build on it (AuditLog resumes explicitly before retrying).
   db.paranoid_checks = true;
-  // The WAL is on (AuditLog writes with WriteOptions::sync). After a crash, replay stops at the
-  // first torn record: the store is the consistent prefix that was acknowledged, nothing after.
-  db.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  // The WAL is on (AuditLog writes with WriteOptions::sync). After a crash, a record left
+  // incomplete at the end of the WAL (a write that was never acknowledged) is dropped. Any other
+  // damage — a checksum mismatch anywhere, an incomplete record followed by more — fails the open:
+  // kPointInTimeRecovery would stop replay there and silently drop every acknowledged, synced
+  // record after it (sequence numbers would then be reused).
+  db.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
   // Bounded resources for a long-running appliance on a small machine.
   db.max_open_files = options.max_open_files;
   db.max_background_jobs = 2;
@@ -133,16 +136,28 @@ absl::Status FromRocksDb(const rocksdb::Status& status, absl::StatusCode code, s
 
 absl::StatusOr<std::unique_ptr<StateDb>> StateDb::Open(const std::string& path,
                                                        const StateDbOptions& options) {
-  const rocksdb::DBOptions db_options = MakeDbOptions(options);
+  rocksdb::DBOptions db_options = MakeDbOptions(options);
+  if (options.read_only) {
+    db_options.create_if_missing = false;
+    db_options.create_missing_column_families = false;
+  }
   const std::shared_ptr<rocksdb::Cache> cache = rocksdb::NewLRUCache(options.block_cache_bytes);
 
   // Open every family the store has (a newer build may have added some), plus ours.
   std::vector<std::string> names;
   rocksdb::Status listed = rocksdb::DB::ListColumnFamilies(db_options, path, &names);
+  if (!listed.ok() && options.read_only) {
+    return FromRocksDb(listed, absl::StatusCode::kUnavailable, absl::StrCat("state store: cannot open ", path));
+  }
   if (!listed.ok()) names.clear();  // a new store: no CURRENT file yet
   for (const char* ours : {rocksdb::kDefaultColumnFamilyName.c_str(), kAuditColumnFamily,
                            kCheckpointColumnFamily, kMetaColumnFamily, kQuotaColumnFamily}) {
-    if (std::find(names.begin(), names.end(), ours) == names.end()) names.emplace_back(ours);
+    if (std::find(names.begin(), names.end(), ours) != names.end()) continue;
+    if (options.read_only) {
+      return absl::DataLossError(absl::StrCat("state store ", path, " has no column family \"", ours,
+                                              "\" (removed, or not an airlockd state directory)"));
+    }
+    names.emplace_back(ours);
   }
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   for (const std::string& name : names) {
@@ -156,7 +171,15 @@ absl::StatusOr<std::unique_ptr<StateDb>> StateDb::Open(const std::string& path,
   std::unique_ptr<StateDb> state(new StateDb());
   state->path_ = path;
   rocksdb::DB* raw = nullptr;
-  rocksdb::Status opened = rocksdb::DB::Open(db_options, path, descriptors, &state->handles_, &raw);
+  rocksdb::Status opened =
+      options.read_only ? rocksdb::DB::OpenForReadOnly(db_options, path, descriptors, &state->handles_, &raw)
+                        : rocksdb::DB::Open(db_options, path, descriptors, &state->handles_, &raw);
+  if (opened.IsCorruption()) {
+    return absl::DataLossError(absl::StrCat(
+        "state store ", path, " is corrupt (", opened.ToString(),
+        "): acknowledged records may be missing, so it is not used; see docs/operations.md (\"The state store is "
+        "corrupt\")"));
+  }
   if (!opened.ok()) {
     return FromRocksDb(opened, absl::StatusCode::kUnavailable,
                        absl::StrCat("state store: cannot open ", path));
@@ -173,7 +196,9 @@ absl::StatusOr<std::unique_ptr<StateDb>> StateDb::Open(const std::string& path,
 
   std::string stored;
   rocksdb::Status got = state->db_->Get(rocksdb::ReadOptions(), state->meta_, kFormatVersionKey, &stored);
-  if (got.IsNotFound()) {
+  if (got.IsNotFound() && options.read_only) {
+    state->format_version_ = kStateFormatVersion;  // nothing written yet; a reader writes nothing
+  } else if (got.IsNotFound()) {
     // A new store (or one created before the version existed, which only this build wrote).
     rocksdb::WriteBatch batch;
     rocksdb::Status put = batch.Put(state->meta_, kFormatVersionKey, std::to_string(kStateFormatVersion));

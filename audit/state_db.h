@@ -49,13 +49,19 @@ struct StateDbOptions {
   // assertion that aborts the process on the next LOG line after a LOG write failed (a full disk
   // would kill the daemon instead of refusing calls).
   std::function<void(std::string_view line)> diagnostics;
+  // Opens without writing anything into the directory (no lock file, no WAL replayed into new
+  // files, no format version recorded): for verifying or exporting evidence, also on a read-only
+  // copy. Writes through such a StateDb fail. The store must exist.
+  bool read_only = false;
 };
 
 class StateDb {
  public:
-  // Opens (creating if missing) the store at `path`. FAILED_PRECONDITION when `meta` says a newer
-  // format version than kStateFormatVersion, DATA_LOSS when the version is unreadable, UNAVAILABLE
-  // when RocksDB cannot open (lock held, I/O error), with RocksDB's message.
+  // Opens (creating if missing, unless read_only) the store at `path`. FAILED_PRECONDITION when
+  // `meta` says a newer format version than kStateFormatVersion, DATA_LOSS when the version is
+  // unreadable or RocksDB finds the store corrupt (a damaged WAL record that is not an incomplete
+  // last write, a bad table file), UNAVAILABLE when RocksDB cannot open (lock held, I/O error),
+  // with RocksDB's message.
   static absl::StatusOr<std::unique_ptr<StateDb>> Open(const std::string& path,
                                                        const StateDbOptions& options = {});
 
