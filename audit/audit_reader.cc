@@ -93,10 +93,10 @@ absl::StatusOr<uint64_t> AuditSnapshot::HeadSequence() const {
 }
 
 absl::StatusOr<VerifyReport> VerifySnapshot(const AuditSnapshot& snapshot, const std::string& public_key_pem,
-                                            const std::function<bool()>& cancelled) {
+                                            const std::function<bool()>& cancelled, const VerifyPolicy& policy) {
   AIRLOCK_ASSIGN_OR_RETURN(std::optional<Checkpoint> anchor, snapshot.Anchor());
   AIRLOCK_ASSIGN_OR_RETURN(std::vector<Checkpoint> checkpoints, snapshot.Checkpoints());
-  ChainVerifier verifier(public_key_pem, checkpoints, anchor);
+  ChainVerifier verifier(public_key_pem, checkpoints, anchor, policy);
   bool stopped = false;
   AIRLOCK_RETURN_IF_ERROR(snapshot.ScanRecords(0, UINT64_MAX, false, [&](uint64_t, std::string_view stored) {
     if (cancelled && cancelled()) {

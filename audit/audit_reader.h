@@ -59,6 +59,7 @@ class AuditSnapshot {
 // before each record; CANCELLED when it says so. UNAVAILABLE / DATA_LOSS when the store cannot be
 // read (an undecodable record is not an error: the report names it).
 absl::StatusOr<VerifyReport> VerifySnapshot(const AuditSnapshot& snapshot, const std::string& public_key_pem,
-                                            const std::function<bool()>& cancelled = nullptr);
+                                            const std::function<bool()>& cancelled = nullptr,
+                                            const VerifyPolicy& policy = {});
 
 }  // namespace airlock::audit

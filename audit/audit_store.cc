@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "audit/audit_reader.h"
+#include "audit/chain_verifier.h"
 #include "audit/retention.h"
 #include "inference/base/status.h"
 #include "rocksdb/iterator.h"
@@ -120,10 +121,102 @@ absl::StatusOr<ChainHead> ReadChainHead(const StateDb& db) {
   return ChainHead{sequence, std::move(record.hash)};
 }
 
+absl::Status CheckStoreAtOpen(const StateDb& db, const std::string& public_key_pem, const ChainHead& head,
+                              uint64_t max_unsigned_tail, const std::optional<Checkpoint>& witness) {
+  AIRLOCK_ASSIGN_OR_RETURN(CheckpointVerifier verifier, CheckpointVerifier::FromPublicKeyPem(public_key_pem));
+  const auto refuse = [](std::string_view why) {
+    return absl::DataLossError(absl::StrCat("audit store check failed, refusing to start (nothing was signed): ",
+                                            ToAbsl(why)));
+  };
+  // The newest signed point of the chain: the last checkpoint, or the anchor of a pruned chain.
+  AIRLOCK_ASSIGN_OR_RETURN(std::optional<Checkpoint> base, ReadAuditAnchor(db));
+  const bool pruned = base.has_value();
+  const uint64_t anchor_sequence = pruned ? base->sequence : 0;
+  {
+    bool found = false;
+    uint64_t key = 0;
+    std::string value;
+    AIRLOCK_RETURN_IF_ERROR(SeekLast(db, db.checkpoints(), &found, &key, &value));
+    if (found) {
+      AIRLOCK_ASSIGN_OR_RETURN(Checkpoint last, DecodeCheckpointAt(key, value));
+      if (!base.has_value() || last.sequence >= base->sequence) base = std::move(last);
+    }
+  }
+  if (base.has_value()) {
+    if (absl::Status status = verifier.Verify(*base); !status.ok()) {
+      return refuse(absl::StrCat("the newest checkpoint does not verify with this daemon's key (key id ",
+                                 verifier.key_id(), "): ", status.message()));
+    }
+    if (base->sequence > head.sequence) {
+      return refuse(absl::StrCat("checkpoint ", base->sequence, " is signed but the chain ends at ", head.sequence,
+                                 ": records were removed"));
+    }
+    // The record the checkpoint covers (gone only when it is the anchor of a pruned chain).
+    AIRLOCK_ASSIGN_OR_RETURN(std::vector<ChainedRecord> covered, ReadAuditRange(db, base->sequence, base->sequence));
+    if (covered.empty() ? base->sequence != 0 && !(pruned && base->sequence == anchor_sequence)
+                        : covered.front().hash != base->chain_hash) {
+      return refuse(absl::StrCat("record ", base->sequence, " is not the one checkpoint ", base->sequence,
+                                 " signs: it was rewritten or removed"));
+    }
+  }
+  // The records after it: they must chain from it, and there may be no more of them than the log
+  // writes between two checkpoints (more means checkpoints were removed).
+  VerifyPolicy policy;
+  policy.max_unsigned_tail = max_unsigned_tail;
+  const uint64_t from = base.has_value() ? base->sequence + 1 : 0;
+  std::optional<Checkpoint> start = base;
+  if (start.has_value() && start->sequence == 0) start.reset();  // the empty chain's checkpoint
+  ChainVerifier chain(public_key_pem, {}, start, policy);
+  AIRLOCK_RETURN_IF_ERROR(ScanRange(db, db.audit(), from, UINT64_MAX, [&](uint64_t, std::string_view stored) {
+    chain.AddStored(stored);
+    return absl::OkStatus();
+  }));
+  const VerifyReport report = chain.Finish();
+  if (!report.ok) {
+    return refuse(absl::StrCat(report.problem, report.first_bad_sequence
+                                                   ? absl::StrCat(" (first bad sequence ", *report.first_bad_sequence, ")")
+                                                   : ""));
+  }
+  // The witness: the newest checkpoint as kept outside the store.
+  if (witness.has_value()) {
+    if (absl::Status status = verifier.Verify(*witness); !status.ok()) {
+      return refuse(absl::StrCat("the witness checkpoint does not verify with this daemon's key: ", status.message()));
+    }
+    const uint64_t signed_through = base.has_value() ? base->sequence : 0;
+    if (witness->sequence > head.sequence) {
+      return refuse(absl::StrCat("the witness holds signed checkpoint ", witness->sequence,
+                                 " but the chain ends at ", head.sequence,
+                                 ": records were removed or the store was rolled back"));
+    }
+    if (witness->sequence > signed_through) {
+      return refuse(absl::StrCat("checkpoint ", witness->sequence,
+                                 " (in the witness) is missing from the store, whose newest is ", signed_through,
+                                 ": checkpoints were removed"));
+    }
+    if (witness->sequence > 0 && !(pruned && witness->sequence < anchor_sequence)) {
+      std::string hash;
+      if (base.has_value() && witness->sequence == base->sequence) {
+        hash = base->chain_hash;
+      } else {
+        AIRLOCK_ASSIGN_OR_RETURN(std::vector<ChainedRecord> at,
+                                 ReadAuditRange(db, witness->sequence, witness->sequence));
+        if (!at.empty()) hash = at.front().hash;
+      }
+      if (hash != witness->chain_hash) {
+        return refuse(absl::StrCat("record ", witness->sequence, " is not the one the witness checkpoint signs: ",
+                                   "the chain was rewritten"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<AuditLog>> AuditLog::Open(StateDb* db, CheckpointSigner signer,
                                                          const AuditLogOptions& options) {
   AIRLOCK_CHECK(db != nullptr);
   AIRLOCK_ASSIGN_OR_RETURN(ChainHead head, ReadChainHead(*db));
+  AIRLOCK_RETURN_IF_ERROR(
+      CheckStoreAtOpen(*db, signer.PublicKeyPem(), head, options.checkpoint_every_records, options.witness));
 
   bool found = false;
   uint64_t checkpoint_sequence = 0;
@@ -284,6 +377,12 @@ void AuditLog::WriterLoop() {
       stats_.checkpoints += pending_checkpoints_;
       // Everyone in this batch plus whoever queued meanwhile: the callers the next batch expects.
       if (!batch.empty()) commit_target_ = batch.size() + queue_.size();
+      if (pending_checkpoints_ > 0 && options_.checkpoint_written) {
+        // After the callers were answered: the witness write must not delay them.
+        mu_.Unlock();
+        options_.checkpoint_written(last_checkpoint_);
+        mu_.Lock();
+      }
     } else {
       for (Pending* pending : batch) {
         pending->status = written.status();
@@ -321,6 +420,7 @@ absl::StatusOr<ChainHead> AuditLog::WriteBatch(const ChainHead& head, const std:
   uint64_t checkpoint_sequence = checkpoint_sequence_;
   absl::Time checkpoint_time = checkpoint_time_;
   pending_checkpoints_ = 0;
+  Checkpoint newest;
   const auto add_checkpoint = [&]() -> absl::Status {
     const Checkpoint checkpoint = signer_.Sign(sequence, hash, now_micros);
     AIRLOCK_RETURN_IF_ERROR(
@@ -328,6 +428,7 @@ absl::StatusOr<ChainHead> AuditLog::WriteBatch(const ChainHead& head, const std:
     checkpoint_sequence = sequence;
     checkpoint_time = now;
     ++pending_checkpoints_;
+    newest = checkpoint;
     return absl::OkStatus();
   };
 
@@ -364,6 +465,7 @@ absl::StatusOr<ChainHead> AuditLog::WriteBatch(const ChainHead& head, const std:
   max_attempted_sequence_ = 0;
   checkpoint_sequence_ = checkpoint_sequence;
   checkpoint_time_ = checkpoint_time;
+  if (pending_checkpoints_ > 0) last_checkpoint_ = std::move(newest);
   return ChainHead{sequence, std::move(hash)};
 }
 

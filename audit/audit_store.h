@@ -13,7 +13,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,6 +44,12 @@ struct AuditLogOptions {
   // instead of splitting into alternating partial batches. A lone writer never waits. Zero
   // disables it.
   absl::Duration max_commit_delay = absl::Milliseconds(1);
+  // The newest checkpoint as kept outside the store (audit/witness.h), when the caller has one:
+  // Open refuses a store that lost it or disagrees with it. Default: none.
+  std::optional<Checkpoint> witness;
+  // Called on the writer thread after each durable write that added checkpoints, with the newest
+  // one (the daemon updates its witness file and logs it). Must not call into the log.
+  std::function<void(const Checkpoint&)> checkpoint_written;
 };
 
 // Counters since the log was opened (for metrics and the benchmark).
@@ -62,8 +70,13 @@ class AuditLog {
  public:
   // Starts the log on `db` (which must outlive it), reading the chain head and the last checkpoint
   // from the store. At most one AuditLog may be open on a StateDb at a time (two would fork the
-  // chain). `signer` signs checkpoints. DATA_LOSS when the head record or last checkpoint
-  // (or, every record pruned, the anchor) does not decode; UNAVAILABLE when the store cannot be read.
+  // chain). `signer` signs checkpoints. UNAVAILABLE when the store cannot be read.
+  //
+  // Before anything is written or signed, Open checks the store (CheckStoreAtOpen): the newest
+  // checkpoint (or the anchor) verifies with the signer's key, the records after it chain from it,
+  // there are at most checkpoint_every_records of them, and the witness, when given, is in the
+  // store. DATA_LOSS naming what is wrong otherwise: a store rewritten or rolled back without the
+  // key is refused, never signed over.
   static absl::StatusOr<std::unique_ptr<AuditLog>> Open(StateDb* db, CheckpointSigner signer,
                                                         const AuditLogOptions& options = {});
 
@@ -127,9 +140,15 @@ class AuditLog {
   size_t commit_target_ = 0;               // callers waiting when the previous batch completed
   absl::Duration last_write_duration_;     // how long the previous successful write took
   uint64_t pending_checkpoints_ = 0;       // checkpoints in the batch being written
+  Checkpoint last_checkpoint_;             // the newest durable checkpoint written by this log
 
   std::thread writer_;
 };
+
+// The start-up check of AuditLog::Open, usable on its own (e.g. by tools): see Open. `head` is the
+// store's chain head (ReadChainHead).
+absl::Status CheckStoreAtOpen(const StateDb& db, const std::string& public_key_pem, const ChainHead& head,
+                              uint64_t max_unsigned_tail, const std::optional<Checkpoint>& witness);
 
 // Reads from the store directly (usable on a stopped daemon's state directory, without a key):
 // the stored records with from <= sequence <= to, in key order, as EncodeStoredRecord bytes and

@@ -23,6 +23,7 @@ constexpr size_t kInsertWindow = 1024;
 
 struct ChainVerifier::State {
   std::optional<CheckpointVerifier> verifier;
+  VerifyPolicy policy;
   VerifyReport report;
   bool done = false;  // failed (or finished): further records are ignored
   // Checkpoints in sequence order; those below the anchor belong to the pruned part.
@@ -69,9 +70,10 @@ struct ChainVerifier::State {
 
 ChainVerifier::ChainVerifier(const std::string& public_key_pem,
                              std::span<const Checkpoint> checkpoints,
-                             const std::optional<Checkpoint>& anchor)
+                             const std::optional<Checkpoint>& anchor, const VerifyPolicy& policy)
     : state_(std::make_unique<State>()) {
   State& s = *state_;
+  s.policy = policy;
   auto verifier_or = CheckpointVerifier::FromPublicKeyPem(public_key_pem);
   if (!verifier_or.ok()) {
     s.report.problem = std::string(verifier_or.status().message());
@@ -112,6 +114,11 @@ ChainVerifier::ChainVerifier(ChainVerifier&&) noexcept = default;
 ChainVerifier& ChainVerifier::operator=(ChainVerifier&&) noexcept = default;
 
 bool ChainVerifier::failed() const { return state_->done; }
+
+void ChainVerifier::Reject(uint64_t sequence, std::string problem) {
+  if (state_->done) return;
+  state_->Fail(sequence, std::move(problem));
+}
 
 bool ChainVerifier::Add(const ChainedRecord& record) {
   State& s = *state_;
@@ -223,8 +230,19 @@ VerifyReport ChainVerifier::Finish() {
     s.Fail(*forged, std::move(forged_problem));
     return report;
   }
+  const uint64_t tail = head - report.signed_through;
+  if (tail > s.policy.max_unsigned_tail) {
+    // The log signs at least every max_unsigned_tail records: checkpoints were removed, which is
+    // what rewriting signed records (and rechaining them) without the key requires.
+    s.Fail(report.signed_through + 1,
+           absl::StrCat("unsigned tail of ", tail, " records (sequences ", report.signed_through + 1, "..", head,
+                        ") is longer than the ", s.policy.max_unsigned_tail,
+                        " the checkpoint policy permits: checkpoints were removed, so the records after ",
+                        report.signed_through, " may have been rewritten"));
+    return report;
+  }
   report.ok = true;
-  report.unsigned_tail = head - report.signed_through;
+  report.unsigned_tail = tail;
   if (report.unsigned_tail > 0) {
     report.problem = absl::StrCat("unsigned tail of ", report.unsigned_tail, " records (sequences ",
                                   report.signed_through + 1, "..", head, ")");
@@ -234,8 +252,8 @@ VerifyReport ChainVerifier::Finish() {
 
 VerifyReport VerifyChain(std::span<const ChainedRecord> records,
                          std::span<const Checkpoint> checkpoints, const std::string& public_key_pem,
-                         const std::optional<Checkpoint>& anchor) {
-  ChainVerifier verifier(public_key_pem, checkpoints, anchor);
+                         const std::optional<Checkpoint>& anchor, const VerifyPolicy& policy) {
+  ChainVerifier verifier(public_key_pem, checkpoints, anchor, policy);
   for (const ChainedRecord& record : records) {
     if (!verifier.Add(record)) break;
   }
@@ -245,8 +263,8 @@ VerifyReport VerifyChain(std::span<const ChainedRecord> records,
 VerifyReport VerifyStoredChain(std::span<const std::string> stored_records,
                                std::span<const Checkpoint> checkpoints,
                                const std::string& public_key_pem,
-                               const std::optional<Checkpoint>& anchor) {
-  ChainVerifier verifier(public_key_pem, checkpoints, anchor);
+                               const std::optional<Checkpoint>& anchor, const VerifyPolicy& policy) {
+  ChainVerifier verifier(public_key_pem, checkpoints, anchor, policy);
   for (const std::string& stored : stored_records) {
     if (!verifier.AddStored(stored)) break;
   }

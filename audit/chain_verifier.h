@@ -19,13 +19,23 @@
 
 namespace airlock::audit {
 
+// How much of the chain may lack a signature. The log signs the head at least every
+// checkpoint_every records (AuditLogOptions), so a longer unsigned tail means checkpoints were
+// removed: without the key, that is the only way to rewrite or drop signed records unnoticed.
+struct VerifyPolicy {
+  // Most records after the last valid checkpoint. Default: 1000, the daemon's default
+  // audit.checkpoint_every; pass the configured value when it differs.
+  uint64_t max_unsigned_tail = 1000;
+};
+
 struct VerifyReport {
-  bool ok = false;               // integrity holds (an unsigned tail alone does not make it false)
+  bool ok = false;               // integrity holds (an unsigned tail within the policy does not make it false)
   uint64_t records_checked = 0;  // records whose sequence, hash and link were checked and held
   uint64_t checkpoints_checked = 0;  // checkpoints whose signature was checked
   // The first affected sequence number when !ok (the lowest the tampering can be pinned to).
   std::optional<uint64_t> first_bad_sequence;
-  // Why !ok; when ok, empty or "unsigned tail of N records (sequences A..B)".
+  // Why !ok; when ok, empty or "unsigned tail of N records (sequences A..B)". A tail longer than
+  // VerifyPolicy::max_unsigned_tail is !ok, reported at its first sequence.
   std::string problem;
   uint64_t head_sequence = 0;   // last record's sequence (the anchor's, or 0, when none)
   uint64_t signed_through = 0;  // highest sequence covered by a valid, matching checkpoint
@@ -39,7 +49,7 @@ struct VerifyReport {
 class ChainVerifier {
  public:
   ChainVerifier(const std::string& public_key_pem, std::span<const Checkpoint> checkpoints,
-                const std::optional<Checkpoint>& anchor);
+                const std::optional<Checkpoint>& anchor, const VerifyPolicy& policy = {});
   ~ChainVerifier();
   ChainVerifier(ChainVerifier&&) noexcept;
   ChainVerifier& operator=(ChainVerifier&&) noexcept;
@@ -49,6 +59,9 @@ class ChainVerifier {
   bool AddStored(std::string_view stored);
   // True once a problem was found (the report is then final).
   bool failed() const;
+  // Fails the walk at `sequence` for a reason found outside the chain (e.g. an export line whose
+  // readable fields disagree with its stored bytes). Ignored once a problem was found.
+  void Reject(uint64_t sequence, std::string problem);
   VerifyReport Finish();
 
  private:
@@ -63,13 +76,13 @@ class ChainVerifier {
 // Checkpoints below the anchor are ignored. An unparsable public key gives !ok with no sequence.
 VerifyReport VerifyChain(std::span<const ChainedRecord> records,
                          std::span<const Checkpoint> checkpoints, const std::string& public_key_pem,
-                         const std::optional<Checkpoint>& anchor);
+                         const std::optional<Checkpoint>& anchor, const VerifyPolicy& policy = {});
 
 // As VerifyChain, over records in their stored form (EncodeStoredRecord). A record that does not
 // decode is reported at the sequence expected in its position.
 VerifyReport VerifyStoredChain(std::span<const std::string> stored_records,
                                std::span<const Checkpoint> checkpoints,
                                const std::string& public_key_pem,
-                               const std::optional<Checkpoint>& anchor);
+                               const std::optional<Checkpoint>& anchor, const VerifyPolicy& policy = {});
 
 }  // namespace airlock::audit
