@@ -366,7 +366,9 @@ grpc::Status AdminService::VerifyAudit(grpc::ServerContext* context, const airlo
   audit::AuditSnapshot snapshot(trail->db());
   absl::StatusOr<std::optional<audit::Checkpoint>> anchor = snapshot.Anchor();
   absl::StatusOr<audit::VerifyReport> report =
-      anchor.ok() ? audit::VerifySnapshot(snapshot, trail->public_key_pem(), [context] { return context->IsCancelled(); })
+      anchor.ok() ? audit::VerifySnapshot(
+                        snapshot, trail->public_key_pem(), [context] { return context->IsCancelled(); },
+                        trail->verify_policy())
                   : absl::StatusOr<audit::VerifyReport>(anchor.status());
   absl::Status status = report.status();
   if (status.ok()) {

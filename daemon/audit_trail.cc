@@ -9,8 +9,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "audit/audit_reader.h"
 #include "audit/checkpoint.h"
 #include "audit/privacy.h"
+#include "audit/witness.h"
 #include "auth/dev_pki.h"
 #include "daemon/log.h"
 #include "daemon/metrics.h"
@@ -50,6 +52,34 @@ std::string CanonicalSampling(const inference::SamplingParams& p) {
       p.presence_penalty, p.seed);
 }
 
+namespace {
+
+// The witness the store is checked against. A new store gets one for the empty chain at once, so
+// that a missing witness beside a store with records never happens by accident: it is refused.
+absl::StatusOr<std::optional<audit::Checkpoint>> ReadOrStartWitness(const std::string& path, const audit::StateDb& db,
+                                                                    const audit::CheckpointSigner& signer) {
+  absl::StatusOr<std::optional<audit::Checkpoint>> witness = audit::ReadWitness(path);
+  if (!witness.ok()) {
+    return absl::Status(witness.status().code(),
+                        absl::StrCat(witness.status().message(), " (audit.witness_file; refusing to start)"));
+  }
+  if (witness->has_value()) return witness;
+  AIRLOCK_ASSIGN_OR_RETURN(const audit::ChainHead head, audit::ReadChainHead(db));
+  if (head.sequence != 0) {
+    return absl::DataLossError(absl::StrCat(
+        "audit witness ", path, " is missing but the store holds ", head.sequence,
+        " records: the witness may have been deleted to hide a rewrite, so airlockd refuses to start. Restore it "
+        "(the newest \"audit checkpoint\" line of airlockd's log holds it, as does an export's last checkpoint line) "
+        "after checking the store with airlockctl audit verify --state-dir ... --anchor FILE"));
+  }
+  const audit::Checkpoint genesis = signer.Sign(0, audit::GenesisHash(), absl::ToUnixMicros(absl::Now()));
+  AIRLOCK_RETURN_IF_ERROR(audit::WriteWitness(path, genesis));
+  LogInfo("audit witness created", {{"file", path}});
+  return std::optional<audit::Checkpoint>(genesis);
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<AuditTrail>> AuditTrail::Open(const AuditOptions& options, audit::StateDb* db) {
   std::unique_ptr<AuditTrail> trail(new AuditTrail());
   trail->db_ = db;
@@ -86,7 +116,21 @@ absl::StatusOr<std::unique_ptr<AuditTrail>> AuditTrail::Open(const AuditOptions&
   audit::AuditLogOptions log_options;
   log_options.checkpoint_every_records = options.checkpoint_every;
   log_options.checkpoint_interval = options.checkpoint_interval;
+  AIRLOCK_ASSIGN_OR_RETURN(log_options.witness, ReadOrStartWitness(options.witness_file, *trail->db_, *signer));
+  log_options.checkpoint_written = [path = options.witness_file](const audit::Checkpoint& checkpoint) {
+    const std::string line = audit::CheckpointJsonLine(checkpoint);
+    // The log line is the witness a SIEM keeps; the file is the one the next start checks.
+    LogInfo("audit checkpoint", {{"sequence", checkpoint.sequence}, {"witness", line}});
+    if (absl::Status written = audit::WriteWitness(path, checkpoint); !written.ok()) {
+      LogError("audit witness not updated", {{"error", std::string(written.message())}});
+    }
+  };
+  trail->verify_policy_.max_unsigned_tail = options.checkpoint_every;
   AIRLOCK_ASSIGN_OR_RETURN(trail->log_, audit::AuditLog::Open(trail->db_, *std::move(signer), log_options));
+  {
+    AuditTrail* self = trail.get();
+    trail->verifier_ = std::thread([self] { self->VerifyWholeChain(); });
+  }
   trail->retention_ = options.retention;
   if (options.retention != absl::InfiniteDuration()) {
     const absl::Duration interval = std::clamp(options.retention / 4, absl::Seconds(1), absl::Hours(1));
@@ -101,7 +145,46 @@ AuditTrail::~AuditTrail() {
     absl::MutexLock lock(&prune_mu_);
     stopping_ = true;
   }
+  closing_.store(true);
   if (pruner_.joinable()) pruner_.join();
+  if (verifier_.joinable()) verifier_.join();
+}
+
+absl::Status AuditTrail::health() const {
+  {
+    absl::MutexLock lock(&integrity_mu_);
+    if (!integrity_.ok()) return integrity_;
+  }
+  return log_->health();
+}
+
+void AuditTrail::VerifyWholeChain() {
+  const absl::Time start = absl::Now();
+  audit::AuditSnapshot snapshot(*db_);
+  absl::StatusOr<audit::VerifyReport> report =
+      audit::VerifySnapshot(snapshot, public_key_pem_, [this] { return closing_.load(); }, verify_policy_);
+  if (report.status().code() == absl::StatusCode::kCancelled) return;
+  absl::Status failure;
+  if (!report.ok()) {
+    failure = absl::UnavailableError(
+        absl::StrCat("the audit log cannot be read to verify it, so requests are refused: ", report.status().message()));
+  } else if (!report->ok) {
+    failure = absl::UnavailableError(absl::StrCat(
+        "the audit log does not verify, so requests are refused: ", report->problem,
+        report->first_bad_sequence ? absl::StrCat(" (first bad sequence ", *report->first_bad_sequence, ")") : ""));
+  }
+  if (!failure.ok()) {
+    LogError("audit log failed its verification at start; refusing calls until restarted on a sound store",
+             {{"error", std::string(failure.message())}});
+    absl::MutexLock lock(&integrity_mu_);
+    integrity_ = failure;
+    return;
+  }
+  chain_verified_.store(true);
+  LogInfo("audit log verified", {{"records", report->records_checked},
+                                 {"checkpoints", report->checkpoints_checked},
+                                 {"head_sequence", report->head_sequence},
+                                 {"seconds", absl::ToDoubleSeconds(absl::Now() - start)}});
 }
 
 absl::StatusOr<audit::PruneResult> AuditTrail::PruneNow() {
@@ -141,6 +224,10 @@ void AuditTrail::PruneLoop(absl::Duration interval) {
 }
 
 absl::Status AuditTrail::Append(audit::Phase phase, const CallInfo& call, const Outcome& outcome) {
+  {
+    absl::MutexLock lock(&integrity_mu_);
+    if (!integrity_.ok()) return integrity_;
+  }
   audit::AuditRecord r;
   r.phase = phase;
   r.decision = outcome.decision;

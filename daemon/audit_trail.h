@@ -6,6 +6,7 @@
 // Thread-safety: every method may be called from any thread (AuditLog batches concurrent appends).
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -19,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "audit/audit_record.h"
 #include "audit/audit_store.h"
+#include "audit/chain_verifier.h"
 #include "audit/retention.h"
 #include "audit/state_db.h"
 #include "daemon/call_admission.h"
@@ -64,10 +66,16 @@ class AuditTrail {
   // `parameters` is the request as canonical JSON. UNAVAILABLE when it cannot be written.
   absl::Status Admin(const CallInfo& call, std::string parameters);
 
-  // OK, or why the log cannot write (health and refusals report it).
-  absl::Status health() const { return log_->health(); }
+  // OK, or why the log cannot be used: the chain failed its verification at start (calls are
+  // refused until a restart on a sound store), or the log cannot write (health checks, readiness
+  // and refusals report it).
+  absl::Status health() const ABSL_LOCKS_EXCLUDED(integrity_mu_);
+  // True once the whole-chain verification after the start has passed.
+  bool chain_verified() const { return chain_verified_.load(); }
   audit::ChainHead head() const { return log_->head(); }
   const std::string& public_key_pem() const { return public_key_pem_; }
+  // What verifying this log allows (its checkpoint_every).
+  const audit::VerifyPolicy& verify_policy() const { return verify_policy_; }
   // The store, for consistent reads (audit::AuditSnapshot) by the Admin service.
   const audit::StateDb& db() const { return *db_; }
 
@@ -80,7 +88,18 @@ class AuditTrail {
   std::string hmac_secret_;
   std::string seal_key_;  // empty: texts are not stored
   std::string public_key_pem_;
+  audit::VerifyPolicy verify_policy_;
   absl::Duration retention_ = absl::InfiniteDuration();
+
+  // The whole chain verified once after the start, in the background (CheckStoreAtOpen covers only
+  // the tail): damage below the newest checkpoint — an edited or corrupt table file — fails the
+  // log closed instead of being served until someone runs verify.
+  void VerifyWholeChain() ABSL_LOCKS_EXCLUDED(integrity_mu_);
+  mutable absl::Mutex integrity_mu_;
+  absl::Status integrity_ ABSL_GUARDED_BY(integrity_mu_);
+  std::atomic<bool> closing_{false};
+  std::atomic<bool> chain_verified_{false};
+  std::thread verifier_;
 
   // The pruning thread: waits for the interval or for stopping_.
   void PruneLoop(absl::Duration interval) ABSL_LOCKS_EXCLUDED(prune_mu_);

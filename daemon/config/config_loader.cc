@@ -28,6 +28,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "auth/access_policy.h"
 #include "auth/quota.h"
@@ -983,6 +984,13 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
   check.CheckRange("audit.checkpoint_every", audit.checkpoint_every(), 1, 1000000);
   check.CheckDuration("audit.checkpoint_interval", audit.checkpoint_interval(), absl::Seconds(1), absl::Hours(1));
   check.CheckDuration("audit.retention", audit.retention(), absl::Seconds(1), kForever);
+  if (parsed.Has("audit.witness_file")) {
+    absolute("audit.witness_file", audit.witness_file(), "file keeping the newest signed checkpoint");
+    const std::string& dir = audit.state_dir();
+    if (!dir.empty() && absl::StartsWith(audit.witness_file(), absl::StrCat(absl::StripSuffix(dir, "/"), "/"))) {
+      check.Error("audit.witness_file", "must be outside audit.state_dir: the witness guards the state directory");
+    }
+  }
   if (parsed.Has("audit.sealed_text_key_file")) {
     absolute("audit.sealed_text_key_file", audit.sealed_text_key_file(),
              "32-byte AES-256 key file (leave the key out to store no text)");

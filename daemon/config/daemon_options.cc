@@ -3,6 +3,9 @@
 
 #include <thread>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
 #include "inference/base/status.h"
 
 namespace airlock::daemon {
@@ -78,6 +81,9 @@ DaemonOptions ResolveOptions(const ParsedConfig& parsed) {
   a.checkpoint_interval = DurationOr(audit.checkpoint_interval(), a.checkpoint_interval);
   a.sealed_text_key_file = audit.sealed_text_key_file();
   a.retention = DurationOr(audit.retention(), a.retention);
+  a.witness_file = audit.witness_file().empty() && !a.state_dir.empty()
+                       ? absl::StrCat(absl::StripSuffix(a.state_dir, "/"), ".witness")
+                       : audit.witness_file();
 
   const auto& metrics = config.metrics();
   MetricsOptions& m = options.metrics;

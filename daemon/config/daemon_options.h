@@ -84,6 +84,9 @@ struct AuditOptions {
   std::string sealed_text_key_file;
   // Records older than this are pruned from the start of the chain. Default: infinite (keep all).
   absl::Duration retention = absl::InfiniteDuration();
+  // The newest signed checkpoint, kept outside the store (audit/witness.h). Default:
+  // "<state_dir>.witness".
+  std::string witness_file;
 };
 
 // The metrics endpoint (config MetricsConfig); `listen` empty: no endpoint.

@@ -461,6 +461,25 @@ TEST(ConfigRulesTest, AuditSectionIsRequiredWithAbsolutePaths) {
             "OK");
 }
 
+TEST(ConfigRulesTest, TheAuditWitnessLivesOutsideTheStateDirectory) {
+  const auto with = [](const std::string& witness) {
+    return Edit(kMinimalConfig, "hmac_secret_file: /etc/a.secret}",
+                "hmac_secret_file: /etc/a.secret, witness_file: " + witness + "}");
+  };
+  EXPECT_THAT(ErrorOf(with("/state/witness")),
+              HasSubstr("audit.witness_file: must be outside audit.state_dir"));
+  EXPECT_THAT(ErrorOf(with("witness")), HasSubstr("audit.witness_file: must be an absolute path"));
+  EXPECT_EQ(ErrorOf(with("/state.witness")), "OK");
+  EXPECT_EQ(ErrorOf(with("/var/witness/airlock")), "OK");
+  // The default: beside the state directory, not in it.
+  absl::StatusOr<ParsedConfig> parsed = ParseConfig(kMinimalConfig, "min.yaml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(ResolveOptions(*parsed).audit.witness_file, "/state.witness");
+  parsed = ParseConfig(with("/w/airlock.witness"), "w.yaml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(ResolveOptions(*parsed).audit.witness_file, "/w/airlock.witness");
+}
+
 TEST(ConfigRulesTest, QuotaRulesNameTheirPosition) {
   const auto with = [](std::string_view quota_yaml) {
     return std::string(kMinimalConfig) + std::string(quota_yaml);
