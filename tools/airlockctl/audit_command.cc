@@ -25,6 +25,7 @@
 #include "audit/audit_reader.h"
 #include "audit/chain_verifier.h"
 #include "audit/state_db.h"
+#include "audit/witness.h"
 #include "auth/dev_pki.h"
 #include "inference/base/status.h"
 #include "tools/airlockctl/client_connection.h"
@@ -34,6 +35,9 @@ namespace airlock::ctl {
 namespace {
 
 using Json = nlohmann::json;
+
+// `audit verify`: the chain does not verify (or the store is corrupt).
+constexpr int kExitTampered = 3;
 
 std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
 std::string Hex(std::string_view bytes) { return audit::HexLower(bytes); }
@@ -46,16 +50,27 @@ struct AuditHeader {
 using HeaderSink = std::function<void(const AuditHeader&)>;
 // A record in stored form; returns false to stop reading.
 using RecordSink = std::function<bool(std::string_view stored)>;
+// An export record line whose readable fields disagree with its stored bytes: its sequence (0 when
+// the bytes do not decode) and why. Called before that record's RecordSink.
+using MismatchSink = std::function<void(uint64_t sequence, std::string problem)>;
+
+Json RecordJson(const audit::ChainedRecord& c, std::string_view stored);
+
+// The export line a record's stored bytes make (what `audit export` writes for it).
+Json ExpectedRecordJson(std::string_view stored) {
+  absl::StatusOr<audit::ChainedRecord> record = audit::DecodeStoredRecord(stored);
+  if (!record.ok()) return {{"type", "record"}, {"undecodable", true}, {"stored", absl::Base64Escape(ToAbsl(stored))}};
+  return RecordJson(*record, stored);
+}
 
 // A stopped daemon's state directory, read through one snapshot.
 absl::Status ReadStateDir(const std::string& dir, const HeaderSink& on_header, const RecordSink& on_record) {
-  absl::StatusOr<std::unique_ptr<audit::StateDb>> db = audit::StateDb::Open(dir);
-  if (!db.ok()) {
-    return absl::Status(db.status().code(),
-                        absl::StrCat(db.status().message(),
-                                     " (a running airlockd holds its state directory: stop it first, or read it "
-                                     "online without --state-dir)"));
-  }
+  // Read-only: the evidence is not changed by looking at it (no lock file, no WAL replayed into
+  // new files), and a read-only copy can be verified.
+  audit::StateDbOptions options;
+  options.read_only = true;
+  absl::StatusOr<std::unique_ptr<audit::StateDb>> db = audit::StateDb::Open(dir, options);
+  if (!db.ok()) return db.status();
   audit::AuditSnapshot snapshot(**db);
   AuditHeader header;
   AIRLOCK_ASSIGN_OR_RETURN(header.anchor, snapshot.Anchor());
@@ -68,7 +83,8 @@ absl::Status ReadStateDir(const std::string& dir, const HeaderSink& on_header, c
 // An export file: one JSON object per line; "type" is "anchor" or "checkpoint" (with "encoded")
 // or "record" (with "stored"). Read twice: the anchor and checkpoints first, then the records in
 // file order, whatever order the lines are in.
-absl::Status ReadExportFile(const std::string& path, const HeaderSink& on_header, const RecordSink& on_record) {
+absl::Status ReadExportFile(const std::string& path, const HeaderSink& on_header, const RecordSink& on_record,
+                            const MismatchSink& on_mismatch) {
   AuditHeader header;
   for (int pass = 0; pass < 2; ++pass) {
     std::ifstream in(path);
@@ -95,6 +111,26 @@ absl::Status ReadExportFile(const std::string& path, const HeaderSink& on_header
         return absl::InvalidArgumentError(absl::StrCat(where(), "\"", field, "\" is not base64"));
       }
       if (type == "record") {
+        if (on_mismatch) {
+          // Readers of an export (people, SIEMs) read its plain fields: they must say what the
+          // verified stored bytes say, and nothing else.
+          const Json expected = ExpectedRecordJson(bytes);
+          if (j != expected) {
+            std::string field = "?";
+            for (const auto& [name, value] : j.items()) {
+              if (!expected.contains(name) || expected[name] != value) { field = name; break; }
+            }
+            if (field == "?") {
+              for (const auto& [name, value] : expected.items()) {
+                if (!j.contains(name)) { field = name; break; }
+              }
+            }
+            absl::StatusOr<audit::ChainedRecord> decoded = audit::DecodeStoredRecord(bytes);
+            on_mismatch(decoded.ok() ? decoded->sequence : 0,
+                        absl::StrCat(where(), "the record's field \"", field.substr(0, 64),
+                                     "\" does not match its stored bytes (the readable fields were edited)"));
+          }
+        }
         if (!on_record(bytes)) return absl::OkStatus();
         continue;
       }
@@ -177,21 +213,9 @@ Json RecordJson(const audit::ChainedRecord& c, std::string_view stored) {
 
 // One export line for a stored record (undecodable ones are kept as they are, so that
 // `verify --export` reports them at their position).
-std::string RecordLine(std::string_view stored) {
-  absl::StatusOr<audit::ChainedRecord> record = audit::DecodeStoredRecord(stored);
-  if (!record.ok()) return Dump({{"type", "record"}, {"undecodable", true}, {"stored", absl::Base64Escape(ToAbsl(stored))}});
-  return Dump(RecordJson(*record, stored));
-}
+std::string RecordLine(std::string_view stored) { return Dump(ExpectedRecordJson(stored)); }
 
-std::string CheckpointLine(const audit::Checkpoint& c, const char* type) {
-  return Dump({{"type", type},
-               {"sequence", c.sequence},
-               {"chain_hash", Hex(c.chain_hash)},
-               {"time", absl::FormatTime("%Y-%m-%d%ET%H:%M:%E6SZ", absl::FromUnixMicros(c.time_unix_micros),
-                                         absl::UTCTimeZone())},
-               {"key_id", c.key_id},
-               {"encoded", absl::Base64Escape(audit::EncodeCheckpoint(c))}});
-}
+std::string CheckpointLine(const audit::Checkpoint& c, const char* type) { return audit::CheckpointJsonLine(c, type); }
 
 // One human-readable line: sequence, time, phase, decision, identity, method, model, status.
 std::string RecordText(const audit::ChainedRecord& c) {
@@ -220,13 +244,15 @@ struct SourceFlags {
 };
 
 // Reads the chosen source. Returns the exit code for a failure (0 when all went well).
-int ReadSource(const char* command, const SourceFlags& f, const HeaderSink& on_header, const RecordSink& on_record) {
+int ReadSource(const char* command, const SourceFlags& f, const HeaderSink& on_header, const RecordSink& on_record,
+               const MismatchSink& on_mismatch = nullptr) {
   if (!f.state_dir.empty() || !f.export_file.empty()) {
-    absl::Status status = !f.export_file.empty() ? ReadExportFile(f.export_file, on_header, on_record)
+    absl::Status status = !f.export_file.empty() ? ReadExportFile(f.export_file, on_header, on_record, on_mismatch)
                                                  : ReadStateDir(f.state_dir, on_header, on_record);
     if (!status.ok()) {
       std::cerr << "airlockctl audit " << command << ": " << status.message() << "\n";
-      return kExitLocalError;
+      // A corrupt store is evidence of damage (exit 3, as tampering), not an unreadable input.
+      return status.code() == absl::StatusCode::kDataLoss ? kExitTampered : kExitLocalError;
     }
     return kExitOk;
   }
@@ -295,10 +321,31 @@ int VerifyOnDaemon(const ConnectionFlags& conn, bool json) {
   report.signed_through = r.signed_through();
   report.unsigned_tail = r.unsigned_tail();
   PrintReport(report, r.anchor_sequence(), json);
-  return report.ok ? kExitOk : 3;
+  return report.ok ? kExitOk : kExitTampered;
 }
 
-int Verify(const SourceFlags& f, const std::string& public_key_file, bool json) {
+// Checkpoints an auditor kept outside the store (--anchor): a witness file, the daemon's "audit
+// checkpoint" log lines' witness JSON, or an export's checkpoint lines. Each must verify with the key.
+absl::StatusOr<std::vector<audit::Checkpoint>> ReadAnchors(const std::vector<std::string>& files,
+                                                           const std::string& public_key_pem) {
+  AIRLOCK_ASSIGN_OR_RETURN(audit::CheckpointVerifier verifier, audit::CheckpointVerifier::FromPublicKeyPem(public_key_pem));
+  std::vector<audit::Checkpoint> out;
+  for (const std::string& file : files) {
+    AIRLOCK_ASSIGN_OR_RETURN(std::string text, auth::ReadTextFile(file));
+    AIRLOCK_ASSIGN_OR_RETURN(std::vector<audit::Checkpoint> checkpoints, audit::ParseCheckpointLines(text, file));
+    if (checkpoints.empty()) return absl::InvalidArgumentError(absl::StrCat("--anchor ", file, ": holds no checkpoint line"));
+    for (audit::Checkpoint& checkpoint : checkpoints) {
+      if (absl::Status status = verifier.Verify(checkpoint); !status.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("--anchor ", file, ": ", status.message()));
+      }
+      out.push_back(std::move(checkpoint));
+    }
+  }
+  return out;
+}
+
+int Verify(const SourceFlags& f, const std::string& public_key_file, const std::vector<std::string>& anchor_files,
+           uint64_t max_unsigned_tail, bool json) {
   const bool offline = !f.state_dir.empty() || !f.export_file.empty();
   if (public_key_file.empty()) {
     if (offline) {
@@ -312,15 +359,34 @@ int Verify(const SourceFlags& f, const std::string& public_key_file, bool json) 
     std::cerr << "airlockctl audit verify: " << key.status().message() << "\n";
     return kExitLocalError;
   }
+  absl::StatusOr<std::vector<audit::Checkpoint>> anchors = ReadAnchors(anchor_files, *key);
+  if (!anchors.ok()) {
+    std::cerr << "airlockctl audit verify: " << anchors.status().message() << "\n";
+    return kExitLocalError;
+  }
+  audit::VerifyPolicy policy;
+  policy.max_unsigned_tail = max_unsigned_tail;
   std::optional<audit::ChainVerifier> verifier;
   uint64_t anchor_sequence = 0;
   const int code = ReadSource(
       "verify", f,
       [&](const AuditHeader& header) {
-        verifier.emplace(*key, header.checkpoints, header.anchor);
+        // An external anchor is one more checkpoint the chain must hold: a chain that ends below
+        // it was truncated, one whose record there has another hash was rewritten.
+        std::vector<audit::Checkpoint> checkpoints = header.checkpoints;
+        checkpoints.insert(checkpoints.end(), anchors->begin(), anchors->end());
+        verifier.emplace(*key, checkpoints, header.anchor, policy);
         anchor_sequence = header.anchor ? header.anchor->sequence : 0;
       },
-      [&](std::string_view stored) { return verifier->AddStored(stored); });
+      [&](std::string_view stored) { return verifier->AddStored(stored); },
+      [&](uint64_t sequence, std::string problem) {
+        if (verifier.has_value()) verifier->Reject(sequence, std::move(problem));
+      });
+  if (code == kExitTampered && json) {
+    audit::VerifyReport corrupt;
+    corrupt.problem = "the state store is corrupt (see the error above)";
+    PrintReport(corrupt, 0, json);
+  }
   if (code != kExitOk) return code;
   if (!verifier.has_value()) {
     std::cerr << "airlockctl audit verify: the source ended before its header\n";
@@ -328,7 +394,7 @@ int Verify(const SourceFlags& f, const std::string& public_key_file, bool json) 
   }
   const audit::VerifyReport report = verifier->Finish();
   PrintReport(report, anchor_sequence, json);
-  return report.ok ? kExitOk : 3;
+  return report.ok ? kExitOk : kExitTampered;
 }
 
 int Export(const SourceFlags& f, const std::string& out_file) {
@@ -546,9 +612,25 @@ void AddAuditCommands(CLI::App& app) {
         "Check the whole chain and every checkpoint signature; report the first bad sequence. With "
         "--public-key, here (online: over an export stream); without, by the daemon itself");
     add_source(verify, *f);
+    auto anchors = std::make_shared<std::vector<std::string>>();
+    auto max_tail = std::make_shared<uint64_t>(audit::VerifyPolicy().max_unsigned_tail);
     verify->add_option("--public-key", *public_key, "The checkpoint public key (<signing_key_file>.pub)");
+    verify->add_option("--anchor", *anchors,
+                       "A checkpoint kept outside the store (the audit witness file, an \"audit checkpoint\" "
+                       "log line's witness JSON, export checkpoint lines): the chain must reach it and hold it")
+        ->check(CLI::ExistingFile);
+    verify->add_option("--max-unsigned-tail", *max_tail,
+                       "Most records allowed after the last checkpoint: the daemon's audit.checkpoint_every")
+        ->check(CLI::Range(uint64_t{1}, uint64_t{1000000}));
     verify->add_flag("--json", *json, "One JSON object");
-    verify->callback([=] { SetExitCode(Verify(*f, *public_key, *json)); });
+    verify->callback([=] {
+      if (!anchors->empty() && public_key->empty()) {
+        std::cerr << "airlockctl audit verify: --anchor needs --public-key\n";
+        SetExitCode(kExitLocalError);
+        return;
+      }
+      SetExitCode(Verify(*f, *public_key, *anchors, *max_tail, *json));
+    });
   }
   {
     auto f = std::make_shared<SourceFlags>();
