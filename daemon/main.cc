@@ -13,6 +13,7 @@
 #include "daemon/log.h"
 #include "daemon/sandbox.h"
 #include "daemon/server.h"
+#include "inference/gguf/gguf_file.h"
 
 namespace {
 
@@ -85,6 +86,17 @@ int main(int argc, char** argv) {
     if (!options.ok()) {
       std::cerr << "airlockd: " << options.status().message() << "\n";
       return 2;
+    }
+    // Each model's GGUF header and tensor table (mapped, not loaded): a file that is not a model
+    // must not pass a check that a start would fail.
+    for (size_t i = 0; i < options->models.size(); ++i) {
+      const ModelOptions& model = options->models[i];
+      if (absl::StatusOr<std::unique_ptr<airlock::inference::GgufFile>> gguf =
+              airlock::inference::GgufFile::Open(model.path);
+          !gguf.ok()) {
+        std::cerr << "airlockd: models[" << i << "].path " << model.path << ": " << gguf.status().message() << "\n";
+        return 2;
+      }
     }
     std::cout << check_path << ": OK (" << options->models.size() << " models, " << options->config.users_size()
               << " users, " << options->config.roles_size() << " roles)\n";

@@ -493,5 +493,26 @@ TEST_F(AirlockdStartTest, CheckConfigValidatesAndExits) {
   EXPECT_THAT(bad.err, ::testing::ContainsRegex("check\\.yaml:[0-9]+:[0-9]+"));
 }
 
+TEST_F(AirlockdStartTest, CheckConfigRefusesAModelFileThatIsNotGguf) {
+  const std::string junk = dir_ + "/junk.gguf";
+  {
+    std::ofstream out(junk, std::ios::binary);
+    for (int i = 0; i < 4096; ++i) out.put(static_cast<char>((i * 7919 + 13) & 0xff));
+  }
+  const std::string path = dir_ + "/check.yaml";
+  {
+    std::ofstream out(path);
+    out << BaseConfig(dir_, pki_,
+                      absl::StrCat("  - name: stories\n    path: \"", junk, "\"\n    threads: 1\n",
+                                   "  - name: stories-chat\n    path: \"", SharedPath(kStoriesModel),
+                                   "\"\n    threads: 1\n"),
+                      kAccess);
+  }
+  CommandResult bad = RunCommand({AIRLOCKD_PATH, "--check-config", path});
+  EXPECT_EQ(bad.exit_code, 2) << bad.out;
+  EXPECT_THAT(bad.err, HasSubstr("models[0].path"));
+  EXPECT_THAT(bad.err, HasSubstr(junk));
+}
+
 }  // namespace
 }  // namespace airlock::testing
