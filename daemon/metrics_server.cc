@@ -154,7 +154,8 @@ void MetricsServer::HandshakeClock(const SSL* ssl, int where, int ret) {
     return;
   }
   // SSL_accept is returning to wait for the client's next bytes (the finished case has ret 1).
-  if ((where & SSL_CB_ACCEPT_EXIT) == 0 || ret > 0 || SSL_is_init_finished(ssl)) return;
+  const bool accept_exit = (where & SSL_ST_ACCEPT) != 0 && (where & SSL_CB_EXIT) != 0;  // not ACCEPT_LOOP
+  if (!accept_exit || ret > 0 || SSL_is_init_finished(ssl)) return;
   const auto* start = static_cast<const absl::Time*>(SSL_get_ex_data(ssl, HandshakeStartIndex()));
   const auto* self = static_cast<const MetricsServer*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ServerIndex()));
   if (start == nullptr || self == nullptr || absl::Now() - *start < self->policy_.handshake_timeout) return;
