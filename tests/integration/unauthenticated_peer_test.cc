@@ -4,6 +4,7 @@
 // offer the metrics port TLS settings the gRPC port refuses.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <signal.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <fstream>
 #include <string>
@@ -121,6 +123,49 @@ std::string TlsHandshake(int port, const LabPki& pki, const std::string& stem, i
   }
   ::close(fd);
   return outcome;
+}
+
+// Completes a TLS handshake as `stem` (ALPN h2, as gRPC clients do), then sends nothing, not even
+// the HTTP/2 preface: whether the server closed the connection within `within`.
+bool SilentAfterHandshakeIsClosedWithin(int port, const LabPki& pki, const std::string& stem, absl::Duration within) {
+  std::unique_ptr<SSL_CTX, void (*)(SSL_CTX*)> ctx(SSL_CTX_new(TLS_client_method()), &SSL_CTX_free);
+  static constexpr unsigned char kH2[] = {2, 'h', '2'};
+  if (ctx == nullptr || SSL_CTX_set_alpn_protos(ctx.get(), kH2, sizeof(kH2)) != 0 ||
+      SSL_CTX_use_certificate_chain_file(ctx.get(), pki.cert(stem).c_str()) != 1 ||
+      SSL_CTX_use_PrivateKey_file(ctx.get(), pki.key(stem).c_str(), SSL_FILETYPE_PEM) != 1) {
+    ADD_FAILURE() << "client TLS context";
+    return false;
+  }
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (fd < 0 || ::connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
+    if (fd >= 0) ::close(fd);
+    ADD_FAILURE() << "connect";
+    return false;
+  }
+  timeval timeout{1, 0};  // each read returns within a second, so the deadline below is kept
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  std::unique_ptr<SSL, void (*)(SSL*)> ssl(SSL_new(ctx.get()), &SSL_free);
+  SSL_set_fd(ssl.get(), fd);
+  bool closed = false;
+  if (SSL_connect(ssl.get()) != 1) {
+    ADD_FAILURE() << "the handshake itself failed";
+  } else {
+    const absl::Time deadline = absl::Now() + within;
+    while (!closed && absl::Now() < deadline) {
+      char buffer[512];
+      if (SSL_read(ssl.get(), buffer, sizeof(buffer)) > 0) continue;  // the server's SETTINGS
+      const int error = SSL_get_error(ssl.get(), -1);
+      closed = error == SSL_ERROR_ZERO_RETURN ||
+               (error == SSL_ERROR_SYSCALL && errno != EAGAIN && errno != EWOULDBLOCK) || error == SSL_ERROR_SSL;
+      ERR_clear_error();
+    }
+  }
+  ::close(fd);
+  return closed;
 }
 
 // CBC suites only (TLS 1.2): what an old or downgraded client offers.
@@ -282,6 +327,8 @@ TEST_F(UnauthenticatedPeerTest, IdleConnectionsAreClosedByTheHandshakeTimeout) {
   ASSERT_TRUE(half_hello.connected() && half_hello.Send(std::string_view(kHalfClientHello, sizeof(kHalfClientHello) - 1)));
   EXPECT_TRUE(silent.ClosedByServerWithin(absl::Seconds(8)));
   EXPECT_TRUE(half_hello.ClosedByServerWithin(absl::Seconds(8)));
+  // The timeout covers the HTTP/2 preface too (gRPC waits for the client's SETTINGS until it).
+  EXPECT_TRUE(SilentAfterHandshakeIsClosedWithin(daemon_->port(), pki_, "alice", absl::Seconds(8)));
 
   // Metrics port: a ClientHello trickled one byte at a time, each well inside the per-read wait,
   // is cut once the whole handshake has taken longer than the timeout.
