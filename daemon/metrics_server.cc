@@ -3,10 +3,10 @@
 #include "daemon/metrics_server.h"
 
 #include <openssl/pem.h>
-#include <sys/socket.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <chrono>
@@ -276,7 +276,8 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const Metric
   server.new_task_queue = [] { return new httplib::ThreadPool(kWorkerThreads); };
   // Each wait for a client's bytes (the TLS handshake's, a request's) ends after the handshake
   // timeout, whole seconds, at least one; HandshakeClock bounds a handshake's total.
-  const time_t wait_seconds = std::max<time_t>(1, absl::ToInt64Seconds(absl::Ceil(policy.handshake_timeout, absl::Seconds(1))));
+  const time_t wait_seconds =
+      std::max<time_t>(1, absl::ToInt64Seconds(absl::Ceil(policy.handshake_timeout, absl::Seconds(1))));
   server.set_read_timeout(wait_seconds);
   server.set_write_timeout(kWriteTimeoutSeconds);
   server.set_keep_alive_timeout(kKeepAliveSeconds);
