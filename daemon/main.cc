@@ -1,8 +1,13 @@
 // airlockd: the Airlock daemon. Reads its configuration, loads its models, serves the mTLS gRPC API
-// and locks itself out of the network; SIGHUP reloads, SIGTERM/SIGINT drain and exit 0.
+// and locks itself out of the network; SIGHUP reloads, SIGTERM/SIGINT drain and exit 0. A gRPC
+// listener that stops accepting (grpc_log.h) drains and exits kExitListenerFailed.
 #include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <string>
 
@@ -10,6 +15,7 @@
 
 #include "daemon/config/config_loader.h"
 #include "daemon/config/daemon_options.h"
+#include "daemon/grpc_log.h"
 #include "daemon/log.h"
 #include "daemon/sandbox.h"
 #include "daemon/server.h"
@@ -20,6 +26,9 @@ namespace {
 using namespace airlock::daemon;
 
 constexpr char kVersion[] = AIRLOCK_VERSION;
+// The exit status when the gRPC listener died (EX_TEMPFAIL: a restart fixes it). The systemd unit
+// restarts on it (Restart=on-failure); docs/operations.md has the runbook.
+constexpr int kExitListenerFailed = 75;
 
 // Loads, validates and resolves the configuration; errors name the file position.
 absl::StatusOr<DaemonOptions> ReadConfig(const std::string& path) {
@@ -42,6 +51,28 @@ sigset_t BlockLifecycleSignals() {
   return set;
 }
 
+// Each connection, accepted or half-open in a handshake, holds a descriptor: the soft limit
+// (1024 by default) is what an unauthenticated peer must exhaust to kill gRPC's listener. The hard
+// limit is the administrator's (systemd: LimitNOFILE=, which sets both); a failure is logged and
+// the start goes on with the soft limit.
+void RaiseDescriptorLimit() {
+  struct rlimit limit {};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+    LogWarning("getrlimit(RLIMIT_NOFILE) failed", {{"error", strerror(errno)}});
+    return;
+  }
+  const rlim_t soft = limit.rlim_cur;
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+      LogWarning("could not raise the open-file limit to its hard limit",
+                 {{"error", strerror(errno)}, {"soft", soft}, {"hard", limit.rlim_max}});
+      limit.rlim_cur = soft;
+    }
+  }
+  LogInfo("open-file limit", {{"soft", limit.rlim_cur}, {"hard", limit.rlim_max}, {"soft_at_start", soft}});
+}
+
 // SIGHUP: reload (errors keep the running configuration). SIGTERM/SIGINT: return to drain.
 void WaitForSignals(const sigset_t& set, Daemon& daemon) {
   for (;;) {
@@ -52,7 +83,12 @@ void WaitForSignals(const sigset_t& set, Daemon& daemon) {
       (void)daemon.Reload();  // logged either way
       continue;
     }
-    LogInfo("shutdown requested", {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});
+    if (std::string failure = GrpcListenerFailure(); !failure.empty()) {
+      LogError("the gRPC listener stopped accepting connections; draining, then exiting for a restart",
+               {{"grpc_error", failure}, {"exit_status", kExitListenerFailed}});
+    } else {
+      LogInfo("shutdown requested", {{"signal", signal_number == SIGTERM ? "SIGTERM" : "SIGINT"}});
+    }
     return;
   }
 }
@@ -79,6 +115,8 @@ int main(int argc, char** argv) {
               : log_level == "warning" ? LogLevel::kWarning
               : log_level == "error" ? LogLevel::kError
                                      : LogLevel::kInfo);
+  // Before any gRPC object: its lines in our log format, and its errors always (grpc_log.h).
+  ForwardGrpcLogs(log_level == "debug" ? LogLevel::kDebug : LogLevel::kInfo);
 
   // --check-config: the same checks as a start, without loading models or listening.
   if (!check_path.empty()) {
@@ -109,6 +147,8 @@ int main(int argc, char** argv) {
 
   // Before any thread exists, so that every thread inherits the blocked mask.
   const sigset_t signals = BlockLifecycleSignals();
+  // A dead gRPC listener wakes WaitForSignals like SIGTERM (the hook may not call into gRPC).
+  OnGrpcListenerFailure([](std::string_view) { kill(getpid(), SIGTERM); });
 
   // Configuration: an unsafe or invalid file refuses the start, naming the line.
   absl::StatusOr<DaemonOptions> options = ReadConfig(config_path);
@@ -116,6 +156,9 @@ int main(int argc, char** argv) {
     LogError("invalid configuration; not starting", {{"error", std::string(options.status().message())}});
     return 2;
   }
+
+  // Before anything opens a descriptor in numbers: connections are what exhaust them.
+  RaiseDescriptorLimit();
 
   // TLS files, CRLs, models, listener.
   absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(config_path, *options);
@@ -139,7 +182,8 @@ int main(int argc, char** argv) {
   // Serve until SIGTERM/SIGINT; SIGHUP reloads.
   WaitForSignals(signals, **daemon);
 
-  // Drain in-flight work, then exit 0.
+  // Drain in-flight work, then exit 0, or kExitListenerFailed for the service manager to restart us.
+  const bool listener_failed = !GrpcListenerFailure().empty();
   (*daemon)->Drain();
-  return 0;
+  return listener_failed ? kExitListenerFailed : 0;
 }

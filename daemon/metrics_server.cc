@@ -6,7 +6,9 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
+#include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <utility>
@@ -38,7 +40,19 @@ struct MetricsServer::Credentials {
 
 namespace {
 
-constexpr int kWorkerThreads = 2;
+// Workers: each connection holds one from accept to close (cpp-httplib). Scrapers need a few; the
+// rest absorb idle and slow unauthenticated connections, each for at most about twice the
+// handshake timeout, so that a scrape still finds a free worker.
+constexpr int kWorkerThreads = 32;
+// After a handshake, only verified scrapers remain: a response write and an idle keep-alive may
+// take this long.
+constexpr time_t kWriteTimeoutSeconds = 5;
+constexpr time_t kKeepAliveSeconds = 5;
+// TLS 1.2 suites: those gRPC 1.51's credentials offer on the gRPC port (its GRPC_SSL_CIPHER_SUITES
+// default), ECDHE and AES-GCM only. TLS 1.3's suites are all AEAD; OpenSSL's defaults stand.
+constexpr char kTls12Ciphers[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-RSA-AES256-GCM-SHA384";
 
 struct Files {
   std::string cert_pem;
@@ -120,7 +134,35 @@ int ServerIndex() {
   return index;
 }
 
+// The SSL slot holding when the connection's handshake started (a heap absl::Time, freed with the SSL).
+int HandshakeStartIndex() {
+  static const int index = SSL_get_ex_new_index(
+      0, nullptr, nullptr, nullptr,
+      [](void*, void* start, CRYPTO_EX_DATA*, int, long, void*) { delete static_cast<absl::Time*>(start); });
+  return index;
+}
+
 }  // namespace
+
+void MetricsServer::HandshakeClock(const SSL* ssl, int where, int ret) {
+  auto* mutable_ssl = const_cast<SSL*>(ssl);  // OpenSSL's callback type is const; ex_data needs SSL*
+  if ((where & SSL_CB_HANDSHAKE_START) != 0) {
+    if (SSL_get_ex_data(ssl, HandshakeStartIndex()) == nullptr) {
+      auto* start = new absl::Time(absl::Now());
+      if (SSL_set_ex_data(mutable_ssl, HandshakeStartIndex(), start) != 1) delete start;
+    }
+    return;
+  }
+  // SSL_accept is returning to wait for the client's next bytes (the finished case has ret 1).
+  const bool accept_exit = (where & SSL_ST_ACCEPT) != 0 && (where & SSL_CB_EXIT) != 0;  // not ACCEPT_LOOP
+  if (!accept_exit || ret > 0 || SSL_is_init_finished(ssl)) return;
+  const auto* start = static_cast<const absl::Time*>(SSL_get_ex_data(ssl, HandshakeStartIndex()));
+  const auto* self = static_cast<const MetricsServer*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ServerIndex()));
+  if (start == nullptr || self == nullptr || absl::Now() - *start < self->policy_.handshake_timeout) return;
+  // The next wait sees end-of-file at once and the handshake fails; cpp-httplib closes the socket
+  // and frees the worker. A trickling client cannot reset this clock as it resets each read's.
+  if (const int fd = SSL_get_fd(ssl); fd >= 0) ::shutdown(fd, SHUT_RDWR);
+}
 
 int MetricsServer::VerifyClient(int preverify_ok, X509_STORE_CTX* store) {
   // Chain problems are OpenSSL's to refuse; the leaf then gets the daemon's own check.
@@ -187,10 +229,11 @@ absl::Status MetricsServer::ReloadCertificates() {
 }
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const MetricsOptions& options,
-                                                                    absl::Duration watch_interval,
-                                                                    ClientCheck check_client, Handlers handlers) {
+                                                                    const Policy& policy, ClientCheck check_client,
+                                                                    Handlers handlers) {
   std::unique_ptr<MetricsServer> s(new MetricsServer());
   s->options_ = options;
+  s->policy_ = policy;
   s->handlers_ = std::move(handlers);
   s->check_client_ = std::move(check_client);
   if (options.plaintext) {
@@ -210,14 +253,20 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const Metric
       s->credentials_ = std::move(credentials);
     }
     SSL_CTX* ctx = tls->ssl_context();
-    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    // The gRPC port's policy (see kTls12Ciphers); anything looser here would be the weak door.
+    if (SSL_CTX_set_min_proto_version(ctx, policy.min_tls13 ? TLS1_3_VERSION : TLS1_2_VERSION) != 1 ||
+        SSL_CTX_set_cipher_list(ctx, kTls12Ciphers) != 1) {
+      return ossl::OpenSslError("metrics: TLS version and cipher suites");
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_info_callback(ctx, &MetricsServer::HandshakeClock);
     SSL_CTX_set_ex_data(ctx, ServerIndex(), s.get());
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, &MetricsServer::VerifyClient);
     // Certificate, key, chain and client CAs come from the current credentials at each handshake.
     SSL_CTX_set_cert_cb(ctx, &MetricsServer::UseCurrentCredentials, s.get());
     s->server_ = std::move(tls);
     MetricsServer* self = s.get();
-    s->watcher_ = std::thread([self, watch_interval] {
+    s->watcher_ = std::thread([self, watch_interval = policy.watch_interval] {
       while (!self->stop_watching_.WaitForNotificationWithTimeout(watch_interval)) {
         self->ReloadCertificates().IgnoreError();  // logged there
       }
@@ -225,6 +274,13 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const Metric
   }
   httplib::Server& server = *s->server_;
   server.new_task_queue = [] { return new httplib::ThreadPool(kWorkerThreads); };
+  // Each wait for a client's bytes (the TLS handshake's, a request's) ends after the handshake
+  // timeout, whole seconds, at least one; HandshakeClock bounds a handshake's total.
+  const time_t wait_seconds =
+      std::max<time_t>(1, absl::ToInt64Seconds(absl::Ceil(policy.handshake_timeout, absl::Seconds(1))));
+  server.set_read_timeout(wait_seconds);
+  server.set_write_timeout(kWriteTimeoutSeconds);
+  server.set_keep_alive_timeout(kKeepAliveSeconds);
   MetricsServer* self = s.get();
   server.Get("/metrics", [self](const httplib::Request&, httplib::Response& response) {
     response.set_content(self->handlers_.metrics(), "text/plain; version=0.0.4; charset=utf-8");

@@ -9,7 +9,15 @@
 // `watch_interval` (and on ReloadCertificates()); a changed, valid set applies to the next
 // handshakes, an invalid one is logged and the current set stays.
 //
-// Thread-safety: the handlers run on the listener's two worker threads; ReloadCertificates and
+// Unauthenticated peers: cpp-httplib gives each connection a worker thread from accept to close,
+// so an idle or slow connection holds one. The pool is sized well above what scrapers need, each
+// wait for a client's bytes is bounded by server.handshake_timeout, and a TLS handshake that has
+// not finished when that much time has passed is cut at its next read (HandshakeClock): one
+// connection holds a worker for at most about twice the handshake timeout before it has a
+// verified client certificate. The TLS policy is the gRPC port's: tls.min_version, TLS 1.2 only
+// with ECDHE and AEAD suites, no compression, no renegotiation.
+//
+// Thread-safety: the handlers run on the listener's worker threads; ReloadCertificates and
 // certificate_not_after may be called from any thread.
 #pragma once
 
@@ -46,12 +54,18 @@ class MetricsServer {
   // against the client CAs): OK, or why not (the handshake is then refused).
   using ClientCheck = std::function<absl::Status(const std::string& leaf_pem)>;
 
+  // What the listener takes from the daemon's other settings.
+  struct Policy {
+    absl::Duration watch_interval = absl::Seconds(10);     // tls.watch_interval
+    bool min_tls13 = false;                                // tls.min_version is TLS_1_3
+    absl::Duration handshake_timeout = absl::Seconds(5);  // server.handshake_timeout
+  };
+
   // Binds options.listen now (before the network sandbox closes socket creation) and serves on
   // threads of its own. With HTTPS, each scraper's certificate goes through `check_client`, and
-  // the TLS files are re-read every `watch_interval`. Errors name the metrics.* key at fault.
-  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const MetricsOptions& options,
-                                                              absl::Duration watch_interval, ClientCheck check_client,
-                                                              Handlers handlers);
+  // the TLS files are re-read every `policy.watch_interval`. Errors name the metrics.* key at fault.
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const MetricsOptions& options, const Policy& policy,
+                                                              ClientCheck check_client, Handlers handlers);
   // Stops listening and waits for the listener's threads.
   ~MetricsServer();
 
@@ -72,9 +86,13 @@ class MetricsServer {
   static int VerifyClient(int preverify_ok, X509_STORE_CTX* store);
   // OpenSSL's certificate callback, at each handshake: the current credentials for this connection.
   static int UseCurrentCredentials(SSL* ssl, void* arg);
+  // OpenSSL's info callback: notes when a handshake starts and, each time the handshake stops to
+  // wait for the client, cuts the connection (shutdown) once handshake_timeout has passed.
+  static void HandshakeClock(const SSL* ssl, int where, int ret);
   std::shared_ptr<const Credentials> credentials() const;
 
   MetricsOptions options_;
+  Policy policy_;
   mutable absl::Mutex mu_;
   std::shared_ptr<const Credentials> credentials_ ABSL_GUARDED_BY(mu_);  // null for plain HTTP
   std::string last_refusal_ ABSL_GUARDED_BY(mu_);                         // the last reload error logged

@@ -9,6 +9,7 @@
 #include "auth/identity.h"
 #include "auth/openssl_util.h"
 #include "auth/tls_credentials.h"
+#include "daemon/grpc_log.h"
 #include "daemon/log.h"
 #include "grpcpp/server_builder.h"
 #include "inference/base/status.h"
@@ -33,6 +34,7 @@ std::vector<std::string> RestartOnlyChanges(const DaemonOptions& a, const Daemon
   std::vector<std::string> changed;
   if (a.listen != b.listen) changed.push_back("server.listen");
   if (a.sandbox != b.sandbox) changed.push_back("server.sandbox");
+  if (a.handshake_timeout != b.handshake_timeout) changed.push_back("server.handshake_timeout");
   if (a.port_file != b.port_file) changed.push_back("server.port_file");
   if (a.metrics != b.metrics) changed.push_back("metrics");
   if (a.require_signed_models != b.require_signed_models || a.trusted_publisher_keys != b.trusted_publisher_keys) {
@@ -128,7 +130,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
     Daemon* self = d.get();
     AIRLOCK_ASSIGN_OR_RETURN(
         d->metrics_server_,
-        MetricsServer::Start(options.metrics, options.tls.watch_interval,
+        MetricsServer::Start(options.metrics,
+                             {options.tls.watch_interval, options.tls.min_tls13, options.handshake_timeout},
                              [self](const std::string& pem) { return self->CheckScraper(pem); },
                              {[self] { return self->metrics_->Scrape(self->ScrapeNow()); },
                               [self] { return self->Ready(); }}));
@@ -193,6 +196,10 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60 * 1000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20 * 1000);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, 30 * 60 * 1000);
+  // A connection that has not completed TLS and the HTTP/2 preface by then is closed (gRPC's
+  // default is 120 s): idle unauthenticated peers cannot pile up descriptors (grpc_log.h).
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                             static_cast<int>(absl::ToInt64Milliseconds(options.handshake_timeout)));
   d->server_ = builder.BuildAndStart();
   if (d->server_ == nullptr || d->port_ == 0) {
     d->models_->Shutdown();
@@ -300,6 +307,12 @@ std::vector<prometheus::MetricFamily> Daemon::ScrapeNow() const {
     for (prometheus::MetricFamily* f : {&running, &waiting, &full, &batch, &kv}) add(std::move(*f));
   }
 
+  prometheus::MetricFamily listener_up = Metrics::Family(
+      "airlock_grpc_listener_up",
+      "1 while the gRPC listener accepts connections, 0 once gRPC gave it up (the daemon then drains and exits 75)");
+  Metrics::AddValue(listener_up, {}, GrpcListenerFailure().empty() ? 1 : 0);
+  add(std::move(listener_up));
+
   prometheus::MetricFamily audit_up =
       Metrics::Family("airlock_audit_up", "1 while the audit log can write, 0 while calls are refused for it");
   Metrics::AddValue(audit_up, {}, audit_->health().ok() ? 1 : 0);
@@ -370,6 +383,11 @@ absl::Status Daemon::CheckScraper(const std::string& leaf_pem) const {
 }
 
 absl::Status Daemon::Ready() const {
+  // First: it holds from the moment gRPC gave up, before the drain begins.
+  if (std::string failure = GrpcListenerFailure(); !failure.empty()) {
+    return absl::UnavailableError(absl::StrCat("the gRPC listener stopped accepting connections (", failure,
+                                               "); draining, then exiting for a restart"));
+  }
   if (draining_.load()) return absl::UnavailableError("draining (shutting down)");
   if (!models_loaded_.load(std::memory_order_acquire)) {
     absl::MutexLock lock(&load_mu_);

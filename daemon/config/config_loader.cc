@@ -896,6 +896,9 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
                 "over mutual TLS (configure tls: and remove this key)");
   }
   check.CheckDuration("server.drain_timeout", server.drain_timeout(), kTick, kForever);
+  // Under a second refuses slow but honest clients on a busy link; over a minute lets idle
+  // unauthenticated connections pile up (descriptors, metrics workers).
+  check.CheckDuration("server.handshake_timeout", server.handshake_timeout(), absl::Seconds(1), absl::Seconds(60));
 
   // metrics
   const auto& metrics = config.metrics();

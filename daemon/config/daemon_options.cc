@@ -34,6 +34,7 @@ DaemonOptions ResolveOptions(const ParsedConfig& parsed) {
   const auto& server = config.server();
   if (!server.listen().empty()) options.listen = server.listen();
   options.drain_timeout = DurationOr(server.drain_timeout(), options.drain_timeout);
+  options.handshake_timeout = DurationOr(server.handshake_timeout(), options.handshake_timeout);
   if (server.has_sandbox()) options.sandbox = server.sandbox();
   options.port_file = server.port_file();
 

@@ -107,6 +107,9 @@ struct DaemonOptions {
   std::string listen = "127.0.0.1:7443";
   // On SIGTERM, in-flight requests may finish for this long, then are cancelled. Default: 30s.
   absl::Duration drain_timeout = absl::Seconds(30);
+  // A new connection to either listener that has not finished its TLS handshake (gRPC: and the
+  // HTTP/2 preface) within this is closed. Default: 5s (1s to 60s).
+  absl::Duration handshake_timeout = absl::Seconds(5);
   // Forbid new sockets and outbound connections with seccomp after binding. Default: true.
   bool sandbox = true;
   // File the bound port is written to once listening. Default: "" (none).

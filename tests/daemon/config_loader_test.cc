@@ -222,6 +222,7 @@ TEST(ConfigLoaderTest, ResolveOptionsAppliesDefaults) {
   const DaemonOptions o = ResolveOptions(*parsed);
   EXPECT_EQ(o.listen, "127.0.0.1:7443");
   EXPECT_EQ(o.drain_timeout, absl::Seconds(30));
+  EXPECT_EQ(o.handshake_timeout, absl::Seconds(5));
   EXPECT_TRUE(o.sandbox);
   EXPECT_EQ(o.port_file, "");
   EXPECT_FALSE(o.tls.min_tls13);
@@ -574,6 +575,14 @@ TEST(ConfigRulesTest, ServerRules) {
   EXPECT_THAT(ErrorOfFull("  drain_timeout: 5s\n", "  drain_timeout: inf\n"),
               StartsWith("cfg.yaml:3:18: server.drain_timeout: expected a duration"));
   EXPECT_EQ(ErrorOfFull("  drain_timeout: 5s\n", "  drain_timeout: 1m30s\n"), "OK");
+  // handshake_timeout: 1s to 60s (idle unauthenticated connections are closed after it).
+  const auto handshake = [](const char* value) {
+    return ErrorOfFull("  drain_timeout: 5s\n", absl::StrCat("  drain_timeout: 5s\n  handshake_timeout: ", value, "\n"));
+  };
+  EXPECT_EQ(handshake("3s"), "OK");
+  EXPECT_EQ(handshake("500ms"), "cfg.yaml:4:22: server.handshake_timeout: \"500ms\" is out of range (1s to 1m)");
+  EXPECT_EQ(handshake("2m"), "cfg.yaml:4:22: server.handshake_timeout: \"2m\" is out of range (1s to 1m)");
+  EXPECT_THAT(handshake("soon"), StartsWith("cfg.yaml:4:22: server.handshake_timeout: expected a duration"));
 }
 
 TEST(ConfigRulesTest, TlsRules) {
