@@ -983,6 +983,7 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
   check.CheckRange("audit.checkpoint_every", audit.checkpoint_every(), 1, 1000000);
   check.CheckDuration("audit.checkpoint_interval", audit.checkpoint_interval(), absl::Seconds(1), absl::Hours(1));
   check.CheckDuration("audit.retention", audit.retention(), absl::Seconds(1), kForever);
+  check.CheckRange("audit.refusal_records_per_minute", audit.refusal_records_per_minute(), 0, 1000000);
   if (parsed.Has("audit.sealed_text_key_file")) {
     absolute("audit.sealed_text_key_file", audit.sealed_text_key_file(),
              "32-byte AES-256 key file (leave the key out to store no text)");

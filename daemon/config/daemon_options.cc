@@ -78,6 +78,7 @@ DaemonOptions ResolveOptions(const ParsedConfig& parsed) {
   a.checkpoint_interval = DurationOr(audit.checkpoint_interval(), a.checkpoint_interval);
   a.sealed_text_key_file = audit.sealed_text_key_file();
   a.retention = DurationOr(audit.retention(), a.retention);
+  if (audit.has_refusal_records_per_minute()) a.refusal_records_per_minute = audit.refusal_records_per_minute();
 
   const auto& metrics = config.metrics();
   MetricsOptions& m = options.metrics;

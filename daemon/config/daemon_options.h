@@ -84,6 +84,9 @@ struct AuditOptions {
   std::string sealed_text_key_file;
   // Records older than this are pruned from the start of the chain. Default: infinite (keep all).
   absl::Duration retention = absl::InfiniteDuration();
+  // A caller's refused calls recorded one by one per minute; beyond, only counted into aggregate
+  // records. 0: every refusal recorded. Default: 60.
+  uint32_t refusal_records_per_minute = 60;
 };
 
 // The metrics endpoint (config MetricsConfig); `listen` empty: no endpoint.
