@@ -393,7 +393,10 @@ Reactor* StartGeneration(grpc::CallbackServerContext* context, const Request& re
         c.config->metrics->QuotaRefused(std::string(*limit));
       }
       const absl::Status recorded = AuditSingle(state->call, reserved.status());
-      if (!c.refusal_counted) {
+      if (auto cause = reserved.status().GetPayload(auth::kQuotaStoreErrorPayloadUrl); cause.has_value()) {
+        LogError("quota usage not saved; refusing the call",
+                 {{"request_id", c.request_id}, {"identity", c.identity.name}, {"error", std::string(*cause)}});
+      } else if (!c.refusal_counted) {
         LogWarning("call refused by quota", {{"request_id", c.request_id},
                                              {"identity", c.identity.name},
                                              {"reason", std::string(reserved.status().message())}});
