@@ -119,8 +119,10 @@ absl::StatusOr<std::pair<CallInfo, AuditTrail*>> AdmitAdmin(const grpc::ServerCo
   }
   if (validate != nullptr) {
     if (absl::Status valid = validate(request); !valid.ok()) {
-      LogCallEnd(*call, valid);
-      return AuditSingle(*call, valid);
+      // Recorded first: a refusal only counted (the refusal limit) gets no log line of its own.
+      const absl::Status recorded = AuditSingle(*call, valid);
+      LogCallEnd(*call, recorded);
+      return recorded;
     }
   }
   if (absl::Status recorded = trail->Admin(*call, Parameters(request)); !recorded.ok()) {
