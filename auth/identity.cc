@@ -15,6 +15,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "auth/bounded_text.h"
 #include "auth/openssl_util.h"
 #include "inference/base/status.h"
 
@@ -62,53 +63,62 @@ std::string FirstSan(X509* cert, int type) {
 
 }  // namespace
 
-absl::StatusOr<Identity> IdentityFromCertificate(const std::string& cert_pem,
-                                                 IdentitySource source) {
-  absl::StatusOr<X509Ptr> parsed = ossl::ParseCertificate(cert_pem, "the client");
-  if (!parsed.ok()) return absl::UnauthenticatedError("cannot parse the client certificate");
-  const X509Ptr cert = *std::move(parsed);
+namespace {
+
+// Subject (bounded), fingerprint and serial of a parsed certificate.
+absl::StatusOr<Identity> Details(X509* cert) {
   Identity identity;
-  switch (source) {
-    case airlock::v1::config::IDENTITY_SOURCE_UNSPECIFIED:
-    case airlock::v1::config::SUBJECT_CN:
-      identity.name = CommonName(cert.get());
-      if (identity.name.empty()) {
-        return absl::UnauthenticatedError("client certificate has no subject common name");
-      }
-      break;
-    case airlock::v1::config::SAN_EMAIL:
-      identity.name = FirstSan(cert.get(), GEN_EMAIL);
-      if (identity.name.empty()) {
-        return absl::UnauthenticatedError(
-            "client certificate has no email subject alternative name");
-      }
-      break;
-    case airlock::v1::config::SAN_DNS:
-      identity.name = FirstSan(cert.get(), GEN_DNS);
-      if (identity.name.empty()) {
-        return absl::UnauthenticatedError("client certificate has no DNS subject alternative name");
-      }
-      break;
-    case airlock::v1::config::SAN_URI:
-      identity.name = FirstSan(cert.get(), GEN_URI);
-      if (identity.name.empty()) {
-        return absl::UnauthenticatedError("client certificate has no URI subject alternative name");
-      }
-      break;
-    default:
-      return absl::InvalidArgumentError(absl::StrCat("unknown identity source ", source));
-  }
-  identity.subject = ossl::NameToString(X509_get_subject_name(cert.get()));
+  identity.subject = BoundedForRecord(ossl::NameToString(X509_get_subject_name(cert)), kMaxSubjectBytes);
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int digest_length = 0;
-  if (X509_digest(cert.get(), EVP_sha256(), digest, &digest_length) != 1) {
+  if (X509_digest(cert, EVP_sha256(), digest, &digest_length) != 1) {
     ERR_clear_error();
     return absl::InternalError("cannot hash the client certificate");
   }
   identity.fingerprint = absl::BytesToHexString(
       absl::string_view(reinterpret_cast<const char*>(digest), digest_length));
-  AIRLOCK_ASSIGN_OR_RETURN(identity.serial_hex,
-                           ossl::SerialHex(X509_get0_serialNumber(cert.get())));
+  AIRLOCK_ASSIGN_OR_RETURN(identity.serial_hex, ossl::SerialHex(X509_get0_serialNumber(cert)));
+  return identity;
+}
+
+}  // namespace
+
+absl::StatusOr<Identity> IdentityFromCertificate(const std::string& cert_pem,
+                                                 IdentitySource source) {
+  absl::StatusOr<X509Ptr> parsed = ossl::ParseCertificate(cert_pem, "the client");
+  if (!parsed.ok()) return absl::UnauthenticatedError("cannot parse the client certificate");
+  const X509Ptr cert = *std::move(parsed);
+  std::string name;
+  std::string_view what;
+  switch (source) {
+    case airlock::v1::config::IDENTITY_SOURCE_UNSPECIFIED:
+    case airlock::v1::config::SUBJECT_CN:
+      name = CommonName(cert.get());
+      what = "subject common name";
+      break;
+    case airlock::v1::config::SAN_EMAIL:
+      name = FirstSan(cert.get(), GEN_EMAIL);
+      what = "email subject alternative name";
+      break;
+    case airlock::v1::config::SAN_DNS:
+      name = FirstSan(cert.get(), GEN_DNS);
+      what = "DNS subject alternative name";
+      break;
+    case airlock::v1::config::SAN_URI:
+      name = FirstSan(cert.get(), GEN_URI);
+      what = "URI subject alternative name";
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("unknown identity source ", source));
+  }
+  if (name.empty()) return absl::UnauthenticatedError(absl::StrCat("client certificate has no ", ToAbsl(what)));
+  // Refused, not cut: a cut name could match a configured user it is not.
+  if (name.size() > kMaxIdentityNameBytes) {
+    return absl::UnauthenticatedError(absl::StrCat("client certificate's ", ToAbsl(what), " is ", name.size(),
+                                                   " bytes; an identity is at most ", kMaxIdentityNameBytes));
+  }
+  AIRLOCK_ASSIGN_OR_RETURN(Identity identity, Details(cert.get()));
+  identity.name = std::move(name);
   return identity;
 }
 
@@ -156,6 +166,16 @@ absl::StatusOr<Identity> IdentityFromAuthContext(const grpc::AuthContext& contex
     return absl::UnauthenticatedError("the connection carries no client certificate");
   }
   return Identities().Get(std::string_view(pems[0].data(), pems[0].size()), source);
+}
+
+Identity CertificateDetails(const grpc::AuthContext& context) {
+  std::vector<grpc::string_ref> pems = context.FindPropertyValues("x509_pem_cert");
+  if (pems.empty() || pems[0].empty()) return Identity{};
+  absl::StatusOr<X509Ptr> parsed =
+      ossl::ParseCertificate(std::string(pems[0].data(), pems[0].size()), "the client");
+  if (!parsed.ok()) return Identity{};
+  absl::StatusOr<Identity> details = Details(parsed->get());
+  return details.ok() ? *std::move(details) : Identity{};
 }
 
 }  // namespace airlock::auth

@@ -12,15 +12,23 @@
 
 namespace airlock::auth {
 
+// Longest identity name a certificate may carry (CN or SAN, whichever is configured). Longer is
+// not an identity: the call is refused as unauthenticated (no real user name comes near it, and
+// the name is echoed into logs and audit records).
+inline constexpr size_t kMaxIdentityNameBytes = 256;
+// A subject longer than this is kept bounded (auth::BoundedForRecord) in Identity::subject.
+inline constexpr size_t kMaxSubjectBytes = 1024;
+
 struct Identity {
-  std::string name;         // what users[].name is matched against
-  std::string subject;      // the certificate's subject, RFC 2253 ("CN=alice,O=Clinic")
+  std::string name;         // what users[].name is matched against; at most kMaxIdentityNameBytes
+  std::string subject;      // the certificate's subject, RFC 2253 ("CN=alice,O=Clinic"), bounded
   std::string fingerprint;  // SHA-256 of the DER certificate, lowercase hex
   std::string serial_hex;   // uppercase hex
 };
 
 // From a PEM certificate. UNAUTHENTICATED naming what is missing (e.g. "client certificate has no
-// email subject alternative name") when the configured source is absent or empty.
+// email subject alternative name") when the configured source is absent or empty, or what is too
+// long (more than kMaxIdentityNameBytes; the name itself is not echoed).
 absl::StatusOr<Identity> IdentityFromCertificate(const std::string& cert_pem,
                                                  airlock::v1::config::IdentitySource source);
 
@@ -30,5 +38,10 @@ absl::StatusOr<Identity> IdentityFromCertificate(const std::string& cert_pem,
 // parse it again.
 absl::StatusOr<Identity> IdentityFromAuthContext(const grpc::AuthContext& context,
                                                  airlock::v1::config::IdentitySource source);
+
+// What a call's certificate says when it names no identity (IdentityFromAuthContext failed): the
+// subject (bounded) and the fingerprint, for the record of the refusal; `name` stays empty. All
+// empty when the connection carries no certificate or it cannot be parsed.
+Identity CertificateDetails(const grpc::AuthContext& context);
 
 }  // namespace airlock::auth

@@ -447,8 +447,9 @@ absl::StatusOr<std::unique_ptr<QuotaLedger::Reservation>> QuotaLedger::Reserve(s
   // Saved before admitting: a crash from here on leaves the worst case charged, never less.
   if (absl::Status saved = store_->Save(identity, EncodeUsage(u)); !saved.ok()) {
     u = before;
-    return absl::UnavailableError(
-        absl::StrCat("quota usage cannot be recorded, so the request is refused: ", saved.message()));
+    absl::Status refused = absl::UnavailableError("quota usage cannot be recorded, so the request is refused");
+    refused.SetPayload(kQuotaStoreErrorPayloadUrl, absl::Cord(saved.message()));
+    return refused;
   }
   return std::unique_ptr<Reservation>(new Reservation(this, std::string(identity), prompt_tokens, max_tokens));
 }

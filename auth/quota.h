@@ -224,5 +224,8 @@ absl::Time MonthStartOf(const QuotaUsage& usage);
 inline constexpr char kRpcStatusPayloadUrl[] = "type.googleapis.com/google.rpc.Status";
 // ...and under this one the name of the limit that refused (a QuotaLimits key), for metrics.
 inline constexpr char kQuotaLimitPayloadUrl[] = "airlock/quota-limit";
+// Why usage could not be saved (the store's own words, which may name paths), attached to the
+// UNAVAILABLE refusal for the daemon's log; the client's message does not carry it.
+inline constexpr char kQuotaStoreErrorPayloadUrl[] = "airlock/quota-store-error";
 
 }  // namespace airlock::auth

@@ -2,6 +2,7 @@
 #include "daemon/admin_service.h"
 
 #include <set>
+#include <tuple>
 #include <type_traits>
 #include <string>
 #include <utility>
@@ -11,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "audit/audit_reader.h"
+#include "auth/bounded_text.h"
 #include "auth/quota.h"
 #include "daemon/audit_trail.h"
 #include "daemon/log.h"
@@ -32,6 +34,10 @@ constexpr uint32_t kDefaultListLimit = 1000;
 constexpr uint32_t kMaxListLimit = 10000;
 // Longest identity a quota call accepts (identities are configured user names).
 constexpr size_t kMaxIdentityBytes = 1024;
+// Longest method filter of a query (method names are well under 100 bytes), and the most of an
+// unknown name a refusal echoes.
+constexpr size_t kMaxMethodFilterBytes = 256;
+constexpr size_t kMaxEchoBytes = 64;
 
 constexpr uint32_t kDefaultQueryLimit = 1000;
 constexpr uint32_t kMaxQueryLimit = 100000;
@@ -113,8 +119,10 @@ absl::StatusOr<std::pair<CallInfo, AuditTrail*>> AdmitAdmin(const grpc::ServerCo
   }
   if (validate != nullptr) {
     if (absl::Status valid = validate(request); !valid.ok()) {
-      LogCallEnd(*call, valid);
-      return AuditSingle(*call, valid);
+      // Recorded first: a refusal only counted (the refusal limit) gets no log line of its own.
+      const absl::Status recorded = AuditSingle(*call, valid);
+      LogCallEnd(*call, recorded);
+      return recorded;
     }
   }
   if (absl::Status recorded = trail->Admin(*call, Parameters(request)); !recorded.ok()) {
@@ -206,13 +214,25 @@ absl::Status ValidateQuery(const airlock::v1::QueryAuditRequest& request) {
                                                    ") must be greater than since_unix_micros (",
                                                    request.since_unix_micros(), ")"));
   }
+  // The filters end up in the call's admin record (its parameters): bounded like what they match.
+  for (const auto& [field, value, max] : {std::tuple<const char*, const std::string&, size_t>{
+                                              "identity", request.identity(), kMaxIdentityBytes},
+                                          {"model", request.model(), kMaxModelNameBytes},
+                                          {"method", request.method(), kMaxMethodFilterBytes}}) {
+    if (value.size() > max) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ": ", value.size(), " bytes is more than the maximum of ", max));
+    }
+  }
   if (!request.decision().empty() && !KnownName(request.decision(), DecisionNameOf, 1, 5)) {
-    return absl::InvalidArgumentError(absl::StrCat("decision: unknown \"", request.decision(), "\" (expected one of ",
-                                                   NamesOf(DecisionNameOf, 1, 5), ")"));
+    return absl::InvalidArgumentError(absl::StrCat("decision: unknown \"",
+                                                   auth::BoundedForRecord(request.decision(), kMaxEchoBytes),
+                                                   "\" (expected one of ", NamesOf(DecisionNameOf, 1, 5), ")"));
   }
   if (!request.phase().empty() && !KnownName(request.phase(), PhaseNameOf, 1, 3)) {
-    return absl::InvalidArgumentError(absl::StrCat("phase: unknown \"", request.phase(), "\" (expected one of ",
-                                                   NamesOf(PhaseNameOf, 1, 3), ")"));
+    return absl::InvalidArgumentError(absl::StrCat("phase: unknown \"",
+                                                   auth::BoundedForRecord(request.phase(), kMaxEchoBytes),
+                                                   "\" (expected one of ", NamesOf(PhaseNameOf, 1, 3), ")"));
   }
   if (request.limit() > kMaxQueryLimit) {
     return absl::InvalidArgumentError(
@@ -244,7 +264,8 @@ absl::Status ValidateSetQuotaOverride(const airlock::v1::SetQuotaOverrideRequest
   AIRLOCK_RETURN_IF_ERROR(ValidateIdentity(request.identity()));
   for (const std::string& name : request.remove()) {
     if (!auth::LimitNamed(name).has_value()) {
-      return absl::InvalidArgumentError(absl::StrCat("remove: unknown limit \"", name, "\" (expected a field of QuotaLimits, such as tokens_per_day)"));
+      return absl::InvalidArgumentError(absl::StrCat("remove: unknown limit \"", auth::BoundedForRecord(name, kMaxEchoBytes),
+                                                     "\" (expected a field of QuotaLimits, such as tokens_per_day)"));
     }
   }
   if (const auto broken = auth::QuotaRuleViolations(request.set()); !broken.empty()) {

@@ -13,6 +13,7 @@
 #include "audit/checkpoint.h"
 #include "audit/privacy.h"
 #include "audit/witness.h"
+#include "auth/bounded_text.h"
 #include "auth/dev_pki.h"
 #include "daemon/log.h"
 #include "daemon/metrics.h"
@@ -20,6 +21,12 @@
 
 namespace airlock::daemon {
 namespace {
+
+// Longest text field of a record. Every field is bounded well below this where it enters the call
+// (CallInfo, auth::Identity); this is the last line of defence at the record itself.
+constexpr size_t kMaxRecordFieldBytes = 2048;
+// How often closed refusal windows are looked for.
+constexpr absl::Duration kRefusalFlushInterval = absl::Seconds(5);
 
 bool Exists(const std::string& path) {
   struct stat st {};
@@ -131,6 +138,13 @@ absl::StatusOr<std::unique_ptr<AuditTrail>> AuditTrail::Open(const AuditOptions&
     AuditTrail* self = trail.get();
     trail->verifier_ = std::thread([self] { self->VerifyWholeChain(); });
   }
+  RefusalLimiter::Options refusal_options;
+  refusal_options.records_per_window = options.refusal_records_per_minute;
+  trail->refusals_ = std::make_unique<RefusalLimiter>(refusal_options);
+  if (options.refusal_records_per_minute != 0) {
+    AuditTrail* self = trail.get();
+    trail->refusal_flusher_ = std::thread([self] { self->RefusalLoop(kRefusalFlushInterval); });
+  }
   trail->retention_ = options.retention;
   if (options.retention != absl::InfiniteDuration()) {
     const absl::Duration interval = std::clamp(options.retention / 4, absl::Seconds(1), absl::Hours(1));
@@ -148,6 +162,9 @@ AuditTrail::~AuditTrail() {
   closing_.store(true);
   if (pruner_.joinable()) pruner_.join();
   if (verifier_.joinable()) verifier_.join();
+  if (refusal_flusher_.joinable()) refusal_flusher_.join();
+  // Before the log closes: the counts of windows still open are written too.
+  if (refusals_ != nullptr) WriteAggregates(refusals_->TakeAll());
 }
 
 absl::Status AuditTrail::health() const {
@@ -164,18 +181,22 @@ void AuditTrail::VerifyWholeChain() {
   absl::StatusOr<audit::VerifyReport> report =
       audit::VerifySnapshot(snapshot, public_key_pem_, [this] { return closing_.load(); }, verify_policy_);
   if (report.status().code() == absl::StatusCode::kCancelled) return;
+  // Callers see only that the log does not verify (and where); the reason, which may name paths
+  // or RocksDB internals, goes to the daemon's log.
   absl::Status failure;
+  std::string why;
   if (!report.ok()) {
-    failure = absl::UnavailableError(
-        absl::StrCat("the audit log cannot be read to verify it, so requests are refused: ", report.status().message()));
+    failure = absl::UnavailableError("the audit log cannot be read to verify it, so requests are refused");
+    why = std::string(report.status().message());
   } else if (!report->ok) {
     failure = absl::UnavailableError(absl::StrCat(
-        "the audit log does not verify, so requests are refused: ", report->problem,
+        "the audit log does not verify, so requests are refused",
         report->first_bad_sequence ? absl::StrCat(" (first bad sequence ", *report->first_bad_sequence, ")") : ""));
+    why = report->problem;
   }
   if (!failure.ok()) {
     LogError("audit log failed its verification at start; refusing calls until restarted on a sound store",
-             {{"error", std::string(failure.message())}});
+             {{"error", std::string(failure.message())}, {"why", why}});
     absl::MutexLock lock(&integrity_mu_);
     integrity_ = failure;
     return;
@@ -185,6 +206,69 @@ void AuditTrail::VerifyWholeChain() {
                                  {"checkpoints", report->checkpoints_checked},
                                  {"head_sequence", report->head_sequence},
                                  {"seconds", absl::ToDoubleSeconds(absl::Now() - start)}});
+}
+
+void AuditTrail::RefusalLoop(absl::Duration interval) {
+  absl::MutexLock lock(&prune_mu_);
+  while (!stopping_) {
+    prune_mu_.AwaitWithTimeout(absl::Condition(&stopping_), interval);
+    if (stopping_) break;
+    prune_mu_.Unlock();
+    FlushClosedRefusals();
+    prune_mu_.Lock();
+  }
+}
+
+void AuditTrail::FlushClosedRefusals(absl::Time now) { WriteAggregates(refusals_->TakeClosed(now)); }
+
+void AuditTrail::WriteAggregates(std::vector<RefusalLimiter::Aggregate> aggregates) {
+  for (RefusalLimiter::Aggregate& a : aggregates) {
+    CallInfo call = std::move(a.call);
+    call.request_id = NewRequestId();  // the record's own; it stands for many calls
+    call.start = std::chrono::steady_clock::now();
+    Outcome outcome;
+    outcome.decision = a.decision;
+    outcome.status = absl::Status(a.code, "");
+    outcome.sampling = absl::StrCat("suppressed=", a.suppressed, ";window_start_unix=",
+                                    absl::ToUnixSeconds(a.window_start), ";window_seconds=",
+                                    absl::ToInt64Seconds(a.window));
+    const absl::Status written = Append(audit::Phase::kEnd, call, outcome);
+    const nlohmann::json fields = {{"request_id", call.request_id},
+                                   {"key", RefusalKey(call)},
+                                   {"method", call.method},
+                                   {"decision", std::string(audit::DecisionName(a.decision))},
+                                   {"code", absl::StatusCodeToString(a.code)},
+                                   {"suppressed", a.suppressed},
+                                   {"window_start", absl::FormatTime(a.window_start, absl::UTCTimeZone())}};
+    if (written.ok()) {
+      LogWarning("refusals counted, not recorded one by one", fields);
+    } else {
+      // The count survives in the daemon log at least.
+      nlohmann::json with_error = fields;
+      with_error["error"] = std::string(written.message());
+      LogError("aggregate refusal record not written", with_error);
+    }
+  }
+}
+
+absl::Status AuditTrail::Refused(CallInfo& call, const Outcome& outcome) {
+  std::vector<RefusalLimiter::Aggregate> due;
+  const bool record = refusals_->Admit(call, outcome.decision, outcome.status.code(), absl::Now(), &due);
+  WriteAggregates(std::move(due));
+  if (record) {
+    AIRLOCK_RETURN_IF_ERROR(End(call, outcome));
+    return outcome.status;
+  }
+  call.refusal_counted = true;
+  // Fail closed as a recorded refusal would: a log that cannot write refuses with UNAVAILABLE.
+  {
+    absl::MutexLock lock(&integrity_mu_);
+    if (!integrity_.ok()) return integrity_;
+  }
+  if (!log_->health().ok()) {
+    return absl::UnavailableError("the audit log cannot be written, so the request is refused");
+  }
+  return outcome.status;
 }
 
 absl::StatusOr<audit::PruneResult> AuditTrail::PruneNow() {
@@ -231,17 +315,19 @@ absl::Status AuditTrail::Append(audit::Phase phase, const CallInfo& call, const 
   audit::AuditRecord r;
   r.phase = phase;
   r.decision = outcome.decision;
-  r.request_id = call.request_id;
-  r.identity = call.identity.name;
-  r.subject = call.identity.subject;
-  r.cert_fingerprint = call.identity.fingerprint;
-  r.peer = call.peer;
-  r.method = call.method;
-  r.model = call.model;
+  const auto bounded = [](std::string_view text) { return auth::BoundedForRecord(text, kMaxRecordFieldBytes); };
+  r.request_id = bounded(call.request_id);
+  r.identity = bounded(call.identity.name);
+  r.subject = bounded(call.identity.subject);
+  r.cert_fingerprint = bounded(call.identity.fingerprint);
+  r.peer = bounded(call.peer);
+  r.method = bounded(call.method);
+  r.model = bounded(call.model);
+  // Canonical text made by the daemon (sampling parameters, an admin request as JSON): not cut.
   r.sampling = outcome.sampling;
   r.prompt_tokens = outcome.prompt_tokens;
   r.completion_tokens = outcome.completion_tokens;
-  r.stop_reason = outcome.stop_reason;
+  r.stop_reason = bounded(outcome.stop_reason);
   r.status_code = static_cast<int32_t>(outcome.status.code());
   r.latency_micros = static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - call.start).count());
@@ -266,10 +352,11 @@ absl::Status AuditTrail::Append(audit::Phase phase, const CallInfo& call, const 
                           sequence.ok());
   }
   if (!sequence.ok()) {
+    // The cause (a path, RocksDB's words) is for the operator, in the daemon log; the client is
+    // told only that the log cannot be written.
     LogError("audit record not written; refusing the call",
              {{"request_id", call.request_id}, {"error", std::string(sequence.status().message())}});
-    return absl::UnavailableError(
-        absl::StrCat("the audit log cannot be written, so the request is refused: ", sequence.status().message()));
+    return absl::UnavailableError("the audit log cannot be written, so the request is refused");
   }
   return absl::OkStatus();
 }

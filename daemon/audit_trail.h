@@ -25,6 +25,7 @@
 #include "audit/state_db.h"
 #include "daemon/call_admission.h"
 #include "daemon/config/daemon_options.h"
+#include "daemon/refusal_limiter.h"
 
 namespace airlock::daemon {
 
@@ -37,7 +38,8 @@ class AuditTrail {
   // quarter of the window, between 1 s and 1 h), and each prune that deletes leaves an admin
   // record (method "airlockd/retention").
   static absl::StatusOr<std::unique_ptr<AuditTrail>> Open(const AuditOptions& options, audit::StateDb* db);
-  // Stops the pruning thread, then writes what is queued and closes the store.
+  // Stops the pruning and refusal threads, writes the pending refusal aggregates (windows still
+  // open included: nothing counted is lost at shutdown), then what is queued, and closes the store.
   ~AuditTrail();
 
   // One retention pass now: prunes records older than the window (no-op without one). Returns
@@ -62,6 +64,17 @@ class AuditTrail {
   // cannot be written (the caller then must not acknowledge success).
   absl::Status End(const CallInfo& call, const Outcome& outcome);
 
+  // The only record of a refused call (denied by role, invalid, over quota, unauthenticated),
+  // under the refusal rate limit (options.refusal_records_per_minute, RefusalLimiter): the
+  // caller's first refusals in a window are recorded as End does; the rest only counted (then
+  // call.refusal_counted is set), and each (caller, window, kind) gets one aggregate record whose
+  // sampling field is "suppressed=N;..." (docs/audit.md). Returns outcome.status, or UNAVAILABLE
+  // when the record cannot be written or the log cannot write.
+  absl::Status Refused(CallInfo& call, const Outcome& outcome);
+  // Writes the aggregates of refusal windows that have closed by `now`. (A thread calls this
+  // every few seconds; tests call it directly.)
+  void FlushClosedRefusals(absl::Time now = absl::Now());
+
   // The record of an Admin call, durable on return, written before the call reads anything;
   // `parameters` is the request as canonical JSON. UNAVAILABLE when it cannot be written.
   absl::Status Admin(const CallInfo& call, std::string parameters);
@@ -82,6 +95,8 @@ class AuditTrail {
  private:
   AuditTrail() = default;
   absl::Status Append(audit::Phase phase, const CallInfo& call, const Outcome& outcome);
+  // One end record per aggregate ("suppressed=N;..."), and one log line each.
+  void WriteAggregates(std::vector<RefusalLimiter::Aggregate> aggregates);
 
   audit::StateDb* db_ = nullptr;  // not owned
   std::unique_ptr<audit::AuditLog> log_;
@@ -102,10 +117,16 @@ class AuditTrail {
   std::thread verifier_;
 
   // The pruning thread: waits for the interval or for stopping_.
+  std::unique_ptr<RefusalLimiter> refusals_;
+
+  // The pruning thread: waits for the interval or for stopping_. The refusal thread: writes the
+  // aggregates of closed windows every few seconds.
   void PruneLoop(absl::Duration interval) ABSL_LOCKS_EXCLUDED(prune_mu_);
+  void RefusalLoop(absl::Duration interval) ABSL_LOCKS_EXCLUDED(prune_mu_);
   absl::Mutex prune_mu_;
   bool stopping_ ABSL_GUARDED_BY(prune_mu_) = false;
   std::thread pruner_;
+  std::thread refusal_flusher_;
 };
 
 // "temperature=0.8;top_k=40;..." for a record (fixed order, fixed precision).

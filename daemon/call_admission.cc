@@ -7,6 +7,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "auth/bounded_text.h"
 #include "auth/quota.h"
 #include "daemon/audit_trail.h"
 #include "daemon/log.h"
@@ -58,10 +59,12 @@ double CountCallEnd(const CallInfo& call, const absl::Status& status) {
 
 void LogDenied(const CallInfo& call, const absl::Status& status) {
   CountCallEnd(call, status);
-  if (call.config != nullptr && call.config->metrics != nullptr) {
+  if (call.config != nullptr && call.config->metrics != nullptr &&
+      status.code() != absl::StatusCode::kInvalidArgument) {
     call.config->metrics->AuthFailed(status.code() == absl::StatusCode::kUnauthenticated ? "unauthenticated"
                                                                                          : "not_permitted");
   }
+  if (call.refusal_counted) return;  // in the aggregate's log line (AuditTrail)
   LogWarning("call denied", {{"request_id", call.request_id},
                              {"identity", call.identity.name},
                              {"subject", call.identity.subject},
@@ -80,27 +83,34 @@ absl::StatusOr<CallInfo> AdmitCall(const grpc::ServerContextBase& context, std::
   CallInfo call;
   call.start = std::chrono::steady_clock::now();
   call.request_id = NewRequestId();
-  call.method = std::string(method);
-  call.model = std::string(model);
-  call.peer = context.peer();
+  // The one place these caller-influenced strings enter a call's logs, records and errors.
+  call.method = auth::BoundedForRecord(method, kMaxCallFieldBytes);
+  call.model = auth::BoundedForRecord(model, kMaxModelNameBytes);
+  call.peer = auth::BoundedForRecord(context.peer(), kMaxCallFieldBytes);
   call.config = holder.Get();
+  const auto refuse = [&call](const absl::Status& status) {
+    const absl::Status recorded = AuditSingle(call, status);
+    LogDenied(call, status);
+    return recorded;
+  };
   std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
   absl::StatusOr<auth::Identity> identity = auth ? auth::IdentityFromAuthContext(*auth, call.config->identity_source)
                                                  : absl::UnauthenticatedError("no client certificate");
   if (!identity.ok()) {
-    const absl::Status status = absl::UnauthenticatedError(identity.status().message());
-    LogDenied(call, status);
-    return AuditSingle(call, status);
+    // No identity, but the record still says which certificate was presented.
+    if (auth) call.identity = auth::CertificateDetails(*auth);
+    return refuse(absl::UnauthenticatedError(identity.status().message()));
   }
   call.identity = std::move(*identity);
+  // Before the name is matched or echoed anywhere (the policy's refusal quotes it).
+  if (absl::Status valid = CheckModelName(model); !valid.ok()) return refuse(valid);
   if (absl::Status allowed = call.config->policy->Authorize(call.identity.name, method, model); !allowed.ok()) {
-    LogDenied(call, allowed);
-    return AuditSingle(call, allowed);
+    return refuse(allowed);
   }
   return call;
 }
 
-absl::Status AuditSingle(const CallInfo& call, const absl::Status& status) {
+absl::Status AuditSingle(CallInfo& call, const absl::Status& status) {
   if (call.config->audit == nullptr) return status;
   AuditTrail::Outcome outcome;
   outcome.status = status;
@@ -112,12 +122,14 @@ absl::Status AuditSingle(const CallInfo& call, const absl::Status& status) {
     case absl::StatusCode::kResourceExhausted: outcome.decision = audit::Decision::kDeniedByQuota; break;
     default: outcome.decision = audit::Decision::kInvalid; break;
   }
+  if (!status.ok()) return call.config->audit->Refused(call, outcome);
   if (absl::Status recorded = call.config->audit->End(call, outcome); !recorded.ok()) return recorded;
   return status;
 }
 
 void LogCallEnd(const CallInfo& call, const absl::Status& status, const nlohmann::json& extra) {
   const double seconds = CountCallEnd(call, status);
+  if (call.refusal_counted) return;  // in the aggregate's log line (AuditTrail)
   nlohmann::json fields = {
       {"request_id", call.request_id},
       {"identity", call.identity.name},

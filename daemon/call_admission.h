@@ -60,20 +60,29 @@ class RuntimeConfigHolder {
   std::shared_ptr<const RuntimeConfig> config_ ABSL_GUARDED_BY(mutex_);
 };
 
-// One admitted call.
+// One admitted call. Every string in it is bounded (auth::BoundedForRecord) where it enters, so
+// the log lines, audit records and errors made from it stay small whatever the caller sent.
 struct CallInfo {
   std::string request_id;  // 32 hex digits, unique per call
   std::string method;      // full gRPC name, "airlock.v1.Inference/Generate"
-  std::string model;       // "" for calls that name none
+  std::string model;       // "" for calls that name none; bounded (the name is checked first)
   std::string peer;        // "ipv4:127.0.0.1:51234"
-  auth::Identity identity;
+  auth::Identity identity;  // name empty for an unauthenticated call (subject, fingerprint kept)
   std::shared_ptr<const RuntimeConfig> config;
   std::chrono::steady_clock::time_point start;
+  // Set by AuditSingle when this refusal was only counted (the refusal rate limit): it has no
+  // record of its own, and LogCallEnd writes no line for it.
+  bool refusal_counted = false;
 };
 
-// UNAUTHENTICATED without a usable identity; PERMISSION_DENIED when no role grants the method (and
-// the model, when `model` is non-empty). Denials are logged and audited here (UNAVAILABLE instead
-// when the audit record cannot be written).
+// Longest peer address, method name and request id kept in a CallInfo (all come from gRPC or the
+// daemon; bounded anyway, as everything that reaches a record).
+inline constexpr size_t kMaxCallFieldBytes = 256;
+
+// UNAUTHENTICATED without a usable identity; INVALID_ARGUMENT for a model name longer than
+// kMaxModelNameBytes; PERMISSION_DENIED when no role grants the method (and the model, when
+// `model` is non-empty). Refusals are logged and audited here (UNAVAILABLE instead when the
+// audit record cannot be written).
 absl::StatusOr<CallInfo> AdmitCall(const grpc::ServerContextBase& context, std::string_view method,
                                    std::string_view model, const RuntimeConfigHolder& holder);
 
@@ -82,9 +91,12 @@ grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // Records a call that ends without generating (denied, invalid, Tokenize, ListModels, Health) in
 // the audit log. Returns `status`, or UNAVAILABLE when the record cannot be written (fail closed).
-absl::Status AuditSingle(const CallInfo& call, const absl::Status& status);
+// A refusal (status not OK) is subject to the refusal rate limit (AuditTrail::Refused): when it is
+// only counted, call.refusal_counted is set.
+absl::Status AuditSingle(CallInfo& call, const absl::Status& status);
 
-// One structured log line per finished call: identity, method, model, code, duration, and `extra`.
+// One structured log line per finished call: identity, method, model, code, duration, and `extra`
+// (none for a refusal that was only counted; the metrics count every call).
 void LogCallEnd(const CallInfo& call, const absl::Status& status, const nlohmann::json& extra = nullptr);
 
 // A fresh request id (128 random bits, hex).

@@ -392,10 +392,16 @@ Reactor* StartGeneration(grpc::CallbackServerContext* context, const Request& re
       if (auto limit = reserved.status().GetPayload(auth::kQuotaLimitPayloadUrl); limit && c.config->metrics) {
         c.config->metrics->QuotaRefused(std::string(*limit));
       }
-      LogWarning("call refused by quota", {{"request_id", c.request_id},
-                                           {"identity", c.identity.name},
-                                           {"reason", std::string(reserved.status().message())}});
-      reactor->End(AuditSingle(state->call, reserved.status()));
+      const absl::Status recorded = AuditSingle(state->call, reserved.status());
+      if (auto cause = reserved.status().GetPayload(auth::kQuotaStoreErrorPayloadUrl); cause.has_value()) {
+        LogError("quota usage not saved; refusing the call",
+                 {{"request_id", c.request_id}, {"identity", c.identity.name}, {"error", std::string(*cause)}});
+      } else if (!c.refusal_counted) {
+        LogWarning("call refused by quota", {{"request_id", c.request_id},
+                                             {"identity", c.identity.name},
+                                             {"reason", std::string(reserved.status().message())}});
+      }
+      reactor->End(recorded);
       return reactor;
     }
     state->quota = *std::move(reserved);

@@ -68,6 +68,13 @@ absl::Status CheckPromptLength(std::string_view field, size_t n_tokens, const in
 
 }  // namespace
 
+absl::Status CheckModelName(std::string_view model) {
+  if (model.size() > kMaxModelNameBytes) {
+    return Invalid("model", absl::StrCat("is ", model.size(), " bytes; at most ", kMaxModelNameBytes));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<inference::SamplingParams> ToSamplingParams(const airlock::v1::SamplingParameters& sampling) {
   inference::SamplingParams p;
   if (sampling.has_temperature()) p.temperature = sampling.temperature();
@@ -127,6 +134,10 @@ absl::StatusOr<inference::GenerateRequest> PrepareChat(const airlock::v1::ChatRe
   for (int i = 0; i < request.messages_size(); ++i) {
     const airlock::v1::ChatMessage& m = request.messages(i);
     const std::string field = absl::StrCat("messages[", i, "]");
+    // Length first: the error below echoes the role.
+    if (m.role().size() > kMaxChatRoleBytes) {
+      return Invalid(field + ".role", absl::StrCat("is ", m.role().size(), " bytes; at most ", kMaxChatRoleBytes));
+    }
     if (m.role() != "system" && m.role() != "user" && m.role() != "assistant") {
       return Invalid(field + ".role", absl::StrCat("must be \"system\", \"user\" or \"assistant\", got \"",
                                                    inference::utf8::Sanitize(m.role()), "\""));

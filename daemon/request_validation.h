@@ -28,6 +28,16 @@ struct RequestLimits {
 inline constexpr int kMaxStopStrings = 8;
 inline constexpr size_t kMaxStopStringBytes = 256;
 inline constexpr int kMaxChatMessages = 256;
+// Longest model name a request may carry, and longest chat role ("system", "user", "assistant"
+// are the only roles; the bound keeps a refusal's echo small). Checked before a name is echoed
+// anywhere (docs/security.md, "Bounds on what a caller sends").
+inline constexpr size_t kMaxModelNameBytes = 128;
+inline constexpr size_t kMaxChatRoleBytes = 32;
+
+// INVALID_ARGUMENT "model: is N bytes; at most 128" for a longer model name (an empty one is
+// left to the method, which may not need a model). Called when the call is admitted, before the
+// name is used, logged or recorded.
+absl::Status CheckModelName(std::string_view model);
 
 // Sampling parameters with defaults for unset fields; INVALID_ARGUMENT "sampling.<field>: ...".
 absl::StatusOr<inference::SamplingParams> ToSamplingParams(const airlock::v1::SamplingParameters& sampling);

@@ -50,7 +50,8 @@ std::vector<std::string> RestartOnlyChanges(const DaemonOptions& a, const Daemon
   if (a.audit.state_dir != b.audit.state_dir || a.audit.signing_key_file != b.audit.signing_key_file ||
       a.audit.hmac_secret_file != b.audit.hmac_secret_file || a.audit.checkpoint_every != b.audit.checkpoint_every ||
       a.audit.checkpoint_interval != b.audit.checkpoint_interval ||
-      a.audit.sealed_text_key_file != b.audit.sealed_text_key_file) {
+      a.audit.sealed_text_key_file != b.audit.sealed_text_key_file ||
+      a.audit.refusal_records_per_minute != b.audit.refusal_records_per_minute) {
     changed.push_back("audit");
   }
   if (a.limits.max_concurrent_streams != b.limits.max_concurrent_streams) {

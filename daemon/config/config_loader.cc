@@ -994,6 +994,7 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
       check.Error("audit.witness_file", "must be outside audit.state_dir: the witness guards the state directory");
     }
   }
+  check.CheckRange("audit.refusal_records_per_minute", audit.refusal_records_per_minute(), 0, 1000000);
   if (parsed.Has("audit.sealed_text_key_file")) {
     absolute("audit.sealed_text_key_file", audit.sealed_text_key_file(),
              "32-byte AES-256 key file (leave the key out to store no text)");

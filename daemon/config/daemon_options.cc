@@ -85,6 +85,7 @@ DaemonOptions ResolveOptions(const ParsedConfig& parsed) {
   a.witness_file = audit.witness_file().empty() && !a.state_dir.empty()
                        ? absl::StrCat(absl::StripSuffix(a.state_dir, "/"), ".witness")
                        : audit.witness_file();
+  if (audit.has_refusal_records_per_minute()) a.refusal_records_per_minute = audit.refusal_records_per_minute();
 
   const auto& metrics = config.metrics();
   MetricsOptions& m = options.metrics;

@@ -87,6 +87,9 @@ struct AuditOptions {
   // The newest signed checkpoint, kept outside the store (audit/witness.h). Default:
   // "<state_dir>.witness".
   std::string witness_file;
+  // A caller's refused calls recorded one by one per minute; beyond, only counted into aggregate
+  // records. 0: every refusal recorded. Default: 60.
+  uint32_t refusal_records_per_minute = 60;
 };
 
 // The metrics endpoint (config MetricsConfig); `listen` empty: no endpoint.

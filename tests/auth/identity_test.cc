@@ -94,5 +94,23 @@ TEST_F(IdentityTest, MissingSourceIsUnauthenticated) {
             absl::StatusCode::kUnauthenticated);
 }
 
+TEST_F(IdentityTest, ANameLongerThanTheBoundIsNoIdentityAndIsNotEchoed) {
+  // A site CA may sign whatever a request asks for; a 20 KB name must not become a 20 KB identity
+  // in every log line and audit record of its calls.
+  CertificateSpec spec;
+  spec.common_name = "dave";
+  const std::string long_local(20000, 'd');
+  spec.emails = {long_local + "@clinic.example"};
+  spec.uris = {"spiffe://clinic/" + std::string(kMaxIdentityNameBytes - 16, 'u')};  // exactly the bound
+  const std::string pem = Issue(spec);
+  absl::StatusOr<Identity> identity = IdentityFromCertificate(pem, SAN_EMAIL);
+  EXPECT_EQ(identity.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(identity.status().message(),
+            "client certificate's email subject alternative name is 20015 bytes; an identity is at most 256");
+  absl::StatusOr<Identity> at_bound = IdentityFromCertificate(pem, SAN_URI);
+  ASSERT_TRUE(at_bound.ok()) << at_bound.status();
+  EXPECT_EQ(at_bound->name.size(), kMaxIdentityNameBytes);
+}
+
 }  // namespace
 }  // namespace airlock::auth

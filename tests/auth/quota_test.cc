@@ -300,7 +300,9 @@ TEST_F(QuotaLedgerTest, FailsClosedWhenUsageCannotBeSavedAndRefusesACorruptStore
   store_.fail = true;
   const absl::Status refused = ledger_->Reserve("alice", QuotaLimits{}, 10, 10).status();
   EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable);
-  EXPECT_THAT(refused.message(), HasSubstr("quota usage cannot be recorded"));
+  // The client's message says what failed; the store's words (paths, RocksDB) only for the log.
+  EXPECT_EQ(refused.message(), "quota usage cannot be recorded, so the request is refused");
+  EXPECT_EQ(refused.GetPayload(kQuotaStoreErrorPayloadUrl).value_or(absl::Cord()), "disk full");
   EXPECT_EQ(ledger_->UsageOf("alice").running, 0u);  // nothing was admitted
   store_.fail = false;
 

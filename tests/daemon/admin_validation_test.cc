@@ -29,6 +29,34 @@ TEST(AdminValidationTest, QuotaCallsNeedAnIdentityOfReasonableLength) {
   ExpectInvalid(ValidateResetUsage(v1::ResetUsageRequest()), "identity: required");
 }
 
+TEST(AdminValidationTest, QueryFiltersAndUnknownNamesAreBoundedBeforeTheyAreRecordedOrEchoed) {
+  // An admin's filters go into the call's own audit record; an unknown name into the error.
+  v1::QueryAuditRequest query;
+  query.set_model(std::string(1000000, 'm'));
+  ExpectInvalid(ValidateQuery(query), "model: 1000000 bytes is more than the maximum of 128");
+  query.clear_model();
+  query.set_method(std::string(5000, 'x'));
+  ExpectInvalid(ValidateQuery(query), "method: 5000 bytes is more than the maximum of 256");
+  query.clear_method();
+  query.set_identity(std::string(2000, 'i'));
+  ExpectInvalid(ValidateQuery(query), "identity: 2000 bytes is more than the maximum of 1024");
+  query.clear_identity();
+  query.set_decision(std::string(100000, 'd'));
+  const absl::Status decision = ValidateQuery(query);
+  ExpectInvalid(decision, "decision: unknown \"dddd");
+  EXPECT_LT(decision.message().size(), 400u);
+  EXPECT_THAT(decision.message(), HasSubstr("...[100000 bytes, sha256:"));
+  query.clear_decision();
+  query.set_phase(std::string(100000, 'p'));
+  EXPECT_LT(ValidateQuery(query).message().size(), 400u);
+  v1::SetQuotaOverrideRequest override_request;
+  override_request.set_identity("alice");
+  override_request.add_remove(std::string(100000, 'r'));
+  const absl::Status remove = ValidateSetQuotaOverride(override_request);
+  ExpectInvalid(remove, "remove: unknown limit \"rrrr");
+  EXPECT_LT(remove.message().size(), 400u);
+}
+
 TEST(AdminValidationTest, AnOverrideNamesKnownLimitsAndKeepsTheQuotaRules) {
   v1::SetQuotaOverrideRequest request;
   request.set_identity("alice");

@@ -253,6 +253,25 @@ TEST(ConfigLoaderTest, ExplicitSandboxTrueAndFlowStyle) {
   EXPECT_EQ(parsed->PositionOf("models[0].path"), "cfg.yaml:1:103");
 }
 
+TEST(ConfigLoaderTest, RefusalRecordsPerMinuteDefaultsTo60AndZeroMeansEveryRefusal) {
+  const auto resolve = [](const std::string& audit_extra) {
+    const std::string yaml =
+        "{tls: {cert_file: /c, key_file: /k, client_ca_file: /ca, crl_files: [/crl]},"
+        " models: [{name: m, path: /m.gguf}],"
+        " audit: {state_dir: /s, signing_key_file: /k2, hmac_secret_file: /h" + audit_extra + "}}";
+    absl::StatusOr<ParsedConfig> parsed = ParseConfig(yaml, "cfg.yaml");
+    EXPECT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_TRUE(ValidateConfig(*parsed).ok()) << ValidateConfig(*parsed);
+    return ResolveOptions(*parsed).audit.refusal_records_per_minute;
+  };
+  EXPECT_EQ(resolve(""), 60u);
+  EXPECT_EQ(resolve(", refusal_records_per_minute: 0"), 0u);
+  EXPECT_EQ(resolve(", refusal_records_per_minute: 5"), 5u);
+  EXPECT_THAT(ErrorOf(Edit(kMinimalConfig, "hmac_secret_file: /etc/a.secret}",
+                           "hmac_secret_file: /etc/a.secret, refusal_records_per_minute: 1000001}")),
+              HasSubstr("audit.refusal_records_per_minute: 1000001 is out of range (0 to 1000000"));
+}
+
 // ----- Structural errors -----------------------------------------------------------------------
 
 TEST(ConfigLoaderTest, UnknownKeyAtTopLevel) {

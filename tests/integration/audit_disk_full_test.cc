@@ -233,6 +233,10 @@ TEST_F(AuditDiskFullTest, FullDiskRefusesCallsLeavesNothingHalfWrittenAndService
   }
   EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.error_message();
   ASSERT_THAT(refused.error_message(), HasSubstr(kRefusal));
+  // The client learns that the log cannot be written, not where it lives or what RocksDB said:
+  // that stays in the daemon's log.
+  EXPECT_EQ(refused.error_message(), "the audit log cannot be written, so the request is refused");
+  EXPECT_TRUE(daemon_->WaitForLog("No space left on device", absl::Seconds(5))) << daemon_->Log();
   for (int i = 0; i < 3; ++i) {
     const grpc::Status generate = Generate();
     EXPECT_EQ(generate.error_code(), grpc::StatusCode::UNAVAILABLE) << generate.error_message();
