@@ -271,7 +271,7 @@ absl::StatusOr<RevocationList::Leaf> RevocationList::Locate(const std::string& l
     return absl::FailedPreconditionError(
         absl::StrCat("cannot read the client certificate's serial: ", leaf_serial.status().message()));
   }
-  return Leaf{issuer->fingerprint, *std::move(leaf_serial)};
+  return Leaf{issuer->fingerprint, issuer->subject, *std::move(leaf_serial)};
 }
 
 absl::Status RevocationList::CheckLeaf(const Leaf& leaf, absl::Time now) const {
@@ -365,7 +365,8 @@ std::shared_ptr<const RevocationList> RevocationChecker::current() const {
   return list_;
 }
 
-absl::Status RevocationChecker::Check(const std::string& leaf_cert_pem, absl::Time now) const {
+absl::Status RevocationChecker::Check(const std::string& leaf_cert_pem, absl::Time now,
+                                      RevocationList::Leaf* located) const {
   // The list is copied out so that a slow check never holds the lock against Replace().
   std::shared_ptr<const RevocationList> list = current();
   if (list == nullptr) {
@@ -378,14 +379,14 @@ absl::Status RevocationChecker::Check(const std::string& leaf_cert_pem, absl::Ti
     absl::MutexLock lock(&cache_mutex_);
     if (auto it = leaves_.find(leaf_cert_pem); it != leaves_.end()) leaf = it->second;
   }
-  if (leaf.has_value() && list->Knows(*leaf)) return list->CheckLeaf(*leaf, now);
-  AIRLOCK_ASSIGN_OR_RETURN(RevocationList::Leaf located, list->Locate(leaf_cert_pem));
-  {
+  if (!leaf.has_value() || !list->Knows(*leaf)) {
+    AIRLOCK_ASSIGN_OR_RETURN(leaf, list->Locate(leaf_cert_pem));
     absl::MutexLock lock(&cache_mutex_);
     if (leaves_.size() >= kMaxCachedLeaves) leaves_.clear();  // simple bound; refills at once
-    leaves_.emplace(leaf_cert_pem, located);
+    leaves_.insert_or_assign(leaf_cert_pem, *leaf);
   }
-  return list->CheckLeaf(located, now);
+  if (located != nullptr) *located = *leaf;
+  return list->CheckLeaf(*leaf, now);
 }
 
 }  // namespace airlock::auth

@@ -47,7 +47,8 @@ class RevocationList {
   // What Check needs from a leaf once its issuer is known: found once per certificate (parsing and
   // a signature check), then remembered by RevocationChecker.
   struct Leaf {
-    std::string issuer_fingerprint;  // SHA-256 of the issuing CA certificate's DER
+    std::string issuer_fingerprint;  // SHA-256 of the issuing CA certificate's DER, lowercase hex
+    std::string issuer_subject;      // that CA's subject, RFC 2253
     std::string serial;              // uppercase hex
   };
   // The CA of this list that signed `leaf_cert_pem`, and its serial. FAILED_PRECONDITION when no
@@ -87,7 +88,9 @@ class RevocationChecker {
   // The current list's verdict on the certificate. Cheap enough for every call: the issuer and
   // serial of the last few hundred certificates are remembered (keyed by the PEM bytes), so a
   // known certificate costs a hash lookup, not a parse and a signature check.
-  absl::Status Check(const std::string& leaf_cert_pem, absl::Time now) const ABSL_LOCKS_EXCLUDED(cache_mutex_);
+  // `located`, when given, receives the certificate's issuing CA and serial (when it was found).
+  absl::Status Check(const std::string& leaf_cert_pem, absl::Time now,
+                     RevocationList::Leaf* located = nullptr) const ABSL_LOCKS_EXCLUDED(cache_mutex_);
 
  private:
   static constexpr size_t kMaxCachedLeaves = 1024;

@@ -56,12 +56,10 @@ double CountCallEnd(const CallInfo& call, const absl::Status& status) {
   return seconds;
 }
 
-void LogDenied(const CallInfo& call, const absl::Status& status) {
+// `reason`: the airlock_auth_failures_total label.
+void LogDenied(const CallInfo& call, const absl::Status& status, std::string_view reason) {
   CountCallEnd(call, status);
-  if (call.config != nullptr && call.config->metrics != nullptr) {
-    call.config->metrics->AuthFailed(status.code() == absl::StatusCode::kUnauthenticated ? "unauthenticated"
-                                                                                         : "not_permitted");
-  }
+  if (call.config != nullptr && call.config->metrics != nullptr) call.config->metrics->AuthFailed(reason);
   LogWarning("call denied", {{"request_id", call.request_id},
                              {"identity", call.identity.name},
                              {"subject", call.identity.subject},
@@ -89,12 +87,35 @@ absl::StatusOr<CallInfo> AdmitCall(const grpc::ServerContextBase& context, std::
                                                  : absl::UnauthenticatedError("no client certificate");
   if (!identity.ok()) {
     const absl::Status status = absl::UnauthenticatedError(identity.status().message());
-    LogDenied(call, status);
+    LogDenied(call, status, "unauthenticated");
     return AuditSingle(call, status);
   }
   call.identity = std::move(*identity);
+  // Revocation per call, not only per handshake: a connection outlives the CRL it was checked
+  // against. After the identity, so that the refusal names who was refused.
+  auth::RevocationList::Leaf issuer;  // stays empty without a checker: a CA-bound user is refused
+  if (call.config->revocation != nullptr) {
+    const std::vector<grpc::string_ref> pems = auth->FindPropertyValues("x509_pem_cert");
+    const absl::Status checked = pems.empty() ? absl::FailedPreconditionError("no client certificate")
+                                              : call.config->revocation->Check(
+                                                    std::string(pems[0].data(), pems[0].size()), absl::Now(),
+                                                    &issuer);
+    if (!checked.ok()) {
+      const absl::Status status = absl::UnauthenticatedError(
+          absl::StrCat("client certificate serial ", call.identity.serial_hex, " refused: ", checked.message()));
+      LogDenied(call, status, "certificate_refused");
+      return AuditSingle(call, status);
+    }
+  }
+  // A user bound to an issuing CA (users[].issuer) is only that user in certificates of that CA.
+  if (absl::Status bound = call.config->policy->CheckIssuer(call.identity.name, issuer.issuer_subject,
+                                                             issuer.issuer_fingerprint);
+      !bound.ok()) {
+    LogDenied(call, bound, "not_permitted");
+    return AuditSingle(call, bound);
+  }
   if (absl::Status allowed = call.config->policy->Authorize(call.identity.name, method, model); !allowed.ok()) {
-    LogDenied(call, allowed);
+    LogDenied(call, allowed, allowed.code() == absl::StatusCode::kUnauthenticated ? "unauthenticated" : "not_permitted");
     return AuditSingle(call, allowed);
   }
   return call;
