@@ -2,7 +2,6 @@
 #include "auth/identity.h"
 
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/x509.h>
 
 #include <string>
@@ -95,34 +94,12 @@ TEST_F(IdentityTest, MissingSourceIsUnauthenticated) {
             absl::StatusCode::kUnauthenticated);
 }
 
-// `cert_pem` with a second subject CN `extra` appended, re-signed by `ca` (what a careless or
-// hostile registration authority can get a CA to sign).
-std::string WithSecondCommonName(const std::string& cert_pem, const PemKeyPair& ca, const std::string& extra) {
-  testing::X509Ptr cert = testing::ParsePem(cert_pem);
-  X509_NAME* subject = X509_get_subject_name(cert.get());
-  EXPECT_EQ(X509_NAME_add_entry_by_NID(subject, NID_commonName, MBSTRING_UTF8,
-                                       reinterpret_cast<const unsigned char*>(extra.c_str()), -1, -1, 0),
-            1);
-  BIO* key_bio = BIO_new_mem_buf(ca.key_pem.data(), static_cast<int>(ca.key_pem.size()));
-  EVP_PKEY* key = PEM_read_bio_PrivateKey(key_bio, nullptr, nullptr, nullptr);
-  BIO_free(key_bio);
-  EXPECT_GT(X509_sign(cert.get(), key, EVP_sha256()), 0);
-  EVP_PKEY_free(key);
-  BIO* out = BIO_new(BIO_s_mem());
-  PEM_write_bio_X509(out, cert.get());
-  char* data = nullptr;
-  const long length = BIO_get_mem_data(out, &data);  // NOLINT(runtime/int): OpenSSL's type
-  std::string pem(data, static_cast<size_t>(length));
-  BIO_free(out);
-  return pem;
-}
-
 TEST_F(IdentityTest, ASubjectWithTwoCommonNamesIsRefusedWhateverTheSource) {
   // "CN=alice, CN=auditor": the first CN would name the caller while logs might show the other.
   CertificateSpec spec;
   spec.common_name = "alice";
   spec.emails = {"alice@clinic.example"};
-  const std::string pem = WithSecondCommonName(Issue(spec), ca_, "auditor");
+  const std::string pem = testing::WithSecondCommonName(Issue(spec), ca_, "auditor");
   for (const auto source : {SUBJECT_CN, SAN_EMAIL}) {
     absl::StatusOr<Identity> identity = IdentityFromCertificate(pem, source);
     ASSERT_FALSE(identity.ok()) << identity->name;
