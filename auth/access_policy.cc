@@ -46,6 +46,7 @@ bool ValidMethodPattern(const std::string& pattern) {
 struct AccessPolicy::Impl {
   std::map<std::string, Role, std::less<>> roles;
   std::map<std::string, std::vector<std::string>, std::less<>> user_roles;  // sorted, unique
+  std::map<std::string, std::string, std::less<>> user_issuer;  // users[].issuer, when set
 };
 
 AccessPolicy::AccessPolicy(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -116,8 +117,23 @@ absl::StatusOr<std::shared_ptr<const AccessPolicy>> AccessPolicy::Create(
              .second) {
       return absl::InvalidArgumentError(absl::StrCat("user \"", user.name(), "\" defined twice"));
     }
+    if (!user.issuer().empty()) impl->user_issuer.emplace(user.name(), user.issuer());
   }
   return std::shared_ptr<const AccessPolicy>(new AccessPolicy(std::move(impl)));
+}
+
+absl::Status AccessPolicy::CheckIssuer(std::string_view identity, std::string_view issuer_subject,
+                                       std::string_view issuer_fingerprint) const {
+  auto bound = impl_->user_issuer.find(identity);
+  if (bound == impl_->user_issuer.end()) return absl::OkStatus();
+  const std::string& want = bound->second;
+  const bool match = want.rfind("sha256:", 0) == 0
+                         ? !issuer_fingerprint.empty() && std::string_view(want).substr(7) == issuer_fingerprint
+                         : !issuer_subject.empty() && want == issuer_subject;
+  if (match) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrCat(
+      "identity \"", ToAbsl(identity), "\" must be issued by CA \"", want, "\"; this certificate was issued by \"",
+      ToAbsl(issuer_subject), "\" (sha256:", ToAbsl(issuer_fingerprint), "), so it is not that user"));
 }
 
 absl::Status AccessPolicy::Authorize(std::string_view identity, std::string_view full_method,

@@ -37,6 +37,13 @@ class AccessPolicy {
   bool AllowsAnyOf(std::string_view identity, std::span<const std::string_view> full_methods,
                    std::string_view model) const;
 
+  // OK unless the user `identity` is bound to an issuing CA (users[].issuer) other than the one that
+  // issued the caller's certificate (`issuer_subject` RFC 2253, `issuer_fingerprint` SHA-256 hex of
+  // the CA certificate; empty when unknown, which fails a bound user). PERMISSION_DENIED then:
+  // that certificate does not name this user. An unknown identity passes (Authorize refuses it).
+  absl::Status CheckIssuer(std::string_view identity, std::string_view issuer_subject,
+                           std::string_view issuer_fingerprint) const;
+
   // The identity's roles, sorted (empty for an unknown identity).
   std::vector<std::string> RolesOf(std::string_view identity) const;
 

@@ -445,12 +445,14 @@ absl::StatusOr<std::string> CreateCrl(const PemKeyPair& ca, const std::vector<Re
   }
   if (X509_CRL_sort(crl.get()) != 1) return OpenSslError("X509_CRL_sort");
 
-  Asn1IntPtr number(ASN1_INTEGER_new());
-  if (!number || ASN1_INTEGER_set_int64(number.get(), crl_number) != 1) {
-    return OpenSslError("CRL number");
-  }
-  if (X509_CRL_add1_ext_i2d(crl.get(), NID_crl_number, number.get(), 0, X509V3_ADD_DEFAULT) != 1) {
-    return OpenSslError("cannot add CRL number");
+  if (crl_number >= 0) {
+    Asn1IntPtr number(ASN1_INTEGER_new());
+    if (!number || ASN1_INTEGER_set_int64(number.get(), crl_number) != 1) {
+      return OpenSslError("CRL number");
+    }
+    if (X509_CRL_add1_ext_i2d(crl.get(), NID_crl_number, number.get(), 0, X509V3_ADD_DEFAULT) != 1) {
+      return OpenSslError("cannot add CRL number");
+    }
   }
   // authorityKeyIdentifier: lets a verifier pick the right CA when several share a name.
   const ASN1_OCTET_STRING* ca_key_id = X509_get0_subject_key_id(ca_cert.get());

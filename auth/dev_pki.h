@@ -48,7 +48,7 @@ struct RevokedEntry {
 };
 
 // A CRL (v2, with a CRL number) signed by `ca`, listing `revoked`, valid from this_update to
-// next_update.
+// next_update. A negative crl_number leaves the crlNumber out (as some CAs do; for tests).
 absl::StatusOr<std::string> CreateCrl(const PemKeyPair& ca, const std::vector<RevokedEntry>& revoked,
                                       absl::Time this_update, absl::Time next_update,
                                       int64_t crl_number);

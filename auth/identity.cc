@@ -49,6 +49,24 @@ std::string CommonName(X509* cert) {
   return Utf8(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, index)));
 }
 
+int CommonNameCount(X509* cert) {
+  X509_NAME* subject = X509_get_subject_name(cert);
+  int count = 0;
+  for (int index = -1; (index = X509_NAME_get_index_by_NID(subject, NID_commonName, index)) >= 0;) ++count;
+  return count;
+}
+
+// A subject with two CNs names two callers: whichever one a reader picks (the first, in DER order,
+// for us; the last for some log tools) the other is a lie. Refused whatever the identity source.
+absl::Status RequireOneCommonNameAtMost(X509* cert) {
+  if (const int count = CommonNameCount(cert); count > 1) {
+    return absl::UnauthenticatedError(absl::StrCat("client certificate subject \"",
+                                                   ossl::NameToString(X509_get_subject_name(cert)), "\" has ",
+                                                   count, " common names (CN); an ambiguous identity is refused"));
+  }
+  return absl::OkStatus();
+}
+
 std::string FirstSan(X509* cert, int type) {
   GeneralNamesPtr names(static_cast<GENERAL_NAMES*>(
       X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
@@ -88,6 +106,7 @@ absl::StatusOr<Identity> IdentityFromCertificate(const std::string& cert_pem,
   absl::StatusOr<X509Ptr> parsed = ossl::ParseCertificate(cert_pem, "the client");
   if (!parsed.ok()) return absl::UnauthenticatedError("cannot parse the client certificate");
   const X509Ptr cert = *std::move(parsed);
+  AIRLOCK_RETURN_IF_ERROR(RequireOneCommonNameAtMost(cert.get()));
   std::string name;
   std::string_view what;
   switch (source) {
@@ -158,6 +177,12 @@ IdentityCache& Identities() {
 }
 
 }  // namespace
+
+absl::Status CheckSubjectUnambiguous(const std::string& cert_pem) {
+  absl::StatusOr<X509Ptr> parsed = ossl::ParseCertificate(cert_pem, "the client");
+  if (!parsed.ok()) return absl::UnauthenticatedError("cannot parse the client certificate");
+  return RequireOneCommonNameAtMost(parsed->get());
+}
 
 absl::StatusOr<Identity> IdentityFromAuthContext(const grpc::AuthContext& context,
                                                  IdentitySource source) {

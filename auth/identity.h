@@ -27,10 +27,15 @@ struct Identity {
 };
 
 // From a PEM certificate. UNAUTHENTICATED naming what is missing (e.g. "client certificate has no
-// email subject alternative name") when the configured source is absent or empty, or what is too
-// long (more than kMaxIdentityNameBytes; the name itself is not echoed).
+// email subject alternative name") when the configured source is absent or empty, when the
+// subject holds more than one CN, or what is too long (more than kMaxIdentityNameBytes; the name
+// itself is not echoed).
 absl::StatusOr<Identity> IdentityFromCertificate(const std::string& cert_pem,
                                                  airlock::v1::config::IdentitySource source);
+
+// UNAUTHENTICATED when the certificate's subject has more than one common name (IdentityFromCertificate
+// refuses such a certificate too, whatever the source; the TLS handshake checks it with this).
+absl::Status CheckSubjectUnambiguous(const std::string& cert_pem);
 
 // From a call's auth context (its x509_pem_cert property). UNAUTHENTICATED when there is none.
 // Remembers the identities of the last few hundred certificates (a process-wide, thread-safe

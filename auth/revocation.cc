@@ -3,16 +3,19 @@
 
 #include <openssl/asn1.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
 #include <algorithm>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "auth/dev_pki.h"
@@ -50,17 +53,73 @@ bool CrlNamesIssuer(X509_CRL* crl, X509* ca) {
   return match;
 }
 
+// SHA-256 of a DER encoding, hex.
+std::string Sha256Hex(const unsigned char* digest, unsigned int length) {
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), length));
+}
+
+absl::StatusOr<std::string> CertificateFingerprint(X509* cert) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  if (X509_digest(cert, EVP_sha256(), digest, &length) != 1) return ossl::OpenSslError("X509_digest");
+  return Sha256Hex(digest, length);
+}
+
+absl::StatusOr<std::string> CrlFingerprint(X509_CRL* crl) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  if (X509_CRL_digest(crl, EVP_sha256(), digest, &length) != 1) return ossl::OpenSslError("X509_CRL_digest");
+  return Sha256Hex(digest, length);
+}
+
+// The CRL's crlNumber (uppercase hex, as SerialHex), nullopt when it has none. A negative or
+// repeated crlNumber is malformed (RFC 5280 5.2.3: a non-negative integer, once).
+absl::StatusOr<std::optional<std::string>> CrlNumber(X509_CRL* crl) {
+  int critical = 0;
+  auto* number = static_cast<ASN1_INTEGER*>(X509_CRL_get_ext_d2i(crl, NID_crl_number, &critical, nullptr));
+  if (number == nullptr) {
+    ERR_clear_error();
+    if (critical == -1) return std::optional<std::string>();
+    return absl::InvalidArgumentError("its crlNumber extension is malformed or repeated");
+  }
+  absl::StatusOr<std::string> hex = ossl::SerialHex(number);
+  ASN1_INTEGER_free(number);
+  AIRLOCK_RETURN_IF_ERROR(hex.status());
+  if (hex->empty() || hex->front() == '-') return absl::InvalidArgumentError("its crlNumber is negative");
+  return std::optional<std::string>(*std::move(hex));
+}
+
+// Orders two crlNumbers written by SerialHex (no leading zero octets, non-negative): <0, 0, >0.
+int CompareCrlNumbers(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return a.size() < b.size() ? -1 : 1;
+  return a.compare(b);
+}
+
+std::string CrlNumberText(const std::optional<std::string>& number) {
+  return number.has_value() ? absl::StrCat("crlNumber 0x", *number) : "no crlNumber";
+}
+
 }  // namespace
 
 struct RevocationList::Impl {
   struct Authority {
     X509Ptr ca;
     std::string subject;
+    std::string fingerprint;  // SHA-256 of the CA certificate's DER
     absl::Time this_update;
     absl::Time next_update;
+    std::optional<std::string> crl_number;  // hex; nullopt: the CRL has none
+    std::string crl_fingerprint;            // SHA-256 of the CRL's DER
     std::map<std::string, absl::Time> revoked;  // serial hex -> revocation time
   };
   std::vector<Authority> authorities;
+
+  const Authority* Find(const std::string& fingerprint) const {
+    for (const Authority& authority : authorities) {
+      if (authority.fingerprint == fingerprint) return &authority;
+    }
+    return nullptr;
+  }
 };
 
 RevocationList::RevocationList(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -75,6 +134,7 @@ absl::StatusOr<std::shared_ptr<const RevocationList>> RevocationList::Create(
     if (X509_check_ca(cert.get()) == 0) continue;
     Impl::Authority authority;
     authority.subject = NameToString(X509_get_subject_name(cert.get()));
+    AIRLOCK_ASSIGN_OR_RETURN(authority.fingerprint, CertificateFingerprint(cert.get()));
     authority.this_update = absl::InfinitePast();
     authority.ca = std::move(cert);
     impl->authorities.push_back(std::move(authority));
@@ -117,9 +177,21 @@ absl::StatusOr<std::shared_ptr<const RevocationList>> RevocationList::Create(
             absl::StrCat("CRL of ", owner->subject, " has no nextUpdate"));
       }
       AIRLOCK_ASSIGN_OR_RETURN(absl::Time next_update, ToTime(next));
-      // Several CRLs for one CA (an old file left beside a new one): the newest wins, and only
-      // its nextUpdate counts (checked below).
-      if (this_update <= owner->this_update) continue;
+      absl::StatusOr<std::optional<std::string>> number = CrlNumber(crl.get());
+      if (!number.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("CRL of ", owner->subject, ": ", number.status().message()));
+      }
+      // Several CRLs for one CA (an old file left beside a new one): the newest wins (the higher
+      // crlNumber when both have one, else the later thisUpdate), and only its nextUpdate counts
+      // (checked below).
+      if (owner->this_update != absl::InfinitePast()) {
+        const bool newer = number->has_value() && owner->crl_number.has_value()
+                               ? CompareCrlNumbers(**number, *owner->crl_number) > 0
+                               : this_update > owner->this_update;
+        if (!newer) continue;
+      }
+      AIRLOCK_ASSIGN_OR_RETURN(owner->crl_fingerprint, CrlFingerprint(crl.get()));
+      owner->crl_number = *std::move(number);
       owner->this_update = this_update;
       owner->next_update = next_update;
       owner->revoked.clear();
@@ -173,7 +245,7 @@ absl::StatusOr<std::shared_ptr<const RevocationList>> RevocationList::Load(
   return list;
 }
 
-absl::Status RevocationList::Check(const std::string& leaf_cert_pem, absl::Time now) const {
+absl::StatusOr<RevocationList::Leaf> RevocationList::Locate(const std::string& leaf_cert_pem) const {
   absl::StatusOr<X509Ptr> parsed = ossl::ParseCertificate(leaf_cert_pem, "the client");
   if (!parsed.ok()) return absl::InvalidArgumentError("cannot parse the client certificate");
   const X509Ptr leaf = *std::move(parsed);
@@ -193,24 +265,79 @@ absl::Status RevocationList::Check(const std::string& leaf_cert_pem, absl::Time 
         absl::StrCat("issuer ", NameToString(X509_get_issuer_name(leaf.get())),
                      " of the client certificate has no CRL loaded"));
   }
-  if (now >= issuer->next_update) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("CRL of ", issuer->subject, " expired at ", TimeText(issuer->next_update),
-                     "; refusing every certificate it covers until a current CRL is loaded"));
-  }
   // A serial that cannot be read is refused: revocation fails closed.
   absl::StatusOr<std::string> leaf_serial = ossl::SerialHex(X509_get0_serialNumber(leaf.get()));
   if (!leaf_serial.ok()) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot read the client certificate's serial: ", leaf_serial.status().message()));
   }
-  const std::string& serial = *leaf_serial;
-  auto it = issuer->revoked.find(serial);
+  return Leaf{issuer->fingerprint, issuer->subject, *std::move(leaf_serial)};
+}
+
+absl::Status RevocationList::CheckLeaf(const Leaf& leaf, absl::Time now) const {
+  const Impl::Authority* issuer = impl_->Find(leaf.issuer_fingerprint);
+  if (issuer == nullptr) {
+    return absl::FailedPreconditionError("the client certificate's issuer has no CRL loaded");
+  }
+  if (now >= issuer->next_update) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("CRL of ", issuer->subject, " expired at ", TimeText(issuer->next_update),
+                     "; refusing every certificate it covers until a current CRL is loaded"));
+  }
+  auto it = issuer->revoked.find(leaf.serial);
   if (it != issuer->revoked.end()) {
     return absl::PermissionDeniedError(
-        absl::StrCat("certificate serial ", serial, " revoked at ", TimeText(it->second)));
+        absl::StrCat("certificate serial ", leaf.serial, " revoked at ", TimeText(it->second)));
   }
   return absl::OkStatus();
+}
+
+absl::Status RevocationList::Check(const std::string& leaf_cert_pem, absl::Time now) const {
+  AIRLOCK_ASSIGN_OR_RETURN(const Leaf leaf, Locate(leaf_cert_pem));
+  return CheckLeaf(leaf, now);
+}
+
+absl::Status RevocationList::CheckNotOlderThan(const RevocationList& current) const {
+  for (const Impl::Authority& next : impl_->authorities) {
+    // The same CA: same name and key (a renewed CA certificate keeps counting its CRLs).
+    const Impl::Authority* in_use = nullptr;
+    for (const Impl::Authority& candidate : current.impl_->authorities) {
+      if (X509_NAME_cmp(X509_get_subject_name(candidate.ca.get()), X509_get_subject_name(next.ca.get())) == 0 &&
+          EVP_PKEY_eq(X509_get0_pubkey(candidate.ca.get()), X509_get0_pubkey(next.ca.get())) == 1) {
+        in_use = &candidate;
+        break;
+      }
+    }
+    ERR_clear_error();
+    if (in_use == nullptr || in_use->crl_fingerprint == next.crl_fingerprint) continue;
+    const auto refuse = [&](absl::string_view why) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "CRL of ", next.subject, " (", CrlNumberText(next.crl_number), ", thisUpdate ", TimeText(next.this_update),
+          ") is refused: ", why, " than the CRL in use (", CrlNumberText(in_use->crl_number), ", thisUpdate ",
+          TimeText(in_use->this_update), "); an older CRL would un-revoke certificates"));
+    };
+    if (in_use->crl_number.has_value()) {
+      if (!next.crl_number.has_value()) return refuse("it has no crlNumber, which is less");
+      const int order = CompareCrlNumbers(*next.crl_number, *in_use->crl_number);
+      if (order < 0) return refuse("its crlNumber is lower");
+      if (order == 0) return refuse("it has the same crlNumber but other contents, no newer");
+    } else if (!next.crl_number.has_value() && next.this_update <= in_use->this_update) {
+      return refuse("it has no crlNumber and is no newer");
+    }
+  }
+  return absl::OkStatus();
+}
+
+bool RevocationList::Knows(const Leaf& leaf) const { return impl_->Find(leaf.issuer_fingerprint) != nullptr; }
+
+bool RevocationList::SameAs(const RevocationList& other) const {
+  if (impl_->authorities.size() != other.impl_->authorities.size()) return false;
+  for (size_t i = 0; i < impl_->authorities.size(); ++i) {
+    const Impl::Authority& a = impl_->authorities[i];
+    const Impl::Authority& b = other.impl_->authorities[i];
+    if (a.fingerprint != b.fingerprint || a.crl_fingerprint != b.crl_fingerprint) return false;
+  }
+  return true;
 }
 
 absl::Time RevocationList::earliest_next_update() const {
@@ -226,18 +353,40 @@ void RevocationChecker::Replace(std::shared_ptr<const RevocationList> list) {
   list_ = std::move(list);
 }
 
+absl::Status RevocationChecker::ReplaceIfNotOlder(std::shared_ptr<const RevocationList> list) {
+  absl::MutexLock lock(&mutex_);
+  if (list_ != nullptr && list != nullptr) AIRLOCK_RETURN_IF_ERROR(list->CheckNotOlderThan(*list_));
+  list_ = std::move(list);
+  return absl::OkStatus();
+}
+
 std::shared_ptr<const RevocationList> RevocationChecker::current() const {
   absl::MutexLock lock(&mutex_);
   return list_;
 }
 
-absl::Status RevocationChecker::Check(const std::string& leaf_cert_pem, absl::Time now) const {
+absl::Status RevocationChecker::Check(const std::string& leaf_cert_pem, absl::Time now,
+                                      RevocationList::Leaf* located) const {
   // The list is copied out so that a slow check never holds the lock against Replace().
   std::shared_ptr<const RevocationList> list = current();
   if (list == nullptr) {
     return absl::FailedPreconditionError("no revocation list loaded");
   }
-  return list->Check(leaf_cert_pem, now);
+  // The remembered issuer is a CA certificate fingerprint: a list without that CA (the bundle
+  // changed) locates the certificate again rather than trusting the old answer.
+  std::optional<RevocationList::Leaf> leaf;
+  {
+    absl::MutexLock lock(&cache_mutex_);
+    if (auto it = leaves_.find(leaf_cert_pem); it != leaves_.end()) leaf = it->second;
+  }
+  if (!leaf.has_value() || !list->Knows(*leaf)) {
+    AIRLOCK_ASSIGN_OR_RETURN(leaf, list->Locate(leaf_cert_pem));
+    absl::MutexLock lock(&cache_mutex_);
+    if (leaves_.size() >= kMaxCachedLeaves) leaves_.clear();  // simple bound; refills at once
+    leaves_.insert_or_assign(leaf_cert_pem, *leaf);
+  }
+  if (located != nullptr) *located = *leaf;
+  return list->CheckLeaf(*leaf, now);
 }
 
 }  // namespace airlock::auth

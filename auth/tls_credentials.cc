@@ -178,9 +178,10 @@ absl::Status ValidateTlsFiles(const TlsFiles& files, absl::Time now) {
 }
 
 absl::Status CheckClientCertificate(const RevocationChecker* revocation, const std::string& pem) {
-  const absl::Status status = pem.empty()            ? absl::UnauthenticatedError("no client certificate")
-                              : revocation == nullptr ? absl::FailedPreconditionError("no revocation checker configured")
-                                                      : revocation->Check(pem, absl::Now());
+  absl::Status status = pem.empty()            ? absl::UnauthenticatedError("no client certificate")
+                        : revocation == nullptr ? absl::FailedPreconditionError("no revocation checker configured")
+                                                : revocation->Check(pem, absl::Now());
+  if (status.ok()) status = CheckSubjectUnambiguous(pem);
   if (status.ok()) return status;
   std::string who;
   if (absl::StatusOr<Identity> identity = IdentityFromCertificate(pem, airlock::v1::config::SUBJECT_CN); identity.ok()) {

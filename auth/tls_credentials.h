@@ -1,5 +1,6 @@
-// The daemon's TLS: mutual TLS only, TLS 1.2 minimum, certificates re-read from disk for rotation,
-// and every client certificate checked against the RevocationChecker during the handshake.
+// The daemon's TLS: mutual TLS only, TLS 1.2 minimum (1.3 with min_tls13, the daemon's default),
+// certificates re-read from disk for rotation, and every client certificate checked against the
+// RevocationChecker during the handshake.
 //
 // Thread-safety: the functions are safe to call from any thread.
 #pragma once
@@ -42,7 +43,7 @@ absl::Status ValidateTlsFiles(const TlsFiles& files, absl::Time now);
 // The check every mTLS listener of the daemon (gRPC, metrics) applies to a client certificate
 // that verified against its CA: OK, or UNAUTHENTICATED "TLS handshake refused for client
 // certificate \"<subject>\" serial <hex>: <why>" (revoked, the CRL expired, no certificate, no
-// checker).
+// checker, a subject with more than one CN).
 absl::Status CheckClientCertificate(const RevocationChecker* revocation, const std::string& leaf_cert_pem);
 
 // mTLS server credentials: client certificate required and verified against client_ca_file,

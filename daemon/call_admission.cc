@@ -57,12 +57,12 @@ double CountCallEnd(const CallInfo& call, const absl::Status& status) {
   return seconds;
 }
 
-void LogDenied(const CallInfo& call, const absl::Status& status) {
+// `reason`: the airlock_auth_failures_total label.
+void LogDenied(const CallInfo& call, const absl::Status& status, std::string_view reason) {
   CountCallEnd(call, status);
-  if (call.config != nullptr && call.config->metrics != nullptr &&
-      status.code() != absl::StatusCode::kInvalidArgument) {
-    call.config->metrics->AuthFailed(status.code() == absl::StatusCode::kUnauthenticated ? "unauthenticated"
-                                                                                         : "not_permitted");
+  // No reason: not an authentication failure (an invalid request), not counted as one.
+  if (!reason.empty() && call.config != nullptr && call.config->metrics != nullptr) {
+    call.config->metrics->AuthFailed(reason);
   }
   if (call.refusal_counted) return;  // in the aggregate's log line (AuditTrail)
   LogWarning("call denied", {{"request_id", call.request_id},
@@ -88,9 +88,9 @@ absl::StatusOr<CallInfo> AdmitCall(const grpc::ServerContextBase& context, std::
   call.model = auth::BoundedForRecord(model, kMaxModelNameBytes);
   call.peer = auth::BoundedForRecord(context.peer(), kMaxCallFieldBytes);
   call.config = holder.Get();
-  const auto refuse = [&call](const absl::Status& status) {
+  const auto refuse = [&call](const absl::Status& status, std::string_view reason) {
     const absl::Status recorded = AuditSingle(call, status);
-    LogDenied(call, status);
+    LogDenied(call, status, reason);
     return recorded;
   };
   std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
@@ -99,13 +99,34 @@ absl::StatusOr<CallInfo> AdmitCall(const grpc::ServerContextBase& context, std::
   if (!identity.ok()) {
     // No identity, but the record still says which certificate was presented.
     if (auth) call.identity = auth::CertificateDetails(*auth);
-    return refuse(absl::UnauthenticatedError(identity.status().message()));
+    return refuse(absl::UnauthenticatedError(identity.status().message()), "unauthenticated");
   }
   call.identity = std::move(*identity);
+  // Revocation per call, not only per handshake: a connection outlives the CRL it was checked
+  // against. After the identity, so that the refusal names who was refused.
+  auth::RevocationList::Leaf issuer;  // stays empty without a checker: a CA-bound user is refused
+  if (call.config->revocation != nullptr) {
+    const std::vector<grpc::string_ref> pems = auth->FindPropertyValues("x509_pem_cert");
+    const absl::Status checked = pems.empty() ? absl::FailedPreconditionError("no client certificate")
+                                              : call.config->revocation->Check(
+                                                    std::string(pems[0].data(), pems[0].size()), absl::Now(),
+                                                    &issuer);
+    if (!checked.ok()) {
+      return refuse(absl::UnauthenticatedError(absl::StrCat("client certificate serial ", call.identity.serial_hex,
+                                                            " refused: ", checked.message())),
+                    "certificate_refused");
+    }
+  }
+  // A user bound to an issuing CA (users[].issuer) is only that user in certificates of that CA.
+  if (absl::Status bound = call.config->policy->CheckIssuer(call.identity.name, issuer.issuer_subject,
+                                                             issuer.issuer_fingerprint);
+      !bound.ok()) {
+    return refuse(bound, "not_permitted");
+  }
   // Before the name is matched or echoed anywhere (the policy's refusal quotes it).
-  if (absl::Status valid = CheckModelName(model); !valid.ok()) return refuse(valid);
+  if (absl::Status valid = CheckModelName(model); !valid.ok()) return refuse(valid, "");
   if (absl::Status allowed = call.config->policy->Authorize(call.identity.name, method, model); !allowed.ok()) {
-    return refuse(allowed);
+    return refuse(allowed, allowed.code() == absl::StatusCode::kUnauthenticated ? "unauthenticated" : "not_permitted");
   }
   return call;
 }

@@ -21,6 +21,7 @@
 #include "auth/access_policy.h"
 #include "auth/identity.h"
 #include "auth/quota.h"
+#include "auth/revocation.h"
 #include "daemon/request_validation.h"
 #include "grpcpp/server_context.h"
 #include "nlohmann/json.hpp"
@@ -47,6 +48,10 @@ struct RuntimeConfig {
   // that may scrape them over HTTPS (metrics.scrapers).
   Metrics* metrics = nullptr;
   std::set<std::string, std::less<>> metrics_scrapers;
+  // The CRLs in force (not owned; the same across reloads, its list swapped by SIGHUP and the
+  // tls.watch_interval re-read). Every call's certificate is checked against it, so a revocation
+  // reaches connections opened before it. Null only in tests that exercise admission without TLS.
+  const auth::RevocationChecker* revocation = nullptr;
 };
 
 class RuntimeConfigHolder {
@@ -79,10 +84,12 @@ struct CallInfo {
 // daemon; bounded anyway, as everything that reaches a record).
 inline constexpr size_t kMaxCallFieldBytes = 256;
 
-// UNAUTHENTICATED without a usable identity; INVALID_ARGUMENT for a model name longer than
+// UNAUTHENTICATED without a usable identity, or when the connection's certificate is refused by the
+// current CRLs (revoked since the handshake, or its CA's CRL expired: the handshake's verdict, so
+// the same code the handshake refusal carries); INVALID_ARGUMENT for a model name longer than
 // kMaxModelNameBytes; PERMISSION_DENIED when no role grants the method (and the model, when
-// `model` is non-empty). Refusals are logged and audited here (UNAVAILABLE instead when the
-// audit record cannot be written).
+// `model` is non-empty). Refusals are logged, counted and audited here (UNAVAILABLE instead when
+// the audit record cannot be written).
 absl::StatusOr<CallInfo> AdmitCall(const grpc::ServerContextBase& context, std::string_view method,
                                    std::string_view model, const RuntimeConfigHolder& holder);
 

@@ -70,7 +70,7 @@ Metrics::Metrics(std::vector<std::string> models, std::string_view version)
       auth_failures_(prometheus::BuildCounter()
                          .Name("airlock_auth_failures_total")
                          .Help("Calls refused before being served: unauthenticated, not_permitted (roles), "
-                               "certificate_refused (revoked, or the CRL expired)")
+                               "certificate_refused (revoked, or the CRL expired; at the handshake or on a call)")
                          .Register(*registry_)),
       quota_refusals_(prometheus::BuildCounter()
                           .Name("airlock_quota_refusals_total")

@@ -2,10 +2,12 @@
 #include "daemon/server.h"
 
 #include <algorithm>
+#include <climits>
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "auth/file_trust.h"
 #include "auth/identity.h"
 #include "auth/openssl_util.h"
 #include "auth/tls_credentials.h"
@@ -57,6 +59,7 @@ std::vector<std::string> RestartOnlyChanges(const DaemonOptions& a, const Daemon
   if (a.limits.max_concurrent_streams != b.limits.max_concurrent_streams) {
     changed.push_back("limits.max_concurrent_streams");
   }
+  if (a.limits.max_connection_age != b.limits.max_connection_age) changed.push_back("limits.max_connection_age");
   bool models_changed = a.models.size() != b.models.size();
   for (size_t i = 0; !models_changed && i < a.models.size(); ++i) {
     const ModelOptions& x = a.models[i];
@@ -67,6 +70,12 @@ std::vector<std::string> RestartOnlyChanges(const DaemonOptions& a, const Daemon
   }
   if (models_changed) changed.push_back("models");
   return changed;
+}
+
+// A duration as a gRPC channel argument (int milliseconds; "forever" and anything longer than
+// ~24 days become INT_MAX, which gRPC reads as no limit).
+int ClampedMilliseconds(absl::Duration duration) {
+  return static_cast<int>(std::clamp<int64_t>(absl::ToInt64Milliseconds(duration), 1, INT_MAX));
 }
 
 }  // namespace
@@ -87,6 +96,7 @@ absl::StatusOr<std::shared_ptr<const RuntimeConfig>> Daemon::MakeRuntimeConfig(c
   runtime->quotas = auth::QuotaPolicy::Create(options.config);
   runtime->ledger = quota_ledger_.get();
   runtime->metrics = metrics_.get();
+  runtime->revocation = revocation_.get();
   const auto& scrapers = options.config.metrics().scrapers();
   runtime->metrics_scrapers.insert(scrapers.begin(), scrapers.end());
   return runtime;
@@ -201,6 +211,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
   // default is 120 s): idle unauthenticated peers cannot pile up descriptors (grpc_log.h).
   builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
                              static_cast<int>(absl::ToInt64Milliseconds(options.handshake_timeout)));
+  // Connections age out and handshake again (CA bundle, CRLs, certificate validity); calls in flight
+  // get max_request_duration to finish, the longest a call may run anyway.
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, ClampedMilliseconds(options.limits.max_connection_age));
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                             ClampedMilliseconds(options.limits.max_request_duration));
   d->server_ = builder.BuildAndStart();
   if (d->server_ == nullptr || d->port_ == 0) {
     d->models_->Shutdown();
@@ -215,6 +230,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
       return absl::PermissionDeniedError(absl::StrCat("server.port_file: cannot write ", options.port_file));
     }
   }
+  d->SetWatchedFiles(options);
+  d->trust_watcher_ = std::thread([self = d.get()] { self->WatchTrustAnchors(); });
   LogInfo("listening", {{"address", options.listen},
                         {"port", d->port_},
                         {"tls_min", options.tls.min_tls13 ? "1.3" : "1.2"},
@@ -222,13 +239,69 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
   return d;
 }
 
-Daemon::~Daemon() { Drain(); }
+Daemon::~Daemon() {
+  Drain();
+  StopWatching();
+}
+
+void Daemon::StopWatching() {
+  if (!stop_watching_.HasBeenNotified()) stop_watching_.Notify();
+  if (trust_watcher_.joinable()) trust_watcher_.join();
+}
+
+void Daemon::SetWatchedFiles(const DaemonOptions& options) {
+  absl::MutexLock lock(&watched_mu_);
+  watched_tls_ = TlsFilesOf(options.tls);
+  watched_anchors_ = TrustAnchorFiles(options.config);
+}
+
+void Daemon::WatchTrustAnchors() {
+  std::string last_error;
+  while (!stop_watching_.WaitForNotificationWithTimeout(options_.tls.watch_interval)) {
+    const absl::Status status = RereadTrustAnchors();
+    // A fault that persists is logged once, when it appears (and its end when it is fixed), not
+    // every interval.
+    if (!status.ok() && status.message() != last_error) {
+      LogError("CRL re-read refused; the CRLs in use stay", {{"error", std::string(status.message())}});
+    } else if (status.ok() && !last_error.empty()) {
+      LogInfo("CRL re-read succeeds again");
+    }
+    last_error = status.ok() ? "" : std::string(status.message());
+  }
+}
+
+absl::Status Daemon::RereadTrustAnchors() {
+  // One re-read at a time: a SIGHUP reload and a watch must not race each other's older list in.
+  absl::MutexLock reload_lock(&reload_mu_);
+  auth::TlsFiles files;
+  std::vector<std::pair<std::string, std::string>> anchors;
+  {
+    absl::MutexLock lock(&watched_mu_);
+    files = watched_tls_;
+    anchors = watched_anchors_;
+  }
+  for (const auto& [field, file] : anchors) {
+    if (absl::Status trusted = auth::CheckTrustedFile(TrustAnchorWhat(field), file); !trusted.ok()) {
+      return absl::Status(trusted.code(), absl::StrCat(field, ": ", trusted.message()));
+    }
+  }
+  AIRLOCK_ASSIGN_OR_RETURN(std::shared_ptr<const auth::RevocationList> crls,
+                           auth::RevocationList::Load(files.client_ca_file, files.crl_files, absl::Now()));
+  if (const std::shared_ptr<const auth::RevocationList> current = revocation_->current();
+      current != nullptr && crls->SameAs(*current)) {
+    return absl::OkStatus();
+  }
+  AIRLOCK_RETURN_IF_ERROR(revocation_->ReplaceIfNotOlder(crls));
+  LogInfo("CRLs re-read", {{"crl_next_update", absl::FormatTime(crls->earliest_next_update())}});
+  return absl::OkStatus();
+}
 
 absl::Status Daemon::Reload() {
   const auto refuse = [](const absl::Status& status) {
     LogError("reload refused; the running configuration stays", {{"error", std::string(status.message())}});
     return status;
   };
+  absl::MutexLock reload_lock(&reload_mu_);
   absl::StatusOr<ParsedConfig> parsed = LoadConfigFile(config_path_);
   if (!parsed.ok()) return refuse(parsed.status());
   if (absl::Status files = CheckConfigFiles(*parsed); !files.ok()) return refuse(files);
@@ -241,9 +314,10 @@ absl::Status Daemon::Reload() {
   absl::StatusOr<std::shared_ptr<const RuntimeConfig>> runtime = MakeRuntimeConfig(options);
   if (!runtime.ok()) return refuse(runtime.status());
 
-  // Everything checked: swap in.
-  revocation_->Replace(*crls);
+  // Everything checked; the CRLs last, as they may still be refused for being older than those in use.
+  if (absl::Status newer = revocation_->ReplaceIfNotOlder(*crls); !newer.ok()) return refuse(newer);
   runtime_->Set(*runtime);
+  SetWatchedFiles(options);
   // The metrics listener's certificate files, now rather than at its next check (logged there; a
   // set that does not load leaves the current one, as the gRPC listener does).
   if (metrics_server_ != nullptr) metrics_server_->ReloadCertificates().IgnoreError();

@@ -8,11 +8,14 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "auth/revocation.h"
 #include "auth/tls_credentials.h"
 #include "daemon/admin_service.h"
@@ -39,7 +42,8 @@ class Daemon {
 
   int port() const { return port_; }
 
-  // Re-reads the configuration file, TLS files and CRLs. Identities, roles, limits and CRLs take
+  // Re-reads the configuration file, TLS files and CRLs (the CRLs and client CA bundle are also
+  // re-read every tls.watch_interval; an older CRL than the one in use is refused either way). Identities, roles, limits and CRLs take
   // effect for new calls; a change that needs a restart (listen address, TLS file paths, models,
   // message-size limits) is reported and ignored. Any error leaves the running configuration as it
   // was and is returned.
@@ -61,6 +65,15 @@ class Daemon {
   absl::Status CheckScraper(const std::string& leaf_pem) const;
   // A client certificate refused by the revocation check, on either listener: logged and counted.
   void CertificateRefused(std::string_view listener, std::string_view reason) const;
+  // The files the trust-anchor watcher re-reads (as of start, then of each successful reload).
+  void SetWatchedFiles(const DaemonOptions& options) ABSL_LOCKS_EXCLUDED(watched_mu_);
+  // The watcher thread: every tls.watch_interval, RereadTrustAnchors; a refusal is logged (once
+  // per distinct error) and the CRLs in use stay.
+  void WatchTrustAnchors();
+  // Checks the trust anchors' permissions (auth::CheckTrustedFile), loads the client CA bundle and
+  // CRLs, and swaps the new list in unless it is the same or older (RevocationChecker).
+  absl::Status RereadTrustAnchors() ABSL_LOCKS_EXCLUDED(reload_mu_, watched_mu_);
+  void StopWatching();
 
   std::string config_path_;
   DaemonOptions options_;  // as started
@@ -87,6 +100,13 @@ class Daemon {
   std::atomic<const MetricsServer*> metrics_listener_{nullptr};
   int port_ = 0;
   bool drained_ = false;
+  // Serialises Reload and the watcher's re-read (each loads a list and swaps it in).
+  absl::Mutex reload_mu_;
+  mutable absl::Mutex watched_mu_;
+  auth::TlsFiles watched_tls_ ABSL_GUARDED_BY(watched_mu_);
+  std::vector<std::pair<std::string, std::string>> watched_anchors_ ABSL_GUARDED_BY(watched_mu_);
+  absl::Notification stop_watching_;
+  std::thread trust_watcher_;  // joined by StopWatching
   std::atomic<bool> draining_{false};  // /readyz answers 503 once a drain begins
 };
 

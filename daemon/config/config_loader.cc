@@ -31,6 +31,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "auth/access_policy.h"
+#include "auth/file_trust.h"
 #include "auth/quota.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
@@ -1042,6 +1043,17 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
     const std::string prefix = absl::StrCat("users[", i, "]");
     CheckReferences(config.users(i).groups(), prefix + ".groups", group_names, "group", "", &check);
     CheckReferences(config.users(i).roles(), prefix + ".roles", role_names, "role", "", &check);
+    if (const std::string& issuer = config.users(i).issuer(); !issuer.empty()) {
+      const bool fingerprint = issuer.rfind("sha256:", 0) == 0;
+      const std::string hex = fingerprint ? issuer.substr(7) : "";
+      if (fingerprint ? hex.size() != 64 || hex.find_first_not_of("0123456789abcdef") != std::string::npos
+                      : issuer.find('=') == std::string::npos) {
+        check.Error(prefix + ".issuer",
+                    absl::StrCat(Quote(issuer),
+                                 " is neither a CA subject (e.g. \"CN=Airlock Lab Admin CA\") nor sha256: and the "
+                                 "64 lowercase hex digits of the CA certificate's SHA-256"));
+      }
+    }
   }
   for (int i = 0; i < config.groups_size(); ++i) {
     CheckReferences(config.groups(i).roles(), absl::StrCat("groups[", i, "].roles"), role_names,
@@ -1083,6 +1095,7 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
                    std::numeric_limits<uint32_t>::max());
   check.CheckDuration("limits.max_request_duration", limits.max_request_duration(), kTick,
                       kForever);
+  check.CheckDuration("limits.max_connection_age", limits.max_connection_age(), absl::Minutes(1), absl::Hours(24));
 
   return JoinErrors(absl::StatusCode::kInvalidArgument, check.errors());
 }
@@ -1154,6 +1167,28 @@ absl::StatusOr<ParsedConfig> LoadConfigFile(const std::string& path) {
   return ParseConfigText(text, path, path);
 }
 
+std::vector<std::pair<std::string, std::string>> TrustAnchorFiles(const DaemonConfig& config) {
+  std::vector<std::pair<std::string, std::string>> files = {{"tls.cert_file", config.tls().cert_file()},
+                                                            {"tls.client_ca_file", config.tls().client_ca_file()}};
+  for (int i = 0; i < config.tls().crl_files_size(); ++i) {
+    files.emplace_back(absl::StrCat("tls.crl_files[", i, "]"), config.tls().crl_files(i));
+  }
+  if (!config.metrics().listen().empty()) {
+    if (!config.metrics().cert_file().empty()) files.emplace_back("metrics.cert_file", config.metrics().cert_file());
+    if (!config.metrics().client_ca_file().empty()) {
+      files.emplace_back("metrics.client_ca_file", config.metrics().client_ca_file());
+    }
+  }
+  std::erase_if(files, [](const auto& file) { return file.second.empty(); });
+  return files;
+}
+
+std::string TrustAnchorWhat(std::string_view field) {
+  if (field.find("crl_files") != std::string_view::npos) return "CRL file";
+  if (field.find("client_ca_file") != std::string_view::npos) return "client CA file";
+  return "certificate file";
+}
+
 absl::Status CheckConfigFiles(const ParsedConfig& parsed) {
   const DaemonConfig& config = parsed.config();
   std::vector<std::string> errors;
@@ -1184,6 +1219,14 @@ absl::Status CheckConfigFiles(const ParsedConfig& parsed) {
   }
   for (int i = 0; i < tls.crl_files_size(); ++i) {
     check_file(absl::StrCat("tls.crl_files[", i, "]"), tls.crl_files(i));
+  }
+  // Trust anchors: whoever can write them decides who is trusted (a CA of their own, an older CRL).
+  for (const auto& [field, file] : TrustAnchorFiles(config)) {
+    struct stat st {};
+    if (::stat(file.c_str(), &st) != 0) continue;  // reported by check_file above
+    if (absl::Status trusted = auth::CheckTrustedFile(TrustAnchorWhat(field), file); !trusted.ok()) {
+      errors.push_back(parsed.Describe(field, std::string(trusted.message())));
+    }
   }
   // A TLS private key: private to the user airlockd runs as.
   auto check_private_key = [&](const std::string& field_path, const std::string& file) {

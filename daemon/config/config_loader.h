@@ -25,6 +25,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -107,5 +108,14 @@ absl::StatusOr<ParsedConfig> LoadConfigFile(const std::string& path);
 // by group or others; the configuration file itself (when read by LoadConfigFile) is not
 // world-writable. Every problem found is reported, each with the position of its field.
 absl::Status CheckConfigFiles(const ParsedConfig& parsed);
+
+// The files that decide whom airlockd trusts, as (key path, file): tls.cert_file,
+// tls.client_ca_file, each tls.crl_files entry, and metrics.cert_file / metrics.client_ca_file when
+// set. CheckConfigFiles (start, SIGHUP) and the daemon's tls.watch_interval re-read check each with
+// auth::CheckTrustedFile: not writable by group/others or a user other than root or airlockd's,
+// nor any directory above it.
+std::vector<std::pair<std::string, std::string>> TrustAnchorFiles(const airlock::v1::config::DaemonConfig& config);
+// What a TrustAnchorFiles key names, for messages: "CRL file", "client CA file", "certificate file".
+std::string TrustAnchorWhat(std::string_view field);
 
 }  // namespace airlock::daemon

@@ -43,7 +43,7 @@ DaemonOptions ResolveOptions(const ParsedConfig& parsed) {
   options.tls.key_file = tls.key_file();
   options.tls.client_ca_file = tls.client_ca_file();
   options.tls.crl_files.assign(tls.crl_files().begin(), tls.crl_files().end());
-  options.tls.min_tls13 = tls.min_version() == airlock::v1::config::TLS_1_3;
+  options.tls.min_tls13 = tls.min_version() != airlock::v1::config::TLS_1_2;
   options.tls.watch_interval = DurationOr(tls.watch_interval(), options.tls.watch_interval);
 
   for (const auto& model : config.models()) {
@@ -72,6 +72,7 @@ DaemonOptions ResolveOptions(const ParsedConfig& parsed) {
   if (limits.max_concurrent_streams() != 0) {
     l.max_concurrent_streams = limits.max_concurrent_streams();
   }
+  l.max_connection_age = DurationOr(limits.max_connection_age(), l.max_connection_age);
 
   const auto& audit = config.audit();
   AuditOptions& a = options.audit;

@@ -30,8 +30,8 @@ struct TlsOptions {
   std::string client_ca_file;
   // PEM CRLs, at least one per CA in client_ca_file. Default: none (at least one required).
   std::vector<std::string> crl_files;
-  // Whether TLS 1.2 is refused. Default: false (min_version TLS_1_2; 1.3 is used when offered).
-  bool min_tls13 = false;
+  // Whether TLS 1.2 is refused. Default: true (min_version TLS_1_3; TLS_1_2 must be asked for).
+  bool min_tls13 = true;
   // How often the certificate, key, CA and CRL files are re-read for rotation. Default: 10s.
   absl::Duration watch_interval = absl::Seconds(10);
 };
@@ -66,6 +66,9 @@ struct LimitsOptions {
   absl::Duration max_request_duration = absl::Seconds(600);
   // Concurrent RPCs per connection. Default: 32.
   uint32_t max_concurrent_streams = 32;
+  // A connection older than this is closed (GOAWAY) and must handshake again; its calls in flight
+  // get max_request_duration to finish. Default: 1h.
+  absl::Duration max_connection_age = absl::Hours(1);
 };
 
 struct AuditOptions {

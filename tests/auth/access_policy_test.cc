@@ -55,6 +55,33 @@ TEST(AccessPolicyTest, UnknownIdentityIsDenied) {
   EXPECT_FALSE(policy->Allows("alic", kHealth, ""));
 }
 
+TEST(AccessPolicyTest, AUserBoundToAnIssuerIsOnlyThatUserInThatCasCertificates) {
+  // Two configured CAs: the lab CA issues staff certificates, the admin CA the auditor's. A lab CA
+  // certificate with CN=auditor is not the auditor.
+  const std::string fingerprint(64, 'a');
+  auto policy = AccessPolicy::Create(Config(R"pb(
+    roles { name: "admin" methods: "*" }
+    users { name: "auditor" roles: "admin" issuer: "CN=Airlock Lab Admin CA" }
+    users { name: "pinned" roles: "admin" issuer: "sha256:)pb" + fingerprint + R"pb(" }
+    users { name: "anyone" roles: "admin" }
+  )pb"));
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  EXPECT_TRUE((*policy)->CheckIssuer("auditor", "CN=Airlock Lab Admin CA", "01").ok());
+  absl::Status other = (*policy)->CheckIssuer("auditor", "CN=Airlock Dev CA", "02");
+  EXPECT_EQ(other.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(other.message(),
+            "identity \"auditor\" must be issued by CA \"CN=Airlock Lab Admin CA\"; this certificate was issued "
+            "by \"CN=Airlock Dev CA\" (sha256:02), so it is not that user");
+  // By fingerprint: a CA with the same name but another certificate does not do.
+  EXPECT_TRUE((*policy)->CheckIssuer("pinned", "CN=X", fingerprint).ok());
+  EXPECT_FALSE((*policy)->CheckIssuer("pinned", "CN=X", std::string(64, 'b')).ok());
+  // Issuer unknown (no revocation checker): a bound user fails closed, others are unaffected.
+  EXPECT_FALSE((*policy)->CheckIssuer("auditor", "", "").ok());
+  EXPECT_FALSE((*policy)->CheckIssuer("pinned", "", "").ok());
+  EXPECT_TRUE((*policy)->CheckIssuer("anyone", "CN=Whatever", "03").ok());
+  EXPECT_TRUE((*policy)->CheckIssuer("mallory", "CN=Whatever", "03").ok());  // Authorize refuses
+}
+
 TEST(AccessPolicyTest, MissingMethodMessage) {
   auto policy = Policy();
   absl::Status status = policy->Authorize("bob", kGenerate, "llama3-8b");

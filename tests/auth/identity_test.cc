@@ -112,5 +112,21 @@ TEST_F(IdentityTest, ANameLongerThanTheBoundIsNoIdentityAndIsNotEchoed) {
   EXPECT_EQ(at_bound->name.size(), kMaxIdentityNameBytes);
 }
 
+TEST_F(IdentityTest, ASubjectWithTwoCommonNamesIsRefusedWhateverTheSource) {
+  // "CN=alice, CN=auditor": the first CN would name the caller while logs might show the other.
+  CertificateSpec spec;
+  spec.common_name = "alice";
+  spec.emails = {"alice@clinic.example"};
+  const std::string pem = testing::WithSecondCommonName(Issue(spec), ca_, "auditor");
+  for (const auto source : {SUBJECT_CN, SAN_EMAIL}) {
+    absl::StatusOr<Identity> identity = IdentityFromCertificate(pem, source);
+    ASSERT_FALSE(identity.ok()) << identity->name;
+    EXPECT_EQ(identity.status().code(), absl::StatusCode::kUnauthenticated);
+    EXPECT_THAT(identity.status().message(), ::testing::HasSubstr("has 2 common names"));
+  }
+  EXPECT_EQ(CheckSubjectUnambiguous(pem).code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_TRUE(CheckSubjectUnambiguous(Issue(spec)).ok());
+}
+
 }  // namespace
 }  // namespace airlock::auth

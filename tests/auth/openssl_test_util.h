@@ -15,6 +15,7 @@
 
 #include <gtest/gtest.h>
 
+#include "auth/dev_pki.h"
 #include "auth/openssl_util.h"
 #include "tests/support/test_data.h"
 
@@ -99,6 +100,28 @@ inline std::vector<std::string> SubjectAltNames(const std::string& cert_pem) {
   }
   GENERAL_NAMES_free(names);
   return out;
+}
+
+// `cert_pem` with a second subject CN `extra` appended, re-signed by `ca` (what a careless or
+// hostile registration authority can get a CA to sign).
+inline std::string WithSecondCommonName(const std::string& cert_pem, const PemKeyPair& ca, const std::string& extra) {
+  X509Ptr cert = ParsePem(cert_pem);
+  X509_NAME* subject = X509_get_subject_name(cert.get());
+  EXPECT_EQ(X509_NAME_add_entry_by_NID(subject, NID_commonName, MBSTRING_UTF8,
+                                       reinterpret_cast<const unsigned char*>(extra.c_str()), -1, -1, 0),
+            1);
+  BIO* key_bio = BIO_new_mem_buf(ca.key_pem.data(), static_cast<int>(ca.key_pem.size()));
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(key_bio, nullptr, nullptr, nullptr);
+  BIO_free(key_bio);
+  EXPECT_GT(X509_sign(cert.get(), key, EVP_sha256()), 0);
+  EVP_PKEY_free(key);
+  BIO* out = BIO_new(BIO_s_mem());
+  PEM_write_bio_X509(out, cert.get());
+  char* data = nullptr;
+  const long length = BIO_get_mem_data(out, &data);  // NOLINT(runtime/int): OpenSSL's type
+  std::string pem(data, static_cast<size_t>(length));
+  BIO_free(out);
+  return pem;
 }
 
 }  // namespace airlock::auth::testing

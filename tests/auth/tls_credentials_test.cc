@@ -34,6 +34,7 @@
 #include "auth/identity.h"
 #include "auth/revocation.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/auth/openssl_test_util.h"
 #include "tests/support/test_data.h"
 
 namespace airlock::auth {
@@ -333,6 +334,18 @@ TEST_F(TlsCredentialsTest, RevokedClientIsRefusedAndLogged) {
   EXPECT_TRUE(log_->WaitFor("certificate serial " + serial + " revoked at")) << log_->All();
   EXPECT_TRUE(CallCheck(server.port(), ca_pem_, &bob_).ok());
   EXPECT_EQ(server.service().last_identity(), "bob");
+}
+
+TEST_F(TlsCredentialsTest, ACertificateWithTwoCommonNamesIsRefusedInTheHandshake) {
+  // Signed by the right CA, not revoked: only the ambiguous subject is wrong.
+  PemKeyPair two_names{auth::testing::WithSecondCommonName(alice_.cert_pem, {ca_pem_, Read("ca.key")}, "auditor"),
+                       alice_.key_pem};
+  TestServer server(settings_, checker_, log_);
+  ASSERT_TRUE(server.ok());
+  EXPECT_EQ(CallCheck(server.port(), ca_pem_, &two_names).error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_TRUE(log_->WaitFor("has 2 common names (CN); an ambiguous identity is refused")) << log_->All();
+  EXPECT_EQ(server.service().last_identity(), "");
+  EXPECT_TRUE(CallCheck(server.port(), ca_pem_, &alice_).ok());
 }
 
 TEST_F(TlsCredentialsTest, ReplacedCrlAppliesToNewConnectionsWithoutRestart) {

@@ -127,6 +127,26 @@ TEST_F(ConfigFilesTest, KeyOwnedBySomeoneElseIsRefused) {
                                       Path("server.key"), "\" is owned by uid 4242, not by uid 0")));
 }
 
+TEST_F(ConfigFilesTest, WritableTrustAnchorsAreRefusedAtTheirPosition) {
+  // Any local user could append a CA of their own to the bundle, or swap in an older CRL.
+  ASSERT_EQ(::chmod(Path("ca.crt").c_str(), 0666), 0);
+  ASSERT_EQ(::chmod(Path("ca.crl").c_str(), 0664), 0);
+  absl::StatusOr<ParsedConfig> parsed = WriteAndLoad();
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const std::string message(CheckConfigFiles(*parsed).message());
+  EXPECT_THAT(message, HasSubstr(absl::StrCat(Path("airlockd.yaml"), ":4:19: tls.client_ca_file: client CA file ",
+                                              Path("ca.crt"), " has mode 0666")));
+  EXPECT_THAT(message, HasSubstr(absl::StrCat("tls.crl_files[0]: CRL file ", Path("ca.crl"), " has mode 0664")));
+  // Their directory counts as much as the files.
+  ASSERT_EQ(::chmod(Path("ca.crt").c_str(), 0644), 0);
+  ASSERT_EQ(::chmod(Path("ca.crl").c_str(), 0644), 0);
+  EXPECT_TRUE(CheckConfigFiles(*parsed).ok()) << CheckConfigFiles(*parsed);
+  ASSERT_EQ(::chmod(dir_.c_str(), 0777), 0);
+  EXPECT_THAT(std::string(CheckConfigFiles(*parsed).message()),
+              HasSubstr(absl::StrCat("tls.cert_file: directory ", dir_, " above certificate file ", Path("server.crt"),
+                                     " has mode 0777")));
+}
+
 TEST_F(ConfigFilesTest, MissingModelIsRefusedAtItsPosition) {
   ASSERT_EQ(::unlink(Path("model.gguf").c_str()), 0);
   absl::StatusOr<ParsedConfig> parsed = WriteAndLoad();

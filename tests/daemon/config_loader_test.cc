@@ -71,6 +71,7 @@ limits:
   max_tokens_per_request: 1024
   max_request_duration: 120s
   max_concurrent_streams: 8
+  max_connection_age: 30m
 audit:
   state_dir: /var/lib/airlock/state
   signing_key_file: /etc/airlock/audit-signing.key
@@ -213,6 +214,7 @@ TEST(ConfigLoaderTest, ResolveOptionsUsesConfiguredValues) {
   EXPECT_EQ(o.limits.max_tokens_per_request, 1024u);
   EXPECT_EQ(o.limits.max_request_duration, absl::Seconds(120));
   EXPECT_EQ(o.limits.max_concurrent_streams, 8u);
+  EXPECT_EQ(o.limits.max_connection_age, absl::Minutes(30));
   EXPECT_EQ(o.config.SerializeAsString(), parsed->config().SerializeAsString());
 }
 
@@ -225,7 +227,8 @@ TEST(ConfigLoaderTest, ResolveOptionsAppliesDefaults) {
   EXPECT_EQ(o.handshake_timeout, absl::Seconds(5));
   EXPECT_TRUE(o.sandbox);
   EXPECT_EQ(o.port_file, "");
-  EXPECT_FALSE(o.tls.min_tls13);
+  // TLS 1.3 unless TLS_1_2 is asked for.
+  EXPECT_TRUE(o.tls.min_tls13);
   EXPECT_EQ(o.tls.watch_interval, absl::Seconds(10));
   ASSERT_EQ(o.models.size(), 1u);
   const unsigned cpus = std::thread::hardware_concurrency();
@@ -240,6 +243,26 @@ TEST(ConfigLoaderTest, ResolveOptionsAppliesDefaults) {
   EXPECT_EQ(o.limits.max_tokens_per_request, 2048u);
   EXPECT_EQ(o.limits.max_request_duration, absl::Seconds(600));
   EXPECT_EQ(o.limits.max_concurrent_streams, 32u);
+  EXPECT_EQ(o.limits.max_connection_age, absl::Hours(1));
+}
+
+TEST(ConfigLoaderTest, AUsersIssuerMustBeADnOrASha256Fingerprint) {
+  const auto with_issuer = [](const std::string& issuer) {
+    return ErrorOfFull("  - name: alice@example.org\n", "  - name: alice@example.org\n    issuer: \"" + issuer + "\"\n");
+  };
+  EXPECT_EQ(with_issuer("CN=Airlock Lab Admin CA"), "OK");
+  EXPECT_EQ(with_issuer("sha256:" + std::string(64, 'f')), "OK");
+  EXPECT_THAT(with_issuer("Airlock Lab Admin CA"), ::testing::HasSubstr("users[0].issuer"));
+  EXPECT_THAT(with_issuer("sha256:" + std::string(63, 'f')), ::testing::HasSubstr("is neither a CA subject"));
+  EXPECT_THAT(with_issuer("sha256:" + std::string(64, 'F')), ::testing::HasSubstr("users[0].issuer"));
+}
+
+TEST(ConfigLoaderTest, MaxConnectionAgeOutOfRangeIsRefused) {
+  // A connection that never ages keeps a revoked or dropped CA's client on its old handshake.
+  EXPECT_THAT(ErrorOfFull("  max_connection_age: 30m\n", "  max_connection_age: 30s\n"),
+              ::testing::HasSubstr("limits.max_connection_age"));
+  EXPECT_THAT(ErrorOfFull("  max_connection_age: 30m\n", "  max_connection_age: 48h\n"),
+              ::testing::HasSubstr("limits.max_connection_age"));
 }
 
 TEST(ConfigLoaderTest, ExplicitSandboxTrueAndFlowStyle) {
