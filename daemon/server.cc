@@ -53,7 +53,8 @@ std::vector<std::string> RestartOnlyChanges(const DaemonOptions& a, const Daemon
       a.audit.hmac_secret_file != b.audit.hmac_secret_file || a.audit.checkpoint_every != b.audit.checkpoint_every ||
       a.audit.checkpoint_interval != b.audit.checkpoint_interval ||
       a.audit.sealed_text_key_file != b.audit.sealed_text_key_file ||
-      a.audit.refusal_records_per_minute != b.audit.refusal_records_per_minute) {
+      a.audit.refusal_records_per_minute != b.audit.refusal_records_per_minute ||
+      a.audit.retention != b.audit.retention || a.audit.witness_file != b.audit.witness_file) {
     changed.push_back("audit");
   }
   if (a.limits.max_concurrent_streams != b.limits.max_concurrent_streams) {
