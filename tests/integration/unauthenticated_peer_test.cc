@@ -382,20 +382,22 @@ TEST_F(UnauthenticatedPeerTest, ReadyzAnswersWhileIdleAndSlowClientsHoldConnecti
 }
 
 TEST_F(UnauthenticatedPeerTest, MetricsTlsPolicyIsTheGrpcPorts) {
-  ASSERT_NO_FATAL_FAILURE(Start(Config("5s", MetricsYaml())));
+  // tls.min_version TLS_1_2, for old clients: TLS 1.2 with ECDHE and AES-GCM, as gRPC offers, is
+  // accepted. CBC only: refused, as on the gRPC port.
+  const std::string tls12 = absl::StrReplaceAll(Config("5s", MetricsYaml()),
+                                                {{"  watch_interval: \"1s\"\n", "  watch_interval: \"1s\"\n  min_version: TLS_1_2\n"}});
+  ASSERT_NE(tls12.find("min_version: TLS_1_2"), std::string::npos);
+  ASSERT_NO_FATAL_FAILURE(Start(tls12));
   const int port = MetricsPort();
-  // TLS 1.2 with ECDHE and AES-GCM, as gRPC offers: accepted. CBC only: refused, as on the gRPC port.
   EXPECT_EQ(TlsHandshake(port, pki_, "prometheus", TLS1_2_VERSION, kEcdheGcm), "");
   EXPECT_NE(TlsHandshake(port, pki_, "prometheus", TLS1_2_VERSION, kCbcOnly), "");
   EXPECT_NE(TlsHandshake(daemon_->port(), pki_, "alice", TLS1_2_VERSION, kCbcOnly), "") << "the gRPC port's policy";
   ASSERT_NO_FATAL_FAILURE(StopDaemon());
 
-  // tls.min_version TLS_1_3: a TLS-1.2-only client is refused; TLS 1.3 is served.
-  const std::string tls13 = absl::StrReplaceAll(Config("5s", MetricsYaml()),
-                                                {{"  watch_interval: \"1s\"\n", "  watch_interval: \"1s\"\n  min_version: TLS_1_3\n"}});
-  ASSERT_NE(tls13.find("min_version: TLS_1_3"), std::string::npos);
-  ASSERT_NO_FATAL_FAILURE(Start(tls13));
+  // The default minimum, TLS 1.3: a TLS-1.2-only client is refused on both ports; TLS 1.3 is served.
+  ASSERT_NO_FATAL_FAILURE(Start(Config("5s", MetricsYaml())));
   EXPECT_NE(TlsHandshake(MetricsPort(), pki_, "prometheus", TLS1_2_VERSION, kEcdheGcm), "");
+  EXPECT_NE(TlsHandshake(daemon_->port(), pki_, "alice", TLS1_2_VERSION, kEcdheGcm), "") << "the gRPC port's policy";
   EXPECT_EQ(TlsHandshake(MetricsPort(), pki_, "prometheus", TLS1_3_VERSION, nullptr), "");
   ASSERT_NO_FATAL_FAILURE(StopDaemon());
 }
