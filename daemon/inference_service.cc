@@ -41,6 +41,9 @@ struct CallState {
   CallInfo call;
   std::atomic<bool> client_gone{false};  // the client cancelled, disconnected or its deadline passed
   std::atomic<bool> over_time{false};    // limits.max_request_duration passed
+  // When the daemon's drain cancels what still runs (unix nanoseconds, 0 while not draining):
+  // InferenceService::drain_cancel_at_, which outlives every call.
+  const std::atomic<int64_t>* drain_cancel_at = nullptr;
   std::chrono::steady_clock::time_point deadline;
   std::chrono::steady_clock::time_point first_piece{};
   std::atomic<bool> saw_first_piece{false};
@@ -96,6 +99,13 @@ absl::Status Outcome(const absl::StatusOr<inference::GenerateResult>& result, co
       return absl::DeadlineExceededError(absl::StrCat(
           "the request ran past its deadline (the client's, or limits.max_request_duration = ",
           absl::FormatDuration(state.call.config->max_request_duration), ")"));
+    }
+    // gRPC cancels the calls still running when the drain's deadline passes: the client got
+    // UNAVAILABLE, and the record must say that, not that the client cancelled.
+    const int64_t drain_at = state.drain_cancel_at != nullptr ? state.drain_cancel_at->load() : 0;
+    if (drain_at != 0 && absl::Now() >= absl::FromUnixNanos(drain_at)) {
+      return absl::UnavailableError(
+          "airlockd is shutting down: the request was still running when server.drain_timeout ran out");
     }
     return absl::CancelledError("the client cancelled the request");
   }
@@ -364,7 +374,8 @@ class StreamGeneration final : public grpc::ServerWriteReactor<GenerateStreamRes
 
 template <typename Request, typename Reactor, typename... Extra>
 Reactor* StartGeneration(grpc::CallbackServerContext* context, const Request& request, const char* method,
-                         const ModelRegistry& models, const RuntimeConfigHolder& config, Extra... extra) {
+                         const ModelRegistry& models, const RuntimeConfigHolder& config,
+                         const std::atomic<int64_t>& drain_cancel_at, Extra... extra) {
   // Method and model are authorised together, once (an empty model is refused by Prepare).
   absl::StatusOr<CallInfo> call = AdmitCall(*context, method, request.model(), config);
   if (!call.ok()) {
@@ -373,6 +384,7 @@ Reactor* StartGeneration(grpc::CallbackServerContext* context, const Request& re
     return reactor;
   }
   auto state = std::make_shared<CallState>();
+  state->drain_cancel_at = &drain_cancel_at;
   state->call = std::move(*call);
   state->deadline = CallDeadline(*context, state->call);
   auto* reactor = new Reactor(state, extra...);
@@ -452,25 +464,26 @@ grpc::ServerUnaryReactor* InferenceService::Generate(grpc::CallbackServerContext
                                                      const airlock::v1::GenerateRequest* request,
                                                      airlock::v1::GenerateResponse* response) {
   return StartGeneration<airlock::v1::GenerateRequest, UnaryGeneration>(context, *request, kGenerate, models_, config_,
-                                                                        response);
+                                                                        drain_cancel_at_, response);
 }
 
 grpc::ServerWriteReactor<GenerateStreamResponse>* InferenceService::GenerateStream(
     grpc::CallbackServerContext* context, const airlock::v1::GenerateRequest* request) {
   return StartGeneration<airlock::v1::GenerateRequest, StreamGeneration>(context, *request, kGenerateStream, models_,
-                                                                         config_);
+                                                                         config_, drain_cancel_at_);
 }
 
 grpc::ServerUnaryReactor* InferenceService::Chat(grpc::CallbackServerContext* context,
                                                  const airlock::v1::ChatRequest* request,
                                                  airlock::v1::GenerateResponse* response) {
   return StartGeneration<airlock::v1::ChatRequest, UnaryGeneration>(context, *request, kChat, models_, config_,
-                                                                    response);
+                                                                    drain_cancel_at_, response);
 }
 
 grpc::ServerWriteReactor<GenerateStreamResponse>* InferenceService::ChatStream(grpc::CallbackServerContext* context,
                                                                               const airlock::v1::ChatRequest* request) {
-  return StartGeneration<airlock::v1::ChatRequest, StreamGeneration>(context, *request, kChatStream, models_, config_);
+  return StartGeneration<airlock::v1::ChatRequest, StreamGeneration>(context, *request, kChatStream, models_, config_,
+                                                                     drain_cancel_at_);
 }
 
 grpc::ServerUnaryReactor* InferenceService::Tokenize(grpc::CallbackServerContext* context,

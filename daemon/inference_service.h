@@ -5,6 +5,10 @@
 // immutable (the registry's models) or a snapshot (RuntimeConfigHolder).
 #pragma once
 
+#include <atomic>
+#include <cstdint>
+
+#include "absl/time/time.h"
 #include "airlock/v1/inference.grpc.pb.h"
 #include "daemon/call_admission.h"
 #include "daemon/model_registry.h"
@@ -31,9 +35,15 @@ class InferenceService final : public airlock::v1::Inference::CallbackService {
                                        const airlock::v1::ListModelsRequest* request,
                                        airlock::v1::ListModelsResponse* response) override;
 
+  // The drain (Daemon::Drain) cancels the calls still running at `forced_at`: generations that
+  // end cancelled from then on are recorded as UNAVAILABLE, the status their clients get, not
+  // as cancelled by the client. Any thread.
+  void DrainCancelsAt(absl::Time forced_at) { drain_cancel_at_.store(absl::ToUnixNanos(forced_at)); }
+
  private:
   const ModelRegistry& models_;
   const RuntimeConfigHolder& config_;
+  std::atomic<int64_t> drain_cancel_at_{0};  // unix nanoseconds; 0 while not draining
 };
 
 }  // namespace airlock::daemon

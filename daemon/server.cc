@@ -487,7 +487,9 @@ void Daemon::Drain() {
     admin_->EndFollows();
     // New calls are refused at once; calls still running at the deadline are cancelled, which
     // stops their generation within one token.
-    server_->Shutdown(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(options_.drain_timeout));
+    const absl::Time forced_at = absl::Now() + options_.drain_timeout;
+    if (inference_ != nullptr) inference_->DrainCancelsAt(forced_at);
+    server_->Shutdown(absl::ToChronoTime(forced_at));
   }
   if (models_ != nullptr) models_->Shutdown();
   if (server_ != nullptr) server_->Wait();

@@ -220,6 +220,17 @@ TEST_F(LifetimeTest, SigtermCancelsWorkPastTheDrainTimeout) {
   ASSERT_TRUE(code.has_value()) << daemon_->Log();
   EXPECT_EQ(*code, 0);
   EXPECT_LT(absl::Now() - start, absl::Seconds(20));
+  // The record says what happened: the drain ended it (UNAVAILABLE), the client did not cancel.
+  int ends = 0;
+  for (const nlohmann::json& line : ExportAudit(dir_ + "/state")) {
+    if (line.value("type", "") != "record" || line.value("phase", "") != "end" ||
+        line.value("method", "") != "airlock.v1.Inference/GenerateStream") {
+      continue;
+    }
+    ++ends;
+    EXPECT_EQ(line["status_code"], static_cast<int>(grpc::StatusCode::UNAVAILABLE)) << line.dump();
+  }
+  EXPECT_EQ(ends, 1);
 }
 
 TEST_F(LifetimeTest, SigtermLetsShortWorkFinish) {
