@@ -11,6 +11,7 @@
 #include "inference/base/status.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/convenience.h"
+#include "rocksdb/file_system.h"
 #include "rocksdb/options.h"
 #include "rocksdb/table.h"
 
@@ -26,6 +27,82 @@ rocksdb::CompressionType BestCompression() {
   }
   return rocksdb::kNoCompression;
 }
+
+// With paranoid_checks, RocksDB treats a failed write whose error is not "no space" (EACCES, EIO,
+// a read-only remount) as fatal: the DB refuses every write until it is reopened, so a transient
+// fault of the state directory would stop the audit log — and so the service — for good. This file
+// system marks such errors of writable files retryable, which makes them "hard" errors instead:
+// RocksDB still refuses every write until Resume() (StateDb::Resume probes the directory first),
+// and Resume() can clear them once writing works again. No-space errors keep RocksDB's own path.
+class RetryableWriteErrorsFs final : public rocksdb::FileSystemWrapper {
+ public:
+  explicit RetryableWriteErrorsFs(std::shared_ptr<rocksdb::FileSystem> base)
+      : rocksdb::FileSystemWrapper(std::move(base)) {}
+  static const char* kClassName() { return "AirlockRetryableWriteErrorsFs"; }
+  const char* Name() const override { return kClassName(); }
+
+  static rocksdb::IOStatus Mark(rocksdb::IOStatus status) {
+    if (!status.ok() && status.IsIOError() && !status.IsNoSpace()) status.SetRetryable(true);
+    return status;
+  }
+
+  rocksdb::IOStatus NewWritableFile(const std::string& fname, const rocksdb::FileOptions& options,
+                                    std::unique_ptr<rocksdb::FSWritableFile>* result,
+                                    rocksdb::IODebugContext* dbg) override {
+    std::unique_ptr<rocksdb::FSWritableFile> file;
+    rocksdb::IOStatus status = target()->NewWritableFile(fname, options, &file, dbg);
+    if (status.ok()) result->reset(new File(std::move(file)));
+    return Mark(std::move(status));
+  }
+  rocksdb::IOStatus ReopenWritableFile(const std::string& fname, const rocksdb::FileOptions& options,
+                                       std::unique_ptr<rocksdb::FSWritableFile>* result,
+                                       rocksdb::IODebugContext* dbg) override {
+    std::unique_ptr<rocksdb::FSWritableFile> file;
+    rocksdb::IOStatus status = target()->ReopenWritableFile(fname, options, &file, dbg);
+    if (status.ok()) result->reset(new File(std::move(file)));
+    return Mark(std::move(status));
+  }
+
+ private:
+  class File final : public rocksdb::FSWritableFileOwnerWrapper {
+   public:
+    explicit File(std::unique_ptr<rocksdb::FSWritableFile> file)
+        : rocksdb::FSWritableFileOwnerWrapper(std::move(file)) {}
+    rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& options,
+                             rocksdb::IODebugContext* dbg) override {
+      return Mark(FSWritableFileOwnerWrapper::Append(data, options, dbg));
+    }
+    rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& options,
+                             const rocksdb::DataVerificationInfo& info, rocksdb::IODebugContext* dbg) override {
+      return Mark(FSWritableFileOwnerWrapper::Append(data, options, info, dbg));
+    }
+    rocksdb::IOStatus PositionedAppend(const rocksdb::Slice& data, uint64_t offset, const rocksdb::IOOptions& options,
+                                       rocksdb::IODebugContext* dbg) override {
+      return Mark(FSWritableFileOwnerWrapper::PositionedAppend(data, offset, options, dbg));
+    }
+    rocksdb::IOStatus PositionedAppend(const rocksdb::Slice& data, uint64_t offset, const rocksdb::IOOptions& options,
+                                       const rocksdb::DataVerificationInfo& info,
+                                       rocksdb::IODebugContext* dbg) override {
+      return Mark(FSWritableFileOwnerWrapper::PositionedAppend(data, offset, options, info, dbg));
+    }
+    rocksdb::IOStatus Flush(const rocksdb::IOOptions& options, rocksdb::IODebugContext* dbg) override {
+      return Mark(FSWritableFileOwnerWrapper::Flush(options, dbg));
+    }
+    rocksdb::IOStatus Sync(const rocksdb::IOOptions& options, rocksdb::IODebugContext* dbg) override {
+      return Mark(FSWritableFileOwnerWrapper::Sync(options, dbg));
+    }
+    rocksdb::IOStatus Fsync(const rocksdb::IOOptions& options, rocksdb::IODebugContext* dbg) override {
+      return Mark(FSWritableFileOwnerWrapper::Fsync(options, dbg));
+    }
+    rocksdb::IOStatus RangeSync(uint64_t offset, uint64_t nbytes, const rocksdb::IOOptions& options,
+                                rocksdb::IODebugContext* dbg) override {
+      return Mark(FSWritableFileOwnerWrapper::RangeSync(offset, nbytes, options, dbg));
+    }
+    rocksdb::IOStatus Close(const rocksdb::IOOptions& options, rocksdb::IODebugContext* dbg) override {
+      return Mark(FSWritableFileOwnerWrapper::Close(options, dbg));
+    }
+  };
+};
 
 // RocksDB's info log, forwarded line by line (warnings and errors only) instead of written to a
 // file on the audit disk (see StateDbOptions::diagnostics).
@@ -74,7 +151,6 @@ rocksdb::DBOptions MakeDbOptions(const StateDbOptions& options) {
   // accepting records on a disk that is otherwise full, and hide the condition until the next
   // file. Without it a full disk is seen at the next record, and the log fails closed at once.
   db.allow_fallocate = false;
-  if (options.env != nullptr) db.env = options.env;
   return db;
 }
 
@@ -137,6 +213,11 @@ absl::Status FromRocksDb(const rocksdb::Status& status, absl::StatusCode code, s
 absl::StatusOr<std::unique_ptr<StateDb>> StateDb::Open(const std::string& path,
                                                        const StateDbOptions& options) {
   rocksdb::DBOptions db_options = MakeDbOptions(options);
+  // RocksDB's I/O goes through RetryableWriteErrorsFs over the given Env's file system.
+  rocksdb::Env* base = options.env != nullptr ? options.env : rocksdb::Env::Default();
+  std::unique_ptr<rocksdb::Env> env =
+      rocksdb::NewCompositeEnv(std::make_shared<RetryableWriteErrorsFs>(base->GetFileSystem()));
+  db_options.env = env.get();
   if (options.read_only) {
     db_options.create_if_missing = false;
     db_options.create_missing_column_families = false;
@@ -170,6 +251,7 @@ absl::StatusOr<std::unique_ptr<StateDb>> StateDb::Open(const std::string& path,
 
   std::unique_ptr<StateDb> state(new StateDb());
   state->path_ = path;
+  state->env_ = std::move(env);
   rocksdb::DB* raw = nullptr;
   rocksdb::Status opened =
       options.read_only ? rocksdb::DB::OpenForReadOnly(db_options, path, descriptors, &state->handles_, &raw)

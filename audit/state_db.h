@@ -96,6 +96,7 @@ class StateDb {
   StateDb() = default;
 
   std::string path_;
+  std::unique_ptr<rocksdb::Env> env_;  // RocksDB's I/O (state_db.cc); outlives db_
   std::unique_ptr<rocksdb::DB> db_;
   // Every family opened (ours and any unknown ones a newer build added); closed in the destructor.
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;

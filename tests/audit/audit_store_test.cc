@@ -46,9 +46,10 @@ using ::testing::HasSubstr;
 
 // ---- Fault injection ---------------------------------------------------------------------------
 
-// A FileSystem whose writable files fail with NoSpace while a flag is set: `fail_writes` fails
-// appends and syncs (nothing reaches the file), `fail_syncs` fails only syncs (the bytes reach the
-// OS page cache but are never acknowledged as durable: the harder case for "nothing half-written").
+// A FileSystem whose writable files fail with NoSpace (or "Permission denied") while a flag is set:
+// `fail_writes` fails appends and syncs (nothing reaches the file), `fail_syncs` fails only syncs
+// (the bytes reach the OS page cache but are never acknowledged as durable: the harder case for
+// "nothing half-written").
 class FaultInjectingFs : public rocksdb::FileSystemWrapper {
  public:
   explicit FaultInjectingFs(std::shared_ptr<rocksdb::FileSystem> base)
@@ -60,11 +61,19 @@ class FaultInjectingFs : public rocksdb::FileSystemWrapper {
   void set_fail_syncs(bool fail) { fail_syncs_.store(fail); }
   bool fail_writes() const { return fail_writes_.load(); }
   bool fail_syncs() const { return fail_syncs_.load(); }
+  // Instead of no space, the faults are "Permission denied" (EACCES; EIO alike): errors RocksDB
+  // takes as fatal under paranoid_checks unless they are marked retryable, as StateDb's file
+  // system does.
+  void set_permission_errors(bool on) { permission_errors_.store(on); }
+  rocksdb::IOStatus Injected(const std::string& what) const {
+    return permission_errors_.load() ? rocksdb::IOStatus::IOError("injected: Permission denied " + what)
+                                     : rocksdb::IOStatus::NoSpace("injected: no space " + what);
+  }
 
   rocksdb::IOStatus NewWritableFile(const std::string& fname, const rocksdb::FileOptions& options,
                                     std::unique_ptr<rocksdb::FSWritableFile>* result,
                                     rocksdb::IODebugContext* dbg) override {
-    if (fail_writes()) return rocksdb::IOStatus::NoSpace("injected: no space creating " + fname);
+    if (fail_writes()) return Injected("creating " + fname);
     std::unique_ptr<rocksdb::FSWritableFile> file;
     rocksdb::IOStatus status = target()->NewWritableFile(fname, options, &file, dbg);
     if (status.ok()) result->reset(new File(this, std::move(file)));
@@ -85,7 +94,7 @@ class FaultInjectingFs : public rocksdb::FileSystemWrapper {
   rocksdb::IOStatus ReopenWritableFile(const std::string& fname, const rocksdb::FileOptions& options,
                                        std::unique_ptr<rocksdb::FSWritableFile>* result,
                                        rocksdb::IODebugContext* dbg) override {
-    if (fail_writes()) return rocksdb::IOStatus::NoSpace("injected: no space reopening " + fname);
+    if (fail_writes()) return Injected("reopening " + fname);
     std::unique_ptr<rocksdb::FSWritableFile> file;
     rocksdb::IOStatus status = target()->ReopenWritableFile(fname, options, &file, dbg);
     if (status.ok()) result->reset(new File(this, std::move(file)));
@@ -141,12 +150,13 @@ class FaultInjectingFs : public rocksdb::FileSystemWrapper {
     }
 
    private:
-    static rocksdb::IOStatus NoSpace() { return rocksdb::IOStatus::NoSpace("injected: no space left"); }
+    rocksdb::IOStatus NoSpace() { return fs_->Injected("left"); }
     FaultInjectingFs* fs_;
   };
 
   std::atomic<bool> fail_writes_{false};
   std::atomic<bool> fail_syncs_{false};
+  std::atomic<bool> permission_errors_{false};
 };
 
 // ---- Helpers -----------------------------------------------------------------------------------
@@ -459,7 +469,8 @@ TEST(AuditLogTest, WritesACheckpointAfterTheIntervalWhenIdle) {
 
 // ---- Fail closed -------------------------------------------------------------------------------
 
-enum class Fault { kWrites, kSyncs };
+// kPermission: writes fail with EACCES (the state directory's mode changed), then work again.
+enum class Fault { kWrites, kSyncs, kPermission };
 
 class AuditLogFaultTest : public ::testing::TestWithParam<Fault> {};
 
@@ -468,7 +479,8 @@ TEST_P(AuditLogFaultTest, FailsClosedAndRecoversWhenWritesWorkAgain) {
   auto fs = std::make_shared<FaultInjectingFs>(rocksdb::FileSystem::Default());
   std::unique_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(fs);
   const auto set_fault = [&](bool on) {
-    if (GetParam() == Fault::kWrites) fs->set_fail_writes(on);
+    fs->set_permission_errors(GetParam() == Fault::kPermission);
+    if (GetParam() != Fault::kSyncs) fs->set_fail_writes(on);
     else fs->set_fail_syncs(on);
   };
 
@@ -539,10 +551,12 @@ TEST_P(AuditLogFaultTest, FailsClosedAndRecoversWhenWritesWorkAgain) {
   std::filesystem::remove_all(dir);
 }
 
-INSTANTIATE_TEST_SUITE_P(Faults, AuditLogFaultTest, ::testing::Values(Fault::kWrites, Fault::kSyncs),
+INSTANTIATE_TEST_SUITE_P(Faults, AuditLogFaultTest,
+                         ::testing::Values(Fault::kWrites, Fault::kSyncs, Fault::kPermission),
                          [](const ::testing::TestParamInfo<Fault>& info) {
                            return info.param == Fault::kWrites ? std::string("FailWrites")
-                                                               : std::string("FailSyncs");
+                                  : info.param == Fault::kSyncs ? std::string("FailSyncs")
+                                                                : std::string("PermissionDenied");
                          });
 
 // ---- Crash (SIGKILL) ---------------------------------------------------------------------------
