@@ -15,6 +15,7 @@
 #include "airlock/v1/inference.grpc.pb.h"
 #include "audit/audit_record.h"
 #include "audit/audit_store.h"
+#include "audit/checkpoint.h"
 #include "audit/state_db.h"
 #include "gmock/gmock.h"
 #include "grpcpp/client_context.h"
@@ -198,6 +199,31 @@ TEST_F(AuditForgeryTest, AnExportWithEditedFieldsOrDroppedCheckpointsFailsVerifi
   verify = Verify({"--export", dir_ + "/unsigned.jsonl", "--max-unsigned-tail", "3"});
   EXPECT_EQ(verify.exit_code, 3) << verify.out << verify.err;
   EXPECT_THAT(verify.out, HasSubstr("checkpoints were removed"));
+}
+
+TEST_F(AuditForgeryTest, AnUntouchedExportVerifiesAlsoWithBytesThatAreNotUtf8) {
+  {
+    // A record whose identity is Latin-1, appended with the daemon's own key: the export replaces
+    // the byte in its readable field; the verifier must read that the same way, not as an edit.
+    std::unique_ptr<audit::StateDb> db = *audit::StateDb::Open(StateDir());
+    absl::StatusOr<audit::CheckpointSigner> signer =
+        audit::CheckpointSigner::FromPrivateKeyPem(ReadFileOrDie(dir_ + "/audit-signing.key"));
+    ASSERT_TRUE(signer.ok());
+    audit::AuditLogOptions options;
+    options.checkpoint_every_records = 3;
+    absl::StatusOr<std::unique_ptr<audit::AuditLog>> log = audit::AuditLog::Open(db.get(), *signer, options);
+    ASSERT_TRUE(log.ok()) << log.status();
+    audit::AuditRecord record;
+    record.phase = audit::Phase::kEnd;
+    record.identity = "caf\xe9";
+    record.method = "airlock.v1.Inference/Tokenize";
+    ASSERT_TRUE((*log)->Append(record).ok());
+  }
+  const std::string exported = dir_ + "/export.jsonl";
+  const CommandResult made = RunCommand({AIRLOCKCTL_PATH, "audit", "export", "--state-dir", StateDir(), "--out", exported});
+  ASSERT_EQ(made.exit_code, 0) << made.err;
+  const CommandResult verify = Verify({"--export", exported, "--max-unsigned-tail", "3"});
+  EXPECT_EQ(verify.exit_code, 0) << verify.out << verify.err;
 }
 
 }  // namespace
