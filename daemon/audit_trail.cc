@@ -167,11 +167,13 @@ AuditTrail::~AuditTrail() {
   if (refusals_ != nullptr) WriteAggregates(refusals_->TakeAll());
 }
 
+absl::Status AuditTrail::Integrity() const {
+  absl::MutexLock lock(&integrity_mu_);
+  return integrity_;
+}
+
 absl::Status AuditTrail::health() const {
-  {
-    absl::MutexLock lock(&integrity_mu_);
-    if (!integrity_.ok()) return integrity_;
-  }
+  if (absl::Status integrity = Integrity(); !integrity.ok()) return integrity;
   return log_->health();
 }
 
@@ -261,10 +263,7 @@ absl::Status AuditTrail::Refused(CallInfo& call, const Outcome& outcome) {
   }
   call.refusal_counted = true;
   // Fail closed as a recorded refusal would: a log that cannot write refuses with UNAVAILABLE.
-  {
-    absl::MutexLock lock(&integrity_mu_);
-    if (!integrity_.ok()) return integrity_;
-  }
+  if (absl::Status integrity = Integrity(); !integrity.ok()) return integrity;
   if (!log_->health().ok()) {
     return absl::UnavailableError("the audit log cannot be written, so the request is refused");
   }
@@ -308,10 +307,7 @@ void AuditTrail::PruneLoop(absl::Duration interval) {
 }
 
 absl::Status AuditTrail::Append(audit::Phase phase, const CallInfo& call, const Outcome& outcome) {
-  {
-    absl::MutexLock lock(&integrity_mu_);
-    if (!integrity_.ok()) return integrity_;
-  }
+  if (absl::Status integrity = Integrity(); !integrity.ok()) return integrity;
   audit::AuditRecord r;
   r.phase = phase;
   r.decision = outcome.decision;

@@ -110,6 +110,8 @@ class AuditTrail {
   // the tail): damage below the newest checkpoint — an edited or corrupt table file — fails the
   // log closed instead of being served until someone runs verify.
   void VerifyWholeChain() ABSL_LOCKS_EXCLUDED(integrity_mu_);
+  // OK, or why the chain failed that verification (then nothing more is recorded).
+  absl::Status Integrity() const ABSL_LOCKS_EXCLUDED(integrity_mu_);
   mutable absl::Mutex integrity_mu_;
   absl::Status integrity_ ABSL_GUARDED_BY(integrity_mu_);
   std::atomic<bool> closing_{false};
