@@ -1,8 +1,12 @@
 // The engine facade: load a GGUF model and generate text from it. The daemon and the CLI see the
 // inference engine only through this header.
 //
-// Thread-safety: Generate() may be called from any thread; calls are serialised per engine (one
-// executor) until the continuous-batching scheduler replaces this.
+// Many generations run at once: Start() hands a request to the engine's scheduler (one step
+// thread per engine, inference/scheduler.h), which advances every running sequence together in
+// batched forward steps over a paged, prefix-sharing KV cache. A request's tokens do not depend on
+// what else runs (batch invariance): the same request gives the same output alone or batched.
+//
+// Thread-safety: Start(), Generate() and stats() may be called from any thread.
 #pragma once
 
 #include <atomic>
@@ -23,9 +27,36 @@ namespace airlock::inference {
 
 struct EngineOptions {
   int32_t n_threads = 1;                    // Default: 1.
-  int32_t n_ctx = 0;                        // Default: 0 = min(model context, 4096).
-  int32_t n_batch = 512;                    // Default: 512 tokens per prefill step.
+  int32_t n_ctx = 0;                        // Default: 0 = min(model context, 4096). Per sequence.
+  // Tokens one forward step computes at most, over all sequences (the per-step token budget): a
+  // long prompt is prefilled in chunks that share each step with the decoding sequences. Smaller
+  // keeps the other streams' inter-token latency low while a long prompt is read; larger reads
+  // prompts faster. docs/performance.md measures the trade-off.
+  int32_t n_batch = 256;                    // Default: 256.
   KvCacheType kv_type = KvCacheType::kF16;  // Default: F16, as llama.cpp.
+  int32_t max_sequences = 16;               // Default: 16. Sequences generating at once, at most.
+  // Size of the model's KV-cache pool in tokens (all sequences together). Memory is committed as
+  // blocks are used. 0 = max_sequences * n_ctx, capped at a quarter of physical memory but never
+  // below n_ctx.
+  int64_t kv_pool_tokens = 0;               // Default: 0 (see above).
+  int32_t kv_block_tokens = 16;             // Default: 16 tokens per KV block (1..256).
+  bool prefix_cache = true;                 // Default: true. Reuse cached prompt prefixes.
+};
+
+// What the engine holds and has done, for metrics. Counters count since Load.
+struct EngineStats {
+  int32_t running = 0;          // sequences admitted (holding or waiting for KV blocks to run)
+  int32_t waiting = 0;          // started but not yet admitted (no free sequence slot or KV blocks)
+  int32_t batch_sequences = 0;  // sequences in the last forward step
+  int32_t batch_tokens = 0;     // tokens in the last forward step
+  int64_t kv_blocks_total = 0;
+  int64_t kv_blocks_used = 0;   // referenced by at least one sequence
+  int64_t kv_blocks_cached = 0; // unreferenced but kept for prefix reuse (evicted when needed)
+  int32_t kv_block_tokens = 0;
+  uint64_t steps = 0;                // forward steps run
+  uint64_t prefix_query_tokens = 0;  // prompt tokens looked up in the prefix cache
+  uint64_t prefix_hit_tokens = 0;    // of those, found cached (not computed again)
+  uint64_t preemptions = 0;          // sequences evicted from the pool to be recomputed later
 };
 
 enum class StopReason {
@@ -51,6 +82,10 @@ struct GenerateRequest {
   // true Generate stops with StopReason::kCancelled. May be empty. Lets a caller cancel a long
   // prefill (client gone, deadline passed), which the piece callback cannot.
   std::function<bool()> cancelled;
+  // Prefix-cache blocks are shared only between requests with the same scope (the daemon passes
+  // the caller's identity unless configured to share model-wide): the time to first token shows
+  // whether a prefix was cached, so sharing across scopes lets one caller probe another's prompts.
+  std::string cache_scope;
 };
 
 struct GeneratedPiece {
@@ -69,11 +104,25 @@ struct GenerateResult {
 
 // Called for every generated piece; return false to cancel.
 using PieceCallback = std::function<bool(const GeneratedPiece&)>;
+// Called exactly once when a started generation ends: its result, or the engine's error.
+using DoneCallback = std::function<void(absl::StatusOr<GenerateResult>)>;
+
+class Scheduler;
 
 class Engine {
  public:
   static absl::StatusOr<std::unique_ptr<Engine>> Load(const std::string& path, const EngineOptions& options);
 
+  ~Engine();  // cancels what still runs (each on_done gets UNAVAILABLE) and stops the step thread
+
+  // Hands a generation to the scheduler and returns at once. A request that can never run (bad
+  // sampling parameters, empty or over-long prompt, needing more KV cache than the whole pool) is
+  // refused here with a clear error, and then on_done is never called. Otherwise on_piece (may be
+  // empty) and then on_done run on the engine's step thread: they must return quickly (every
+  // sequence in the batch waits for them) and must not call into the engine.
+  absl::Status Start(GenerateRequest request, PieceCallback on_piece, DoneCallback on_done);
+
+  // Start() and wait for the result (on_piece runs on the step thread).
   absl::StatusOr<GenerateResult> Generate(const GenerateRequest& request, const PieceCallback& on_piece);
 
   const Model& model() const { return *model_; }
@@ -81,11 +130,8 @@ class Engine {
   const ExecutorOptions& executor_options() const { return executor_->options(); }
   // Tokens a prompt plus its output may use.
   int32_t context_length() const { return executor_->options().n_ctx; }
-  // What the engine holds now, for metrics (read from any thread, while Generate runs): tokens in
-  // the KV cache of the running sequence, and sequences in the current forward batch (0 or 1 until
-  // continuous batching).
-  int32_t kv_tokens_in_use() const { return kv_tokens_.load(std::memory_order_relaxed); }
-  int32_t active_sequences() const { return active_.load(std::memory_order_relaxed); }
+  int32_t max_sequences() const;
+  EngineStats stats() const;
 
  private:
   Engine() = default;
@@ -94,10 +140,7 @@ class Engine {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<ModelExecutor> executor_;
-  std::mutex mutex_;  // serialises Generate (one executor, one sequence at a time)
-  std::vector<float> logits_;
-  std::atomic<int32_t> kv_tokens_{0};
-  std::atomic<int32_t> active_{0};
+  std::unique_ptr<Scheduler> scheduler_;
 };
 
 }  // namespace airlock::inference
