@@ -376,9 +376,10 @@ std::vector<prometheus::MetricFamily> Daemon::ScrapeNow() const {
       Metrics::AddValue(running, model, m->queue->running() ? 1 : 0);
       Metrics::AddValue(waiting, model, static_cast<double>(m->queue->waiting()));
       Metrics::AddValue(full, model, static_cast<double>(m->queue->refused_full()));
-      Metrics::AddValue(batch, model, m->engine->active_sequences());
+      const inference::EngineStats stats = m->engine->stats();
+      Metrics::AddValue(batch, model, stats.batch_sequences);
       Metrics::AddValue(kv, model,
-                        static_cast<double>(m->engine->kv_tokens_in_use()) / std::max(1, m->engine->context_length()));
+                        static_cast<double>(stats.kv_blocks_used) / static_cast<double>(std::max<int64_t>(1, stats.kv_blocks_total)));
     }
     for (prometheus::MetricFamily* f : {&running, &waiting, &full, &batch, &kv}) add(std::move(*f));
   }

@@ -86,8 +86,8 @@ TEST_F(GenerationQueueTest, AFullQueueTakesTheNewestJobOfTheLargestHolder) {
   ASSERT_TRUE(queue.Submit(Blocker("flood")).ok());
   started_.WaitForNotification();
   // The engine's gauges while the blocker holds its first token: one sequence, its prompt cached.
-  EXPECT_EQ(engine_->active_sequences(), 1);
-  EXPECT_GE(engine_->kv_tokens_in_use(), 2);  // BOS + "Once"
+  EXPECT_EQ(engine_->stats().running, 1);
+  EXPECT_GE(engine_->stats().kv_blocks_used, 1);  // BOS + "Once"
   for (int i = 0; i < 4; ++i) ASSERT_TRUE(queue.Submit(Job("flood", absl::StrCat("f", i))).ok());
   // Full. The flooder itself is refused...
   const absl::Status refused = queue.Submit(Job("flood", "f4"));
@@ -105,8 +105,8 @@ TEST_F(GenerationQueueTest, AFullQueueTakesTheNewestJobOfTheLargestHolder) {
   EXPECT_THAT(WaitFinished(7), ElementsAre("f3:RESOURCE_EXHAUSTED", "f2:RESOURCE_EXHAUSTED", "blocker", "f0", "t0",
                                            "f1", "t1"));
   // Every sequence released: the gauges are back to zero (cleared before on_done runs).
-  EXPECT_EQ(engine_->active_sequences(), 0);
-  EXPECT_EQ(engine_->kv_tokens_in_use(), 0);
+  EXPECT_EQ(engine_->stats().running, 0);
+  EXPECT_EQ(engine_->stats().kv_blocks_used, 0);
 }
 
 }  // namespace
