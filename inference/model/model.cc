@@ -1,4 +1,4 @@
-// Model loading: finds each Llama/Qwen2 tensor by name and checks its shape and type.
+// Model loading: finds each tensor the architecture's recipe names and checks its shape and type.
 #include "inference/model/model.h"
 
 #include <cstring>
@@ -102,20 +102,48 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromGguf(std::unique_ptr<GgufFile>
   for (int32_t i = 0; i < c.n_layer; ++i) {
     LayerWeights& l = m->layers_[static_cast<size_t>(i)];
     const std::string b = absl::StrCat("blk.", i, ".");
-    AIRLOCK_ASSIGN_OR_RETURN(l.attn_norm, Vector(f, b + "attn_norm.weight", c.n_embd));
-    AIRLOCK_ASSIGN_OR_RETURN(l.wq, Matrix(f, b + "attn_q.weight", c.n_embd, c.n_embd_q()));
-    AIRLOCK_ASSIGN_OR_RETURN(l.wk, Matrix(f, b + "attn_k.weight", c.n_embd, c.n_embd_kv()));
-    AIRLOCK_ASSIGN_OR_RETURN(l.wv, Matrix(f, b + "attn_v.weight", c.n_embd, c.n_embd_kv()));
-    AIRLOCK_ASSIGN_OR_RETURN(l.wo, Matrix(f, b + "attn_output.weight", c.n_embd_q(), c.n_embd));
-    if (c.has_qkv_bias) {
-      AIRLOCK_ASSIGN_OR_RETURN(l.bq, Vector(f, b + "attn_q.bias", c.n_embd_q()));
-      AIRLOCK_ASSIGN_OR_RETURN(l.bk, Vector(f, b + "attn_k.bias", c.n_embd_kv()));
-      AIRLOCK_ASSIGN_OR_RETURN(l.bv, Vector(f, b + "attn_v.bias", c.n_embd_kv()));
+    // The weights this architecture's ops name (architecture.h), and no others.
+    for (const LayerOp op : c.recipe->layer) {
+      switch (op) {
+        case LayerOp::kAttnNorm: {
+          AIRLOCK_ASSIGN_OR_RETURN(l.attn_norm, Vector(f, b + "attn_norm.weight", c.n_embd));
+          break;
+        }
+        case LayerOp::kQkvProject: {
+          AIRLOCK_ASSIGN_OR_RETURN(l.wq, Matrix(f, b + "attn_q.weight", c.n_embd, c.n_embd_q()));
+          AIRLOCK_ASSIGN_OR_RETURN(l.wk, Matrix(f, b + "attn_k.weight", c.n_embd, c.n_embd_kv()));
+          AIRLOCK_ASSIGN_OR_RETURN(l.wv, Matrix(f, b + "attn_v.weight", c.n_embd, c.n_embd_kv()));
+          break;
+        }
+        case LayerOp::kQkvBias: {
+          AIRLOCK_ASSIGN_OR_RETURN(l.bq, Vector(f, b + "attn_q.bias", c.n_embd_q()));
+          AIRLOCK_ASSIGN_OR_RETURN(l.bk, Vector(f, b + "attn_k.bias", c.n_embd_kv()));
+          AIRLOCK_ASSIGN_OR_RETURN(l.bv, Vector(f, b + "attn_v.bias", c.n_embd_kv()));
+          break;
+        }
+        case LayerOp::kAttnOutputAdd: {
+          AIRLOCK_ASSIGN_OR_RETURN(l.wo, Matrix(f, b + "attn_output.weight", c.n_embd_q(), c.n_embd));
+          break;
+        }
+        case LayerOp::kFfnNorm: {
+          AIRLOCK_ASSIGN_OR_RETURN(l.ffn_norm, Vector(f, b + "ffn_norm.weight", c.n_embd));
+          break;
+        }
+        case LayerOp::kGateUpProject: {
+          AIRLOCK_ASSIGN_OR_RETURN(l.w_gate, Matrix(f, b + "ffn_gate.weight", c.n_embd, c.n_ff));
+          AIRLOCK_ASSIGN_OR_RETURN(l.w_up, Matrix(f, b + "ffn_up.weight", c.n_embd, c.n_ff));
+          break;
+        }
+        case LayerOp::kFfnDownAdd: {
+          AIRLOCK_ASSIGN_OR_RETURN(l.w_down, Matrix(f, b + "ffn_down.weight", c.n_ff, c.n_embd));
+          break;
+        }
+        case LayerOp::kRope:
+        case LayerOp::kAttention:
+        case LayerOp::kSwiGlu:
+          break;  // no weights
+      }
     }
-    AIRLOCK_ASSIGN_OR_RETURN(l.ffn_norm, Vector(f, b + "ffn_norm.weight", c.n_embd));
-    AIRLOCK_ASSIGN_OR_RETURN(l.w_gate, Matrix(f, b + "ffn_gate.weight", c.n_embd, c.n_ff));
-    AIRLOCK_ASSIGN_OR_RETURN(l.w_up, Matrix(f, b + "ffn_up.weight", c.n_embd, c.n_ff));
-    AIRLOCK_ASSIGN_OR_RETURN(l.w_down, Matrix(f, b + "ffn_down.weight", c.n_ff, c.n_embd));
   }
   for (const GgufTensorInfo& t : f.tensors()) m->weight_bytes_ += t.bytes;
   m->file_ = std::move(file);

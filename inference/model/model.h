@@ -28,12 +28,14 @@ struct WeightMatrix {
   const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
 };
 
+// The weights of one layer; each is loaded when the architecture's recipe has the op that uses it
+// (architecture.h), else left empty.
 struct LayerWeights {
-  std::vector<float> attn_norm;  // [n_embd]
-  WeightMatrix wq, wk, wv, wo;
-  std::vector<float> bq, bk, bv;  // qwen2 only, else empty
-  std::vector<float> ffn_norm;    // [n_embd]
-  WeightMatrix w_gate, w_up, w_down;
+  std::vector<float> attn_norm;  // [n_embd]                     kAttnNorm
+  WeightMatrix wq, wk, wv, wo;   //                              kQkvProject, kAttnOutputAdd
+  std::vector<float> bq, bk, bv; // [n_embd_q], [n_embd_kv] x 2  kQkvBias
+  std::vector<float> ffn_norm;   // [n_embd]                     kFfnNorm
+  WeightMatrix w_gate, w_up, w_down;  //                         kGateUpProject, kFfnDownAdd
 };
 
 class Model {

@@ -1,6 +1,7 @@
 // ModelConfig from GGUF keys "<arch>.*", with llama.cpp's defaults for optional keys.
 #include "inference/model/model_config.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -27,27 +28,16 @@ absl::StatusOr<int32_t> ReadBounded(const GgufFile& f, const std::string& key, u
 
 }  // namespace
 
-const char* ArchitectureName(Architecture arch) {
-  switch (arch) {
-    case Architecture::kLlama: return "llama";
-    case Architecture::kQwen2: return "qwen2";
-  }
-  return "unknown";
-}
-
 absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& f) {
   ModelConfig c;
   AIRLOCK_ASSIGN_OR_RETURN(c.arch_name, f.GetString("general.architecture"));
-  if (c.arch_name == "llama") {
-    c.arch = Architecture::kLlama;
-  } else if (c.arch_name == "qwen2") {
-    c.arch = Architecture::kQwen2;
-    c.has_qkv_bias = true;
-    c.rope_neox = true;
-  } else {
-    return absl::UnimplementedError(absl::StrCat("model: architecture '", c.arch_name,
-                                                 "' is not supported (supported: llama, qwen2)"));
+  c.recipe = FindArchitecture(c.arch_name);
+  if (c.recipe == nullptr) {
+    return absl::UnimplementedError(absl::StrCat("model: architecture '", c.arch_name.substr(0, 64),
+                                                 "' is not supported (supported: ", SupportedArchitectures(), ")"));
   }
+  c.has_qkv_bias = std::find(c.recipe->layer.begin(), c.recipe->layer.end(), LayerOp::kQkvBias) != c.recipe->layer.end();
+  c.rope_neox = c.recipe->rope == RopeStyle::kNeox;
   AIRLOCK_ASSIGN_OR_RETURN(c.name, f.GetStringOr("general.name", ""));
   const std::string p = c.arch_name + ".";
   AIRLOCK_ASSIGN_OR_RETURN(c.n_layer, ReadBounded(f, p + "block_count", 1, kMaxLayers));

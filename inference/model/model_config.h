@@ -1,4 +1,5 @@
-// Hyper-parameters of a Llama-family model (llama, qwen2), read from GGUF metadata and validated.
+// Hyper-parameters of a model of a supported architecture (architecture.h), read from GGUF
+// metadata and validated.
 #pragma once
 
 #include <cstdint>
@@ -6,13 +7,12 @@
 
 #include "absl/status/statusor.h"
 #include "inference/gguf/gguf_file.h"
+#include "inference/model/architecture.h"
 
 namespace airlock::inference {
 
-enum class Architecture { kLlama, kQwen2 };
-
 struct ModelConfig {
-  Architecture arch = Architecture::kLlama;
+  const ArchitectureRecipe* recipe = nullptr;  // how a layer is computed (architecture.h)
   std::string arch_name;         // as in general.architecture
   std::string name;              // general.name, if any
   int32_t n_layer = 0;
@@ -27,8 +27,8 @@ struct ModelConfig {
   float rope_freq_base = 10000.0f;
   float rope_freq_scale = 1.0f;  // 1 / rope.scaling.factor for linear scaling
   float rms_eps = 1e-5f;
-  bool has_qkv_bias = false;     // qwen2
-  bool rope_neox = false;        // qwen2 rotates (i, i + n_rot/2) pairs; llama adjacent pairs
+  bool has_qkv_bias = false;     // the recipe has kQkvBias (qwen2)
+  bool rope_neox = false;        // RopeStyle::kNeox: (i, i + n_rot/2) pairs (qwen2); else adjacent
   bool tied_embeddings = false;  // output.weight absent: logits use token_embd
   bool has_rope_freqs = false;   // rope_freqs.weight present (Llama 3.1 rope scaling)
 
@@ -39,7 +39,5 @@ struct ModelConfig {
 // Reads and validates the hyper-parameters; refuses unsupported architectures and inconsistent or
 // absurd values with a message naming the key.
 absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& file);
-
-const char* ArchitectureName(Architecture arch);
 
 }  // namespace airlock::inference

@@ -2,7 +2,8 @@
 // like llama-bench (pp: one batch of N random tokens into an empty context; tg: N single-token
 // steps from an empty context), with peak memory; `overhead` (alias `serve`): what a running
 // airlockd adds per request over the same work in-process (overhead.h); and `load`: concurrent
-// streaming clients against a running airlockd (load.h).
+// streaming clients against a running airlockd (load.h); and `batched`: N sequences prefilled and
+// decoded together, like llama-batched-bench (batched.h).
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -19,6 +20,7 @@
 
 #include "inference/backend/backend.h"
 #include "inference/model/model.h"
+#include "tools/airlock_bench/batched.h"
 #include "tools/airlock_bench/load.h"
 #include "tools/airlock_bench/overhead.h"
 
@@ -131,7 +133,28 @@ int main(int argc, char** argv) {
   load->add_option("--prompt", lo.prompt, "prompt of every request")->capture_default_str();
   load->add_option("--deadline", lo.deadline_s, "per-request deadline in seconds")->capture_default_str();
   load->add_flag("--json", lo.json, "one JSON document instead of a table");
+
+  airlock::bench::BatchedOptions bo;
+  CLI::App* batched = app.add_subcommand(
+      "batched", "Prompt processing and generation with N parallel sequences in one batch (as llama-batched-bench)");
+  batched->add_option("--model,-m", bo.model_file, "GGUF model file")->required()->check(CLI::ExistingFile);
+  batched->add_option("--threads,-t", bo.threads, "threads")->capture_default_str();
+  batched->add_option("--n-batch,-b", bo.n_batch, "tokens per forward step at most")->capture_default_str();
+  batched->add_option("--npp", bo.npp, "prompt tokens per sequence (repeatable)")->capture_default_str();
+  batched->add_option("--ntg", bo.ntg, "generated tokens per sequence (repeatable)")->capture_default_str();
+  batched->add_option("--npl", bo.npl, "parallel sequences (repeatable)")->capture_default_str();
+  batched->add_option("--kv-type", bo.kv_type, "f16 or f32")->capture_default_str();
+  batched->add_flag("--json", bo.json, "JSON lines output");
   CLI11_PARSE(app, argc, argv);
+
+  if (batched->parsed()) {
+    const absl::Status status = airlock::bench::RunBatched(bo);
+    if (!status.ok()) {
+      std::fprintf(stderr, "airlock-bench batched: %s\n", std::string(status.message()).c_str());
+      return 1;
+    }
+    return 0;
+  }
 
   if (load->parsed()) {
     if (seed_option->count() > 0) lo.seed = seed;

@@ -1,5 +1,5 @@
-// The CPU backend: the Llama/Qwen2 forward pass over a paged KV cache, for a batch of sequences
-// at once, multi-threaded with a fork/join pool, matrix products through the runtime-dispatched
+// The CPU backend: the forward pass of an architecture's recipe (inference/model/architecture.h)
+// over a paged KV cache, for a batch of sequences at once, multi-threaded with a fork/join pool, matrix products through the runtime-dispatched
 // kernels in inference/kernels.
 #include <algorithm>
 #include <cmath>
@@ -17,6 +17,7 @@
 #include "inference/base/free_deleter.h"
 #include "inference/base/status.h"
 #include "inference/kernels/quants.h"
+#include "inference/model/architecture.h"
 
 namespace airlock::inference {
 namespace {
@@ -167,7 +168,6 @@ class CpuExecutor : public ModelExecutor {
     const int32_t q_dim = c_.n_embd_q();
     const int32_t kv_dim = c_.n_embd_kv();
     const int32_t hd = c_.head_dim;
-    const int32_t bt = options_.kv_block_tokens;
     const WeightMatrix& embd = model_.token_embd();
 
     // Token embeddings.
@@ -182,97 +182,60 @@ class CpuExecutor : public ModelExecutor {
       cpu::RopeCache(row_pos_[t], c_.n_rot, c_.rope_freq_base, c_.rope_freq_scale, freq_factors, &rope_[t * c_.n_rot]);
     }
 
-    const float kq_scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    const int32_t group = c_.n_head / c_.n_head_kv;
-    const bool f16_kv = options_.kv_type == KvCacheType::kF16;
-    void* const kc = k_cache_.get();
-    void* const vc = v_cache_.get();
-
     for (int32_t il = 0; il < c_.n_layer; ++il) {
       const LayerWeights& L = model_.layers()[il];
-      // Attention block.
-      NormRows(x_.data(), L.attn_norm, xn_.data(), n);
-      MatMulQkv(L, n);
-
-      // Bias, RoPE and KV store per row; every row's K/V is stored before any attention reads.
-      pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t) {
-          float* q = &q_[t * q_dim];
-          float* k = &k_[t * kv_dim];
-          float* v = &v_[t * kv_dim];
-          if (!L.bq.empty()) {
-            for (int32_t i = 0; i < q_dim; ++i) q[i] += L.bq[i];
-            for (int32_t i = 0; i < kv_dim; ++i) k[i] += L.bk[i];
-            for (int32_t i = 0; i < kv_dim; ++i) v[i] += L.bv[i];
-          }
-          const float* cs = &rope_[t * c_.n_rot];
-          for (int32_t h = 0; h < c_.n_head; ++h) cpu::ApplyRope(q + h * hd, c_.n_rot, cs, c_.rope_neox);
-          for (int32_t h = 0; h < c_.n_head_kv; ++h) cpu::ApplyRope(k + h * hd, c_.n_rot, cs, c_.rope_neox);
-          const int32_t pos = row_pos_[t];
-          const int32_t block = batch[row_entry_[t]].seq->blocks()[pos / bt];
-          if (f16_kv) {
-            cpu::F32ToF16Row(k, KvAt<uint16_t>(kc, block, il, pos % bt), kv_dim);
-            cpu::F32ToF16Row(v, KvAt<uint16_t>(vc, block, il, pos % bt), kv_dim);
-          } else {
-            std::memcpy(KvAt<float>(kc, block, il, pos % bt), k, kv_dim * sizeof(float));
-            std::memcpy(KvAt<float>(vc, block, il, pos % bt), v, kv_dim * sizeof(float));
-          }
+      // The architecture's layer, op by op (inference/model/architecture.h).
+      for (const LayerOp op : c_.recipe->layer) {
+        switch (op) {
+          case LayerOp::kAttnNorm:
+            NormRows(x_.data(), L.attn_norm, xn_.data(), n);
+            break;
+          case LayerOp::kQkvProject:
+            MatMulQkv(L, n);
+            break;
+          case LayerOp::kQkvBias:
+            pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
+              for (int64_t t = t0; t < t1; ++t) {
+                AddBias(&q_[t * q_dim], L.bq);
+                AddBias(&k_[t * kv_dim], L.bk);
+                AddBias(&v_[t * kv_dim], L.bv);
+              }
+            });
+            break;
+          case LayerOp::kRope:
+            pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
+              for (int64_t t = t0; t < t1; ++t) {
+                const float* cs = &rope_[t * c_.n_rot];
+                float* q = &q_[t * q_dim];
+                float* k = &k_[t * kv_dim];
+                for (int32_t h = 0; h < c_.n_head; ++h) cpu::ApplyRope(q + h * hd, c_.n_rot, cs, c_.rope_neox);
+                for (int32_t h = 0; h < c_.n_head_kv; ++h) cpu::ApplyRope(k + h * hd, c_.n_rot, cs, c_.rope_neox);
+              }
+            });
+            break;
+          case LayerOp::kAttention:
+            Attention(batch, n, il);
+            break;
+          case LayerOp::kAttnOutputAdd:
+            MatMulAdd(L.wo, attn_.data(), n, x_.data());
+            break;
+          case LayerOp::kFfnNorm:
+            NormRows(x_.data(), L.ffn_norm, xn_.data(), n);
+            break;
+          case LayerOp::kGateUpProject:
+            MatMulGateUp(L, n);
+            break;
+          case LayerOp::kSwiGlu:
+            pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
+              const int64_t n_ff = c_.n_ff;
+              for (int64_t t = t0; t < t1; ++t) cpu::SwiGlu(&gate_[t * n_ff], &up_[t * n_ff], &gate_[t * n_ff], n_ff);
+            });
+            break;
+          case LayerOp::kFfnDownAdd:
+            MatMulAdd(L.w_down, gate_.data(), n, x_.data());
+            break;
         }
-      });
-      const int64_t n_items = n * c_.n_head;
-      pool_.Run([&](int thread) {
-        const auto [i0, i1] = pool_.Chunk(n_items, 1, thread);
-        float* scores = &scratch_[thread * scratch_stride_];
-        float* qf = scores + options_.n_ctx + 8;
-        uint16_t* q16 = reinterpret_cast<uint16_t*>(qf + hd);
-        for (int64_t item = i0; item < i1; ++item) {
-          const int64_t t = item / c_.n_head;
-          const int32_t h = static_cast<int32_t>(item % c_.n_head);
-          const int32_t kvh = h / group;
-          const int32_t n_kv = row_pos_[t] + 1;  // causal: positions <= own
-          const std::vector<int32_t>& blocks = batch[row_entry_[t]].seq->blocks();
-          const float* q = &q_[t * q_dim + h * hd];
-          float* out = &attn_[t * q_dim + h * hd];
-          // Positions in order, block by block: the same sums whatever the block layout.
-          if (f16_kv) {
-            // As ggml: Q is rounded to F16 for Q.K, probabilities to F16 for P.V.
-            cpu::F32ToF16Row(q, q16, hd);
-            for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
-              const uint16_t* kb = KvAt<uint16_t>(kc, blocks[p0 / bt], il, 0) + kvh * hd;
-              const int32_t m = std::min(bt, n_kv - p0);
-              for (int32_t s = 0; s < m; ++s) scores[p0 + s] = cpu::DotF16(kb + s * kv_dim, q16, hd);
-            }
-          } else {
-            for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
-              const float* kb = KvAt<float>(kc, blocks[p0 / bt], il, 0) + kvh * hd;
-              const int32_t m = std::min(bt, n_kv - p0);
-              for (int32_t s = 0; s < m; ++s) scores[p0 + s] = cpu::DotF32(kb + s * kv_dim, q, hd);
-            }
-          }
-          cpu::ScaledSoftmax(scores, n_kv, kq_scale);
-          std::fill(qf, qf + hd, 0.0f);
-          if (f16_kv) {
-            for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
-              const uint16_t* vb = KvAt<uint16_t>(vc, blocks[p0 / bt], il, 0) + kvh * hd;
-              const int32_t m = std::min(bt, n_kv - p0);
-              for (int32_t s = 0; s < m; ++s) cpu::AxpyF16(F16Round(scores[p0 + s]), vb + s * kv_dim, qf, hd);
-            }
-          } else {
-            for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
-              const float* vb = KvAt<float>(vc, blocks[p0 / bt], il, 0) + kvh * hd;
-              const int32_t m = std::min(bt, n_kv - p0);
-              for (int32_t s = 0; s < m; ++s) cpu::AxpyF32(scores[p0 + s], vb + s * kv_dim, qf, hd);
-            }
-          }
-          std::memcpy(out, qf, hd * sizeof(float));
-        }
-      });
-      MatMulAdd(L.wo, attn_.data(), n, x_.data());
-
-      // Feed-forward block.
-      NormRows(x_.data(), L.ffn_norm, xn_.data(), n);
-      MatMulGateUp(L, n);
-      MatMulAdd(L.w_down, gate_.data(), n, x_.data());
+      }
     }
 
     // Logits for the rows that want them: gathered, normed, one product, copied out.
@@ -302,6 +265,87 @@ class CpuExecutor : public ModelExecutor {
     }
   }
 
+  static void AddBias(float* x, const std::vector<float>& bias) {
+    for (size_t i = 0; i < bias.size(); ++i) x[i] += bias[i];
+  }
+
+  // kAttention: every row's K and V go into its sequence's blocks first, then each (row, head)
+  // attends over its own sequence's positions up to its own, in position order.
+  void Attention(std::span<const BatchEntry> batch, int64_t n, int32_t il) {
+    const int32_t q_dim = c_.n_embd_q();
+    const int32_t kv_dim = c_.n_embd_kv();
+    const int32_t hd = c_.head_dim;
+    const int32_t bt = options_.kv_block_tokens;
+    const float kq_scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const int32_t group = c_.n_head / c_.n_head_kv;
+    const bool f16_kv = options_.kv_type == KvCacheType::kF16;
+    void* const kc = k_cache_.get();
+    void* const vc = v_cache_.get();
+    pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const float* k = &k_[t * kv_dim];
+        const float* v = &v_[t * kv_dim];
+        const int32_t pos = row_pos_[t];
+        const int32_t block = batch[row_entry_[t]].seq->blocks()[pos / bt];
+        if (f16_kv) {
+          cpu::F32ToF16Row(k, KvAt<uint16_t>(kc, block, il, pos % bt), kv_dim);
+          cpu::F32ToF16Row(v, KvAt<uint16_t>(vc, block, il, pos % bt), kv_dim);
+        } else {
+          std::memcpy(KvAt<float>(kc, block, il, pos % bt), k, kv_dim * sizeof(float));
+          std::memcpy(KvAt<float>(vc, block, il, pos % bt), v, kv_dim * sizeof(float));
+        }
+      }
+    });
+    const int64_t n_items = n * c_.n_head;
+    pool_.Run([&](int thread) {
+      const auto [i0, i1] = pool_.Chunk(n_items, 1, thread);
+      float* scores = &scratch_[thread * scratch_stride_];
+      float* qf = scores + options_.n_ctx + 8;
+      uint16_t* q16 = reinterpret_cast<uint16_t*>(qf + hd);
+      for (int64_t item = i0; item < i1; ++item) {
+        const int64_t t = item / c_.n_head;
+        const int32_t h = static_cast<int32_t>(item % c_.n_head);
+        const int32_t kvh = h / group;
+        const int32_t n_kv = row_pos_[t] + 1;  // causal: positions <= own
+        const std::vector<int32_t>& blocks = batch[row_entry_[t]].seq->blocks();
+        const float* q = &q_[t * q_dim + h * hd];
+        float* out = &attn_[t * q_dim + h * hd];
+        // Positions in order, block by block: the same sums whatever the block layout.
+        if (f16_kv) {
+          // As ggml: Q is rounded to F16 for Q.K, probabilities to F16 for P.V.
+          cpu::F32ToF16Row(q, q16, hd);
+          for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
+            const uint16_t* kb = KvAt<uint16_t>(kc, blocks[p0 / bt], il, 0) + kvh * hd;
+            const int32_t m = std::min(bt, n_kv - p0);
+            for (int32_t s = 0; s < m; ++s) scores[p0 + s] = cpu::DotF16(kb + s * kv_dim, q16, hd);
+          }
+        } else {
+          for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
+            const float* kb = KvAt<float>(kc, blocks[p0 / bt], il, 0) + kvh * hd;
+            const int32_t m = std::min(bt, n_kv - p0);
+            for (int32_t s = 0; s < m; ++s) scores[p0 + s] = cpu::DotF32(kb + s * kv_dim, q, hd);
+          }
+        }
+        cpu::ScaledSoftmax(scores, n_kv, kq_scale);
+        std::fill(qf, qf + hd, 0.0f);
+        if (f16_kv) {
+          for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
+            const uint16_t* vb = KvAt<uint16_t>(vc, blocks[p0 / bt], il, 0) + kvh * hd;
+            const int32_t m = std::min(bt, n_kv - p0);
+            for (int32_t s = 0; s < m; ++s) cpu::AxpyF16(F16Round(scores[p0 + s]), vb + s * kv_dim, qf, hd);
+          }
+        } else {
+          for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
+            const float* vb = KvAt<float>(vc, blocks[p0 / bt], il, 0) + kvh * hd;
+            const int32_t m = std::min(bt, n_kv - p0);
+            for (int32_t s = 0; s < m; ++s) cpu::AxpyF32(scores[p0 + s], vb + s * kv_dim, qf, hd);
+          }
+        }
+        std::memcpy(out, qf, hd * sizeof(float));
+      }
+    });
+  }
+
   static float F16Round(float x) { return F16ToF32(F32ToF16(x)); }
 
   // Q, K and V share one quantized input and one parallel region.
@@ -311,15 +355,11 @@ class CpuExecutor : public ModelExecutor {
     MatMulGroup(ws, ys, 3, xn_.data(), n);
   }
 
-  // Gate and up share the input; SwiGLU is applied to each thread's rows right after.
+  // Gate and up share the input.
   void MatMulGateUp(const LayerWeights& L, int64_t n) {
     const WeightMatrix* ws[2] = {&L.w_gate, &L.w_up};
     float* ys[2] = {gate_.data(), up_.data()};
     MatMulGroup(ws, ys, 2, xn_.data(), n);
-    const int64_t n_ff = c_.n_ff;
-    pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
-      for (int64_t t = t0; t < t1; ++t) cpu::SwiGlu(&gate_[t * n_ff], &up_[t * n_ff], &gate_[t * n_ff], n_ff);
-    });
   }
 
   // Several weights applied to the same input. Activations are quantized once per distinct

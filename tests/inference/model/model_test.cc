@@ -1,10 +1,13 @@
 // Model loading: hyper-parameters from real files, and refusals that name what is wrong.
 #include "inference/model/model.h"
 
+#include <algorithm>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include "inference/gguf/gguf_writer.h"
+#include "inference/model/architecture.h"
 #include "inference/model/synthetic_model.h"
 #include "tests/support/test_data.h"
 
@@ -19,7 +22,7 @@ TEST(ModelTest, Stories260KConfig) {
   auto model = Model::Load(path);
   ASSERT_TRUE(model.ok()) << model.status();
   const ModelConfig& c = (*model)->config();
-  EXPECT_EQ(c.arch, Architecture::kLlama);
+  EXPECT_EQ(c.recipe, FindArchitecture("llama"));
   EXPECT_EQ(c.n_layer, 5);
   EXPECT_EQ(c.n_embd, 64);
   EXPECT_EQ(c.n_head, 8);
@@ -147,4 +150,25 @@ TEST(ModelTest, MissingFileNamesPath) {
 }
 
 }  // namespace
+TEST(ArchitectureTest, TheTableDescribesEachArchitecture) {
+  const ArchitectureRecipe* llama = FindArchitecture("llama");
+  const ArchitectureRecipe* qwen2 = FindArchitecture("qwen2");
+  ASSERT_NE(llama, nullptr);
+  ASSERT_NE(qwen2, nullptr);
+  const auto has = [](const ArchitectureRecipe* a, LayerOp op) {
+    return std::find(a->layer.begin(), a->layer.end(), op) != a->layer.end();
+  };
+  EXPECT_FALSE(has(llama, LayerOp::kQkvBias));
+  EXPECT_TRUE(has(qwen2, LayerOp::kQkvBias));
+  EXPECT_EQ(llama->rope, RopeStyle::kAdjacent);
+  EXPECT_EQ(qwen2->rope, RopeStyle::kNeox);
+  // Biases come after the projection and before RoPE, attention before its output projection.
+  const auto at = [](const ArchitectureRecipe* a, LayerOp op) { return std::find(a->layer.begin(), a->layer.end(), op); };
+  EXPECT_LT(at(qwen2, LayerOp::kQkvProject), at(qwen2, LayerOp::kQkvBias));
+  EXPECT_LT(at(qwen2, LayerOp::kQkvBias), at(qwen2, LayerOp::kRope));
+  EXPECT_LT(at(llama, LayerOp::kAttention), at(llama, LayerOp::kAttnOutputAdd));
+  EXPECT_EQ(FindArchitecture("gpt2"), nullptr);
+  EXPECT_EQ(SupportedArchitectures(), "llama, qwen2");
+}
+
 }  // namespace airlock::inference

@@ -1,0 +1,59 @@
+// The architecture table.
+#include "inference/model/architecture.h"
+
+#include <array>
+
+#include "absl/strings/str_cat.h"
+
+namespace airlock::inference {
+namespace {
+
+// Llama 1-3, Mistral, TinyLlama, SmolLM: pre-norm, SwiGLU, adjacent-pair RoPE.
+constexpr LayerOp kLlamaLayer[] = {
+    LayerOp::kAttnNorm,  LayerOp::kQkvProject,    LayerOp::kRope,    LayerOp::kAttention, LayerOp::kAttnOutputAdd,
+    LayerOp::kFfnNorm,   LayerOp::kGateUpProject, LayerOp::kSwiGlu,  LayerOp::kFfnDownAdd,
+};
+
+// Qwen2 / Qwen2.5: Llama's layer with biases on Q, K and V, and NeoX-style RoPE.
+constexpr LayerOp kQwen2Layer[] = {
+    LayerOp::kAttnNorm, LayerOp::kQkvProject,    LayerOp::kQkvBias, LayerOp::kRope,       LayerOp::kAttention,
+    LayerOp::kAttnOutputAdd, LayerOp::kFfnNorm, LayerOp::kGateUpProject, LayerOp::kSwiGlu, LayerOp::kFfnDownAdd,
+};
+
+constexpr std::array<ArchitectureRecipe, 2> kArchitectures = {{
+    {"llama", kLlamaLayer, RopeStyle::kAdjacent},
+    {"qwen2", kQwen2Layer, RopeStyle::kNeox},
+}};
+
+}  // namespace
+
+const char* LayerOpName(LayerOp op) {
+  switch (op) {
+    case LayerOp::kAttnNorm: return "attn_norm";
+    case LayerOp::kQkvProject: return "qkv_project";
+    case LayerOp::kQkvBias: return "qkv_bias";
+    case LayerOp::kRope: return "rope";
+    case LayerOp::kAttention: return "attention";
+    case LayerOp::kAttnOutputAdd: return "attn_output_add";
+    case LayerOp::kFfnNorm: return "ffn_norm";
+    case LayerOp::kGateUpProject: return "gate_up_project";
+    case LayerOp::kSwiGlu: return "swiglu";
+    case LayerOp::kFfnDownAdd: return "ffn_down_add";
+  }
+  return "unknown";
+}
+
+const ArchitectureRecipe* FindArchitecture(std::string_view name) {
+  for (const ArchitectureRecipe& a : kArchitectures) {
+    if (a.name == name) return &a;
+  }
+  return nullptr;
+}
+
+std::string SupportedArchitectures() {
+  std::string out;
+  for (const ArchitectureRecipe& a : kArchitectures) absl::StrAppend(&out, out.empty() ? "" : ", ", std::string(a.name));
+  return out;
+}
+
+}  // namespace airlock::inference

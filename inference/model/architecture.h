@@ -1,0 +1,50 @@
+// Architectures as data: each supported general.architecture is one row of a table that says how a
+// layer is computed, as a list of ops (norms, projections, biases, RoPE, attention, activation,
+// residual adds) that every backend implements, plus the few settings those ops take (RoPE pair
+// style). Model loading reads the weights the ops name; the CPU backend runs the ops in order.
+// A new architecture is a new row (and, where it needs one, a new op), never a new code path.
+//
+// Thread-safety: the table is immutable.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace airlock::inference {
+
+// One step of a transformer layer. The hidden state is x (n_embd per token); xn is its normed
+// copy; q, k, v, attn, gate, up are per-token work rows.
+enum class LayerOp : uint8_t {
+  kAttnNorm,         // xn = RMSNorm(x) * attn_norm                           (attn_norm)
+  kQkvProject,       // q, k, v = xn Wq, xn Wk, xn Wv                           (attn_q, attn_k, attn_v)
+  kQkvBias,          // q, k, v += bq, bk, bv                                   (attn_{q,k,v}.bias)
+  kRope,             // rotate q and k by position (the architecture's RopeStyle)
+  kAttention,        // store k, v at the token's position; attn = softmax(q K^T / sqrt(d)) V,
+                     // causal, over the token's own sequence
+  kAttnOutputAdd,    // x += attn Wo                                            (attn_output)
+  kFfnNorm,          // xn = RMSNorm(x) * ffn_norm                              (ffn_norm)
+  kGateUpProject,    // gate, up = xn Wgate, xn Wup                             (ffn_gate, ffn_up)
+  kSwiGlu,           // gate = silu(gate) * up
+  kFfnDownAdd,       // x += gate Wdown                                         (ffn_down)
+};
+const char* LayerOpName(LayerOp op);
+
+enum class RopeStyle : uint8_t {
+  kAdjacent,  // pairs (2i, 2i+1), as llama
+  kNeox,      // pairs (i, i + n_rot/2), as qwen2 and GPT-NeoX
+};
+
+struct ArchitectureRecipe {
+  std::string_view name;          // general.architecture
+  std::span<const LayerOp> layer;  // every layer, in order
+  RopeStyle rope = RopeStyle::kAdjacent;
+};
+
+// The row for `name`, or nullptr when the architecture is not supported.
+const ArchitectureRecipe* FindArchitecture(std::string_view name);
+// "llama, qwen2": for error messages.
+std::string SupportedArchitectures();
+
+}  // namespace airlock::inference

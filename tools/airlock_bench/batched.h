@@ -1,0 +1,28 @@
+// airlock-bench batched: prompt processing and generation with N parallel sequences in one
+// executor, measured like llama.cpp's llama-batched-bench: for each N, N prompts of `npp` random
+// tokens are prefilled together (steps of at most n_batch tokens over all of them), then `ntg`
+// steps each advance all N sequences by one token. Reports per N the prompt and generation time
+// and aggregate tokens/s, so the gain of batching shows as S_TG at N against S_TG at 1.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace airlock::bench {
+
+struct BatchedOptions {
+  std::string model_file;             // required
+  int threads = 1;
+  int n_batch = 512;                  // tokens per forward step at most
+  std::vector<int> npp = {128};       // prompt tokens per sequence (repeatable)
+  std::vector<int> ntg = {128};       // generated tokens per sequence (repeatable)
+  std::vector<int> npl = {1, 2, 4, 8, 16};  // parallel sequences (repeatable)
+  std::string kv_type = "f16";
+  bool json = false;
+};
+
+absl::Status RunBatched(const BatchedOptions& options);
+
+}  // namespace airlock::bench
