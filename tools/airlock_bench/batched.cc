@@ -2,7 +2,10 @@
 #include "tools/airlock_bench/batched.h"
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cstdio>
 #include <memory>
 #include <random>
@@ -11,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "inference/backend/backend.h"
 #include "inference/base/status.h"
+#include "inference/engine.h"
 #include "inference/model/model.h"
 
 namespace airlock::bench {
@@ -107,6 +111,92 @@ absl::Status RunBatched(const BatchedOptions& o) {
         } else {
           std::printf("| %d | %d | %d | %d | %.3f | %.2f | %.3f | %.2f | %.3f | %.2f |\n", pp, tg, pl, pl * (pp + tg),
                       t_pp, s_pp, t_tg, s_tg, total, s_all);
+        }
+        std::fflush(stdout);
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunEngineClients(const BatchedOptions& o) {
+  int max_pl = 1;
+  for (int v : o.npl) max_pl = std::max(max_pl, v);
+  inference::EngineOptions eo;
+  eo.n_threads = o.threads;
+  eo.max_sequences = max_pl;
+  eo.n_batch = std::max(o.n_batch, max_pl);
+  eo.kv_type = o.kv_type == "f32" ? KvCacheType::kF32 : KvCacheType::kF16;
+  AIRLOCK_ASSIGN_OR_RETURN(std::unique_ptr<inference::Engine> engine, inference::Engine::Load(o.model_file, eo));
+  // Real text, repeated: every client a different window of it, all of the same length.
+  std::vector<int32_t> text;
+  while (text.size() < 4096) {
+    const std::vector<int32_t> more = engine->tokenizer().Encode(
+        "The quick brown fox jumps over the lazy dog. Once upon a time, 1234 words ", false, false);
+    text.insert(text.end(), more.begin(), more.end());
+  }
+  if (!o.json) {
+    std::printf("| clients | PP | TG | generated | wall s | tokens/s | TTFT p50 ms | TTFT p99 ms |\n"
+                "|---|---|---|---|---|---|---|---|\n");
+  }
+  using Clock = std::chrono::steady_clock;
+  for (int pp : o.npp) {
+    for (int tg : o.ntg) {
+      for (int n : o.npl) {
+        std::mutex mutex;
+        std::condition_variable cv;
+        int done = 0;
+        uint64_t generated = 0;
+        std::vector<double> ttft(static_cast<size_t>(n), 0);
+        std::vector<bool> first(static_cast<size_t>(n), true);
+        absl::Status failure;
+        const auto t0 = Clock::now();
+        for (int i = 0; i < n; ++i) {
+          inference::GenerateRequest r;
+          r.prompt_tokens.assign(text.begin() + i % 16, text.begin() + i % 16 + pp);
+          r.max_tokens = tg;
+          r.sampling.temperature = 0;
+          r.cache_scope = std::to_string(i);  // no prefix sharing between clients
+          AIRLOCK_RETURN_IF_ERROR(engine->Start(
+              std::move(r),
+              [&, i](const inference::GeneratedPiece&) {
+                if (first[i]) {
+                  first[i] = false;
+                  ttft[i] = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+                }
+                return true;
+              },
+              [&](absl::StatusOr<inference::GenerateResult> result) {
+                std::lock_guard<std::mutex> lock(mutex);
+                if (result.ok()) {
+                  generated += result->output_tokens.size();
+                } else {
+                  failure = result.status();
+                }
+                ++done;
+                cv.notify_all();
+              }));
+        }
+        {
+          std::unique_lock<std::mutex> lock(mutex);
+          cv.wait(lock, [&] { return done == n; });
+        }
+        AIRLOCK_RETURN_IF_ERROR(failure);
+        const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
+        std::sort(ttft.begin(), ttft.end());
+        const auto pct = [&](double p) {
+          const size_t k = static_cast<size_t>(std::max(1.0, std::ceil(p / 100 * static_cast<double>(n))));
+          return ttft[std::min(ttft.size(), k) - 1];
+        };
+        if (o.json) {
+          std::printf("{\"impl\":\"airlock\",\"clients\":%d,\"pp\":%d,\"tg\":%d,\"generated\":%llu,\"seconds\":%.3f,"
+                      "\"tokens_per_second\":%.2f,\"ttft_p50_ms\":%.1f,\"ttft_p99_ms\":%.1f}\n",
+                      n, pp, tg, static_cast<unsigned long long>(generated), wall,
+                      static_cast<double>(generated) / wall, pct(50), pct(99));
+        } else {
+          std::printf("| %d | %d | %d | %llu | %.3f | %.2f | %.1f | %.1f |\n", n, pp, tg,
+                      static_cast<unsigned long long>(generated), wall, static_cast<double>(generated) / wall,
+                      pct(50), pct(99));
         }
         std::fflush(stdout);
       }

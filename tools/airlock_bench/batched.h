@@ -2,7 +2,8 @@
 // executor, measured like llama.cpp's llama-batched-bench: for each N, N prompts of `npp` random
 // tokens are prefilled together (steps of at most n_batch tokens over all of them), then `ntg`
 // steps each advance all N sequences by one token. Reports per N the prompt and generation time
-// and aggregate tokens/s, so the gain of batching shows as S_TG at N against S_TG at 1.
+// and aggregate tokens/s, so the gain of batching shows as S_TG at N against S_TG at 1. With
+// --engine, N concurrent requests go through the engine's scheduler instead.
 #pragma once
 
 #include <string>
@@ -21,8 +22,13 @@ struct BatchedOptions {
   std::vector<int> npl = {1, 2, 4, 8, 16};  // parallel sequences (repeatable)
   std::string kv_type = "f16";
   bool json = false;
+  // Instead of raw executor steps: N concurrent requests through Engine::Start (the scheduler, as
+  // airlockd runs them), each a prompt of npp real-text tokens then ntg greedy tokens; reports
+  // aggregate generated tokens/s and time to first token.
+  bool engine = false;
 };
 
 absl::Status RunBatched(const BatchedOptions& options);
+absl::Status RunEngineClients(const BatchedOptions& options);
 
 }  // namespace airlock::bench

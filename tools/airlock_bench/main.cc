@@ -22,6 +22,7 @@
 #include "inference/model/model.h"
 #include "tools/airlock_bench/batched.h"
 #include "tools/airlock_bench/load.h"
+#include "tools/airlock_bench/scheduler_bench.h"
 #include "tools/airlock_bench/overhead.h"
 
 namespace {
@@ -145,10 +146,36 @@ int main(int argc, char** argv) {
   batched->add_option("--npl", bo.npl, "parallel sequences (repeatable)")->capture_default_str();
   batched->add_option("--kv-type", bo.kv_type, "f16 or f32")->capture_default_str();
   batched->add_flag("--json", bo.json, "JSON lines output");
+  batched->add_flag("--engine", bo.engine,
+                    "N concurrent requests through the engine's scheduler (aggregate tokens/s, TTFT) instead of raw steps");
+
+  airlock::bench::SchedulerBenchOptions so;
+  CLI::App* scheduler = app.add_subcommand(
+      "scheduler", "Continuous batching in-process: prefix-cache time to first token (--test prefix), or the "
+                   "decoding streams' inter-token latency while a long prompt is prefilled (--test interference)");
+  scheduler->add_option("--model,-m", so.model_file, "GGUF model file")->required()->check(CLI::ExistingFile);
+  scheduler->add_option("--threads,-t", so.threads, "threads")->capture_default_str();
+  scheduler->add_option("--test", so.test, "prefix or interference")->capture_default_str();
+  scheduler->add_option("--prefix-tokens", so.prefix_tokens, "prefix: shared prompt tokens")->capture_default_str();
+  scheduler->add_option("--streams", so.streams, "interference: decoding streams")->capture_default_str();
+  scheduler->add_option("--long-prompt", so.long_prompt, "interference: tokens of the arriving prompt")
+      ->capture_default_str();
+  scheduler->add_option("--budget", so.budgets, "interference: per-step token budgets (repeatable)")
+      ->capture_default_str();
+  scheduler->add_flag("--json", so.json, "JSON lines output");
   CLI11_PARSE(app, argc, argv);
 
+  if (scheduler->parsed()) {
+    const absl::Status status = airlock::bench::RunSchedulerBench(so);
+    if (!status.ok()) {
+      std::fprintf(stderr, "airlock-bench scheduler: %s\n", std::string(status.message()).c_str());
+      return 1;
+    }
+    return 0;
+  }
+
   if (batched->parsed()) {
-    const absl::Status status = airlock::bench::RunBatched(bo);
+    const absl::Status status = bo.engine ? airlock::bench::RunEngineClients(bo) : airlock::bench::RunBatched(bo);
     if (!status.ok()) {
       std::fprintf(stderr, "airlock-bench batched: %s\n", std::string(status.message()).c_str());
       return 1;
