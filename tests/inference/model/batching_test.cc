@@ -342,6 +342,56 @@ TEST(PrefixCacheTest, ASharedPrefixIsFoundAndChangesNoToken) {
   EXPECT_EQ(next->output_tokens, next_reference->output_tokens);
 }
 
+// ---- Chunked prefill -----------------------------------------------------------------------------
+
+TEST(ChunkedPrefillTest, DecodingStreamsAdvanceAtEveryStepOfALongPrefill) {
+  EngineOptions o;
+  o.n_threads = 2;
+  o.n_ctx = 4096;
+  o.max_sequences = 8;
+  o.n_batch = 32;  // 7 decode tokens + 25 prompt tokens per step
+  auto engine = LoadEngine("stories260K-f32", o);
+  if (engine == nullptr) GTEST_SKIP() << "model missing";
+  std::atomic<bool> stop{false};
+  std::atomic<int> finished{0};
+  std::vector<std::atomic<int>> tokens(7);
+  for (int i = 0; i < 7; ++i) {
+    GenerateRequest r;
+    r.prompt = absl::StrCat("Once upon a time ", i);
+    r.max_tokens = 3000;
+    r.sampling.seed = static_cast<uint64_t>(i);
+    r.cancelled = [&stop] { return stop.load(); };
+    ASSERT_TRUE(engine
+                    ->Start(
+                        r, [&tokens, i](const GeneratedPiece& p) { return p.token >= 0 ? ++tokens[i] : 0, true; },
+                        [&](absl::StatusOr<GenerateResult>) { ++finished; })
+                    .ok());
+  }
+  const auto all_decoding = [&] {
+    for (auto& t : tokens) {
+      if (t.load() < 2) return false;
+    }
+    return true;
+  };
+  ASSERT_TRUE(PollUntil(all_decoding));
+  GenerateRequest big;
+  big.prompt_tokens = LongPrompt(*engine, 2000);
+  big.max_tokens = 1;
+  std::vector<int> at_start(7), at_first(7);
+  const uint64_t steps_before = engine->stats().steps;
+  for (int i = 0; i < 7; ++i) at_start[i] = tokens[i].load();
+  auto result = engine->Generate(big, [&](const GeneratedPiece&) {
+    for (int i = 0; i < 7; ++i) at_first[i] = tokens[i].load();
+    return true;
+  });
+  ASSERT_TRUE(result.ok()) << result.status();
+  // The prompt needs at least 2000 / 25 = 80 steps; every one of them also advanced each stream.
+  EXPECT_GE(engine->stats().steps - steps_before, 80u);
+  for (int i = 0; i < 7; ++i) EXPECT_GE(at_first[i] - at_start[i], 79) << "stream " << i;
+  stop = true;
+  ASSERT_TRUE(PollUntil([&] { return finished.load() == 7; }));
+}
+
 // ---- Memory, cancellation and admission --------------------------------------------------------
 
 TEST(KvMemoryTest, SixteenSequencesHoldOnlyTheBlocksTheirTokensNeedAndCancelFreesThem) {
