@@ -198,6 +198,18 @@ std::string PromptText(const airlock::v1::ChatRequest& request) {
   return text;
 }
 
+// Who may reuse the prompt prefixes this call caches (models[].prefix_cache). Per identity by
+// default: the time to first token shows whether a prefix was cached, so a shared cache would let
+// one caller probe another's prompts.
+std::string CacheScope(const ServedModel& model, const CallState& state) {
+  switch (model.prefix_cache) {
+    case PrefixCacheScope::kModel: return "model";
+    case PrefixCacheScope::kOff: return "off";  // the engine caches nothing then
+    case PrefixCacheScope::kIdentity: break;
+  }
+  return absl::StrCat("identity:", state.call.identity.name);
+}
+
 // ---- Unary generation ------------------------------------------------------------------------
 
 class UnaryGeneration final : public grpc::ServerUnaryReactor {
@@ -210,6 +222,7 @@ class UnaryGeneration final : public grpc::ServerUnaryReactor {
     auto job = std::make_unique<GenerationJob>();
     job->owner = state_->call.identity.name;
     job->request = std::move(request);
+    job->request.cache_scope = CacheScope(model, *state_);
     std::shared_ptr<CallState> state = state_;
     job->request.cancelled = [state] { return state->ShouldStop(); };
     job->on_piece = [state](const inference::GeneratedPiece& piece) {
@@ -272,6 +285,7 @@ class StreamGeneration final : public grpc::ServerWriteReactor<GenerateStreamRes
     auto job = std::make_unique<GenerationJob>();
     job->owner = state_->call.identity.name;
     job->request = std::move(request);
+    job->request.cache_scope = CacheScope(model, *state_);
     std::shared_ptr<CallState> state = state_;
     job->request.cancelled = [state] { return state->ShouldStop(); };
     job->on_piece = [this](const inference::GeneratedPiece& piece) {
@@ -522,7 +536,7 @@ grpc::ServerUnaryReactor* InferenceService::ListModels(grpc::CallbackServerConte
     if (!call->config->policy->AllowsAnyOf(call->identity.name, kModelMethods, model->name)) continue;
     airlock::v1::ModelInfo* info = response->add_models();
     *info = model->info;
-    info->set_requests_running(model->queue->running() ? 1 : 0);
+    info->set_requests_running(static_cast<uint32_t>(model->queue->running()));
     info->set_requests_waiting(static_cast<uint32_t>(model->queue->waiting()));
   }
   const absl::Status recorded = AuditSingle(*call, absl::OkStatus());
