@@ -1024,6 +1024,16 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
     check.CheckRange(prefix + ".max_sequences", model.max_sequences(), 1, 256);
     check.CheckRange(prefix + ".step_tokens", model.step_tokens(), 16, 4096);
     check.CheckRange(prefix + ".kv_block_tokens", model.kv_block_tokens(), 1, 256);
+    {
+      // Every decoding sequence advances by one token each step, so a step must hold one token of each.
+      const uint32_t sequences = model.max_sequences() != 0 ? model.max_sequences() : 16;
+      const uint32_t step = model.step_tokens() != 0 ? model.step_tokens() : 256;
+      if (sequences >= 1 && sequences <= 256 && step >= 16 && step <= 4096 && step < sequences) {
+        check.Error(parsed.Has(prefix + ".step_tokens") ? prefix + ".step_tokens" : prefix + ".max_sequences",
+                    absl::StrCat("step_tokens (", step, ") must be at least max_sequences (", sequences,
+                                 "): every decoding sequence advances by one token in each step"));
+      }
+    }
     if (parsed.Has(prefix + ".kv_cache_tokens") && model.kv_cache_tokens() != 0) {
       const uint32_t block = model.kv_block_tokens() != 0 ? model.kv_block_tokens() : 16;
       if (model.kv_cache_tokens() < std::max<uint32_t>(16, block)) {

@@ -22,6 +22,7 @@ namespace airlock::daemon {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 // A configuration using every key. The line numbers matter: tests below assert positions in it.
@@ -631,6 +632,12 @@ TEST(ConfigRulesTest, ModelBatchingKeys) {
             "cfg.yaml:22:18: models[0].step_tokens: 4097 is out of range (16 to 4096; leave the key out for the "
             "default)");
   EXPECT_EQ(with("step_tokens: 16"), "OK");
+  // A step must hold one token of every decoding sequence.
+  EXPECT_EQ(ErrorOfFull("    max_queue: 16\n", "    max_queue: 16\n    max_sequences: 64\n    step_tokens: 32\n"),
+            "cfg.yaml:23:18: models[0].step_tokens: step_tokens (32) must be at least max_sequences (64): every "
+            "decoding sequence advances by one token in each step");
+  EXPECT_EQ(with("max_sequences: 257").find("step_tokens ("), std::string::npos);
+  EXPECT_THAT(with("max_sequences: 512"), Not(HasSubstr("must be at least max_sequences")));
   EXPECT_EQ(with("kv_block_tokens: 0"),
             "cfg.yaml:22:22: models[0].kv_block_tokens: 0 is out of range (1 to 256; leave the key out for the "
             "default)");
