@@ -59,6 +59,16 @@ struct Call {
   v1::StopReason stop_reason = v1::STOP_REASON_UNSPECIFIED;
 };
 
+// A greedy unary call.
+Call Greedy(const std::string& model, const std::string& prompt, int32_t max_tokens, const std::string& user) {
+  Call c;
+  c.model = model;
+  c.prompt = prompt;
+  c.max_tokens = max_tokens;
+  c.user = user;
+  return c;
+}
+
 class BatchingTest : public LabDaemonTest {
  protected:
   void SetUp() override {
@@ -211,7 +221,7 @@ TEST_F(BatchingTest, ConcurrentCallsGetExactlyTheTokensTheyGetAlone) {
 TEST_F(BatchingTest, ATinyKvPoolRefusesWhatCanNeverFitAndFinishesTheRest) {
   ASSERT_NO_FATAL_FAILURE(
       Start(Model("stories", kStoriesModel, "    kv_cache_tokens: 64\n    kv_block_tokens: 16\n    max_sequences: 4\n")));
-  Call big{"stories", "Once upon a time", 100, false, 0, 0, "alice"};
+  Call big = Greedy("stories", "Once upon a time", 100, "alice");
   const auto started = absl::Now();
   Run(big);
   EXPECT_EQ(big.status.error_code(), grpc::StatusCode::OUT_OF_RANGE) << big.status.error_message();
@@ -225,7 +235,7 @@ TEST_F(BatchingTest, ATinyKvPoolRefusesWhatCanNeverFitAndFinishesTheRest) {
   // Four calls of up to ~40 positions each: one at a time they fit, all four need 160 of 64.
   std::vector<Call> calls;
   for (const char* prompt : {"Once upon a time", "Lily wanted to", "The big dog", "One day"}) {
-    calls.push_back(Call{"stories", prompt, 32, false, 0, 0, "alice"});
+    calls.push_back(Greedy("stories", prompt, 32, "alice"));
   }
   std::vector<Call> alone = calls;
   for (Call& c : alone) {
@@ -249,7 +259,7 @@ TEST_F(BatchingTest, ATinyKvPoolRefusesWhatCanNeverFitAndFinishesTheRest) {
 TEST_F(BatchingTest, ThePrefixCacheIsSharedOnlyWithinOneIdentityByDefault) {
   ASSERT_NO_FATAL_FAILURE(Start(Model("stories", kStoriesModel)));
   const std::string hits = "airlock_prefix_cache_hit_tokens_total{model=\"stories\"}";
-  Call first{"stories", kLongPrompt, 4, false, 0, 0, "alice"};
+  Call first = Greedy("stories", kLongPrompt, 4, "alice");
   Run(first);
   ASSERT_TRUE(first.status.ok()) << first.status.error_message();
   const double after_alice = Metric(hits);
@@ -273,7 +283,7 @@ TEST_F(BatchingTest, ThePrefixCacheIsSharedOnlyWithinOneIdentityByDefault) {
 TEST_F(BatchingTest, PrefixCacheModelSharesAcrossIdentitiesAndOffCachesNothing) {
   ASSERT_NO_FATAL_FAILURE(Start(Model("shared", kStoriesModel, "    prefix_cache: model\n") +
                                 Model("uncached", kStoriesModel, "    prefix_cache: off\n")));
-  Call first{"shared", kLongPrompt, 4, false, 0, 0, "alice"};
+  Call first = Greedy("shared", kLongPrompt, 4, "alice");
   Run(first);
   ASSERT_TRUE(first.status.ok()) << first.status.error_message();
   const double after_alice = Metric("airlock_prefix_cache_hit_tokens_total{model=\"shared\"}");
@@ -284,7 +294,7 @@ TEST_F(BatchingTest, PrefixCacheModelSharesAcrossIdentitiesAndOffCachesNothing) 
   EXPECT_GE(Metric("airlock_prefix_cache_hit_tokens_total{model=\"shared\"}") - after_alice, 32);
   EXPECT_EQ(other.token_ids, first.token_ids);
 
-  Call off{"uncached", kLongPrompt, 4, false, 0, 0, "alice"};
+  Call off = Greedy("uncached", kLongPrompt, 4, "alice");
   Run(off);
   Run(off);
   ASSERT_TRUE(off.status.ok());
