@@ -78,9 +78,10 @@ struct GenerateRequest {
   std::vector<std::string> stop;     // stop strings; the text stops before the first match
   bool add_special = true;           // BOS etc. as the vocabulary says
   bool parse_special = false;        // text spelling a control token stays text
-  // Polled before prefill, between prefill batches and before every decoded token; when it returns
-  // true Generate stops with StopReason::kCancelled. May be empty. Lets a caller cancel a long
-  // prefill (client gone, deadline passed), which the piece callback cannot.
+  // Polled while the request waits and before every step it takes part in (each prompt chunk, each
+  // decoded token); when it returns true the generation stops with StopReason::kCancelled and its
+  // KV blocks are freed. May be empty. Lets a caller cancel a long prefill (client gone, deadline
+  // passed), which the piece callback cannot. Called on the engine's step thread: keep it cheap.
   std::function<bool()> cancelled;
   // Prefix-cache blocks are shared only between requests with the same scope (the daemon passes
   // the caller's identity unless configured to share model-wide): the time to first token shows

@@ -6,8 +6,10 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "absl/status/statusor.h"
+#include "inference/kv/kv_pool.h"
 #include "inference/model/model.h"
 
 namespace airlock::inference {
@@ -18,32 +20,51 @@ const char* KvCacheTypeName(KvCacheType type);
 struct ExecutorOptions {
   int32_t n_threads = 1;                   // Default: 1. CPU worker threads, the caller's included.
   int32_t n_ctx = 0;                       // Default: 0 = min(model context, 4096). Positions per sequence.
-  int32_t n_batch = 512;                   // Default: 512. Tokens processed per forward step at most.
+  int32_t n_batch = 512;                   // Default: 512. Tokens one forward step computes at most.
   KvCacheType kv_type = KvCacheType::kF16; // Default: F16, as llama.cpp.
+  int64_t kv_pool_tokens = 0;              // Default: 0 = 2 * n_ctx. Positions in the KV pool, all sequences.
+  int32_t kv_block_tokens = 16;            // Default: 16. Positions per KV block (1..256).
+  bool prefix_cache = true;                // Default: true. Register full blocks for prefix reuse.
 };
 
-// One sequence's state on a device (its KV cache). Created by an executor, used only with it.
-class Sequence {
- public:
-  virtual ~Sequence() = default;
-  virtual int32_t n_ctx() const = 0;   // capacity in positions
-  virtual int32_t n_past() const = 0;  // positions already filled
-  // Forgets positions >= n (n <= n_past()); e.g. to reuse a cached prompt prefix.
-  virtual void Truncate(int32_t n) = 0;
+// A sequence's KV cache: a block table in the executor's pool (inference/kv/kv_pool.h).
+using Sequence = KvSequence;
+
+// One sequence's part of a batched forward step.
+struct BatchEntry {
+  Sequence* seq = nullptr;  // distinct per entry; Reserve()d for tokens.size() more positions
+  std::span<const int32_t> tokens;  // at positions seq->n_past() ..; committed to seq on success
+  // nullptr: no logits. Else n_vocab floats for the last token, or tokens.size() * n_vocab when
+  // all_logits.
+  float* logits = nullptr;
+  bool all_logits = false;
 };
 
-// Runs one loaded model on one device. Not thread-safe: one Forward at a time per executor.
+// Runs one loaded model on one device. Not thread-safe: one call at a time per executor, and its
+// sequences are used only by that same caller.
 class ModelExecutor {
  public:
   virtual ~ModelExecutor() = default;
   virtual const ExecutorOptions& options() const = 0;
-  virtual absl::StatusOr<std::unique_ptr<Sequence>> NewSequence() = 0;
-  // Appends `tokens` to `seq` (positions n_past .. n_past+size-1) and computes logits.
-  // `logits` receives n_vocab floats for the last token, or size*n_vocab when all_logits.
-  // Fails with OUT_OF_RANGE when the tokens do not fit in the sequence's context, and with
-  // INVALID_ARGUMENT for a token id outside the vocabulary; the sequence is unchanged then.
-  virtual absl::Status Forward(Sequence& seq, std::span<const int32_t> tokens, float* logits,
-                               bool all_logits) = 0;
+  virtual const Model& model() const = 0;
+  // The pool every sequence of this executor lives in.
+  virtual KvPool& kv_pool() = 0;
+
+  // One forward step for several sequences at once: the weights are read once for all their
+  // tokens; attention runs per sequence over its own cache. Each output row is computed in the
+  // same order whatever else is in the batch, so a sequence's logits do not depend on its batch.
+  // At most n_batch tokens in all. Fails with INVALID_ARGUMENT (bad token id, empty entry, too
+  // many tokens, a sequence twice), OUT_OF_RANGE (past the context) or FAILED_PRECONDITION (blocks
+  // not reserved), and then no sequence is changed.
+  virtual absl::Status ForwardBatch(std::span<const BatchEntry> batch) = 0;
+
+  // A new, empty sequence in the pool, with the executor's n_ctx and the prefix-cache scope `scope`.
+  absl::StatusOr<std::unique_ptr<Sequence>> NewSequence(std::string_view scope = {});
+  // Appends `tokens` to `seq` (any number: split into steps of n_batch) and computes logits:
+  // n_vocab floats for the last token, or size*n_vocab when all_logits. Fails with OUT_OF_RANGE
+  // when the tokens do not fit in the sequence's context, RESOURCE_EXHAUSTED when the pool has no
+  // room, INVALID_ARGUMENT for a token id outside the vocabulary; the sequence is unchanged then.
+  absl::Status Forward(Sequence& seq, std::span<const int32_t> tokens, float* logits, bool all_logits);
 };
 
 class Backend {

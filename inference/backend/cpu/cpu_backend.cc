@@ -1,9 +1,12 @@
-// The CPU backend: the Llama/Qwen2 forward pass over a KV cache, multi-threaded with a fork/join
-// pool, matrix products through the runtime-dispatched kernels in inference/kernels.
+// The CPU backend: the Llama/Qwen2 forward pass over a paged KV cache, for a batch of sequences
+// at once, multi-threaded with a fork/join pool, matrix products through the runtime-dispatched
+// kernels in inference/kernels.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <unistd.h>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -11,54 +14,32 @@
 #include "inference/backend/cpu/ops.h"
 #include "inference/backend/cpu/thread_pool.h"
 #include "inference/base/fp16.h"
+#include "inference/base/free_deleter.h"
 #include "inference/base/status.h"
 #include "inference/kernels/quants.h"
 
 namespace airlock::inference {
 namespace {
 
-// KV cache of one sequence: K and V for every layer and position, [layer][pos][n_embd_kv].
-class CpuSequence : public Sequence {
- public:
-  CpuSequence(int32_t n_layer, int32_t n_ctx, int32_t kv_dim, KvCacheType type)
-      : n_ctx_(n_ctx), kv_dim_(kv_dim), type_(type) {
-    const size_t n = static_cast<size_t>(n_layer) * n_ctx * kv_dim;
-    if (type == KvCacheType::kF16) {
-      k16_.resize(n);
-      v16_.resize(n);
-    } else {
-      k32_.resize(n);
-      v32_.resize(n);
-    }
-  }
-
-  int32_t n_ctx() const override { return n_ctx_; }
-  int32_t n_past() const override { return n_past_; }
-  void Truncate(int32_t n) override { n_past_ = std::clamp(n, 0, n_past_); }
-
-  KvCacheType type() const { return type_; }
-  size_t Index(int32_t layer, int32_t pos) const {
-    return (static_cast<size_t>(layer) * n_ctx_ + pos) * kv_dim_;
-  }
-  uint16_t* K16(int32_t layer, int32_t pos) { return &k16_[Index(layer, pos)]; }
-  uint16_t* V16(int32_t layer, int32_t pos) { return &v16_[Index(layer, pos)]; }
-  float* K32(int32_t layer, int32_t pos) { return &k32_[Index(layer, pos)]; }
-  float* V32(int32_t layer, int32_t pos) { return &v32_[Index(layer, pos)]; }
-  void Advance(int32_t n) { n_past_ += n; }
-
- private:
-  int32_t n_ctx_, kv_dim_;
-  KvCacheType type_;
-  int32_t n_past_ = 0;
-  std::vector<uint16_t> k16_, v16_;
-  std::vector<float> k32_, v32_;
-};
-
 class CpuExecutor : public ModelExecutor {
  public:
   CpuExecutor(const Model& model, const ExecutorOptions& options)
-      : model_(model), c_(model.config()), options_(options), pool_(options.n_threads) {
+      : model_(model), c_(model.config()), options_(options), pool_(options.n_threads),
+        kv_pool_(options.kv_pool_tokens / options.kv_block_tokens, options.kv_block_tokens, options.prefix_cache,
+                 [this](int32_t src, int32_t dst) { CopyBlock(src, dst); }) {
     const size_t nb = static_cast<size_t>(options_.n_batch);
+    // K and V of every block, [block][layer][slot][kv_dim]. calloc: the pages are committed by the
+    // first write, so memory follows the blocks in use, not the pool's size.
+    layer_stride_ = static_cast<size_t>(options_.kv_block_tokens) * c_.n_embd_kv();
+    block_stride_ = layer_stride_ * c_.n_layer;
+    const size_t elem = options_.kv_type == KvCacheType::kF16 ? sizeof(uint16_t) : sizeof(float);
+    const size_t n = block_stride_ * static_cast<size_t>(kv_pool_.n_blocks());
+    k_cache_.reset(std::calloc(n, elem));
+    v_cache_.reset(std::calloc(n, elem));
+    gathered_.resize(nb * c_.n_embd);
+    row_pos_.resize(nb);
+    row_entry_.resize(nb);
+    row_token_.resize(nb);
     x_.resize(nb * c_.n_embd);
     xn_.resize(nb * c_.n_embd);
     q_.resize(nb * c_.n_embd_q());
@@ -77,42 +58,57 @@ class CpuExecutor : public ModelExecutor {
     scratch_stride_ = per_thread;
   }
 
+  bool allocated() const { return k_cache_ != nullptr && v_cache_ != nullptr; }
   const ExecutorOptions& options() const override { return options_; }
+  const Model& model() const override { return model_; }
+  KvPool& kv_pool() override { return kv_pool_; }
 
-  absl::StatusOr<std::unique_ptr<Sequence>> NewSequence() override {
-    return std::make_unique<CpuSequence>(c_.n_layer, options_.n_ctx, c_.n_embd_kv(), options_.kv_type);
-  }
-
-  absl::Status Forward(Sequence& seq_base, std::span<const int32_t> tokens, float* logits,
-                       bool all_logits) override {
-    auto& seq = static_cast<CpuSequence&>(seq_base);
-    if (tokens.empty()) return absl::InvalidArgumentError("forward: no tokens");
-    for (size_t i = 0; i < tokens.size(); ++i) {
-      if (tokens[i] < 0 || tokens[i] >= c_.n_vocab) {
-        return absl::InvalidArgumentError(absl::StrCat("forward: token id ", tokens[i], " at index ", i,
-                                                       " is outside the vocabulary [0, ", c_.n_vocab, ")"));
+  absl::Status ForwardBatch(std::span<const BatchEntry> batch) override {
+    if (batch.empty()) return absl::InvalidArgumentError("forward: empty batch");
+    int64_t total = 0;
+    for (size_t e = 0; e < batch.size(); ++e) {
+      const BatchEntry& entry = batch[e];
+      if (entry.seq == nullptr || &entry.seq->pool() != &kv_pool_) {
+        return absl::InvalidArgumentError(absl::StrCat("forward: entry ", e, " has no sequence of this executor"));
+      }
+      for (size_t f = 0; f < e; ++f) {
+        if (batch[f].seq == entry.seq) {
+          return absl::InvalidArgumentError(absl::StrCat("forward: entries ", f, " and ", e, " are the same sequence"));
+        }
+      }
+      if (entry.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("forward: entry ", e, " has no tokens"));
+      for (size_t i = 0; i < entry.tokens.size(); ++i) {
+        if (entry.tokens[i] < 0 || entry.tokens[i] >= c_.n_vocab) {
+          return absl::InvalidArgumentError(absl::StrCat("forward: token id ", entry.tokens[i], " at index ", i,
+                                                         " is outside the vocabulary [0, ", c_.n_vocab, ")"));
+        }
+      }
+      const int64_t end = static_cast<int64_t>(entry.seq->n_past()) + static_cast<int64_t>(entry.tokens.size());
+      if (end > entry.seq->n_ctx()) {
+        return absl::OutOfRangeError(absl::StrCat("forward: ", entry.tokens.size(), " tokens after ",
+                                                  entry.seq->n_past(), " do not fit in the context of ",
+                                                  entry.seq->n_ctx()));
+      }
+      if (static_cast<int64_t>(entry.seq->blocks().size()) * kv_pool_.block_tokens() < end ||
+          entry.seq->BlocksNeeded(static_cast<int32_t>(entry.tokens.size())) > 0) {
+        return absl::FailedPreconditionError(absl::StrCat("forward: entry ", e, "'s KV blocks are not reserved"));
+      }
+      total += static_cast<int64_t>(entry.tokens.size());
+    }
+    if (total > options_.n_batch) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("forward: ", total, " tokens in one step; at most ", options_.n_batch));
+    }
+    int64_t r = 0;
+    for (size_t e = 0; e < batch.size(); ++e) {
+      for (size_t i = 0; i < batch[e].tokens.size(); ++i, ++r) {
+        row_entry_[r] = static_cast<int32_t>(e);
+        row_pos_[r] = batch[e].seq->n_past() + static_cast<int32_t>(i);
+        row_token_[r] = batch[e].tokens[i];
       }
     }
-    if (static_cast<int64_t>(seq.n_past()) + static_cast<int64_t>(tokens.size()) > seq.n_ctx()) {
-      return absl::OutOfRangeError(absl::StrCat("forward: ", tokens.size(), " tokens after ", seq.n_past(),
-                                                " do not fit in the context of ", seq.n_ctx()));
-    }
-    const int64_t total = static_cast<int64_t>(tokens.size());
-    for (int64_t start = 0; start < total; start += options_.n_batch) {
-      const int64_t n = std::min<int64_t>(options_.n_batch, total - start);
-      const bool last_chunk = start + n == total;
-      float* out = nullptr;
-      int64_t first_logit = n;  // rows of this chunk whose logits are wanted: [first_logit, n)
-      if (all_logits) {
-        out = logits + start * c_.n_vocab;
-        first_logit = 0;
-      } else if (last_chunk) {
-        out = logits;
-        first_logit = n - 1;
-      }
-      ForwardChunk(seq, tokens.data() + start, n, out, first_logit);
-      seq.Advance(static_cast<int32_t>(n));
-    }
+    ForwardRows(batch, total);
+    for (const BatchEntry& entry : batch) entry.seq->Commit(entry.tokens);
     return absl::OkStatus();
   }
 
@@ -149,30 +145,48 @@ class CpuExecutor : public ModelExecutor {
     });
   }
 
-  void ForwardChunk(CpuSequence& seq, const int32_t* tokens, int64_t n, float* logits, int64_t first_logit) {
+  // K/V of (block, layer, slot).
+  template <typename T>
+  T* KvAt(void* cache, int32_t block, int32_t layer, int32_t slot) const {
+    return static_cast<T*>(cache) + static_cast<size_t>(block) * block_stride_ + layer * layer_stride_ +
+           static_cast<size_t>(slot) * c_.n_embd_kv();
+  }
+
+  void CopyBlock(int32_t src, int32_t dst) {
+    const size_t elem = options_.kv_type == KvCacheType::kF16 ? sizeof(uint16_t) : sizeof(float);
+    for (void* cache : {k_cache_.get(), v_cache_.get()}) {
+      auto* base = static_cast<uint8_t*>(cache);
+      std::memcpy(base + dst * block_stride_ * elem, base + src * block_stride_ * elem, block_stride_ * elem);
+    }
+  }
+
+  // The forward pass of `n` rows (row_token_, row_pos_, row_entry_ filled): every matrix product
+  // over all rows at once, attention per row over its own sequence's blocks.
+  void ForwardRows(std::span<const BatchEntry> batch, int64_t n) {
     const int32_t n_embd = c_.n_embd;
     const int32_t q_dim = c_.n_embd_q();
     const int32_t kv_dim = c_.n_embd_kv();
     const int32_t hd = c_.head_dim;
-    const int32_t n_past = seq.n_past();
+    const int32_t bt = options_.kv_block_tokens;
     const WeightMatrix& embd = model_.token_embd();
 
     // Token embeddings.
     pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
-        kernels::DequantizeRow(embd.type, embd.row(tokens[t]), &x_[t * n_embd], n_embd);
+        kernels::DequantizeRow(embd.type, embd.row(row_token_[t]), &x_[t * n_embd], n_embd);
       }
     });
-    // RoPE angles per token (shared by every layer and head).
+    // RoPE angles per row (shared by every layer and head).
     const float* freq_factors = model_.rope_freqs().empty() ? nullptr : model_.rope_freqs().data();
     for (int64_t t = 0; t < n; ++t) {
-      cpu::RopeCache(n_past + static_cast<int32_t>(t), c_.n_rot, c_.rope_freq_base, c_.rope_freq_scale,
-                     freq_factors, &rope_[t * c_.n_rot]);
+      cpu::RopeCache(row_pos_[t], c_.n_rot, c_.rope_freq_base, c_.rope_freq_scale, freq_factors, &rope_[t * c_.n_rot]);
     }
 
     const float kq_scale = 1.0f / std::sqrt(static_cast<float>(hd));
     const int32_t group = c_.n_head / c_.n_head_kv;
-    const bool f16_kv = seq.type() == KvCacheType::kF16;
+    const bool f16_kv = options_.kv_type == KvCacheType::kF16;
+    void* const kc = k_cache_.get();
+    void* const vc = v_cache_.get();
 
     for (int32_t il = 0; il < c_.n_layer; ++il) {
       const LayerWeights& L = model_.layers()[il];
@@ -180,7 +194,7 @@ class CpuExecutor : public ModelExecutor {
       NormRows(x_.data(), L.attn_norm, xn_.data(), n);
       MatMulQkv(L, n);
 
-      // Bias, RoPE and KV store, then attention, per (token, head).
+      // Bias, RoPE and KV store per row; every row's K/V is stored before any attention reads.
       pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
         for (int64_t t = t0; t < t1; ++t) {
           float* q = &q_[t * q_dim];
@@ -194,13 +208,14 @@ class CpuExecutor : public ModelExecutor {
           const float* cs = &rope_[t * c_.n_rot];
           for (int32_t h = 0; h < c_.n_head; ++h) cpu::ApplyRope(q + h * hd, c_.n_rot, cs, c_.rope_neox);
           for (int32_t h = 0; h < c_.n_head_kv; ++h) cpu::ApplyRope(k + h * hd, c_.n_rot, cs, c_.rope_neox);
-          const int32_t pos = n_past + static_cast<int32_t>(t);
+          const int32_t pos = row_pos_[t];
+          const int32_t block = batch[row_entry_[t]].seq->blocks()[pos / bt];
           if (f16_kv) {
-            cpu::F32ToF16Row(k, seq.K16(il, pos), kv_dim);
-            cpu::F32ToF16Row(v, seq.V16(il, pos), kv_dim);
+            cpu::F32ToF16Row(k, KvAt<uint16_t>(kc, block, il, pos % bt), kv_dim);
+            cpu::F32ToF16Row(v, KvAt<uint16_t>(vc, block, il, pos % bt), kv_dim);
           } else {
-            std::memcpy(seq.K32(il, pos), k, kv_dim * sizeof(float));
-            std::memcpy(seq.V32(il, pos), v, kv_dim * sizeof(float));
+            std::memcpy(KvAt<float>(kc, block, il, pos % bt), k, kv_dim * sizeof(float));
+            std::memcpy(KvAt<float>(vc, block, il, pos % bt), v, kv_dim * sizeof(float));
           }
         }
       });
@@ -214,25 +229,40 @@ class CpuExecutor : public ModelExecutor {
           const int64_t t = item / c_.n_head;
           const int32_t h = static_cast<int32_t>(item % c_.n_head);
           const int32_t kvh = h / group;
-          const int32_t n_kv = n_past + static_cast<int32_t>(t) + 1;  // causal: positions <= own
+          const int32_t n_kv = row_pos_[t] + 1;  // causal: positions <= own
+          const std::vector<int32_t>& blocks = batch[row_entry_[t]].seq->blocks();
           const float* q = &q_[t * q_dim + h * hd];
           float* out = &attn_[t * q_dim + h * hd];
+          // Positions in order, block by block: the same sums whatever the block layout.
           if (f16_kv) {
             // As ggml: Q is rounded to F16 for Q.K, probabilities to F16 for P.V.
             cpu::F32ToF16Row(q, q16, hd);
-            for (int32_t p = 0; p < n_kv; ++p) scores[p] = cpu::DotF16(seq.K16(il, p) + kvh * hd, q16, hd);
+            for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
+              const uint16_t* kb = KvAt<uint16_t>(kc, blocks[p0 / bt], il, 0) + kvh * hd;
+              const int32_t m = std::min(bt, n_kv - p0);
+              for (int32_t s = 0; s < m; ++s) scores[p0 + s] = cpu::DotF16(kb + s * kv_dim, q16, hd);
+            }
           } else {
-            for (int32_t p = 0; p < n_kv; ++p) scores[p] = cpu::DotF32(seq.K32(il, p) + kvh * hd, q, hd);
+            for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
+              const float* kb = KvAt<float>(kc, blocks[p0 / bt], il, 0) + kvh * hd;
+              const int32_t m = std::min(bt, n_kv - p0);
+              for (int32_t s = 0; s < m; ++s) scores[p0 + s] = cpu::DotF32(kb + s * kv_dim, q, hd);
+            }
           }
           cpu::ScaledSoftmax(scores, n_kv, kq_scale);
           std::fill(qf, qf + hd, 0.0f);
           if (f16_kv) {
-            for (int32_t p = 0; p < n_kv; ++p) {
-              const float w = F16Round(scores[p]);
-              cpu::AxpyF16(w, seq.V16(il, p) + kvh * hd, qf, hd);
+            for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
+              const uint16_t* vb = KvAt<uint16_t>(vc, blocks[p0 / bt], il, 0) + kvh * hd;
+              const int32_t m = std::min(bt, n_kv - p0);
+              for (int32_t s = 0; s < m; ++s) cpu::AxpyF16(F16Round(scores[p0 + s]), vb + s * kv_dim, qf, hd);
             }
           } else {
-            for (int32_t p = 0; p < n_kv; ++p) cpu::AxpyF32(scores[p], seq.V32(il, p) + kvh * hd, qf, hd);
+            for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
+              const float* vb = KvAt<float>(vc, blocks[p0 / bt], il, 0) + kvh * hd;
+              const int32_t m = std::min(bt, n_kv - p0);
+              for (int32_t s = 0; s < m; ++s) cpu::AxpyF32(scores[p0 + s], vb + s * kv_dim, qf, hd);
+            }
           }
           std::memcpy(out, qf, hd * sizeof(float));
         }
@@ -245,10 +275,31 @@ class CpuExecutor : public ModelExecutor {
       MatMulAdd(L.w_down, gate_.data(), n, x_.data());
     }
 
-    if (logits == nullptr) return;
-    const int64_t n_out = n - first_logit;
-    NormRows(&x_[first_logit * n_embd], model_.output_norm(), xn_.data(), n_out);
-    MatMul(model_.output(), xn_.data(), n_out, logits);
+    // Logits for the rows that want them: gathered, normed, one product, copied out.
+    int64_t n_out = 0;
+    int64_t row = 0;
+    for (const BatchEntry& entry : batch) {
+      const int64_t len = static_cast<int64_t>(entry.tokens.size());
+      if (entry.logits != nullptr) {
+        const int64_t first = entry.all_logits ? 0 : len - 1;
+        for (int64_t t = first; t < len; ++t, ++n_out) {
+          std::memcpy(&gathered_[n_out * n_embd], &x_[(row + t) * n_embd], n_embd * sizeof(float));
+        }
+      }
+      row += len;
+    }
+    if (n_out == 0) return;
+    const size_t n_vocab = static_cast<size_t>(c_.n_vocab);
+    if (logits_.size() < static_cast<size_t>(n_out) * n_vocab) logits_.resize(static_cast<size_t>(n_out) * n_vocab);
+    NormRows(gathered_.data(), model_.output_norm(), xn_.data(), n_out);
+    MatMul(model_.output(), xn_.data(), n_out, logits_.data());
+    const float* from = logits_.data();
+    for (const BatchEntry& entry : batch) {
+      if (entry.logits == nullptr) continue;
+      const size_t rows = entry.all_logits ? entry.tokens.size() : 1;
+      std::memcpy(entry.logits, from, rows * n_vocab * sizeof(float));
+      from += rows * n_vocab;
+    }
   }
 
   static float F16Round(float x) { return F16ToF32(F32ToF16(x)); }
@@ -320,6 +371,13 @@ class CpuExecutor : public ModelExecutor {
   std::vector<uint8_t> act_;
   std::vector<float> scratch_;
   size_t scratch_stride_ = 0;
+  // The rows of the current step: token, position, and index of their batch entry.
+  std::vector<int32_t> row_token_, row_pos_, row_entry_;
+  std::vector<float> gathered_;  // rows whose logits are wanted, before the output norm
+  std::vector<float> logits_;    // their logits, before they are copied out
+  KvPool kv_pool_;
+  size_t layer_stride_ = 0, block_stride_ = 0;  // in elements
+  std::unique_ptr<void, FreeDeleter<std::free>> k_cache_, v_cache_;
 };
 
 class CpuBackend : public Backend {
@@ -340,7 +398,26 @@ class CpuBackend : public Backend {
     if (o.n_ctx > (1 << 20)) {
       return absl::InvalidArgumentError(absl::StrCat("context size ", o.n_ctx, " is too large"));
     }
-    return std::unique_ptr<ModelExecutor>(new CpuExecutor(model, o));
+    if (o.kv_block_tokens < 1 || o.kv_block_tokens > 256) {
+      return absl::InvalidArgumentError(absl::StrCat("KV block size must be in [1, 256] tokens, got ", o.kv_block_tokens));
+    }
+    if (o.kv_pool_tokens == 0) o.kv_pool_tokens = 2 * static_cast<int64_t>(o.n_ctx);
+    // Whole blocks, at least one.
+    o.kv_pool_tokens = std::max<int64_t>(o.kv_block_tokens, o.kv_pool_tokens / o.kv_block_tokens * o.kv_block_tokens);
+    const size_t elem = o.kv_type == KvCacheType::kF16 ? 2 : 4;
+    const double bytes = 2.0 * static_cast<double>(o.kv_pool_tokens) * c.n_layer * c.n_embd_kv() * elem;
+    const double physical = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+    if (o.kv_pool_tokens > (int64_t{1} << 31) || (physical > 0 && bytes > physical)) {
+      return absl::InvalidArgumentError(absl::StrCat("a KV pool of ", o.kv_pool_tokens, " tokens needs ",
+                                                     static_cast<int64_t>(bytes / (1 << 20)),
+                                                     " MiB, more than this machine's memory"));
+    }
+    auto executor = std::make_unique<CpuExecutor>(model, o);
+    if (!executor->allocated()) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("cannot allocate a KV pool of ", o.kv_pool_tokens, " tokens"));
+    }
+    return std::unique_ptr<ModelExecutor>(std::move(executor));
   }
 };
 

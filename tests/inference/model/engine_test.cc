@@ -104,11 +104,13 @@ TEST_F(EngineTest, CancelFlagStopsBeforePrefillAndDuringDecode) {
   EXPECT_EQ(calls, 0);
 
   int polls = 0;
-  r.cancelled = [&] { return ++polls > 6; };  // prefill polls once (one batch), then per token
+  // Polled before every step: the prefill step (one chunk) gives the first token, each later poll
+  // one more.
+  r.cancelled = [&] { return ++polls > 6; };
   result = engine_->Generate(r, nullptr);
   ASSERT_TRUE(result.ok());
   EXPECT_EQ(result->stop_reason, StopReason::kCancelled);
-  EXPECT_EQ(result->output_tokens.size(), 5u);
+  EXPECT_EQ(result->output_tokens.size(), 6u);
 }
 
 TEST_F(EngineTest, PretokenizedPromptEqualsTextPrompt) {
