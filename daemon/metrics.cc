@@ -210,8 +210,11 @@ std::vector<prometheus::MetricFamily> Metrics::ModelLoadFamilies(const std::vect
     AddValue(running, model, static_cast<double>(m.running));
     AddValue(waiting, model, static_cast<double>(m.waiting));
     AddValue(full, model, static_cast<double>(m.queue_refusals));
-    AddValue(batch, model, e.batch_sequences);
-    AddValue(batch_tokens, model, e.batch_tokens);
+    // The engine keeps its last step's figures when it goes idle; with no sequence left there is no
+    // batch, and a gauge stuck at the last value would show load that is not there.
+    const bool busy = e.running > 0 || e.waiting > 0;
+    AddValue(batch, model, busy ? e.batch_sequences : 0);
+    AddValue(batch_tokens, model, busy ? e.batch_tokens : 0);
     AddValue(engine_waiting, model, e.waiting);
     for (const auto& [state, n] : {std::pair<const char*, int64_t>{"total", e.kv_blocks_total},
                                    {"used", e.kv_blocks_used},

@@ -77,9 +77,14 @@ TEST(MetricsTest, ModelLoadFamiliesReportTheQueueAndTheEnginesBatch) {
   e.prefix_query_tokens = 4000;
   e.prefix_hit_tokens = 3000;
   e.preemptions = 3;
+  // An engine that went idle after a step of 3 sequences still holds that step's figures.
+  inference::EngineStats idle;
+  idle.batch_sequences = 3;
+  idle.batch_tokens = 3;
+  idle.steps = 50;
   Metrics metrics({"llama", "idle"}, "1");
-  const std::string text = metrics.Scrape(Metrics::ModelLoadFamilies(
-      {ModelLoad{"llama", 7, 11, 4, e}, ModelLoad{"idle", 0, 0, 0, inference::EngineStats{}}}));
+  const std::string text =
+      metrics.Scrape(Metrics::ModelLoadFamilies({ModelLoad{"llama", 7, 11, 4, e}, ModelLoad{"idle", 0, 0, 0, idle}}));
   EXPECT_THAT(text, HasSubstr("airlock_requests_running{model=\"llama\"} 7\n"));
   EXPECT_THAT(text, HasSubstr("airlock_requests_waiting{model=\"llama\"} 11\n"));
   EXPECT_THAT(text, HasSubstr("# TYPE airlock_queue_refusals_total counter\n"));
@@ -98,6 +103,10 @@ TEST(MetricsTest, ModelLoadFamiliesReportTheQueueAndTheEnginesBatch) {
   EXPECT_THAT(text, HasSubstr("airlock_prefix_cache_hit_tokens_total{model=\"llama\"} 3000\n"));
   EXPECT_THAT(text, HasSubstr("# TYPE airlock_preemptions_total counter\n"));
   EXPECT_THAT(text, HasSubstr("airlock_preemptions_total{model=\"llama\"} 3\n"));
+  // Nothing running or waiting: no batch, whatever the last step was.
+  EXPECT_THAT(text, HasSubstr("airlock_batch_size{model=\"idle\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_batch_tokens{model=\"idle\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_engine_steps_total{model=\"idle\"} 50\n"));
   // An engine with no pool yet reports a ratio of 0, not NaN.
   EXPECT_THAT(text, HasSubstr("airlock_kv_cache_usage_ratio{model=\"idle\"} 0\n"));
   EXPECT_THAT(text, Not(HasSubstr("NaN")));
