@@ -48,7 +48,7 @@ struct CallState {
   std::chrono::steady_clock::time_point first_piece{};
   std::atomic<bool> saw_first_piece{false};
   // The model's token timing histograms (none without metrics), and when the last token came
-  // (worker thread only).
+  // (the engine's step thread only).
   Metrics::TokenTimers timers;
   std::chrono::steady_clock::time_point last_token{};
   // For the audit records: the prompt as the client sent it (HMAC'd, never stored) and the
@@ -67,7 +67,7 @@ struct CallState {
     }
     return false;
   }
-  // On the worker thread, for every piece: the first one's time, and the token timings.
+  // On the engine's step thread, for every piece: the first one's time, and the token timings.
   void NotePiece(const inference::GeneratedPiece& piece) {
     const auto now = std::chrono::steady_clock::now();
     const auto seconds = [](auto d) { return std::chrono::duration<double>(d).count(); };
@@ -264,13 +264,13 @@ class UnaryGeneration final : public grpc::ServerUnaryReactor {
 
 // ---- Streamed generation ---------------------------------------------------------------------
 
-// Pieces arrive from the engine's worker thread faster or slower than the client reads them; they
+// Pieces arrive from the engine's step thread faster or slower than the client reads them; they
 // wait in `pending_` (consecutive pieces are merged, so a slow reader gets fewer, larger messages)
 // and are written one at a time. The final message and Finish follow the last piece.
 //
 // Lifetime: two references, gRPC's (dropped in OnDone) and the producer's (dropped by End, the
 // producer's last call), because a write completing on a gRPC thread may Finish the call while the
-// worker thread is still inside End.
+// queue's dispatcher thread (which runs on_done) is still inside End.
 class StreamGeneration final : public grpc::ServerWriteReactor<GenerateStreamResponse> {
  public:
   explicit StreamGeneration(std::shared_ptr<CallState> state) : state_(std::move(state)) {}
