@@ -2,6 +2,7 @@
 // tokens it gets alone (batch invariance, greedy and seeded, unary and streamed, two models); a
 // request that can never fit the KV pool is refused at once rather than left waiting; a pool too
 // small for all at once still finishes everyone; the prefix cache is shared only within its scope.
+#include <cstdio>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -91,8 +92,8 @@ class BatchingTest : public LabDaemonTest {
     return v1::Inference::NewStub(Connect(daemon_->port(), pki_, user));
   }
 
-  // Runs `call` to its end, filling its results.
-  void Run(Call& call) {
+  // Runs `call` to its end on `stub` (a new connection as call.user when null), filling its results.
+  void Run(Call& call, v1::Inference::Stub* stub = nullptr) {
     v1::GenerateRequest r;
     r.set_model(call.model);
     r.set_prompt(call.prompt);
@@ -101,7 +102,11 @@ class BatchingTest : public LabDaemonTest {
     if (call.temperature > 0) r.mutable_sampling()->set_seed(call.seed);
     grpc::ClientContext context;
     context.set_deadline(DeadlineIn(absl::Seconds(60)));
-    auto stub = Stub(call.user);
+    std::unique_ptr<v1::Inference::Stub> own;
+    if (stub == nullptr) {
+      own = Stub(call.user);
+      stub = own.get();
+    }
     call.token_ids.clear();
     call.text.clear();
     if (!call.stream) {
@@ -152,7 +157,9 @@ TEST_F(BatchingTest, ConcurrentCallsGetExactlyTheTokensTheyGetAlone) {
     Call c;
     c.model = i % 4 == 3 ? "synth" : "stories";
     c.prompt = prompts[i % prompts.size()];
-    c.max_tokens = 8 + (i * 7) % 41;                // 8 to 48 tokens
+    // 64 to 256 tokens: long enough that the calls overlap although each call's begin audit
+    // record is made durable (a sync) before it is queued.
+    c.max_tokens = 64 + (i * 37) % 193;
     c.stream = i % 2 == 1;
     c.temperature = i % 3 == 0 ? 0.0f : 0.9f;       // greedy and seeded
     c.seed = 1000 + static_cast<uint64_t>(i) * 17;  // the same prompt with different seeds differs
@@ -170,14 +177,20 @@ TEST_F(BatchingTest, ConcurrentCallsGetExactlyTheTokensTheyGetAlone) {
   }
   const double steps_alone = Metric("airlock_engine_steps_total{model=\"stories\"}") - steps_before;
 
-  // All at once.
+  // All at once, each on a connection opened beforehand (a TLS handshake takes longer than a call).
   std::vector<Call> together = calls;
+  std::vector<std::unique_ptr<v1::Inference::Stub>> stubs;
+  for (const Call& c : together) {
+    std::shared_ptr<grpc::Channel> channel = Connect(daemon_->port(), pki_, c.user);
+    ASSERT_TRUE(channel->WaitForConnected(DeadlineIn(absl::Seconds(10))));
+    stubs.push_back(v1::Inference::NewStub(channel));
+  }
   absl::Notification go;
   std::vector<std::thread> threads;
-  for (Call& c : together) {
-    threads.emplace_back([&go, &c, this] {
+  for (size_t i = 0; i < together.size(); ++i) {
+    threads.emplace_back([&go, &together, &stubs, i, this] {
       go.WaitForNotification();
-      Run(c);
+      Run(together[i], stubs[i].get());
     });
   }
   go.Notify();
@@ -206,8 +219,9 @@ TEST_F(BatchingTest, ConcurrentCallsGetExactlyTheTokensTheyGetAlone) {
   }
   EXPECT_TRUE(any_differs);
   // They did share steps: far fewer forward steps than one after another.
+  std::printf("stories model: %.0f forward steps one after another, %.0f all at once\n", steps_alone, steps_together);
   EXPECT_GT(steps_alone, 0);
-  EXPECT_LT(steps_together, steps_alone * 0.75) << steps_together << " steps together, " << steps_alone << " alone";
+  EXPECT_LT(steps_together, steps_alone * 0.6) << steps_together << " steps together, " << steps_alone << " alone";
   // Everything released once all have ended.
   EXPECT_TRUE(PollUntil([&] { return Metric("airlock_kv_cache_blocks{model=\"stories\",state=\"used\"}") == 0 &&
                                      Metric("airlock_kv_cache_blocks{model=\"synth\",state=\"used\"}") == 0 &&
