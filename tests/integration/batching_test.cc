@@ -229,6 +229,49 @@ TEST_F(BatchingTest, ConcurrentCallsGetExactlyTheTokensTheyGetAlone) {
                         absl::Seconds(10)));
 }
 
+// A client that cancels its stream mid-batch ends only its own sequence: its blocks come back, and
+// the streams batched with it still get exactly their tokens.
+TEST_F(BatchingTest, CancellingOneStreamMidBatchFreesItsBlocksAndLeavesTheOthersIntact) {
+  ASSERT_NO_FATAL_FAILURE(Start(Model("stories", kStoriesModel)));
+  std::vector<Call> calls;
+  for (const char* prompt : {"Once upon a time", "Lily wanted to", "The big dog"}) {
+    Call c = Greedy("stories", prompt, 200, "alice");
+    c.stream = true;
+    calls.push_back(c);
+  }
+  std::vector<Call> alone = calls;
+  for (Call& c : alone) {
+    Run(c);
+    ASSERT_TRUE(c.status.ok()) << c.status.error_message();
+  }
+  // The victim: a long stream read until its first piece, then cancelled by its client.
+  grpc::ClientContext victim_context;
+  v1::GenerateRequest victim;
+  victim.set_model("stories");
+  victim.set_prompt(kLongPrompt);
+  victim.set_max_tokens(300);
+  victim.mutable_sampling()->set_temperature(0);
+  auto victim_stub = Stub("bob");
+  auto reader = victim_stub->GenerateStream(&victim_context, victim);
+  v1::GenerateStreamResponse message;
+  ASSERT_TRUE(reader->Read(&message));
+  std::vector<std::thread> threads;
+  for (Call& c : calls) threads.emplace_back([&c, this] { Run(c); });
+  victim_context.TryCancel();
+  while (reader->Read(&message)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  for (std::thread& t : threads) t.join();
+  for (size_t i = 0; i < calls.size(); ++i) {
+    ASSERT_TRUE(calls[i].status.ok()) << i << ": " << calls[i].status.error_message();
+    EXPECT_EQ(calls[i].token_ids, alone[i].token_ids) << i;
+  }
+  EXPECT_TRUE(PollUntil([&] { return Metric("airlock_kv_cache_blocks{model=\"stories\",state=\"used\"}") == 0 &&
+                                     Metric("airlock_requests_running{model=\"stories\"}") == 0; },
+                        absl::Seconds(10)));
+  EXPECT_TRUE(daemon_->WaitForLog("\"code\":\"CANCELLED\"", absl::Seconds(5))) << daemon_->Log();
+}
+
 // A request that needs more KV-cache positions than the whole pool could never run: it is refused
 // at once with the reason (not left waiting for blocks that can never free up). Requests that fit
 // one at a time but not all together all finish, with the tokens they get alone.
