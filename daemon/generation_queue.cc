@@ -1,5 +1,5 @@
-// GenerationQueue: a bounded queue, fair across owners, in front of one engine, drained by one
-// worker thread.
+// GenerationQueue: a bounded queue, fair across owners, in front of one engine that runs many
+// jobs at once; one dispatcher thread admits jobs into the engine and runs their on_done.
 #include "daemon/generation_queue.h"
 
 #include <algorithm>
@@ -11,7 +11,10 @@
 namespace airlock::daemon {
 
 GenerationQueue::GenerationQueue(inference::Engine& engine, size_t max_waiting)
-    : engine_(engine), max_waiting_(max_waiting), worker_([this] { WorkerLoop(); }) {}
+    : engine_(engine),
+      max_waiting_(max_waiting),
+      max_running_(static_cast<size_t>(std::max(1, engine.max_sequences()))),
+      dispatcher_([this] { DispatchLoop(); }) {}
 
 GenerationQueue::~GenerationQueue() { Shutdown(); }
 
@@ -80,7 +83,7 @@ absl::Status GenerationQueue::Submit(std::unique_ptr<GenerationJob> job) {
       if (jobs.empty()) turns_.push_back(job->owner);
       jobs.push_back(Entry{std::move(job), std::chrono::steady_clock::now()});
       ++waiting_count_;
-      wake_.notify_one();
+      wake_.notify_all();
     }
   }
   const auto now = std::chrono::steady_clock::now();
@@ -102,7 +105,7 @@ void GenerationQueue::Shutdown() {
   std::vector<Entry> abandoned;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (stopping_ && !worker_.joinable()) return;
+    if (stopping_ && !dispatcher_.joinable()) return;
     stopping_ = true;
     for (auto& [owner, jobs] : waiting_) {
       for (Entry& e : jobs) abandoned.push_back(std::move(e));
@@ -113,7 +116,8 @@ void GenerationQueue::Shutdown() {
     wake_.notify_all();
   }
   for (Entry& e : abandoned) e.job->on_done(absl::UnavailableError("the server is shutting down"), 0);
-  if (worker_.joinable()) worker_.join();
+  // The dispatcher returns once every running job has ended and its on_done has run.
+  if (dispatcher_.joinable()) dispatcher_.join();
 }
 
 size_t GenerationQueue::waiting() const {
@@ -121,43 +125,85 @@ size_t GenerationQueue::waiting() const {
   return waiting_count_;
 }
 
-bool GenerationQueue::running() const {
+size_t GenerationQueue::running() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return running_;
+  return running_.size();
 }
 
-void GenerationQueue::WorkerLoop() {
+GenerationQueue::Entry GenerationQueue::TakeNextLocked() {
+  // Round-robin: the owner whose turn it is gives its oldest job, then goes to the back.
+  const std::string owner = std::move(turns_.front());
+  turns_.pop_front();
+  std::deque<Entry>& jobs = waiting_.at(owner);
+  Entry entry = std::move(jobs.front());
+  jobs.pop_front();
+  --waiting_count_;
+  if (jobs.empty()) {
+    waiting_.erase(owner);
+  } else {
+    turns_.push_back(owner);
+  }
+  return entry;
+}
+
+void GenerationQueue::OnEngineDone(uint64_t id, absl::StatusOr<inference::GenerateResult> result) {
+  // The engine's step thread: only hand the result over; on_done runs on the dispatcher.
+  std::lock_guard<std::mutex> lock(mutex_);
+  finished_.push_back(Finished{id, std::move(result)});
+  --on_engine_;
+  wake_.notify_all();
+}
+
+void GenerationQueue::StartOnEngine(uint64_t id, Entry& entry) {
+  GenerationJob& job = *entry.job;
+  if (job.request.cancelled && job.request.cancelled()) {
+    OnEngineDone(id, absl::CancelledError("cancelled before it started"));
+    return;
+  }
+  // The request and piece callback move to the engine; the job keeps on_done for the dispatcher.
+  absl::Status started =
+      engine_.Start(std::move(job.request), std::move(job.on_piece),
+                    [this, id](absl::StatusOr<inference::GenerateResult> result) { OnEngineDone(id, std::move(result)); });
+  // A refused request never reaches on_done through the engine: report it the same way.
+  if (!started.ok()) OnEngineDone(id, std::move(started));
+}
+
+void GenerationQueue::DispatchLoop() {
   for (;;) {
-    Entry entry;
+    std::vector<std::pair<uint64_t, Entry*>> to_start;
+    std::vector<Finished> finished;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [this] { return stopping_ || waiting_count_ > 0; });
-      if (waiting_count_ == 0) return;  // stopping
-      // Round-robin: the owner whose turn it is gives its oldest job, then goes to the back.
-      const std::string owner = std::move(turns_.front());
-      turns_.pop_front();
-      std::deque<Entry>& jobs = waiting_.at(owner);
-      entry = std::move(jobs.front());
-      jobs.pop_front();
-      --waiting_count_;
-      if (jobs.empty()) {
-        waiting_.erase(owner);
-      } else {
-        turns_.push_back(owner);
+      wake_.wait(lock, [this] {
+        return !finished_.empty() || (waiting_count_ > 0 && on_engine_ < max_running_) ||
+               (stopping_ && running_.empty());
+      });
+      if (finished_.empty() && running_.empty() && stopping_) return;  // waiting_ was emptied by Shutdown
+      finished.swap(finished_);
+      // Admission into the batch in round-robin order, as many as the engine has free slots.
+      while (waiting_count_ > 0 && on_engine_ < max_running_) {
+        Entry entry = TakeNextLocked();
+        entry.queue_seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - entry.submitted).count();
+        const uint64_t id = next_id_++;
+        ++on_engine_;
+        // std::map nodes do not move, so the pointer stays valid until this thread erases it.
+        Entry& placed = running_.emplace(id, std::move(entry)).first->second;
+        to_start.emplace_back(id, &placed);
       }
-      running_ = true;
     }
-    GenerationJob& job = *entry.job;
-    const double queue_seconds =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - entry.submitted).count();
-    if (job.request.cancelled && job.request.cancelled()) {
-      job.on_done(absl::CancelledError("cancelled before it started"), queue_seconds);
-    } else {
-      job.on_done(engine_.Generate(job.request, job.on_piece), queue_seconds);
+    // Ended jobs first: their on_done completes the call (audit record, response).
+    for (Finished& f : finished) {
+      Entry* entry = nullptr;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        entry = &running_.at(f.id);
+      }
+      entry->job->on_done(std::move(f.result), entry->queue_seconds);
+      std::lock_guard<std::mutex> lock(mutex_);
+      running_.erase(f.id);
     }
-    entry.job.reset();
-    std::lock_guard<std::mutex> lock(mutex_);
-    running_ = false;
+    for (auto& [id, entry] : to_start) StartOnEngine(id, *entry);
   }
 }
 

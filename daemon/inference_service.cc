@@ -48,7 +48,7 @@ struct CallState {
   std::chrono::steady_clock::time_point first_piece{};
   std::atomic<bool> saw_first_piece{false};
   // The model's token timing histograms (none without metrics), and when the last token came
-  // (worker thread only).
+  // (the engine's step thread only).
   Metrics::TokenTimers timers;
   std::chrono::steady_clock::time_point last_token{};
   // For the audit records: the prompt as the client sent it (HMAC'd, never stored) and the
@@ -67,7 +67,7 @@ struct CallState {
     }
     return false;
   }
-  // On the worker thread, for every piece: the first one's time, and the token timings.
+  // On the engine's step thread, for every piece: the first one's time, and the token timings.
   void NotePiece(const inference::GeneratedPiece& piece) {
     const auto now = std::chrono::steady_clock::now();
     const auto seconds = [](auto d) { return std::chrono::duration<double>(d).count(); };
@@ -198,6 +198,18 @@ std::string PromptText(const airlock::v1::ChatRequest& request) {
   return text;
 }
 
+// Who may reuse the prompt prefixes this call caches (models[].prefix_cache). Per identity by
+// default: the time to first token shows whether a prefix was cached, so a shared cache would let
+// one caller probe another's prompts.
+std::string CacheScope(const ServedModel& model, const CallState& state) {
+  switch (model.prefix_cache) {
+    case PrefixCacheScope::kModel: return "model";
+    case PrefixCacheScope::kOff: return "off";  // the engine caches nothing then
+    case PrefixCacheScope::kIdentity: break;
+  }
+  return absl::StrCat("identity:", state.call.identity.name);
+}
+
 // ---- Unary generation ------------------------------------------------------------------------
 
 class UnaryGeneration final : public grpc::ServerUnaryReactor {
@@ -210,6 +222,7 @@ class UnaryGeneration final : public grpc::ServerUnaryReactor {
     auto job = std::make_unique<GenerationJob>();
     job->owner = state_->call.identity.name;
     job->request = std::move(request);
+    job->request.cache_scope = CacheScope(model, *state_);
     std::shared_ptr<CallState> state = state_;
     job->request.cancelled = [state] { return state->ShouldStop(); };
     job->on_piece = [state](const inference::GeneratedPiece& piece) {
@@ -251,13 +264,13 @@ class UnaryGeneration final : public grpc::ServerUnaryReactor {
 
 // ---- Streamed generation ---------------------------------------------------------------------
 
-// Pieces arrive from the engine's worker thread faster or slower than the client reads them; they
+// Pieces arrive from the engine's step thread faster or slower than the client reads them; they
 // wait in `pending_` (consecutive pieces are merged, so a slow reader gets fewer, larger messages)
 // and are written one at a time. The final message and Finish follow the last piece.
 //
 // Lifetime: two references, gRPC's (dropped in OnDone) and the producer's (dropped by End, the
 // producer's last call), because a write completing on a gRPC thread may Finish the call while the
-// worker thread is still inside End.
+// queue's dispatcher thread (which runs on_done) is still inside End.
 class StreamGeneration final : public grpc::ServerWriteReactor<GenerateStreamResponse> {
  public:
   explicit StreamGeneration(std::shared_ptr<CallState> state) : state_(std::move(state)) {}
@@ -272,6 +285,7 @@ class StreamGeneration final : public grpc::ServerWriteReactor<GenerateStreamRes
     auto job = std::make_unique<GenerationJob>();
     job->owner = state_->call.identity.name;
     job->request = std::move(request);
+    job->request.cache_scope = CacheScope(model, *state_);
     std::shared_ptr<CallState> state = state_;
     job->request.cancelled = [state] { return state->ShouldStop(); };
     job->on_piece = [this](const inference::GeneratedPiece& piece) {
@@ -522,7 +536,7 @@ grpc::ServerUnaryReactor* InferenceService::ListModels(grpc::CallbackServerConte
     if (!call->config->policy->AllowsAnyOf(call->identity.name, kModelMethods, model->name)) continue;
     airlock::v1::ModelInfo* info = response->add_models();
     *info = model->info;
-    info->set_requests_running(model->queue->running() ? 1 : 0);
+    info->set_requests_running(static_cast<uint32_t>(model->queue->running()));
     info->set_requests_waiting(static_cast<uint32_t>(model->queue->waiting()));
   }
   const absl::Status recorded = AuditSingle(*call, absl::OkStatus());

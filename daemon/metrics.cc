@@ -172,4 +172,69 @@ void Metrics::AddValue(prometheus::MetricFamily& family, std::vector<prometheus:
   }
 }
 
+std::vector<prometheus::MetricFamily> Metrics::ModelLoadFamilies(const std::vector<ModelLoad>& models) {
+  using prometheus::MetricType;
+  prometheus::MetricFamily running = Family(
+      "airlock_requests_running", "Generations running now (handed to the engine), by model (at most max_sequences)");
+  prometheus::MetricFamily waiting = Family("airlock_requests_waiting", "Generations waiting in the model's queue now, by model");
+  prometheus::MetricFamily full = Family(
+      "airlock_queue_refusals_total",
+      "Generations refused because the model's queue was full (refused, or displaced by another identity's)",
+      MetricType::Counter);
+  prometheus::MetricFamily batch = Family("airlock_batch_size", "Sequences in the model's last forward step, by model");
+  prometheus::MetricFamily batch_tokens =
+      Family("airlock_batch_tokens", "Tokens computed in the model's last forward step, by model");
+  prometheus::MetricFamily engine_waiting =
+      Family("airlock_engine_sequences_waiting",
+             "Generations handed to the engine but not yet admitted into its batch (waiting for KV-cache blocks)");
+  prometheus::MetricFamily blocks = Family(
+      "airlock_kv_cache_blocks",
+      "KV-cache blocks of the model's pool: total, used (held by sequences), cached (free, kept for prefix reuse)");
+  prometheus::MetricFamily block_tokens = Family("airlock_kv_cache_block_tokens", "Tokens per KV-cache block, by model");
+  prometheus::MetricFamily kv = Family("airlock_kv_cache_usage_ratio",
+                                       "Share of the model's KV-cache blocks held by sequences (used / total), by model");
+  prometheus::MetricFamily steps =
+      Family("airlock_engine_steps_total", "Forward steps the model's engine ran", MetricType::Counter);
+  prometheus::MetricFamily prefix_queries = Family(
+      "airlock_prefix_cache_query_tokens_total", "Prompt tokens looked up in the prefix cache", MetricType::Counter);
+  prometheus::MetricFamily prefix_hits =
+      Family("airlock_prefix_cache_hit_tokens_total", "Prompt tokens found in the prefix cache (not computed again)",
+             MetricType::Counter);
+  prometheus::MetricFamily preemptions =
+      Family("airlock_preemptions_total",
+             "Sequences evicted from the KV-cache pool to be recomputed later, because the pool ran out",
+             MetricType::Counter);
+  for (const ModelLoad& m : models) {
+    const std::vector<prometheus::ClientMetric::Label> model = {{"model", m.model}};
+    const inference::EngineStats& e = m.engine;
+    AddValue(running, model, static_cast<double>(m.running));
+    AddValue(waiting, model, static_cast<double>(m.waiting));
+    AddValue(full, model, static_cast<double>(m.queue_refusals));
+    // The engine keeps its last step's figures when it goes idle; with no sequence left there is no
+    // batch, and a gauge stuck at the last value would show load that is not there.
+    const bool busy = e.running > 0 || e.waiting > 0;
+    AddValue(batch, model, busy ? e.batch_sequences : 0);
+    AddValue(batch_tokens, model, busy ? e.batch_tokens : 0);
+    AddValue(engine_waiting, model, e.waiting);
+    for (const auto& [state, n] : {std::pair<const char*, int64_t>{"total", e.kv_blocks_total},
+                                   {"used", e.kv_blocks_used},
+                                   {"cached", e.kv_blocks_cached}}) {
+      AddValue(blocks, {{"model", m.model}, {"state", state}}, static_cast<double>(n));
+    }
+    AddValue(block_tokens, model, e.kv_block_tokens);
+    AddValue(kv, model,
+             e.kv_blocks_total > 0 ? static_cast<double>(e.kv_blocks_used) / static_cast<double>(e.kv_blocks_total) : 0);
+    AddValue(steps, model, static_cast<double>(e.steps));
+    AddValue(prefix_queries, model, static_cast<double>(e.prefix_query_tokens));
+    AddValue(prefix_hits, model, static_cast<double>(e.prefix_hit_tokens));
+    AddValue(preemptions, model, static_cast<double>(e.preemptions));
+  }
+  std::vector<prometheus::MetricFamily> families;
+  for (prometheus::MetricFamily* f : {&running, &waiting, &full, &batch, &batch_tokens, &engine_waiting, &blocks,
+                                      &block_tokens, &kv, &steps, &prefix_queries, &prefix_hits, &preemptions}) {
+    if (!f->metric.empty()) families.push_back(std::move(*f));
+  }
+  return families;
+}
+
 }  // namespace airlock::daemon

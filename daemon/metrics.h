@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "inference/engine.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
 #include "prometheus/histogram.h"
@@ -21,6 +22,15 @@
 #include "prometheus/registry.h"
 
 namespace airlock::daemon {
+
+// What one model's queue and engine hold and have done, read at a scrape.
+struct ModelLoad {
+  std::string model;
+  size_t running = 0;  // the queue's jobs handed to the engine
+  size_t waiting = 0;  // the queue's jobs not yet handed over
+  uint64_t queue_refusals = 0;
+  inference::EngineStats engine;
+};
 
 class Metrics {
  public:
@@ -65,6 +75,13 @@ class Metrics {
                                          prometheus::MetricType type = prometheus::MetricType::Gauge);
   static void AddValue(prometheus::MetricFamily& family, std::vector<prometheus::ClientMetric::Label> labels,
                        double value);
+  // The queue and engine families of every model, for at_scrape: airlock_requests_running,
+  // airlock_requests_waiting, airlock_queue_refusals_total, airlock_batch_size,
+  // airlock_batch_tokens, airlock_engine_sequences_waiting, airlock_kv_cache_blocks{state},
+  // airlock_kv_cache_block_tokens, airlock_kv_cache_usage_ratio, airlock_engine_steps_total,
+  // airlock_prefix_cache_query_tokens_total, airlock_prefix_cache_hit_tokens_total,
+  // airlock_preemptions_total.
+  static std::vector<prometheus::MetricFamily> ModelLoadFamilies(const std::vector<ModelLoad>& models);
 
  private:
   std::string ModelLabel(std::string_view model) const;

@@ -21,6 +21,12 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(
     options.n_threads = static_cast<int32_t>(std::max<uint32_t>(1, spec.threads));
     options.n_ctx = static_cast<int32_t>(spec.context_length);
     options.kv_type = spec.kv_f32 ? inference::KvCacheType::kF32 : inference::KvCacheType::kF16;
+    options.max_sequences = static_cast<int32_t>(spec.max_sequences);
+    options.n_batch = static_cast<int32_t>(spec.step_tokens);
+    options.kv_pool_tokens = spec.kv_cache_tokens;
+    options.kv_block_tokens = static_cast<int32_t>(spec.kv_block_tokens);
+    options.prefix_cache = spec.prefix_cache != PrefixCacheScope::kOff;
+    served->prefix_cache = spec.prefix_cache;
     // A signed bundle's manifest is checked before the weights are read at all.
     absl::StatusOr<auth::VerifiedManifest> verified = absl::FailedPreconditionError("unsigned");
     if (spec.publishers != nullptr) {

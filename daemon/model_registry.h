@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "airlock/v1/inference.pb.h"
 #include "auth/model_bundle.h"
+#include "daemon/config/daemon_options.h"
 #include "daemon/generation_queue.h"
 #include "inference/chat/chat_template.h"
 #include "inference/engine.h"
@@ -29,6 +30,12 @@ struct ModelSpec {
   bool kv_f32 = false;
   std::string chat_template;    // family name override; "" = recognise from the GGUF
   uint32_t max_queue = 64;
+  // The engine's batching (ModelOptions has the meaning and defaults of each).
+  uint32_t max_sequences = 16;
+  uint32_t step_tokens = 256;
+  uint32_t kv_cache_tokens = 0;
+  uint32_t kv_block_tokens = 16;
+  PrefixCacheScope prefix_cache = PrefixCacheScope::kIdentity;
   // Not null: the model must come from a bundle signed by one of these (model_signatures).
   std::shared_ptr<const auth::TrustedPublishers> publishers;
 };
@@ -39,6 +46,8 @@ struct ServedModel {
   // Absent when the GGUF has no template we recognise; Chat then fails with chat_template_error.
   std::optional<inference::ChatTemplate> chat_template;
   std::string chat_template_error;
+  // Which calls share cached prompt prefixes; the caller sets each request's cache_scope from it.
+  PrefixCacheScope prefix_cache = PrefixCacheScope::kIdentity;
   airlock::v1::ModelInfo info;
   double load_seconds = 0;
   // The signed manifest it was verified against (absent when signatures are not required).

@@ -1,6 +1,7 @@
 // Request validation: API messages -> engine requests, every rule checked and named.
 #include "daemon/request_validation.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -66,6 +67,23 @@ absl::Status CheckPromptLength(std::string_view field, size_t n_tokens, const in
   return absl::OkStatus();
 }
 
+// The prompt plus max_tokens (up to the context) must fit the model's whole KV pool: such a request
+// could never run. The engine refuses it too (Engine::Start); refused here it takes no place in the
+// queue, no quota and no wait, and the message names the setting.
+absl::Status CheckKvPool(size_t n_prompt, int32_t max_tokens, const inference::Engine& engine) {
+  const inference::EngineStats stats = engine.stats();
+  if (stats.kv_block_tokens <= 0) return absl::OkStatus();  // no pool figures: leave it to the engine
+  const int64_t positions =
+      std::min<int64_t>(static_cast<int64_t>(n_prompt) + max_tokens, engine.context_length());
+  const int64_t pool = stats.kv_blocks_total * stats.kv_block_tokens;
+  const int64_t blocks = (positions + stats.kv_block_tokens - 1) / stats.kv_block_tokens;
+  if (blocks <= stats.kv_blocks_total) return absl::OkStatus();
+  return absl::OutOfRangeError(absl::StrCat(
+      "max_tokens: the prompt (", n_prompt, " tokens) plus max_tokens (", max_tokens, ") needs up to ", positions,
+      " KV-cache positions, but the model's whole KV pool holds ", pool,
+      " (models[].kv_cache_tokens): ask for fewer tokens or a shorter prompt"));
+}
+
 }  // namespace
 
 absl::Status CheckModelName(std::string_view model) {
@@ -117,6 +135,7 @@ absl::StatusOr<inference::GenerateRequest> PrepareGenerate(const airlock::v1::Ge
   // Control tokens typed into a raw prompt stay text: only the chat template may emit them.
   out.prompt_tokens = engine.tokenizer().Encode(request.prompt(), /*add_special=*/true, /*parse_special=*/false);
   AIRLOCK_RETURN_IF_ERROR(CheckPromptLength("prompt", out.prompt_tokens.size(), engine, limits));
+  AIRLOCK_RETURN_IF_ERROR(CheckKvPool(out.prompt_tokens.size(), out.max_tokens, engine));
   return out;
 }
 
@@ -161,6 +180,7 @@ absl::StatusOr<inference::GenerateRequest> PrepareChat(const airlock::v1::ChatRe
   }
   out.prompt_tokens = engine.tokenizer().EncodeSegments(segments, /*add_special=*/true);
   AIRLOCK_RETURN_IF_ERROR(CheckPromptLength("messages", out.prompt_tokens.size(), engine, limits));
+  AIRLOCK_RETURN_IF_ERROR(CheckKvPool(out.prompt_tokens.size(), out.max_tokens, engine));
   return out;
 }
 

@@ -25,8 +25,20 @@ std::vector<ModelSpec> ModelSpecs(const DaemonOptions& options,
                                   const std::shared_ptr<const auth::TrustedPublishers>& publishers) {
   std::vector<ModelSpec> specs;
   for (const ModelOptions& m : options.models) {
-    specs.push_back(
-        ModelSpec{m.name, m.path, m.context_length, m.threads, m.kv_f32, m.chat_template, m.max_queue, publishers});
+    ModelSpec& spec = specs.emplace_back();
+    spec.name = m.name;
+    spec.path = m.path;
+    spec.context_length = m.context_length;
+    spec.threads = m.threads;
+    spec.kv_f32 = m.kv_f32;
+    spec.chat_template = m.chat_template;
+    spec.max_queue = m.max_queue;
+    spec.max_sequences = m.max_sequences;
+    spec.step_tokens = m.step_tokens;
+    spec.kv_cache_tokens = m.kv_cache_tokens;
+    spec.kv_block_tokens = m.kv_block_tokens;
+    spec.prefix_cache = m.prefix_cache;
+    spec.publishers = publishers;
   }
   return specs;
 }
@@ -61,15 +73,8 @@ std::vector<std::string> RestartOnlyChanges(const DaemonOptions& a, const Daemon
     changed.push_back("limits.max_concurrent_streams");
   }
   if (a.limits.max_connection_age != b.limits.max_connection_age) changed.push_back("limits.max_connection_age");
-  bool models_changed = a.models.size() != b.models.size();
-  for (size_t i = 0; !models_changed && i < a.models.size(); ++i) {
-    const ModelOptions& x = a.models[i];
-    const ModelOptions& y = b.models[i];
-    models_changed = x.name != y.name || x.path != y.path || x.context_length != y.context_length ||
-                     x.threads != y.threads || x.kv_f32 != y.kv_f32 || x.chat_template != y.chat_template ||
-                     x.max_queue != y.max_queue;
-  }
-  if (models_changed) changed.push_back("models");
+  // Every models[] key shapes a loaded engine or its queue.
+  if (a.models != b.models) changed.push_back("models");
   return changed;
 }
 
@@ -359,29 +364,12 @@ std::vector<prometheus::MetricFamily> Daemon::ScrapeNow() const {
   add(std::move(load_time));
 
   if (models_loaded_.load(std::memory_order_acquire)) {
-    prometheus::MetricFamily running =
-        Metrics::Family("airlock_requests_running", "Generations running now, by model (at most 1 each)");
-    prometheus::MetricFamily waiting =
-        Metrics::Family("airlock_requests_waiting", "Generations waiting in the model's queue now, by model");
-    prometheus::MetricFamily full = Metrics::Family(
-        "airlock_queue_refusals_total",
-        "Generations refused because the model's queue was full (refused, or displaced by another identity's)",
-        MetricType::Counter);
-    prometheus::MetricFamily batch =
-        Metrics::Family("airlock_batch_size", "Sequences in the model's current forward batch, by model");
-    prometheus::MetricFamily kv = Metrics::Family(
-        "airlock_kv_cache_usage_ratio", "Share of the model's KV cache (context_length tokens) in use, by model");
+    std::vector<ModelLoad> loads;
     for (const auto& m : models_->models()) {
-      const std::vector<prometheus::ClientMetric::Label> model = {{"model", m->name}};
-      Metrics::AddValue(running, model, m->queue->running() ? 1 : 0);
-      Metrics::AddValue(waiting, model, static_cast<double>(m->queue->waiting()));
-      Metrics::AddValue(full, model, static_cast<double>(m->queue->refused_full()));
-      const inference::EngineStats stats = m->engine->stats();
-      Metrics::AddValue(batch, model, stats.batch_sequences);
-      Metrics::AddValue(kv, model,
-                        static_cast<double>(stats.kv_blocks_used) / static_cast<double>(std::max<int64_t>(1, stats.kv_blocks_total)));
+      loads.push_back(ModelLoad{m->name, m->queue->running(), m->queue->waiting(), m->queue->refused_full(),
+                                m->engine->stats()});
     }
-    for (prometheus::MetricFamily* f : {&running, &waiting, &full, &batch, &kv}) add(std::move(*f));
+    for (prometheus::MetricFamily& f : Metrics::ModelLoadFamilies(loads)) add(std::move(f));
   }
 
   prometheus::MetricFamily listener_up = Metrics::Family(

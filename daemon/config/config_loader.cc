@@ -1021,6 +1021,35 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
     }
     check.CheckRange(prefix + ".threads", model.threads(), 1, 1024);
     check.CheckRange(prefix + ".max_queue", model.max_queue(), 1, 100000);
+    check.CheckRange(prefix + ".max_sequences", model.max_sequences(), 1, 256);
+    check.CheckRange(prefix + ".step_tokens", model.step_tokens(), 16, 4096);
+    check.CheckRange(prefix + ".kv_block_tokens", model.kv_block_tokens(), 1, 256);
+    {
+      // Every decoding sequence advances by one token each step, so a step must hold one token of each.
+      const uint32_t sequences = model.max_sequences() != 0 ? model.max_sequences() : 16;
+      const uint32_t step = model.step_tokens() != 0 ? model.step_tokens() : 256;
+      if (sequences >= 1 && sequences <= 256 && step >= 16 && step <= 4096 && step < sequences) {
+        check.Error(parsed.Has(prefix + ".step_tokens") ? prefix + ".step_tokens" : prefix + ".max_sequences",
+                    absl::StrCat("step_tokens (", step, ") must be at least max_sequences (", sequences,
+                                 "): every decoding sequence advances by one token in each step"));
+      }
+    }
+    if (parsed.Has(prefix + ".kv_cache_tokens") && model.kv_cache_tokens() != 0) {
+      const uint32_t block = model.kv_block_tokens() != 0 ? model.kv_block_tokens() : 16;
+      if (model.kv_cache_tokens() < std::max<uint32_t>(16, block)) {
+        check.Error(prefix + ".kv_cache_tokens",
+                    absl::StrCat(model.kv_cache_tokens(), " is too small (at least ", std::max<uint32_t>(16, block),
+                                 " tokens: one KV block of kv_block_tokens, and no fewer than 16; 0 or leave the "
+                                 "key out for the default, sized from max_sequences and context_length)"));
+      }
+    }
+    if (parsed.Has(prefix + ".prefix_cache") && model.prefix_cache() != "identity" &&
+        model.prefix_cache() != "model" && model.prefix_cache() != "off") {
+      check.Error(prefix + ".prefix_cache",
+                  absl::StrCat("unknown value ", Quote(model.prefix_cache()),
+                               " (expected identity, model or off; identity, the default, shares cached prompt "
+                               "prefixes only between calls of the same identity)"));
+    }
     if (parsed.Has(prefix + ".chat_template") &&
         check.CheckRequired(prefix + ".chat_template", model.chat_template(),
                             "leave the key out to recognise the template from the model")) {

@@ -55,6 +55,12 @@ DaemonOptions ResolveOptions(const ParsedConfig& parsed) {
     m.kv_f32 = model.kv_cache_type() == airlock::v1::config::F32;
     m.chat_template = model.chat_template();
     if (model.max_queue() != 0) m.max_queue = model.max_queue();
+    if (model.max_sequences() != 0) m.max_sequences = model.max_sequences();
+    if (model.step_tokens() != 0) m.step_tokens = model.step_tokens();
+    m.kv_cache_tokens = model.kv_cache_tokens();
+    if (model.kv_block_tokens() != 0) m.kv_block_tokens = model.kv_block_tokens();
+    if (model.prefix_cache() == "model") m.prefix_cache = PrefixCacheScope::kModel;
+    if (model.prefix_cache() == "off") m.prefix_cache = PrefixCacheScope::kOff;
   }
 
   if (config.identity().source() != airlock::v1::config::IDENTITY_SOURCE_UNSPECIFIED) {

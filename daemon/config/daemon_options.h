@@ -36,6 +36,13 @@ struct TlsOptions {
   absl::Duration watch_interval = absl::Seconds(10);
 };
 
+// Which calls share cached prompt prefixes (models[].prefix_cache).
+enum class PrefixCacheScope {
+  kIdentity,  // only calls of the same identity
+  kModel,     // every call to the model
+  kOff,       // no prefix cache
+};
+
 struct ModelOptions {
   // Name clients use in requests. Default: none (required).
   std::string name;
@@ -53,6 +60,20 @@ struct ModelOptions {
   std::string chat_template;
   // Requests that may wait for this model before RESOURCE_EXHAUSTED. Default: 64.
   uint32_t max_queue = 64;
+  // Sequences generated at once in shared batched steps. Default: 16 (1 to 256).
+  uint32_t max_sequences = 16;
+  // Per-step token budget over all sequences (EngineOptions::n_batch). Default: 256 (16 to 4096).
+  uint32_t step_tokens = 256;
+  // KV-cache pool in tokens. Default: 0 = max_sequences x context_length, capped at a quarter of
+  // physical memory but never below context_length (the engine resolves it).
+  uint32_t kv_cache_tokens = 0;
+  // Tokens per KV-cache block. Default: 16 (1 to 256).
+  uint32_t kv_block_tokens = 16;
+  // Who shares cached prompt prefixes. Default: kIdentity (docs/security.md: the time to first
+  // token reveals a cached prefix, so sharing across identities lets one probe another's prompts).
+  PrefixCacheScope prefix_cache = PrefixCacheScope::kIdentity;
+
+  bool operator==(const ModelOptions&) const = default;
 };
 
 struct LimitsOptions {

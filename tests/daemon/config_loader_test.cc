@@ -22,6 +22,7 @@ namespace airlock::daemon {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using ::testing::StartsWith;
 
 // A configuration using every key. The line numbers matter: tests below assert positions in it.
@@ -237,6 +238,11 @@ TEST(ConfigLoaderTest, ResolveOptionsAppliesDefaults) {
   EXPECT_FALSE(o.models[0].kv_f32);
   EXPECT_EQ(o.models[0].chat_template, "");
   EXPECT_EQ(o.models[0].max_queue, 64u);
+  EXPECT_EQ(o.models[0].max_sequences, 16u);
+  EXPECT_EQ(o.models[0].step_tokens, 256u);
+  EXPECT_EQ(o.models[0].kv_cache_tokens, 0u);
+  EXPECT_EQ(o.models[0].kv_block_tokens, 16u);
+  EXPECT_EQ(o.models[0].prefix_cache, PrefixCacheScope::kIdentity);
   EXPECT_EQ(o.identity_source, airlock::v1::config::SUBJECT_CN);
   EXPECT_EQ(o.limits.max_request_bytes, 1048576u);
   EXPECT_EQ(o.limits.max_prompt_tokens, 0u);
@@ -315,7 +321,8 @@ TEST(ConfigLoaderTest, UnknownKeyInRepeatedMessage) {
   EXPECT_EQ(ErrorOfFull("    path: /var/lib/airlock/models/phi3.gguf\n",
                         "    path: /var/lib/airlock/models/phi3.gguf\n    gpu_layers: 33\n"),
             "cfg.yaml:24:5: models[1].gpu_layers: unknown key (known keys of models[1]: name, "
-            "path, context_length, threads, kv_cache_type, chat_template, max_queue)");
+            "path, context_length, threads, kv_cache_type, chat_template, max_queue, max_sequences, "
+            "step_tokens, kv_cache_tokens, kv_block_tokens, prefix_cache)");
   EXPECT_THAT(ErrorOfFull("    models: [\"*\"]\n", "    model: [\"*\"]\n"),
               StartsWith("cfg.yaml:37:5: roles[0].model: unknown key (known keys of roles[0]: "
                          "name, methods, models, quota); did you mean \"models\"?"));
@@ -588,6 +595,73 @@ TEST(ConfigRulesTest, ModelPathsAndRanges) {
               StartsWith("cfg.yaml:20:20: models[0].chat_template: \"llama4\" is not a known chat "
                          "template (chatml, llama2, "));
   EXPECT_EQ(ErrorOfFull("    chat_template: llama3\n", "    chat_template: chatml\n"), "OK");
+}
+
+// The batching keys: each mapped, and each refused out of range with its name and position.
+TEST(ConfigRulesTest, ModelBatchingKeys) {
+  const std::string batching =
+      "    max_queue: 16\n    max_sequences: 8\n    step_tokens: 512\n    kv_cache_tokens: 32768\n"
+      "    kv_block_tokens: 32\n    prefix_cache: model\n";
+  absl::StatusOr<ParsedConfig> parsed = ParseConfig(Edit(kFullConfig, "    max_queue: 16\n", batching), "cfg.yaml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const DaemonOptions o = ResolveOptions(*parsed);
+  EXPECT_EQ(o.models[0].max_sequences, 8u);
+  EXPECT_EQ(o.models[0].step_tokens, 512u);
+  EXPECT_EQ(o.models[0].kv_cache_tokens, 32768u);
+  EXPECT_EQ(o.models[0].kv_block_tokens, 32u);
+  EXPECT_EQ(o.models[0].prefix_cache, PrefixCacheScope::kModel);
+  // The other model keeps the defaults: identity-scoped prefix sharing.
+  EXPECT_EQ(o.models[1].max_sequences, 16u);
+  EXPECT_EQ(o.models[1].prefix_cache, PrefixCacheScope::kIdentity);
+
+  const auto with = [](const std::string& key_and_value) {
+    return ErrorOfFull("    max_queue: 16\n", absl::StrCat("    max_queue: 16\n    ", key_and_value, "\n"));
+  };
+  EXPECT_EQ(with("max_sequences: 0"),
+            "cfg.yaml:22:20: models[0].max_sequences: 0 is out of range (1 to 256; leave the key out for the "
+            "default)");
+  EXPECT_EQ(with("max_sequences: 257"),
+            "cfg.yaml:22:20: models[0].max_sequences: 257 is out of range (1 to 256; leave the key out for the "
+            "default)");
+  EXPECT_EQ(with("max_sequences: 1"), "OK");
+  EXPECT_EQ(with("max_sequences: 256"), "OK");
+  EXPECT_EQ(with("step_tokens: 15"),
+            "cfg.yaml:22:18: models[0].step_tokens: 15 is out of range (16 to 4096; leave the key out for the "
+            "default)");
+  EXPECT_EQ(with("step_tokens: 4097"),
+            "cfg.yaml:22:18: models[0].step_tokens: 4097 is out of range (16 to 4096; leave the key out for the "
+            "default)");
+  EXPECT_EQ(with("step_tokens: 16"), "OK");
+  // A step must hold one token of every decoding sequence.
+  EXPECT_EQ(ErrorOfFull("    max_queue: 16\n", "    max_queue: 16\n    max_sequences: 64\n    step_tokens: 32\n"),
+            "cfg.yaml:23:18: models[0].step_tokens: step_tokens (32) must be at least max_sequences (64): every "
+            "decoding sequence advances by one token in each step");
+  EXPECT_EQ(with("max_sequences: 257").find("step_tokens ("), std::string::npos);
+  EXPECT_THAT(with("max_sequences: 512"), Not(HasSubstr("must be at least max_sequences")));
+  EXPECT_EQ(with("kv_block_tokens: 0"),
+            "cfg.yaml:22:22: models[0].kv_block_tokens: 0 is out of range (1 to 256; leave the key out for the "
+            "default)");
+  EXPECT_EQ(with("kv_block_tokens: 257"),
+            "cfg.yaml:22:22: models[0].kv_block_tokens: 257 is out of range (1 to 256; leave the key out for the "
+            "default)");
+  EXPECT_EQ(with("kv_cache_tokens: 0"), "OK");  // auto
+  EXPECT_EQ(with("kv_cache_tokens: 16"), "OK");
+  EXPECT_THAT(with("kv_cache_tokens: 15"),
+              StartsWith("cfg.yaml:22:22: models[0].kv_cache_tokens: 15 is too small (at least 16 tokens"));
+  // A pool smaller than one block holds nothing at all.
+  EXPECT_THAT(ErrorOfFull("    max_queue: 16\n", "    max_queue: 16\n    kv_block_tokens: 64\n    kv_cache_tokens: 32\n"),
+              StartsWith("cfg.yaml:23:22: models[0].kv_cache_tokens: 32 is too small (at least 64 tokens"));
+  EXPECT_THAT(with("kv_cache_tokens: -1"), HasSubstr("models[0].kv_cache_tokens"));
+  for (const char* scope : {"identity", "model", "off"}) {
+    EXPECT_EQ(with(absl::StrCat("prefix_cache: ", scope)), "OK") << scope;
+  }
+  // Not guessed at: a typo, YAML 1.1's "false", an empty value or another case are refused.
+  for (const char* bad : {"users", "false", "\"\"", "Identity", "shared"}) {
+    EXPECT_THAT(with(absl::StrCat("prefix_cache: ", bad)),
+                StartsWith("cfg.yaml:22:19: models[0].prefix_cache: unknown value "))
+        << bad;
+  }
+  EXPECT_THAT(with("prefix_cache: everyone"), HasSubstr("(expected identity, model or off;"));
 }
 
 TEST(ConfigRulesTest, ServerRules) {

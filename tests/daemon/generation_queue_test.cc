@@ -1,12 +1,15 @@
-// Tests of the model queue's fairness: waiting jobs are served round-robin across owners, so one
-// owner's flood does not delay another owner's single request by more than one job; and a full
-// queue makes the largest holder give up its newest waiting job instead of refusing a newcomer.
+// Tests of the model queue's fairness: waiting jobs are admitted into the engine round-robin across
+// owners, so one owner's flood does not delay another owner's single request by more than one job;
+// a full queue makes the largest holder give up its newest waiting job instead of refusing a
+// newcomer; up to max_sequences jobs run at once, and on_done runs off the engine's step thread.
 #include "daemon/generation_queue.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -22,12 +25,26 @@ using ::testing::ElementsAre;
 
 class GenerationQueueTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  // One sequence at a time unless a test asks for more: the order in which jobs end is then the
+  // order in which the queue admitted them.
+  void SetUp() override { LoadEngine(1); }
+  void LoadEngine(int32_t max_sequences) {
     const std::string path = airlock::testing::SharedPath("models/stories260K-f32.gguf");
     AIRLOCK_REQUIRE_SHARED_FILE(path);
-    auto engine = inference::Engine::Load(path, inference::EngineOptions{});
+    inference::EngineOptions options;
+    options.max_sequences = max_sequences;
+    auto engine = inference::Engine::Load(path, options);
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = *std::move(engine);
+  }
+  // Polls `condition` until it holds or 30 s pass.
+  static bool Eventually(const std::function<bool()>& condition) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!condition()) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return true;
   }
 
   // A short greedy job named `tag`; its result is recorded in finish order.
@@ -88,6 +105,7 @@ TEST_F(GenerationQueueTest, AFullQueueTakesTheNewestJobOfTheLargestHolder) {
   // The engine's gauges while the blocker holds its first token: one sequence, its prompt cached.
   EXPECT_EQ(engine_->stats().running, 1);
   EXPECT_GE(engine_->stats().kv_blocks_used, 1);  // BOS + "Once"
+  EXPECT_EQ(queue.running(), 1u);
   for (int i = 0; i < 4; ++i) ASSERT_TRUE(queue.Submit(Job("flood", absl::StrCat("f", i))).ok());
   // Full. The flooder itself is refused...
   const absl::Status refused = queue.Submit(Job("flood", "f4"));
@@ -104,9 +122,81 @@ TEST_F(GenerationQueueTest, AFullQueueTakesTheNewestJobOfTheLargestHolder) {
   release_.Notify();
   EXPECT_THAT(WaitFinished(7), ElementsAre("f3:RESOURCE_EXHAUSTED", "f2:RESOURCE_EXHAUSTED", "blocker", "f0", "t0",
                                            "f1", "t1"));
-  // Every sequence released: the gauges are back to zero (cleared before on_done runs).
-  EXPECT_EQ(engine_->stats().running, 0);
-  EXPECT_EQ(engine_->stats().kv_blocks_used, 0);
+  // Every sequence released: the gauges are back to zero.
+  EXPECT_TRUE(Eventually([&] { return engine_->stats().running == 0 && engine_->stats().kv_blocks_used == 0; }));
+  EXPECT_TRUE(Eventually([&] { return queue.running() == 0; }));
+}
+
+TEST_F(GenerationQueueTest, RunsUpToMaxSequencesAtOnceAndAdmitsRoundRobin) {
+  LoadEngine(2);
+  GenerationQueue queue(*engine_, 64);
+  ASSERT_TRUE(queue.Submit(Blocker("flood")).ok());
+  started_.WaitForNotification();
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(queue.Submit(Job("flood", absl::StrCat("f", i))).ok());
+  ASSERT_TRUE(queue.Submit(Job("trickle", "t0")).ok());
+  // The second slot went to f0 at once, although the blocker holds the engine's step thread.
+  EXPECT_TRUE(Eventually([&] { return queue.running() == 2 && queue.waiting() == 6; }))
+      << queue.running() << " running, " << queue.waiting() << " waiting";
+  release_.Notify();
+  const std::vector<std::string> finished = WaitFinished(8);
+  ASSERT_EQ(finished.size(), 8u);
+  // The trickle is admitted with f1 when the first two end: it ends before f2, which needs a slot
+  // that f1 or t0 frees.
+  const auto at = [&](const std::string& tag) { return std::find(finished.begin(), finished.end(), tag) - finished.begin(); };
+  EXPECT_LT(at("t0"), at("f2")) << ::testing::PrintToString(finished);
+  EXPECT_LT(at("t0"), 8);
+  EXPECT_TRUE(Eventually([&] { return queue.running() == 0 && engine_->stats().kv_blocks_used == 0; }));
+}
+
+TEST_F(GenerationQueueTest, OnDoneRunsOffTheEngineStepThread) {
+  GenerationQueue queue(*engine_, 4);
+  absl::Notification done;
+  std::thread::id piece_thread;
+  std::thread::id done_thread;
+  auto job = Job("alice", "a");
+  job->on_piece = [&](const inference::GeneratedPiece&) {
+    piece_thread = std::this_thread::get_id();
+    return true;
+  };
+  job->on_done = [&](absl::StatusOr<inference::GenerateResult> result, double) {
+    EXPECT_TRUE(result.ok()) << result.status();
+    done_thread = std::this_thread::get_id();
+    done.Notify();
+  };
+  ASSERT_TRUE(queue.Submit(std::move(job)).ok());
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(30)));
+  // The audit write in on_done must not stall every sequence of the batch.
+  EXPECT_NE(piece_thread, std::thread::id());
+  EXPECT_NE(done_thread, piece_thread);
+}
+
+TEST_F(GenerationQueueTest, AJobTheEngineRefusesEndsWithTheEnginesError) {
+  GenerationQueue queue(*engine_, 4);
+  auto job = Job("alice", "bad");
+  job->request.max_tokens = -1;  // refused by Engine::Start, which then never calls back
+  ASSERT_TRUE(queue.Submit(std::move(job)).ok());
+  EXPECT_THAT(WaitFinished(1), ElementsAre(::testing::StartsWith("bad:")));
+  EXPECT_TRUE(Eventually([&] { return queue.running() == 0; }));
+  // The refused job gave its slot back: the next one runs.
+  ASSERT_TRUE(queue.Submit(Job("alice", "good")).ok());
+  EXPECT_THAT(WaitFinished(2), ElementsAre(::testing::StartsWith("bad:"), "good"));
+}
+
+TEST_F(GenerationQueueTest, ShutdownEndsWaitingJobsAndWaitsForRunningOnes) {
+  auto queue = std::make_unique<GenerationQueue>(*engine_, 8);
+  ASSERT_TRUE(queue->Submit(Blocker("flood")).ok());
+  started_.WaitForNotification();
+  ASSERT_TRUE(queue->Submit(Job("trickle", "t0")).ok());
+  std::thread releaser([&] {
+    // Shutdown has ended the waiting job before the running one is released.
+    WaitFinished(1);
+    release_.Notify();
+  });
+  queue->Shutdown();
+  releaser.join();
+  EXPECT_THAT(WaitFinished(2), ElementsAre("t0:UNAVAILABLE", "blocker"));
+  EXPECT_EQ(queue->running(), 0u);
+  EXPECT_EQ(queue->Submit(Job("late", "l0")).code(), absl::StatusCode::kUnavailable);
 }
 
 }  // namespace

@@ -62,6 +62,56 @@ TEST(MetricsTest, ModelSeriesExistAtZeroAndScrapeTimeGaugesAreAppended) {
   EXPECT_THAT(text, HasSubstr("airlock_queue_refusals_total{model=\"a\"} 7\n"));
 }
 
+// The engine's batching figures become the model's series: counts, not 0/1 any more.
+TEST(MetricsTest, ModelLoadFamiliesReportTheQueueAndTheEnginesBatch) {
+  inference::EngineStats e;
+  e.running = 5;
+  e.waiting = 2;
+  e.batch_sequences = 5;
+  e.batch_tokens = 133;
+  e.kv_blocks_total = 1024;
+  e.kv_blocks_used = 256;
+  e.kv_blocks_cached = 40;
+  e.kv_block_tokens = 16;
+  e.steps = 9000;
+  e.prefix_query_tokens = 4000;
+  e.prefix_hit_tokens = 3000;
+  e.preemptions = 3;
+  // An engine that went idle after a step of 3 sequences still holds that step's figures.
+  inference::EngineStats idle;
+  idle.batch_sequences = 3;
+  idle.batch_tokens = 3;
+  idle.steps = 50;
+  Metrics metrics({"llama", "idle"}, "1");
+  const std::string text =
+      metrics.Scrape(Metrics::ModelLoadFamilies({ModelLoad{"llama", 7, 11, 4, e}, ModelLoad{"idle", 0, 0, 0, idle}}));
+  EXPECT_THAT(text, HasSubstr("airlock_requests_running{model=\"llama\"} 7\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_requests_waiting{model=\"llama\"} 11\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE airlock_queue_refusals_total counter\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_queue_refusals_total{model=\"llama\"} 4\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_batch_size{model=\"llama\"} 5\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_batch_tokens{model=\"llama\"} 133\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_engine_sequences_waiting{model=\"llama\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_kv_cache_blocks{model=\"llama\",state=\"total\"} 1024\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_kv_cache_blocks{model=\"llama\",state=\"used\"} 256\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_kv_cache_blocks{model=\"llama\",state=\"cached\"} 40\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_kv_cache_block_tokens{model=\"llama\"} 16\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_kv_cache_usage_ratio{model=\"llama\"} 0.25\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE airlock_engine_steps_total counter\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_engine_steps_total{model=\"llama\"} 9000\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_prefix_cache_query_tokens_total{model=\"llama\"} 4000\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_prefix_cache_hit_tokens_total{model=\"llama\"} 3000\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE airlock_preemptions_total counter\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_preemptions_total{model=\"llama\"} 3\n"));
+  // Nothing running or waiting: no batch, whatever the last step was.
+  EXPECT_THAT(text, HasSubstr("airlock_batch_size{model=\"idle\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_batch_tokens{model=\"idle\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_engine_steps_total{model=\"idle\"} 50\n"));
+  // An engine with no pool yet reports a ratio of 0, not NaN.
+  EXPECT_THAT(text, HasSubstr("airlock_kv_cache_usage_ratio{model=\"idle\"} 0\n"));
+  EXPECT_THAT(text, Not(HasSubstr("NaN")));
+}
+
 TEST(MetricsTest, TokenTimersObserveIntoTheModelsHistogramsAndUnknownModelsShareTheEmptyLabel) {
   Metrics metrics({"llama"}, "1");
   Metrics::TokenTimers timers = metrics.TimersFor("llama");

@@ -164,7 +164,8 @@ TEST_F(LifetimeTest, DisconnectMidStreamFreesTheSlot) {
 }
 
 TEST_F(LifetimeTest, FullQueueIsRefused) {
-  ASSERT_NO_FATAL_FAILURE(Start("    max_queue: 1\n", ""));
+  // One sequence at a time, so that B has to wait in the queue.
+  ASSERT_NO_FATAL_FAILURE(Start("    max_queue: 1\n    max_sequences: 1\n", ""));
   // A runs; B waits; C finds the queue full.
   grpc::ClientContext a_context, b_context;
   auto a = stub_->GenerateStream(&a_context, Long());

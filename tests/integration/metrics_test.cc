@@ -172,7 +172,18 @@ TEST_F(MetricsTest, CountersSayWhatWasDoneWithBoundedLabels) {
   EXPECT_THAT(text, HasSubstr("airlock_requests_running{model=\"stories\"} 0\n"));
   // Idle now: nothing in the engine, nothing refused for a full queue; loaded, with its load time.
   EXPECT_THAT(text, HasSubstr("airlock_batch_size{model=\"stories\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_batch_tokens{model=\"stories\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_engine_sequences_waiting{model=\"stories\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("airlock_kv_cache_usage_ratio{model=\"stories\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_kv_cache_blocks{model=\"stories\",state=\"used\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_kv_cache_block_tokens{model=\"stories\"} 16\n"));
+  EXPECT_THAT(text, HasSubstr("airlock_preemptions_total{model=\"stories\"} 0\n"));
+  // Two calls of one prompt: the second found the first's prompt blocks cached (after they ended).
+  EXPECT_THAT(text, HasSubstr("airlock_kv_cache_blocks{model=\"stories\",state=\"total\"} "));
+  EXPECT_THAT(text, HasSubstr("airlock_kv_cache_blocks{model=\"stories\",state=\"cached\"} "));
+  EXPECT_THAT(text, HasSubstr("airlock_prefix_cache_query_tokens_total{model=\"stories\"} "));
+  EXPECT_THAT(text, HasSubstr("airlock_engine_steps_total{model=\"stories\"} "));
+  EXPECT_THAT(text, Not(HasSubstr("airlock_engine_steps_total{model=\"stories\"} 0\n")));
   EXPECT_THAT(text, HasSubstr("airlock_queue_refusals_total{model=\"stories\"} 0\n"));
   EXPECT_THAT(text, HasSubstr("airlock_model_state{model=\"stories\",state=\"loaded\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("airlock_model_state{model=\"stories\",state=\"loading\"} 0\n"));
@@ -404,6 +415,68 @@ TEST_F(MetricsTest, TheRealPrometheusScrapesOverMutualTlsAndItsCountersMatchWhat
       absl::Seconds(30));
   EXPECT_TRUE(evaluated) << prometheus.Api("rules").dump(2);
   ASSERT_NO_FATAL_FAILURE(StopDaemon());
+}
+
+// The value of `series` (name and labels as exposed) in a scrape, or -1 when absent.
+double SeriesValue(const std::string& text, const std::string& series) {
+  const std::string needle = "\n" + series + " ";
+  const size_t at = text.find(needle);
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + needle.size()));
+}
+
+// The engine's batching figures are real: a second call with the same long prompt shows prefix
+// hits; while calls run the pool's blocks are used; once all end, used blocks are back to 0.
+TEST_F(MetricsTest, PrefixHitsAndKvBlocksFollowTheEngine) {
+  ASSERT_NO_FATAL_FAILURE(StartWithMetrics(MetricsYaml(dir_, "  plaintext: true\n")));
+  httplib::Client plain("127.0.0.1", metrics_port_);
+  plain.set_read_timeout(10);
+  const auto scrape = [&] {
+    httplib::Result r = plain.Get("/metrics");
+    return r && r->status == 200 ? r->body : std::string();
+  };
+  const std::string long_prompt =
+      "Once upon a time, there was a little girl named Lily. She loved to play outside in the park with her "
+      "friends. One day, she saw a big red ball under a tree. She ran to the ball and picked it up.";
+  const auto call = [&] {
+    v1::GenerateRequest r;
+    r.set_model("stories");
+    r.set_prompt(long_prompt);
+    r.set_max_tokens(4);
+    r.mutable_sampling()->set_temperature(0);
+    grpc::ClientContext context;
+    context.set_deadline(DeadlineIn(absl::Seconds(30)));
+    v1::GenerateResponse response;
+    const grpc::Status s =
+        v1::Inference::NewStub(Connect(daemon_->port(), pki_, "alice"))->Generate(&context, r, &response);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return response.usage().prompt_tokens();
+  };
+  const std::string hits = "airlock_prefix_cache_hit_tokens_total{model=\"stories\"}";
+  const std::string queries = "airlock_prefix_cache_query_tokens_total{model=\"stories\"}";
+  std::string text = scrape();
+  EXPECT_EQ(SeriesValue(text, hits), 0);
+  EXPECT_EQ(SeriesValue(text, queries), 0);
+  const uint32_t prompt_tokens = call();
+  ASSERT_GT(prompt_tokens, 32u);
+  text = scrape();
+  EXPECT_EQ(SeriesValue(text, hits), 0);  // nothing cached yet
+  EXPECT_GT(SeriesValue(text, queries), 0);
+  EXPECT_GT(SeriesValue(text, "airlock_kv_cache_blocks{model=\"stories\",state=\"cached\"}"), 0);
+  call();
+  text = scrape();
+  // The full blocks of the prompt were found (16 tokens each), not computed again.
+  EXPECT_GE(SeriesValue(text, hits), 16 * ((prompt_tokens - 1) / 16) - 16) << text;
+  EXPECT_GT(SeriesValue(text, "airlock_kv_cache_blocks{model=\"stories\",state=\"total\"}"), 0);
+  EXPECT_GT(SeriesValue(text, "airlock_engine_steps_total{model=\"stories\"}"), 0);
+  EXPECT_TRUE(PollUntil(
+      [&] {
+        const std::string now = scrape();
+        return SeriesValue(now, "airlock_kv_cache_blocks{model=\"stories\",state=\"used\"}") == 0 &&
+               SeriesValue(now, "airlock_requests_running{model=\"stories\"}") == 0 &&
+               SeriesValue(now, "airlock_kv_cache_usage_ratio{model=\"stories\"}") == 0;
+      },
+      absl::Seconds(10)))
+      << scrape();
 }
 
 TEST_F(MetricsTest, PlainHttpOnLoopbackWhenConfigured) {

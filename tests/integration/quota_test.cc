@@ -213,10 +213,13 @@ TEST_F(QuotaTest, AFloodingIdentityDoesNotStarveATrickle) {
                                           "1024", "--vocab", "320"});
   ASSERT_EQ(synth.exit_code, 0) << synth.err;
   ASSERT_NO_FATAL_FAILURE(StopDaemon());
+  // Two sequences at a time, so that most of the flood waits in the queue (with the default of 16
+  // the whole flood would run at once and there would be no order of admission to test).
   ASSERT_NO_FATAL_FAILURE(StartDaemon("", absl::StrCat("  - name: flood\n    path: \"", model_path,
-                                                       "\"\n    threads: 1\n    context_length: 1024\n")));
+                                                       "\"\n    threads: 1\n    context_length: 1024\n",
+                                                       "    max_sequences: 2\n")));
 
-  // bob floods: 20 requests of up to 300 tokens at once. They all wait behind the first.
+  // bob floods: 20 requests of up to 300 tokens at once. They all wait behind the first two.
   constexpr int kFlood = 20;
   std::mutex mu;
   std::vector<absl::Time> flood_done;
@@ -241,8 +244,9 @@ TEST_F(QuotaTest, AFloodingIdentityDoesNotStarveATrickle) {
   };
   ASSERT_TRUE(PollUntil([&] { return waiting() >= kFlood - 4; }, absl::Seconds(30))) << daemon_->Log();
 
-  // carol trickles: three short requests, one after another. Each waits for the job running when
-  // it arrives and at most one of bob's (round-robin), never for bob's whole backlog.
+  // carol trickles: three short requests, one after another. Each waits for a slot of the two jobs
+  // running when it arrives and is admitted with at most one of bob's (round-robin), never after
+  // bob's whole backlog.
   auto carol = v1::Inference::NewStub(Connect(daemon_->port(), pki_, "carol"));
   std::vector<std::pair<absl::Time, absl::Time>> trickle;
   for (int i = 0; i < 3; ++i) {
@@ -259,8 +263,9 @@ TEST_F(QuotaTest, AFloodingIdentityDoesNotStarveATrickle) {
     return std::count_if(flood_done.begin(), flood_done.end(), [&](absl::Time t) { return t > from && t <= to; });
   };
   for (const auto& [start, end] : trickle) {
-    // The bound is 2 of bob's jobs (the running one and one turn); one more for timing skew
-    // between the daemon's completions and this process seeing them.
+    // The bound is 2 of bob's jobs (the two running, which end together; the one admitted with
+    // carol's is far longer than hers); one more for timing skew between the daemon's completions
+    // and this process seeing them.
     EXPECT_LE(done_between(start, end), 3) << "trickle request took " << absl::FormatDuration(end - start);
     std::printf("trickle request: %s while bob's flood waited\n", absl::FormatDuration(end - start).c_str());
   }
