@@ -146,6 +146,7 @@ bool Scheduler::Step() {
       Fail(std::move(owned), outcome.error);
     }
   }
+  if (running_.empty() && waiting_.empty()) PublishStats(0, 0);  // idle: no batch any more
   return true;
 }
 

@@ -442,8 +442,8 @@ class CpuBackend : public Backend {
       return absl::InvalidArgumentError(absl::StrCat("KV block size must be in [1, 256] tokens, got ", o.kv_block_tokens));
     }
     if (o.kv_pool_tokens == 0) o.kv_pool_tokens = 2 * static_cast<int64_t>(o.n_ctx);
-    // Whole blocks, at least one.
-    o.kv_pool_tokens = std::max<int64_t>(o.kv_block_tokens, o.kv_pool_tokens / o.kv_block_tokens * o.kv_block_tokens);
+    // Whole blocks, rounded up: never fewer positions than asked for.
+    o.kv_pool_tokens = (o.kv_pool_tokens + o.kv_block_tokens - 1) / o.kv_block_tokens * o.kv_block_tokens;
     const size_t elem = o.kv_type == KvCacheType::kF16 ? 2 : 4;
     const double bytes = 2.0 * static_cast<double>(o.kv_pool_tokens) * c.n_layer * c.n_embd_kv() * elem;
     const double physical = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
