@@ -32,7 +32,7 @@ struct ModelSpec {
   uint32_t max_queue = 64;
   // The engine's batching (ModelOptions has the meaning and defaults of each).
   uint32_t max_sequences = 16;
-  uint32_t step_tokens = 256;
+  uint32_t step_tokens = 64;
   uint32_t kv_cache_tokens = 0;
   uint32_t kv_block_tokens = 16;
   PrefixCacheScope prefix_cache = PrefixCacheScope::kIdentity;

@@ -32,7 +32,7 @@ struct EngineOptions {
   // long prompt is prefilled in chunks that share each step with the decoding sequences. Smaller
   // keeps the other streams' inter-token latency low while a long prompt is read; larger reads
   // prompts faster. docs/performance.md measures the trade-off.
-  int32_t n_batch = 256;                    // Default: 256.
+  int32_t n_batch = 64;                     // Default: 64.
   KvCacheType kv_type = KvCacheType::kF16;  // Default: F16, as llama.cpp.
   int32_t max_sequences = 16;               // Default: 16. Sequences generating at once, at most.
   // Size of the model's KV-cache pool in tokens (all sequences together). Memory is committed as

@@ -1027,7 +1027,8 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
     {
       // Every decoding sequence advances by one token each step, so a step must hold one token of each.
       const uint32_t sequences = model.max_sequences() != 0 ? model.max_sequences() : 16;
-      const uint32_t step = model.step_tokens() != 0 ? model.step_tokens() : 256;
+      // Unset, step_tokens follows max_sequences above its default (daemon_options.cc).
+      const uint32_t step = model.step_tokens() != 0 ? model.step_tokens() : std::max<uint32_t>(64, sequences);
       if (sequences >= 1 && sequences <= 256 && step >= 16 && step <= 4096 && step < sequences) {
         check.Error(parsed.Has(prefix + ".step_tokens") ? prefix + ".step_tokens" : prefix + ".max_sequences",
                     absl::StrCat("step_tokens (", step, ") must be at least max_sequences (", sequences,

@@ -1,6 +1,8 @@
 // Resolving a validated DaemonConfig into DaemonOptions: where every default is applied.
 #include "daemon/config/daemon_options.h"
 
+#include <algorithm>
+
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -56,7 +58,8 @@ DaemonOptions ResolveOptions(const ParsedConfig& parsed) {
     m.chat_template = model.chat_template();
     if (model.max_queue() != 0) m.max_queue = model.max_queue();
     if (model.max_sequences() != 0) m.max_sequences = model.max_sequences();
-    if (model.step_tokens() != 0) m.step_tokens = model.step_tokens();
+    // Unset, the budget grows with max_sequences: every decoding sequence needs a token per step.
+    m.step_tokens = model.step_tokens() != 0 ? model.step_tokens() : std::max<uint32_t>(m.step_tokens, m.max_sequences);
     m.kv_cache_tokens = model.kv_cache_tokens();
     if (model.kv_block_tokens() != 0) m.kv_block_tokens = model.kv_block_tokens();
     if (model.prefix_cache() == "model") m.prefix_cache = PrefixCacheScope::kModel;

@@ -62,8 +62,8 @@ struct ModelOptions {
   uint32_t max_queue = 64;
   // Sequences generated at once in shared batched steps. Default: 16 (1 to 256).
   uint32_t max_sequences = 16;
-  // Per-step token budget over all sequences (EngineOptions::n_batch). Default: 256 (16 to 4096).
-  uint32_t step_tokens = 256;
+  // Per-step token budget over all sequences (EngineOptions::n_batch). Default: 64 (16 to 4096).
+  uint32_t step_tokens = 64;
   // KV-cache pool in tokens. Default: 0 = max_sequences x context_length, capped at a quarter of
   // physical memory but never below context_length (the engine resolves it).
   uint32_t kv_cache_tokens = 0;

@@ -239,7 +239,7 @@ TEST(ConfigLoaderTest, ResolveOptionsAppliesDefaults) {
   EXPECT_EQ(o.models[0].chat_template, "");
   EXPECT_EQ(o.models[0].max_queue, 64u);
   EXPECT_EQ(o.models[0].max_sequences, 16u);
-  EXPECT_EQ(o.models[0].step_tokens, 256u);
+  EXPECT_EQ(o.models[0].step_tokens, 64u);
   EXPECT_EQ(o.models[0].kv_cache_tokens, 0u);
   EXPECT_EQ(o.models[0].kv_block_tokens, 16u);
   EXPECT_EQ(o.models[0].prefix_cache, PrefixCacheScope::kIdentity);
@@ -624,7 +624,13 @@ TEST(ConfigRulesTest, ModelBatchingKeys) {
             "cfg.yaml:22:20: models[0].max_sequences: 257 is out of range (1 to 256; leave the key out for the "
             "default)");
   EXPECT_EQ(with("max_sequences: 1"), "OK");
-  EXPECT_EQ(with("max_sequences: 256"), "OK");
+  EXPECT_EQ(with("max_sequences: 256"), "OK");  // step_tokens left out follows it up
+  {
+    absl::StatusOr<ParsedConfig> many =
+        ParseConfig(Edit(kFullConfig, "    max_queue: 16\n", "    max_queue: 16\n    max_sequences: 200\n"), "cfg.yaml");
+    ASSERT_TRUE(many.ok()) << many.status();
+    EXPECT_EQ(ResolveOptions(*many).models[0].step_tokens, 200u);
+  }
   EXPECT_EQ(with("step_tokens: 15"),
             "cfg.yaml:22:18: models[0].step_tokens: 15 is out of range (16 to 4096; leave the key out for the "
             "default)");

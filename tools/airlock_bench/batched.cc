@@ -146,27 +146,31 @@ absl::Status RunEngineClients(const BatchedOptions& o) {
         std::mutex mutex;
         std::condition_variable cv;
         int done = 0;
+        std::vector<int> ended;  // clients whose request just ended, to send the next
         uint64_t generated = 0;
-        std::vector<double> ttft(static_cast<size_t>(n), 0);
-        std::vector<bool> first(static_cast<size_t>(n), true);
+        std::vector<double> ttft;
         absl::Status failure;
         const auto t0 = Clock::now();
-        for (int i = 0; i < n; ++i) {
+        uint64_t request_id = 0;
+        const auto start = [&](int i) -> absl::Status {
           inference::GenerateRequest r;
           r.prompt_tokens.assign(text.begin() + i % 16, text.begin() + i % 16 + pp);
           r.max_tokens = tg;
           r.sampling.temperature = 0;
-          r.cache_scope = std::to_string(i);  // no prefix sharing between clients
-          AIRLOCK_RETURN_IF_ERROR(engine->Start(
+          r.cache_scope = std::to_string(request_id++);  // no prefix sharing at all
+          auto sent = std::make_shared<Clock::time_point>(Clock::now());
+          auto first = std::make_shared<bool>(true);
+          return engine->Start(
               std::move(r),
-              [&, i](const inference::GeneratedPiece&) {
-                if (first[i]) {
-                  first[i] = false;
-                  ttft[i] = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+              [&, sent, first](const inference::GeneratedPiece&) {
+                if (*first) {
+                  *first = false;
+                  std::lock_guard<std::mutex> lock(mutex);
+                  ttft.push_back(std::chrono::duration<double, std::milli>(Clock::now() - *sent).count());
                 }
                 return true;
               },
-              [&](absl::StatusOr<inference::GenerateResult> result) {
+              [&, i](absl::StatusOr<inference::GenerateResult> result) {
                 std::lock_guard<std::mutex> lock(mutex);
                 if (result.ok()) {
                   generated += result->output_tokens.size();
@@ -174,18 +178,33 @@ absl::Status RunEngineClients(const BatchedOptions& o) {
                   failure = result.status();
                 }
                 ++done;
+                ended.push_back(i);
                 cv.notify_all();
-              }));
-        }
-        {
-          std::unique_lock<std::mutex> lock(mutex);
-          cv.wait(lock, [&] { return done == n; });
+              });
+        };
+        for (int i = 0; i < n; ++i) AIRLOCK_RETURN_IF_ERROR(start(i));
+        const int total = n * std::max(1, o.rounds);
+        std::vector<int> sent_rounds(static_cast<size_t>(n), 1);
+        for (;;) {
+          std::vector<int> next;
+          {
+            std::unique_lock<std::mutex> lock(mutex);
+            cv.wait(lock, [&] { return done == total || !ended.empty(); });
+            if (done == total) break;
+            next.swap(ended);
+          }
+          for (int i : next) {
+            if (sent_rounds[i] < std::max(1, o.rounds)) {
+              ++sent_rounds[i];
+              AIRLOCK_RETURN_IF_ERROR(start(i));
+            }
+          }
         }
         AIRLOCK_RETURN_IF_ERROR(failure);
         const double wall = std::chrono::duration<double>(Clock::now() - t0).count();
         std::sort(ttft.begin(), ttft.end());
         const auto pct = [&](double p) {
-          const size_t k = static_cast<size_t>(std::max(1.0, std::ceil(p / 100 * static_cast<double>(n))));
+          const size_t k = static_cast<size_t>(std::max(1.0, std::ceil(p / 100 * static_cast<double>(ttft.size()))));
           return ttft[std::min(ttft.size(), k) - 1];
         };
         if (o.json) {

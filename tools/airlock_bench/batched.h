@@ -26,6 +26,9 @@ struct BatchedOptions {
   // airlockd runs them), each a prompt of npp real-text tokens then ntg greedy tokens; reports
   // aggregate generated tokens/s and time to first token.
   bool engine = false;
+  // With --engine: requests per client, each sent when the client's previous one ends (as
+  // `airlock-bench load` clients do against airlockd).
+  int rounds = 1;
 };
 
 absl::Status RunBatched(const BatchedOptions& options);

@@ -146,6 +146,7 @@ int main(int argc, char** argv) {
   batched->add_option("--npl", bo.npl, "parallel sequences (repeatable)")->capture_default_str();
   batched->add_option("--kv-type", bo.kv_type, "f16 or f32")->capture_default_str();
   batched->add_flag("--json", bo.json, "JSON lines output");
+  batched->add_option("--rounds", bo.rounds, "with --engine: requests per client, back to back")->capture_default_str();
   batched->add_flag("--engine", bo.engine,
                     "N concurrent requests through the engine's scheduler (aggregate tokens/s, TTFT) instead of raw steps");
 
