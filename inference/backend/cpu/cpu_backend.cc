@@ -54,7 +54,9 @@ class CpuExecutor : public ModelExecutor {
     // Activation rows are at most 4 bytes per element (F32) for the widest input (n_ff).
     const int64_t widest = std::max<int64_t>({c_.n_embd, c_.n_embd_q(), c_.n_ff});
     act_.resize(nb * static_cast<size_t>(widest) * 4 + 64);
-    const size_t per_thread = static_cast<size_t>(options_.n_ctx) + 2 * c_.head_dim + 16;
+    // Per thread, for the query heads of one KV head: scores over the context, outputs, F16 queries.
+    const size_t group = static_cast<size_t>(c_.n_head / c_.n_head_kv);
+    const size_t per_thread = group * (static_cast<size_t>(options_.n_ctx) + 8 + 2 * c_.head_dim + 8) + 16;
     scratch_.resize(per_thread * pool_.size());
     scratch_stride_ = per_thread;
   }
@@ -296,56 +298,75 @@ class CpuExecutor : public ModelExecutor {
         }
       }
     });
-    const int64_t n_items = n * c_.n_head;
+    // One work item per (row, KV head): the `group` query heads sharing that KV head read each
+    // cached row once (DotF16Rows/AxpyF16Rows give exactly the per-position results).
+    const int64_t n_items = n * c_.n_head_kv;
     pool_.Run([&](int thread) {
-      const auto [i0, i1] = pool_.Chunk(n_items, 1, thread);
-      float* scores = &scratch_[thread * scratch_stride_];
-      float* qf = scores + options_.n_ctx + 8;
-      uint16_t* q16 = reinterpret_cast<uint16_t*>(qf + hd);
-      for (int64_t item = i0; item < i1; ++item) {
-        const int64_t t = item / c_.n_head;
-        const int32_t h = static_cast<int32_t>(item % c_.n_head);
-        const int32_t kvh = h / group;
+      float* base = &scratch_[thread * scratch_stride_];
+      float* scores[kMaxGroup];
+      float* outs[kMaxGroup];
+      uint16_t* q16[kMaxGroup];
+      const float* qs[kMaxGroup];
+      const float* ws[kMaxGroup];
+      const size_t score_stride = static_cast<size_t>(options_.n_ctx) + 8;
+      for (int32_t g = 0; g < group; ++g) {
+        scores[g] = base + g * score_stride;
+        outs[g] = base + group * score_stride + g * hd;
+        q16[g] = reinterpret_cast<uint16_t*>(base + group * score_stride + group * hd) + g * (hd + 8);
+        ws[g] = scores[g];
+      }
+      // Items dealt round-robin: a prompt's later rows attend over more positions, so contiguous
+      // ranges would leave one thread with most of the work.
+      for (int64_t item = thread; item < n_items; item += pool_.size()) {
+        const int64_t t = item / c_.n_head_kv;
+        const int32_t kvh = static_cast<int32_t>(item % c_.n_head_kv);
         const int32_t n_kv = row_pos_[t] + 1;  // causal: positions <= own
         const std::vector<int32_t>& blocks = batch[row_entry_[t]].seq->blocks();
-        const float* q = &q_[t * q_dim + h * hd];
-        float* out = &attn_[t * q_dim + h * hd];
+        for (int32_t g = 0; g < group; ++g) qs[g] = &q_[t * q_dim + (kvh * group + g) * hd];
         // Positions in order, block by block: the same sums whatever the block layout.
         if (f16_kv) {
           // As ggml: Q is rounded to F16 for Q.K, probabilities to F16 for P.V.
-          cpu::F32ToF16Row(q, q16, hd);
+          for (int32_t g = 0; g < group; ++g) cpu::F32ToF16Row(qs[g], q16[g], hd);
           for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
             const uint16_t* kb = KvAt<uint16_t>(kc, blocks[p0 / bt], il, 0) + kvh * hd;
-            const int32_t m = std::min(bt, n_kv - p0);
-            for (int32_t s = 0; s < m; ++s) scores[p0 + s] = cpu::DotF16(kb + s * kv_dim, q16, hd);
+            float* at[kMaxGroup];
+            for (int32_t g = 0; g < group; ++g) at[g] = scores[g] + p0;
+            cpu::DotF16Rows(kb, kv_dim, std::min(bt, n_kv - p0), q16, group, hd, at);
           }
         } else {
           for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
             const float* kb = KvAt<float>(kc, blocks[p0 / bt], il, 0) + kvh * hd;
-            const int32_t m = std::min(bt, n_kv - p0);
-            for (int32_t s = 0; s < m; ++s) scores[p0 + s] = cpu::DotF32(kb + s * kv_dim, q, hd);
+            float* at[kMaxGroup];
+            for (int32_t g = 0; g < group; ++g) at[g] = scores[g] + p0;
+            cpu::DotF32Rows(kb, kv_dim, std::min(bt, n_kv - p0), qs, group, hd, at);
           }
         }
-        cpu::ScaledSoftmax(scores, n_kv, kq_scale);
-        std::fill(qf, qf + hd, 0.0f);
-        if (f16_kv) {
-          for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
-            const uint16_t* vb = KvAt<uint16_t>(vc, blocks[p0 / bt], il, 0) + kvh * hd;
-            const int32_t m = std::min(bt, n_kv - p0);
-            for (int32_t s = 0; s < m; ++s) cpu::AxpyF16(F16Round(scores[p0 + s]), vb + s * kv_dim, qf, hd);
+        for (int32_t g = 0; g < group; ++g) {
+          cpu::ScaledSoftmax(scores[g], n_kv, kq_scale);
+          if (f16_kv) {
+            for (int32_t p = 0; p < n_kv; ++p) scores[g][p] = F16Round(scores[g][p]);
           }
-        } else {
-          for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
-            const float* vb = KvAt<float>(vc, blocks[p0 / bt], il, 0) + kvh * hd;
-            const int32_t m = std::min(bt, n_kv - p0);
-            for (int32_t s = 0; s < m; ++s) cpu::AxpyF32(scores[p0 + s], vb + s * kv_dim, qf, hd);
+          std::fill(outs[g], outs[g] + hd, 0.0f);
+        }
+        for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
+          const float* w[kMaxGroup];
+          for (int32_t g = 0; g < group; ++g) w[g] = ws[g] + p0;
+          const int32_t m = std::min(bt, n_kv - p0);
+          if (f16_kv) {
+            cpu::AxpyF16Rows(KvAt<uint16_t>(vc, blocks[p0 / bt], il, 0) + kvh * hd, kv_dim, m, w, group, hd, outs);
+          } else {
+            cpu::AxpyF32Rows(KvAt<float>(vc, blocks[p0 / bt], il, 0) + kvh * hd, kv_dim, m, w, group, hd, outs);
           }
         }
-        std::memcpy(out, qf, hd * sizeof(float));
+        for (int32_t g = 0; g < group; ++g) {
+          std::memcpy(&attn_[t * q_dim + (kvh * group + g) * hd], outs[g], hd * sizeof(float));
+        }
       }
     });
   }
 
+  // Query heads per KV head the attention scratch holds (ModelConfig caps n_head / n_head_kv).
+  static constexpr int32_t kMaxGroup = 1024;
   static float F16Round(float x) { return F16ToF32(F32ToF16(x)); }
 
   // Q, K and V share one quantized input and one parallel region.

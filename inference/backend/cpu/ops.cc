@@ -154,4 +154,48 @@ void AxpyF16(float a, const uint16_t* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * table[x[i]];
 }
 
+void DotF16Rows(const uint16_t* rows, size_t stride, int32_t n_pos, const uint16_t* const* q, int32_t n_q,
+                int64_t hd, float* const* scores) {
+  if (UseAvx2()) {
+    avx2::DotF16Rows(rows, stride, n_pos, q, n_q, hd, scores);
+    return;
+  }
+  for (int32_t p = 0; p < n_pos; ++p) {
+    for (int32_t j = 0; j < n_q; ++j) scores[j][p] = DotF16(rows + p * stride, q[j], hd);
+  }
+}
+
+void DotF32Rows(const float* rows, size_t stride, int32_t n_pos, const float* const* q, int32_t n_q, int64_t hd,
+                float* const* scores) {
+  if (UseAvx2()) {
+    avx2::DotF32Rows(rows, stride, n_pos, q, n_q, hd, scores);
+    return;
+  }
+  for (int32_t p = 0; p < n_pos; ++p) {
+    for (int32_t j = 0; j < n_q; ++j) scores[j][p] = DotF32(rows + p * stride, q[j], hd);
+  }
+}
+
+void AxpyF16Rows(const uint16_t* rows, size_t stride, int32_t n_pos, const float* const* w, int32_t n_q,
+                 int64_t hd, float* const* y) {
+  if (UseAvx2()) {
+    avx2::AxpyF16Rows(rows, stride, n_pos, w, n_q, hd, y);
+    return;
+  }
+  for (int32_t p = 0; p < n_pos; ++p) {
+    for (int32_t j = 0; j < n_q; ++j) AxpyF16(w[j][p], rows + p * stride, y[j], hd);
+  }
+}
+
+void AxpyF32Rows(const float* rows, size_t stride, int32_t n_pos, const float* const* w, int32_t n_q, int64_t hd,
+                 float* const* y) {
+  if (UseAvx2()) {
+    avx2::AxpyF32Rows(rows, stride, n_pos, w, n_q, hd, y);
+    return;
+  }
+  for (int32_t p = 0; p < n_pos; ++p) {
+    for (int32_t j = 0; j < n_q; ++j) AxpyF32(w[j][p], rows + p * stride, y[j], hd);
+  }
+}
+
 }  // namespace airlock::inference::cpu

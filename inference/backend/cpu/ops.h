@@ -3,6 +3,7 @@
 // wherever that decides the last bits.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace airlock::inference::cpu {
@@ -35,6 +36,21 @@ float DotF16(const uint16_t* a, const uint16_t* b, int64_t n);  // both F16, acc
 // y[i] += a * x[i]
 void AxpyF32(float a, const float* x, float* y, int64_t n);
 void AxpyF16(float a, const uint16_t* x, float* y, int64_t n);
+
+// The attention loops over cached positions, for `n_q` query heads that share one KV head, over
+// `n_pos` positions whose rows lie `stride` elements apart (one KV block). Each result is exactly
+// what the single-row function gives, position by position, in the same order:
+//   scores[j][p] = Dot*(rows + p * stride, q[j], hd)
+//   for p in order: Axpy*(w[j][p], rows + p * stride, y[j], hd)
+// but each row is read once for all heads and y stays in registers across positions.
+void DotF16Rows(const uint16_t* rows, size_t stride, int32_t n_pos, const uint16_t* const* q, int32_t n_q,
+                int64_t hd, float* const* scores);
+void DotF32Rows(const float* rows, size_t stride, int32_t n_pos, const float* const* q, int32_t n_q, int64_t hd,
+                float* const* scores);
+void AxpyF16Rows(const uint16_t* rows, size_t stride, int32_t n_pos, const float* const* w, int32_t n_q,
+                 int64_t hd, float* const* y);
+void AxpyF32Rows(const float* rows, size_t stride, int32_t n_pos, const float* const* w, int32_t n_q, int64_t hd,
+                 float* const* y);
 
 // Tests compare the SIMD variants with the scalar ones; call only while no forward pass runs.
 void ForceScalarOpsForTesting(bool scalar);

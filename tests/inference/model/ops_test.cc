@@ -3,6 +3,7 @@
 #include "inference/backend/cpu/ops.h"
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -58,6 +59,68 @@ TEST_F(OpsIsaTest, SimdMatchesScalar) {
       EXPECT_NEAR(y_simd[i], y_scalar[i], 1e-6) << n;
       EXPECT_EQ(h_simd[i], h_scalar[i]) << n;  // both round to nearest even
       EXPECT_EQ(f_simd[i], f_scalar[i]) << n;
+    }
+  }
+}
+
+// The attention loops over a block of rows for several heads must give, bit for bit, what the
+// single-row functions give position by position (on each ISA path): the forward pass relies on it
+// for outputs that do not depend on how positions are grouped.
+TEST_F(OpsIsaTest, RowFunctionsEqualTheSingleRowOnesBitForBit) {
+  for (bool scalar : {false, true}) {
+    ForceScalarOpsForTesting(scalar);
+    for (int64_t hd : {8, 16, 24, 64, 100, 128}) {
+      for (int32_t n_q : {1, 3, 4, 5, 8}) {
+        SCOPED_TRACE(::testing::Message() << "scalar " << scalar << " hd " << hd << " heads " << n_q);
+        const int32_t n_pos = 13;
+        const size_t stride = static_cast<size_t>(hd) * 3 + 5;  // rows of a wider KV row
+        const std::vector<float> rows = Random(stride * n_pos, 11);
+        const std::vector<uint16_t> rows16 = ToF16(rows);
+        std::vector<std::vector<float>> q(n_q), w(n_q), y_one(n_q), y_rows(n_q), s_one(n_q), s_rows(n_q);
+        std::vector<std::vector<uint16_t>> q16(n_q);
+        for (int32_t j = 0; j < n_q; ++j) {
+          q[j] = Random(static_cast<size_t>(hd), 20 + j);
+          q16[j] = ToF16(q[j]);
+          w[j] = Random(n_pos, 40 + j, 0.3f);
+          y_one[j] = Random(static_cast<size_t>(hd), 60 + j);
+          y_rows[j] = y_one[j];
+          s_one[j].resize(n_pos);
+          s_rows[j].resize(n_pos);
+        }
+        std::vector<const float*> qp, wp;
+        std::vector<const uint16_t*> q16p;
+        std::vector<float*> yp, sp;
+        for (int32_t j = 0; j < n_q; ++j) {
+          qp.push_back(q[j].data());
+          q16p.push_back(q16[j].data());
+          wp.push_back(w[j].data());
+          yp.push_back(y_rows[j].data());
+          sp.push_back(s_rows[j].data());
+        }
+        for (bool f16 : {false, true}) {
+          for (int32_t p = 0; p < n_pos; ++p) {
+            for (int32_t j = 0; j < n_q; ++j) {
+              s_one[j][p] = f16 ? DotF16(&rows16[p * stride], q16[j].data(), hd) : DotF32(&rows[p * stride], q[j].data(), hd);
+              if (f16) {
+                AxpyF16(w[j][p], &rows16[p * stride], y_one[j].data(), hd);
+              } else {
+                AxpyF32(w[j][p], &rows[p * stride], y_one[j].data(), hd);
+              }
+            }
+          }
+          if (f16) {
+            DotF16Rows(rows16.data(), stride, n_pos, q16p.data(), n_q, hd, sp.data());
+            AxpyF16Rows(rows16.data(), stride, n_pos, wp.data(), n_q, hd, yp.data());
+          } else {
+            DotF32Rows(rows.data(), stride, n_pos, qp.data(), n_q, hd, sp.data());
+            AxpyF32Rows(rows.data(), stride, n_pos, wp.data(), n_q, hd, yp.data());
+          }
+          for (int32_t j = 0; j < n_q; ++j) {
+            EXPECT_EQ(std::memcmp(s_one[j].data(), s_rows[j].data(), n_pos * sizeof(float)), 0) << "f16 " << f16;
+            EXPECT_EQ(std::memcmp(y_one[j].data(), y_rows[j].data(), hd * sizeof(float)), 0) << "f16 " << f16;
+          }
+        }
+      }
     }
   }
 }
