@@ -60,8 +60,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& path, co
   eo.kv_pool_tokens = options.kv_pool_tokens;
   if (eo.kv_pool_tokens == 0) {
     // Every sequence at full context, unless that exceeds a quarter of the machine's memory.
-    const double per_token =
-        2.0 * c.n_layer * c.n_embd_kv() * (options.kv_type == KvCacheType::kF16 ? 2 : 4);
+    const double per_token = KvBytesPerToken(c, options.kv_type);
     const double quarter = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE) / 4;
     const int64_t want = static_cast<int64_t>(options.max_sequences) * eo.n_ctx;
     const int64_t fits = per_token > 0 && quarter > 0 ? static_cast<int64_t>(quarter / per_token) : want;

@@ -46,8 +46,7 @@ EngineStats Scheduler::stats() const {
 
 void Scheduler::PublishStats(int32_t batch_sequences, int32_t batch_tokens) {
   std::lock_guard<std::mutex> lock(mutex_);
-  stats_.running = static_cast<int32_t>(running_.size());
-  stats_.waiting = static_cast<int32_t>(waiting_.size() + incoming_.size());
+  CountRunningLocked();
   stats_.batch_sequences = batch_sequences;
   stats_.batch_tokens = batch_tokens;
   if (batch_tokens > 0) ++stats_.steps;
@@ -55,6 +54,10 @@ void Scheduler::PublishStats(int32_t batch_sequences, int32_t batch_tokens) {
 
 void Scheduler::CountRunning() {
   std::lock_guard<std::mutex> lock(mutex_);
+  CountRunningLocked();
+}
+
+void Scheduler::CountRunningLocked() {
   stats_.running = static_cast<int32_t>(running_.size());
   stats_.waiting = static_cast<int32_t>(waiting_.size() + incoming_.size());
 }
@@ -125,21 +128,14 @@ bool Scheduler::Step() {
   const absl::Status status = executor_.ForwardBatch(batch);
   if (!status.ok()) {
     // Nothing was computed; every sequence of the step fails with the reason.
-    for (GenerationJob* job : jobs) {
-      auto it = std::find_if(running_.begin(), running_.end(), [job](const auto& r) { return r.get() == job; });
-      std::unique_ptr<GenerationJob> owned = std::move(*it);
-      running_.erase(it);
-      Fail(std::move(owned), status);
-    }
+    for (GenerationJob* job : jobs) Fail(TakeRunning(job), status);
     return true;
   }
   for (GenerationJob* job : jobs) {
     if (job->seq->n_past() != static_cast<int32_t>(job->tokens.size())) continue;  // prompt not done yet
     const Outcome outcome = AfterLogits(*job);
     if (outcome.kind == Outcome::kContinue) continue;
-    auto it = std::find_if(running_.begin(), running_.end(), [job](const auto& r) { return r.get() == job; });
-    std::unique_ptr<GenerationJob> owned = std::move(*it);
-    running_.erase(it);
+    std::unique_ptr<GenerationJob> owned = TakeRunning(job);
     if (outcome.kind == Outcome::kEnd) {
       Finish(std::move(owned), outcome.reason, outcome.stopped);
     } else {
@@ -154,7 +150,6 @@ void Scheduler::Admit() {
   KvPool& pool = executor_.kv_pool();
   while (static_cast<int32_t>(running_.size()) < max_sequences_ && !waiting_.empty()) {
     GenerationJob& job = *waiting_.front();
-    const bool first_admission = !job.have_first_logits && job.result.output_tokens.empty();
     job.seq = *executor_.NewSequence(job.request.cache_scope);  // never fails
     // The last token is always computed: its logits are what the step is for.
     const int32_t total = static_cast<int32_t>(job.tokens.size());
@@ -164,7 +159,9 @@ void Scheduler::Admit() {
       job.seq.reset();  // not now: wait for blocks (first come, first served)
       break;
     }
-    if (first_admission) {
+    if (!job.prefix_counted) {
+      // A preempted sequence is readmitted (even before its prompt was done); it was one query.
+      job.prefix_counted = true;
       std::lock_guard<std::mutex> lock(mutex_);
       stats_.prefix_query_tokens += static_cast<uint64_t>(total);
       stats_.prefix_hit_tokens += static_cast<uint64_t>(cached);
@@ -172,6 +169,13 @@ void Scheduler::Admit() {
     running_.push_back(std::move(waiting_.front()));
     waiting_.pop_front();
   }
+}
+
+std::unique_ptr<GenerationJob> Scheduler::TakeRunning(const GenerationJob* job) {
+  auto it = std::find_if(running_.begin(), running_.end(), [job](const auto& r) { return r.get() == job; });
+  std::unique_ptr<GenerationJob> owned = std::move(*it);
+  running_.erase(it);
+  return owned;
 }
 
 void Scheduler::Preempt(size_t running_index) {

@@ -54,6 +54,7 @@ struct GenerationJob {
   std::vector<float> logits;
   std::chrono::steady_clock::time_point started, first_logits;
   bool have_first_logits = false;
+  bool prefix_counted = false;  // in the prefix-cache statistics (once, whatever the readmissions)
 };
 
 class Scheduler {
@@ -74,6 +75,8 @@ class Scheduler {
   void Admit();
   bool BuildBatch(std::vector<BatchEntry>* batch, std::vector<GenerationJob*>* jobs);
   void Preempt(size_t running_index);
+  // Removes `job` from running_ and hands over its ownership.
+  std::unique_ptr<GenerationJob> TakeRunning(const GenerationJob* job);
   // What a sequence does after a step gave it logits.
   struct Outcome {
     enum Kind { kContinue, kEnd, kError } kind = kContinue;
@@ -90,6 +93,7 @@ class Scheduler {
   void Fail(std::unique_ptr<GenerationJob> job, const absl::Status& status);
   void PublishStats(int32_t batch_sequences, int32_t batch_tokens);
   void CountRunning();
+  void CountRunningLocked();  // mutex_ held
 
   ModelExecutor& executor_;
   const Tokenizer& tokenizer_;

@@ -9,14 +9,11 @@
 
 namespace airlock::inference {
 
-absl::StatusOr<std::unique_ptr<Sequence>> ModelExecutor::NewSequence(std::string_view scope) {
-  KvPool& pool = kv_pool();
-  return std::make_unique<Sequence>(pool, options().n_ctx, pool.ScopeId(scope));
+double KvBytesPerToken(const ModelConfig& c, KvCacheType type) {
+  return 2.0 * c.n_layer * c.n_embd_kv() * (type == KvCacheType::kF16 ? 2 : 4);
 }
 
-absl::Status ModelExecutor::Forward(Sequence& seq, std::span<const int32_t> tokens, float* logits, bool all_logits) {
-  if (tokens.empty()) return absl::InvalidArgumentError("forward: no tokens");
-  const int32_t n_vocab = model().config().n_vocab;
+absl::Status CheckForwardTokens(const Sequence& seq, std::span<const int32_t> tokens, int32_t n_vocab) {
   for (size_t i = 0; i < tokens.size(); ++i) {
     if (tokens[i] < 0 || tokens[i] >= n_vocab) {
       return absl::InvalidArgumentError(absl::StrCat("forward: token id ", tokens[i], " at index ", i,
@@ -27,6 +24,18 @@ absl::Status ModelExecutor::Forward(Sequence& seq, std::span<const int32_t> toke
     return absl::OutOfRangeError(absl::StrCat("forward: ", tokens.size(), " tokens after ", seq.n_past(),
                                               " do not fit in the context of ", seq.n_ctx()));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Sequence>> ModelExecutor::NewSequence(std::string_view scope) {
+  KvPool& pool = kv_pool();
+  return std::make_unique<Sequence>(pool, options().n_ctx, pool.ScopeId(scope));
+}
+
+absl::Status ModelExecutor::Forward(Sequence& seq, std::span<const int32_t> tokens, float* logits, bool all_logits) {
+  if (tokens.empty()) return absl::InvalidArgumentError("forward: no tokens");
+  const int32_t n_vocab = model().config().n_vocab;
+  AIRLOCK_RETURN_IF_ERROR(CheckForwardTokens(seq, tokens, n_vocab));
   const int32_t n = static_cast<int32_t>(tokens.size());
   if (seq.BlocksNeeded(n) > kv_pool().available() || !seq.Reserve(n)) {
     return absl::ResourceExhaustedError(absl::StrCat("forward: the KV pool has ", kv_pool().available(), " free blocks of ",

@@ -16,6 +16,8 @@ namespace airlock::inference {
 
 enum class KvCacheType { kF16, kF32 };
 const char* KvCacheTypeName(KvCacheType type);
+// Bytes the KV cache holds per position of one sequence (K and V, every layer).
+double KvBytesPerToken(const ModelConfig& c, KvCacheType type);
 
 struct ExecutorOptions {
   int32_t n_threads = 1;                   // Default: 1. CPU worker threads, the caller's included.
@@ -29,6 +31,11 @@ struct ExecutorOptions {
 
 // A sequence's KV cache: a block table in the executor's pool (inference/kv/kv_pool.h).
 using Sequence = KvSequence;
+
+// The checks every forward call makes before touching a sequence: each token id inside
+// [0, n_vocab) (INVALID_ARGUMENT naming the first one outside) and the tokens fitting after the
+// sequence's positions (OUT_OF_RANGE).
+absl::Status CheckForwardTokens(const Sequence& seq, std::span<const int32_t> tokens, int32_t n_vocab);
 
 // One sequence's part of a batched forward step.
 struct BatchEntry {

@@ -80,18 +80,8 @@ class CpuExecutor : public ModelExecutor {
         }
       }
       if (entry.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("forward: entry ", e, " has no tokens"));
-      for (size_t i = 0; i < entry.tokens.size(); ++i) {
-        if (entry.tokens[i] < 0 || entry.tokens[i] >= c_.n_vocab) {
-          return absl::InvalidArgumentError(absl::StrCat("forward: token id ", entry.tokens[i], " at index ", i,
-                                                         " is outside the vocabulary [0, ", c_.n_vocab, ")"));
-        }
-      }
+      AIRLOCK_RETURN_IF_ERROR(CheckForwardTokens(*entry.seq, entry.tokens, c_.n_vocab));
       const int64_t end = static_cast<int64_t>(entry.seq->n_past()) + static_cast<int64_t>(entry.tokens.size());
-      if (end > entry.seq->n_ctx()) {
-        return absl::OutOfRangeError(absl::StrCat("forward: ", entry.tokens.size(), " tokens after ",
-                                                  entry.seq->n_past(), " do not fit in the context of ",
-                                                  entry.seq->n_ctx()));
-      }
       if (static_cast<int64_t>(entry.seq->blocks().size()) * kv_pool_.block_tokens() < end ||
           entry.seq->BlocksNeeded(static_cast<int32_t>(entry.tokens.size())) > 0) {
         return absl::FailedPreconditionError(absl::StrCat("forward: entry ", e, "'s KV blocks are not reserved"));
@@ -465,8 +455,7 @@ class CpuBackend : public Backend {
     if (o.kv_pool_tokens == 0) o.kv_pool_tokens = 2 * static_cast<int64_t>(o.n_ctx);
     // Whole blocks, rounded up: never fewer positions than asked for.
     o.kv_pool_tokens = (o.kv_pool_tokens + o.kv_block_tokens - 1) / o.kv_block_tokens * o.kv_block_tokens;
-    const size_t elem = o.kv_type == KvCacheType::kF16 ? 2 : 4;
-    const double bytes = 2.0 * static_cast<double>(o.kv_pool_tokens) * c.n_layer * c.n_embd_kv() * elem;
+    const double bytes = static_cast<double>(o.kv_pool_tokens) * KvBytesPerToken(c, o.kv_type);
     const double physical = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
     if (o.kv_pool_tokens > (int64_t{1} << 31) || (physical > 0 && bytes > physical)) {
       return absl::InvalidArgumentError(absl::StrCat("a KV pool of ", o.kv_pool_tokens, " tokens needs ",

@@ -257,14 +257,21 @@ TEST_P(EngineBatchingTest, PreemptedSequencesRecomputeToTheSameTokens) {
     ASSERT_TRUE(r.ok()) << r.status();
     solo.push_back(*std::move(r));
   }
+  const EngineStats before = engine->stats();
   auto together = RunConcurrently(*engine, cases);
+  uint64_t prompt_tokens = 0;
   for (size_t i = 0; i < cases.size(); ++i) {
     SCOPED_TRACE(absl::StrCat("case ", i));
     ASSERT_TRUE(together[i].ok()) << together[i].status();
     EXPECT_EQ(together[i]->output_tokens, solo[i].output_tokens);
+    prompt_tokens += together[i]->prompt_tokens.size();
   }
-  EXPECT_GT(engine->stats().preemptions, 0u);
-  EXPECT_EQ(engine->stats().kv_blocks_used, 0);
+  const EngineStats after = engine->stats();
+  EXPECT_GT(after.preemptions, before.preemptions);
+  EXPECT_EQ(after.kv_blocks_used, 0);
+  // A request is one prefix-cache query however often it was preempted and readmitted (also when
+  // preempted before its prompt was done).
+  EXPECT_EQ(after.prefix_query_tokens - before.prefix_query_tokens, prompt_tokens);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, EngineBatchingTest,
