@@ -448,6 +448,262 @@ struct KQuantKernel {
   }
 };
 
+// --- Q4_K against Q8_K: matrix products with activation rows in lanes ---
+//
+// Numerics, the contract of VecDot and MatMulRows for Q4_K under this ISA: per super-block the
+// integer sums isum = sum_j sc_j * (q_j . a_j) and msum = sum_j m_j * (bsums of sub-block j) are
+// exact, then
+//   t = float(isum) * d;  t = t - float(msum) * dmin (fused);  acc = acc + t * ad (fused)
+// in super-block order from acc = 0, and the result is acc. Only integers are summed in an order
+// that depends on the kernel, so every tiling, batch size and lane arrangement below gives the
+// same float for the same pair of rows.
+//
+// With several activation rows, vpdpbusd runs with activation rows in lanes: a group of Cg rows
+// shares each zmm, every lane set of P = 16 / Cg lanes holds one row's consecutive groups of four
+// quants, and the weight row's matching bytes are broadcast to every lane set. A sub-block's
+// 8 / P steps accumulate unscaled, so its scale costs one vpmulld per 32 elements instead of a
+// vpmaddubsw + vpdpwssd pair per 64 (the K-quant kernel above).
+
+// The four 32-bit sums of lanes of a[0..3]: lane r of the result sums v[r].
+__m128i SumLanesOf4(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
+  const __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+  return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+}
+
+__m256i FoldHalves(__m512i v) {
+  return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+}
+
+// The float part of the contract for up to four outputs in the lanes of an xmm.
+__m128 Q4KEpilogue(__m128i isum, __m128i msum, __m128 d, __m128 dmin, __m128 ad, __m128 acc) {
+  __m128 t = _mm_mul_ps(_mm_cvtepi32_ps(isum), d);
+  t = _mm_fnmadd_ps(_mm_cvtepi32_ps(msum), dmin, t);
+  return _mm_fmadd_ps(t, ad, acc);
+}
+
+// One activation row (decode and VecDot), R = 4 or 1 weight rows: the integer work of
+// KQuantKernel<false> (vpmaddubsw + vpdpwssd, lanes are elements), reduced per super-block.
+template <int R>
+void Q4KOneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, float* y) {
+  using K = KQuantKernel<false>;
+  const __m256i min_pairs = _mm256_setr_epi8(
+      8, -128, 8, -128, 9, -128, 9, -128, 10, -128, 10, -128, 11, -128, 11, -128, 12, -128, 12,
+      -128, 13, -128, 13, -128, 14, -128, 14, -128, 15, -128, 15, -128);
+  __m128 acc = _mm_setzero_ps();
+  for (int64_t b = 0; b < n / kQKK; ++b) {
+    const uint8_t* blk[R];
+    __m512i table[R], qh[R];
+    __m256i mins[R];
+    alignas(16) float d[4] = {}, dmin[4] = {};
+    for (int r = 0; r < R; ++r) {
+      blk[r] = w + r * ws + b * K::kBytes;
+      PrefetchAhead<K::kBytes>(blk[r], R * ws);
+      const __m128i unpacked = UnpackScalesMins(blk[r] + 4);
+      table[r] = _mm512_broadcast_i32x4(unpacked);
+      mins[r] = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(unpacked), min_pairs);
+      qh[r] = _mm512_setzero_si512();
+      d[r] = HalfAt(blk[r]);
+      dmin[r] = HalfAt(blk[r] + 2);
+    }
+    __m512i isum[R][1];
+    for (int r = 0; r < R; ++r) isum[r][0] = _mm512_setzero_si512();
+    K::Chunk<0, R, 1>(blk, table, qh, x, 0, b, isum);
+    K::Chunk<1, R, 1>(blk, table, qh, x, 0, b, isum);
+    K::Chunk<2, R, 1>(blk, table, qh, x, 0, b, isum);
+    K::Chunk<3, R, 1>(blk, table, qh, x, 0, b, isum);
+    const BlockQ8_K& act = ActBlock(x, 0, 0, b);
+    const __m256i bsums = Load256(reinterpret_cast<const uint8_t*>(&act) + kQ8KBsumsOffset);
+    __m128i is, ms;
+    if constexpr (R == 4) {
+      is = SumLanesOf4(FoldHalves(isum[0][0]), FoldHalves(isum[1][0]), FoldHalves(isum[2][0]),
+                       FoldHalves(isum[3][0]));
+      ms = SumLanesOf4(_mm256_madd_epi16(bsums, mins[0]), _mm256_madd_epi16(bsums, mins[1]),
+                       _mm256_madd_epi16(bsums, mins[2]), _mm256_madd_epi16(bsums, mins[3]));
+    } else {
+      is = _mm_cvtsi32_si128(_mm512_reduce_add_epi32(isum[0][0]));
+      ms = _mm_cvtsi32_si128(
+          _mm512_reduce_add_epi32(ZeroExtend(_mm256_madd_epi16(bsums, mins[0]))));
+    }
+    acc = Q4KEpilogue(is, ms, _mm_load_ps(d), _mm_load_ps(dmin), _mm_set1_ps(act.d), acc);
+  }
+  alignas(16) float out[4];
+  _mm_store_ps(out, acc);
+  for (int r = 0; r < R; ++r) y[r] = out[r];
+}
+
+// Super-blocks of the shared dimension interleaved at a time (bounds the stack buffer).
+constexpr int kQ4KPieceBlocks = 16;
+
+template <int Cg>
+struct Q4KGrouped {
+  static constexpr int P = 16 / Cg;  // groups of four quants per row in one zmm
+  static constexpr int kSteps = 64 / P;
+  static constexpr int kStepsPerSub = 8 / P;
+  // Per super-block: the quants (kSteps zmm), four zmm of bsum pairs (int16 (B_2i, B_2i+1) in
+  // lane c * P of vector i, zero elsewhere) and a zmm of d (lane c * P).
+  static constexpr size_t kQs = 64 * kSteps;
+  static constexpr size_t kBlockBytes = kQs + 4 * 64 + 64;
+  static constexpr int kRows = 4;
+
+  static __m512i Broadcast(const uint8_t* p) {
+    if constexpr (P == 1) {
+      return _mm512_set1_epi32(static_cast<int>(U32At(p)));
+    } else if constexpr (P == 2) {
+      return _mm512_broadcast_i32x2(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    } else if constexpr (P == 4) {
+      return _mm512_broadcast_i32x4(Load128(p));
+    } else {
+      return _mm512_broadcast_i32x8(Load256(p));
+    }
+  }
+
+  // Activation rows x .. x + (cv - 1) * xs (cv <= Cg; the rest of the group is zero), super-blocks
+  // b0 .. b0 + nb - 1, into out.
+  static void Interleave(const uint8_t* x, size_t xs, int cv, int64_t b0, int nb, uint8_t* out) {
+    std::memset(out, 0, kBlockBytes * static_cast<size_t>(nb));
+    for (int bi = 0; bi < nb; ++bi) {
+      uint8_t* o = out + kBlockBytes * static_cast<size_t>(bi);
+      for (int c = 0; c < cv; ++c) {
+        const BlockQ8_K& a = ActBlock(x, xs, c, b0 + bi);
+        for (int st = 0; st < kSteps; ++st) {
+          std::memcpy(o + 64 * st + 4 * P * c, a.qs + 4 * P * st, 4 * P);
+        }
+        for (int i = 0; i < 4; ++i) {
+          const int16_t pair[2] = {static_cast<int16_t>(a.bsums[4 * i] + a.bsums[4 * i + 1]),
+                                   static_cast<int16_t>(a.bsums[4 * i + 2] + a.bsums[4 * i + 3])};
+          std::memcpy(o + kQs + 64 * i + 4 * P * c, pair, sizeof pair);
+        }
+        std::memcpy(o + kQs + 256 + 4 * P * c, &a.d, sizeof(float));
+      }
+    }
+  }
+
+  // R weight rows against the interleaved group: super-blocks b0 .. b0 + nb - 1, continuing the
+  // accumulators in y (first piece: from zero).
+  template <int R>
+  static void Tile(const uint8_t* w, size_t ws, const uint8_t* act, int64_t b0, int nb, int cv,
+                   float* y, int64_t ys) {
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) {
+      alignas(64) float lanes[16] = {};
+      if (b0 > 0) {
+        for (int c = 0; c < cv; ++c) lanes[c * P] = y[c * ys + r];
+      }
+      acc[r] = _mm512_load_ps(lanes);
+    }
+    for (int bi = 0; bi < nb; ++bi) {
+      const uint8_t* o = act + kBlockBytes * static_cast<size_t>(bi);
+      alignas(64) uint8_t wu[R][kQKK];
+      alignas(16) uint8_t table[R][16];
+      float d[R], dmin[R];
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* blk = w + r * ws + (b0 + bi) * sizeof(BlockQ4_K);
+        PrefetchAhead<sizeof(BlockQ4_K)>(blk, R * ws);
+        _mm_store_si128(reinterpret_cast<__m128i*>(table[r]), UnpackScalesMins(blk + 4));
+        d[r] = HalfAt(blk);
+        dmin[r] = HalfAt(blk + 2);
+        for (int g = 0; g < 4; ++g) {
+          const __m256i q = Load256(blk + 16 + 32 * g);
+          const __m256i low = _mm256_set1_epi8(0x0F);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(wu[r] + 64 * g), _mm256_and_si256(q, low));
+          _mm256_store_si256(reinterpret_cast<__m256i*>(wu[r] + 64 * g + 32),
+                             _mm256_and_si256(_mm256_srli_epi16(q, 4), low));
+        }
+      }
+      __m512i isum[R];
+      for (int r = 0; r < R; ++r) isum[r] = _mm512_setzero_si512();
+      for (int j = 0; j < 8; ++j) {
+        __m512i part[R];
+        for (int r = 0; r < R; ++r) part[r] = _mm512_setzero_si512();
+        for (int t = 0; t < kStepsPerSub; ++t) {
+          const int st = j * kStepsPerSub + t;
+          const __m512i a = Load512(o + 64 * st);
+          for (int r = 0; r < R; ++r) {
+            part[r] = _mm512_dpbusd_epi32(part[r], Broadcast(wu[r] + 4 * P * st), a);
+          }
+        }
+        for (int r = 0; r < R; ++r) {
+          isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(part[r], _mm512_set1_epi32(table[r][j])));
+        }
+      }
+      const __m512 ad = _mm512_loadu_ps(o + kQs + 256);
+      for (int r = 0; r < R; ++r) {
+        // Each row's sum gathers in the first lane of its lane set.
+        __m512i v = isum[r];
+        if constexpr (P >= 2) v = _mm512_add_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_CDAB));
+        if constexpr (P >= 4) v = _mm512_add_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_BADC));
+        if constexpr (P >= 8) v = _mm512_add_epi32(v, _mm512_shuffle_i32x4(v, v, _MM_PERM_CDAB));
+        __m512i msum = _mm512_setzero_si512();
+        for (int i = 0; i < 4; ++i) {
+          const int pair = table[r][8 + 2 * i] | (table[r][9 + 2 * i] << 16);
+          msum = _mm512_dpwssd_epi32(msum, Load512(o + kQs + 64 * i), _mm512_set1_epi32(pair));
+        }
+        __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(d[r]));
+        t = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_set1_ps(dmin[r]), t);
+        acc[r] = _mm512_fmadd_ps(t, ad, acc[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      alignas(64) float lanes[16];
+      _mm512_store_ps(lanes, acc[r]);
+      for (int c = 0; c < cv; ++c) y[c * ys + r] = lanes[c * P];
+    }
+  }
+
+  // Activation rows x .. (cv of them) against weight rows [row_begin, row_end).
+  static void Run(int64_t n, const uint8_t* w, size_t ws, int64_t row_begin, int64_t row_end,
+                  const uint8_t* x, size_t xs, int cv, float* y, int64_t ys) {
+    alignas(64) uint8_t act[kQ4KPieceBlocks * kBlockBytes];
+    const int64_t nb = n / kQKK;
+    for (int64_t b0 = 0; b0 < nb; b0 += kQ4KPieceBlocks) {
+      const int pb = static_cast<int>(nb - b0 < kQ4KPieceBlocks ? nb - b0 : kQ4KPieceBlocks);
+      Interleave(x, xs, cv, b0, pb, act);
+      int64_t r = row_begin;
+      for (; r + kRows <= row_end; r += kRows) {
+        Tile<kRows>(w + r * ws, ws, act, b0, pb, cv, y + r, ys);
+      }
+      for (; r < row_end; ++r) Tile<1>(w + r * ws, ws, act, b0, pb, cv, y + r, ys);
+    }
+  }
+};
+
+void MatMulQ4K(int64_t n, const void* wv, size_t ws, int64_t row_begin, int64_t row_end,
+               const void* xv, size_t xs, int64_t m, float* y, int64_t ys) {
+  const auto* w = static_cast<const uint8_t*>(wv);
+  const auto* x = static_cast<const uint8_t*>(xv);
+  if (m == 1) {
+    int64_t r = row_begin;
+    for (; r + 4 <= row_end; r += 4) Q4KOneActivation<4>(n, w + r * ws, ws, x, y + r);
+    for (; r < row_end; ++r) Q4KOneActivation<1>(n, w + r * ws, ws, x, y + r);
+    return;
+  }
+  for (int64_t c = 0; c < m;) {
+    const int64_t left = m - c;
+    const uint8_t* xc = x + c * xs;
+    float* yc = y + c * ys;
+    if (left >= 9) {
+      const int cv = static_cast<int>(left < 16 ? left : 16);
+      Q4KGrouped<16>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
+      c += cv;
+    } else if (left >= 5) {
+      Q4KGrouped<8>::Run(n, w, ws, row_begin, row_end, xc, xs, static_cast<int>(left), yc, ys);
+      c += left;
+    } else if (left >= 3) {
+      Q4KGrouped<4>::Run(n, w, ws, row_begin, row_end, xc, xs, static_cast<int>(left), yc, ys);
+      c += left;
+    } else {
+      Q4KGrouped<2>::Run(n, w, ws, row_begin, row_end, xc, xs, static_cast<int>(left), yc, ys);
+      c += left;
+    }
+  }
+}
+
+float VecDotQ4K(int64_t n, const void* w, const void* x) {
+  float result;
+  Q4KOneActivation<1>(n, static_cast<const uint8_t*>(w), 0, static_cast<const uint8_t*>(x), &result);
+  return result;
+}
+
 struct Q6KKernel {
   static constexpr int kRows = 2;
   static constexpr int kCols = 4;
@@ -557,7 +813,8 @@ KernelTable MakeAvx512Table() {
   Register<Q32Kernel<Q5_0Weights, Q8Acts<false>>>(&t, TensorType::kQ5_0);
   Register<Q32Kernel<Q5_1Weights, Q8Acts<true>>>(&t, TensorType::kQ5_1);
   Register<Q32Kernel<Q8_0Weights, Q8Acts<false>>>(&t, TensorType::kQ8_0);
-  Register<KQuantKernel<false>>(&t, TensorType::kQ4_K);
+  t.vec_dot[static_cast<size_t>(TensorType::kQ4_K)] = VecDotQ4K;
+  t.mat_mul[static_cast<size_t>(TensorType::kQ4_K)] = MatMulQ4K;
   Register<KQuantKernel<true>>(&t, TensorType::kQ5_K);
   Register<Q6KKernel>(&t, TensorType::kQ6_K);
   return t;

@@ -220,6 +220,15 @@ int main(int argc, char** argv) {
           ->Unit(benchmark::kMillisecond);
     }
   }
+  // Batched decode: one row per sequence of the step (8 and 16 sequences), weights in cache.
+  for (int64_t m : {8, 16}) {
+    for (TensorType t : {TensorType::kQ8_0, TensorType::kQ4_K, TensorType::kQ6_K}) {
+      const std::string suffix = std::string(TensorTypeName(t)) + "/" + IsaName(BestSupportedIsa());
+      benchmark::RegisterBenchmark(("MatMul" + std::to_string(m) + "/" + suffix).c_str(), MatMulBatch,
+                                   t, BestSupportedIsa(), m)
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
   // A full llama.cpp-sized ubatch, where the activations no longer fit in L2 (chunked by the
   // driver).
   for (TensorType t : {TensorType::kQ8_0, TensorType::kQ4_K, TensorType::kQ6_K}) {

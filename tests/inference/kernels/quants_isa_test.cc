@@ -198,41 +198,48 @@ TEST_P(IsaTypeTest, VecDotMatchesFloatDotOfDequantizedRows) {
 
 TEST_P(IsaTypeTest, MatMulRowsEqualsVecDotPerElement) {
   ScopedIsa scoped(isa());
-  const int64_t n = Traits(type()).block_size == 1 ? 200 : 512;
-  const int64_t rows = 37;
-  const size_t row_bytes = Bytes(type(), n);
-  const size_t act_bytes = Bytes(act_type(), n);
-  const size_t w_stride = row_bytes + 6;  // padded rows: strides are not multiples of blocks
-  const size_t x_stride = act_bytes + 10;
-  std::vector<uint8_t> w(w_stride * rows);
-  for (int64_t r = 0; r < rows; ++r) {
-    const auto row =
-        r % 2 ? RandomRawRow(rng_, type(), n) : QuantizedRow(type(), RandomFloats(rng_, n));
-    std::memcpy(w.data() + r * w_stride, row.data(), row_bytes);
-  }
-  const int64_t max_m = 13;
-  std::vector<uint8_t> x(x_stride * max_m);
-  for (int64_t i = 0; i < max_m; ++i) {
-    const auto a = ActivationRow(type(), RandomFloats(rng_, n));
-    std::memcpy(x.data() + i * x_stride, a.data(), act_bytes);
-  }
-  const float sentinel = -12345.0f;
-  for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13}) {
-    for (auto [begin, end] : {std::pair<int64_t, int64_t>{0, rows}, {3, 34}, {5, 6}, {16, 32}}) {
-      const int64_t y_stride = rows + 3;
-      std::vector<float> y(static_cast<size_t>(y_stride * m), sentinel);
-      MatMulRows(type(), n, w.data(), w_stride, begin, end, x.data(), x_stride, m, y.data(),
-                 y_stride);
-      for (int64_t i = 0; i < m; ++i) {
-        for (int64_t r = 0; r < y_stride; ++r) {
-          const float got = y[static_cast<size_t>(i * y_stride + r)];
-          if (r < begin || r >= end) {
-            ASSERT_EQ(got, sentinel) << "wrote outside the row range: m=" << m << " r=" << r;
-            continue;
+  // Batch sizes around every lane grouping of the kernels (groups of 2, 4, 8 and 16 activation
+  // rows and their remainders); for 256-element blocks also a row longer than the 16 super-blocks
+  // a kernel interleaves at a time.
+  std::vector<int64_t> lengths = {Traits(type()).block_size == 1 ? 200 : 512};
+  if (Traits(type()).block_size == 256) lengths.push_back(18 * 256);
+  for (const int64_t n : lengths) {
+    const int64_t rows = 37;
+    const size_t row_bytes = Bytes(type(), n);
+    const size_t act_bytes = Bytes(act_type(), n);
+    const size_t w_stride = row_bytes + 6;  // padded rows: strides are not multiples of blocks
+    const size_t x_stride = act_bytes + 10;
+    std::vector<uint8_t> w(w_stride * rows);
+    for (int64_t r = 0; r < rows; ++r) {
+      const auto row =
+          r % 2 ? RandomRawRow(rng_, type(), n) : QuantizedRow(type(), RandomFloats(rng_, n));
+      std::memcpy(w.data() + r * w_stride, row.data(), row_bytes);
+    }
+    const int64_t max_m = 35;
+    std::vector<uint8_t> x(x_stride * max_m);
+    for (int64_t i = 0; i < max_m; ++i) {
+      const auto a = ActivationRow(type(), RandomFloats(rng_, n));
+      std::memcpy(x.data() + i * x_stride, a.data(), act_bytes);
+    }
+    const float sentinel = -12345.0f;
+    for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 17, 24, 35}) {
+      for (auto [begin, end] : {std::pair<int64_t, int64_t>{0, rows}, {3, 34}, {5, 6}, {16, 32}}) {
+        const int64_t y_stride = rows + 3;
+        std::vector<float> y(static_cast<size_t>(y_stride * m), sentinel);
+        MatMulRows(type(), n, w.data(), w_stride, begin, end, x.data(), x_stride, m, y.data(),
+                   y_stride);
+        for (int64_t i = 0; i < m; ++i) {
+          for (int64_t r = 0; r < y_stride; ++r) {
+            const float got = y[static_cast<size_t>(i * y_stride + r)];
+            if (r < begin || r >= end) {
+              ASSERT_EQ(got, sentinel) << "wrote outside the row range: m=" << m << " r=" << r;
+              continue;
+            }
+            const float expected =
+                VecDot(type(), n, w.data() + r * w_stride, x.data() + i * x_stride);
+            ASSERT_EQ(FloatBits(got), FloatBits(expected))
+                << "n=" << n << " m=" << m << " i=" << i << " r=" << r;
           }
-          const float expected =
-              VecDot(type(), n, w.data() + r * w_stride, x.data() + i * x_stride);
-          ASSERT_EQ(FloatBits(got), FloatBits(expected)) << "m=" << m << " i=" << i << " r=" << r;
         }
       }
     }
