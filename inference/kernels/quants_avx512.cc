@@ -531,179 +531,6 @@ void Q4KOneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, 
   for (int r = 0; r < R; ++r) y[r] = out[r];
 }
 
-// Super-blocks of the shared dimension interleaved at a time (bounds the stack buffer).
-constexpr int kQ4KPieceBlocks = 16;
-
-template <int Cg>
-struct Q4KGrouped {
-  static constexpr int P = 16 / Cg;  // groups of four quants per row in one zmm
-  static constexpr int kSteps = 64 / P;
-  static constexpr int kStepsPerSub = 8 / P;
-  // Per super-block: the quants (kSteps zmm), four zmm of bsum pairs (int16 (B_2i, B_2i+1) in
-  // lane c * P of vector i, zero elsewhere) and a zmm of d (lane c * P).
-  static constexpr size_t kQs = 64 * kSteps;
-  static constexpr size_t kBlockBytes = kQs + 4 * 64 + 64;
-  static constexpr int kRows = 4;
-
-  static __m512i Broadcast(const uint8_t* p) {
-    if constexpr (P == 1) {
-      return _mm512_set1_epi32(static_cast<int>(U32At(p)));
-    } else if constexpr (P == 2) {
-      return _mm512_broadcast_i32x2(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-    } else if constexpr (P == 4) {
-      return _mm512_broadcast_i32x4(Load128(p));
-    } else {
-      return _mm512_broadcast_i32x8(Load256(p));
-    }
-  }
-
-  // Activation rows x .. x + (cv - 1) * xs (cv <= Cg; the rest of the group is zero), super-blocks
-  // b0 .. b0 + nb - 1, into out.
-  static void Interleave(const uint8_t* x, size_t xs, int cv, int64_t b0, int nb, uint8_t* out) {
-    std::memset(out, 0, kBlockBytes * static_cast<size_t>(nb));
-    for (int bi = 0; bi < nb; ++bi) {
-      uint8_t* o = out + kBlockBytes * static_cast<size_t>(bi);
-      for (int c = 0; c < cv; ++c) {
-        const BlockQ8_K& a = ActBlock(x, xs, c, b0 + bi);
-        for (int st = 0; st < kSteps; ++st) {
-          std::memcpy(o + 64 * st + 4 * P * c, a.qs + 4 * P * st, 4 * P);
-        }
-        for (int i = 0; i < 4; ++i) {
-          const int16_t pair[2] = {static_cast<int16_t>(a.bsums[4 * i] + a.bsums[4 * i + 1]),
-                                   static_cast<int16_t>(a.bsums[4 * i + 2] + a.bsums[4 * i + 3])};
-          std::memcpy(o + kQs + 64 * i + 4 * P * c, pair, sizeof pair);
-        }
-        std::memcpy(o + kQs + 256 + 4 * P * c, &a.d, sizeof(float));
-      }
-    }
-  }
-
-  // R weight rows against the interleaved group: super-blocks b0 .. b0 + nb - 1, continuing the
-  // accumulators in y (first piece: from zero).
-  template <int R>
-  static void Tile(const uint8_t* w, size_t ws, const uint8_t* act, int64_t b0, int nb, int cv,
-                   float* y, int64_t ys) {
-    __m512 acc[R];
-    for (int r = 0; r < R; ++r) {
-      alignas(64) float lanes[16] = {};
-      if (b0 > 0) {
-        for (int c = 0; c < cv; ++c) lanes[c * P] = y[c * ys + r];
-      }
-      acc[r] = _mm512_load_ps(lanes);
-    }
-    for (int bi = 0; bi < nb; ++bi) {
-      const uint8_t* o = act + kBlockBytes * static_cast<size_t>(bi);
-      alignas(64) uint8_t wu[R][kQKK];
-      alignas(16) uint8_t table[R][16];
-      float d[R], dmin[R];
-      for (int r = 0; r < R; ++r) {
-        const uint8_t* blk = w + r * ws + (b0 + bi) * sizeof(BlockQ4_K);
-        PrefetchAhead<sizeof(BlockQ4_K)>(blk, R * ws);
-        _mm_store_si128(reinterpret_cast<__m128i*>(table[r]), UnpackScalesMins(blk + 4));
-        d[r] = HalfAt(blk);
-        dmin[r] = HalfAt(blk + 2);
-        for (int g = 0; g < 4; ++g) {
-          const __m256i q = Load256(blk + 16 + 32 * g);
-          const __m256i low = _mm256_set1_epi8(0x0F);
-          _mm256_store_si256(reinterpret_cast<__m256i*>(wu[r] + 64 * g), _mm256_and_si256(q, low));
-          _mm256_store_si256(reinterpret_cast<__m256i*>(wu[r] + 64 * g + 32),
-                             _mm256_and_si256(_mm256_srli_epi16(q, 4), low));
-        }
-      }
-      __m512i isum[R];
-      for (int r = 0; r < R; ++r) isum[r] = _mm512_setzero_si512();
-      for (int j = 0; j < 8; ++j) {
-        __m512i part[R];
-        for (int r = 0; r < R; ++r) part[r] = _mm512_setzero_si512();
-        for (int t = 0; t < kStepsPerSub; ++t) {
-          const int st = j * kStepsPerSub + t;
-          const __m512i a = Load512(o + 64 * st);
-          for (int r = 0; r < R; ++r) {
-            part[r] = _mm512_dpbusd_epi32(part[r], Broadcast(wu[r] + 4 * P * st), a);
-          }
-        }
-        for (int r = 0; r < R; ++r) {
-          isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(part[r], _mm512_set1_epi32(table[r][j])));
-        }
-      }
-      const __m512 ad = _mm512_loadu_ps(o + kQs + 256);
-      for (int r = 0; r < R; ++r) {
-        // Each row's sum gathers in the first lane of its lane set.
-        __m512i v = isum[r];
-        if constexpr (P >= 2) v = _mm512_add_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_CDAB));
-        if constexpr (P >= 4) v = _mm512_add_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_BADC));
-        if constexpr (P >= 8) v = _mm512_add_epi32(v, _mm512_shuffle_i32x4(v, v, _MM_PERM_CDAB));
-        __m512i msum = _mm512_setzero_si512();
-        for (int i = 0; i < 4; ++i) {
-          const int pair = table[r][8 + 2 * i] | (table[r][9 + 2 * i] << 16);
-          msum = _mm512_dpwssd_epi32(msum, Load512(o + kQs + 64 * i), _mm512_set1_epi32(pair));
-        }
-        __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(v), _mm512_set1_ps(d[r]));
-        t = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_set1_ps(dmin[r]), t);
-        acc[r] = _mm512_fmadd_ps(t, ad, acc[r]);
-      }
-    }
-    for (int r = 0; r < R; ++r) {
-      alignas(64) float lanes[16];
-      _mm512_store_ps(lanes, acc[r]);
-      for (int c = 0; c < cv; ++c) y[c * ys + r] = lanes[c * P];
-    }
-  }
-
-  // Activation rows x .. (cv of them) against weight rows [row_begin, row_end).
-  static void Run(int64_t n, const uint8_t* w, size_t ws, int64_t row_begin, int64_t row_end,
-                  const uint8_t* x, size_t xs, int cv, float* y, int64_t ys) {
-    alignas(64) uint8_t act[kQ4KPieceBlocks * kBlockBytes];
-    const int64_t nb = n / kQKK;
-    for (int64_t b0 = 0; b0 < nb; b0 += kQ4KPieceBlocks) {
-      const int pb = static_cast<int>(nb - b0 < kQ4KPieceBlocks ? nb - b0 : kQ4KPieceBlocks);
-      Interleave(x, xs, cv, b0, pb, act);
-      int64_t r = row_begin;
-      for (; r + kRows <= row_end; r += kRows) {
-        Tile<kRows>(w + r * ws, ws, act, b0, pb, cv, y + r, ys);
-      }
-      for (; r < row_end; ++r) Tile<1>(w + r * ws, ws, act, b0, pb, cv, y + r, ys);
-    }
-  }
-};
-
-void MatMulQ4K(int64_t n, const void* wv, size_t ws, int64_t row_begin, int64_t row_end,
-               const void* xv, size_t xs, int64_t m, float* y, int64_t ys) {
-  const auto* w = static_cast<const uint8_t*>(wv);
-  const auto* x = static_cast<const uint8_t*>(xv);
-  if (m == 1) {
-    int64_t r = row_begin;
-    for (; r + 4 <= row_end; r += 4) Q4KOneActivation<4>(n, w + r * ws, ws, x, y + r);
-    for (; r < row_end; ++r) Q4KOneActivation<1>(n, w + r * ws, ws, x, y + r);
-    return;
-  }
-  for (int64_t c = 0; c < m;) {
-    const int64_t left = m - c;
-    const uint8_t* xc = x + c * xs;
-    float* yc = y + c * ys;
-    if (left >= 9) {
-      const int cv = static_cast<int>(left < 16 ? left : 16);
-      Q4KGrouped<16>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
-      c += cv;
-    } else if (left >= 5) {
-      Q4KGrouped<8>::Run(n, w, ws, row_begin, row_end, xc, xs, static_cast<int>(left), yc, ys);
-      c += left;
-    } else if (left >= 3) {
-      Q4KGrouped<4>::Run(n, w, ws, row_begin, row_end, xc, xs, static_cast<int>(left), yc, ys);
-      c += left;
-    } else {
-      Q4KGrouped<2>::Run(n, w, ws, row_begin, row_end, xc, xs, static_cast<int>(left), yc, ys);
-      c += left;
-    }
-  }
-}
-
-float VecDotQ4K(int64_t n, const void* w, const void* x) {
-  float result;
-  Q4KOneActivation<1>(n, static_cast<const uint8_t*>(w), 0, static_cast<const uint8_t*>(x), &result);
-  return result;
-}
-
 struct Q6KKernel {
   static constexpr int kRows = 2;
   static constexpr int kCols = 4;
@@ -797,6 +624,308 @@ struct Q6KKernel {
   }
 };
 
+
+// --- K-quants against Q8_K with activation rows in lanes (several activation rows) ---
+
+// Super-blocks of the shared dimension interleaved at a time (bounds the stack buffer).
+constexpr int kPieceBlocks = 16;
+
+// A group of Cg activation rows of Q8_K, interleaved per super-block: the quants in kSteps zmm
+// (lane l: row l / P, quants 4 * (P * step + l % P) .. + 3), eight zmm of bsum pairs (int16
+// bsums[2i], bsums[2i + 1] in lane c * P of vector i, zero elsewhere) and a zmm of d (lane c * P).
+template <int Cg>
+struct Q8KGroup {
+  static constexpr int P = 16 / Cg;  // lanes per activation row
+  static constexpr int kSteps = 64 / P;
+  static constexpr size_t kQs = 64 * kSteps;
+  static constexpr size_t kD = kQs + 8 * 64;
+  static constexpr size_t kBlockBytes = kD + 64;
+
+  // The weight bytes that meet step `st`'s activation lanes, from 256 unpacked quants at wu.
+  static __m512i Broadcast(const uint8_t* wu, int st) {
+    const uint8_t* p = wu + 4 * P * st;
+    if constexpr (P == 1) {
+      return _mm512_set1_epi32(static_cast<int>(U32At(p)));
+    } else if constexpr (P == 2) {
+      return _mm512_broadcast_i32x2(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    } else if constexpr (P == 4) {
+      return _mm512_broadcast_i32x4(Load128(p));
+    } else {
+      return _mm512_broadcast_i32x8(Load256(p));
+    }
+  }
+
+  // Activation rows x .. x + (cv - 1) * xs (cv <= Cg; the rest of the group is zero), super-blocks
+  // b0 .. b0 + nb - 1, into out.
+  static void Interleave(const uint8_t* x, size_t xs, int cv, int64_t b0, int nb, uint8_t* out) {
+    std::memset(out, 0, kBlockBytes * static_cast<size_t>(nb));
+    for (int bi = 0; bi < nb; ++bi) {
+      uint8_t* o = out + kBlockBytes * static_cast<size_t>(bi);
+      for (int c = 0; c < cv; ++c) {
+        const BlockQ8_K& a = ActBlock(x, xs, c, b0 + bi);
+        for (int st = 0; st < kSteps; ++st) {
+          std::memcpy(o + 64 * st + 4 * P * c, a.qs + 4 * P * st, 4 * P);
+        }
+        for (int i = 0; i < 8; ++i) std::memcpy(o + kQs + 64 * i + 4 * P * c, a.bsums + 2 * i, 4);
+        std::memcpy(o + kD + 4 * P * c, &a.d, sizeof(float));
+      }
+    }
+  }
+
+  // Adds each lane set's lanes into its first lane.
+  static __m512i SumLaneSets(__m512i v) {
+    if constexpr (P >= 2) v = _mm512_add_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_CDAB));
+    if constexpr (P >= 4) v = _mm512_add_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_BADC));
+    if constexpr (P >= 8) v = _mm512_add_epi32(v, _mm512_shuffle_i32x4(v, v, _MM_PERM_CDAB));
+    return v;
+  }
+};
+
+// Weight formats for KGrouped: Unpack gives a super-block's 256 quants as unsigned bytes in
+// element order plus its scales; Finish applies the float part of the format's contract.
+struct KInfo {
+  int32_t sc[16];    // per scaled sub-block
+  int32_t pair[8];   // int16 pair multiplying bsum-pair vector i
+  float d, dmin;
+};
+
+struct Q4KFormat {
+  static constexpr size_t kBytes = sizeof(BlockQ4_K);
+  static constexpr int kSub = 32;  // elements per scaled sub-block
+  static void Unpack(const uint8_t* blk, uint8_t* wu, KInfo* info) {
+    alignas(16) uint8_t table[16];
+    _mm_store_si128(reinterpret_cast<__m128i*>(table), UnpackScalesMins(blk + 4));
+    for (int j = 0; j < 8; ++j) {
+      info->sc[j] = table[j];
+      info->pair[j] = table[8 + j] | (table[8 + j] << 16);  // both bsums of sub-block j: min j
+    }
+    info->d = HalfAt(blk);
+    info->dmin = HalfAt(blk + 2);
+    const __m256i low = _mm256_set1_epi8(0x0F);
+    for (int g = 0; g < 4; ++g) {
+      const __m256i q = Load256(blk + 16 + 32 * g);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(wu + 64 * g), _mm256_and_si256(q, low));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(wu + 64 * g + 32),
+                         _mm256_and_si256(_mm256_srli_epi16(q, 4), low));
+    }
+  }
+  static __m512 Finish(__m512i isum, __m512i msum, const KInfo& info, __m512 ad, __m512 acc) {
+    __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(info.d));
+    t = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_set1_ps(info.dmin), t);
+    return _mm512_fmadd_ps(t, ad, acc);
+  }
+};
+
+// Q6_K numerics: isum = sum_j sc_j * (q_j . a_j) - 32 * sum_j sc_j * bsum_j, exact; then
+// acc = acc + float(isum) * (d * ad) (fused), per super-block from acc = 0.
+struct Q6KFormat {
+  static constexpr size_t kBytes = sizeof(BlockQ6_K);
+  static constexpr int kSub = 16;
+  static void Unpack(const uint8_t* blk, uint8_t* wu, KInfo* info) {
+    const auto& b = *reinterpret_cast<const BlockQ6_K*>(blk);
+    for (int j = 0; j < 16; ++j) info->sc[j] = b.scales[j];
+    for (int i = 0; i < 8; ++i) {
+      info->pair[i] = static_cast<int32_t>(static_cast<uint16_t>(b.scales[2 * i]) |
+                                           (static_cast<uint32_t>(static_cast<uint16_t>(b.scales[2 * i + 1])) << 16));
+    }
+    info->d = HalfAt(blk + kQ6KScaleOffset);
+    info->dmin = 0.0f;
+    for (int h = 0; h < 2; ++h) {
+      __m512i first, second;
+      Q6KKernel::DecodeHalf(b, h, &first, &second);
+      _mm512_store_si512(wu + 128 * h, first);
+      _mm512_store_si512(wu + 128 * h + 64, second);
+    }
+  }
+  static __m512 Finish(__m512i isum, __m512i msum, const KInfo& info, __m512 ad, __m512 acc) {
+    const __m512i total = _mm512_sub_epi32(isum, _mm512_slli_epi32(msum, 5));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_mul_ps(_mm512_set1_ps(info.d), ad), acc);
+  }
+};
+
+template <class F, int Cg>
+struct KGrouped {
+  using G = Q8KGroup<Cg>;
+  static constexpr int P = G::P;
+  static constexpr int kStepsPerSub = F::kSub / (4 * P);
+  static_assert(kStepsPerSub >= 1, "a step may not span two scaled sub-blocks");
+  static constexpr int kSubs = kQKK / F::kSub;
+  static constexpr int kRows = 4;
+
+  // R weight rows against the interleaved group: super-blocks b0 .. b0 + nb - 1, continuing the
+  // accumulators in y (first piece: from zero).
+  template <int R>
+  static void Tile(const uint8_t* w, size_t ws, const uint8_t* act, int64_t b0, int nb, int cv,
+                   float* y, int64_t ys) {
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) {
+      alignas(64) float lanes[16] = {};
+      if (b0 > 0) {
+        for (int c = 0; c < cv; ++c) lanes[c * P] = y[c * ys + r];
+      }
+      acc[r] = _mm512_load_ps(lanes);
+    }
+    for (int bi = 0; bi < nb; ++bi) {
+      const uint8_t* o = act + G::kBlockBytes * static_cast<size_t>(bi);
+      alignas(64) uint8_t wu[R][kQKK];
+      KInfo info[R];
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* blk = w + r * ws + (b0 + bi) * F::kBytes;
+        PrefetchAhead<F::kBytes>(blk, R * ws);
+        F::Unpack(blk, wu[r], &info[r]);
+      }
+      __m512i isum[R];
+      for (int r = 0; r < R; ++r) isum[r] = _mm512_setzero_si512();
+      for (int j = 0; j < kSubs; ++j) {
+        __m512i part[R];
+        for (int r = 0; r < R; ++r) part[r] = _mm512_setzero_si512();
+        for (int t = 0; t < kStepsPerSub; ++t) {
+          const int st = j * kStepsPerSub + t;
+          const __m512i a = Load512(o + 64 * st);
+          for (int r = 0; r < R; ++r) part[r] = _mm512_dpbusd_epi32(part[r], G::Broadcast(wu[r], st), a);
+        }
+        for (int r = 0; r < R; ++r) {
+          isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(part[r], _mm512_set1_epi32(info[r].sc[j])));
+        }
+      }
+      const __m512 ad = _mm512_loadu_ps(o + G::kD);
+      for (int r = 0; r < R; ++r) {
+        __m512i msum = _mm512_setzero_si512();
+        for (int i = 0; i < 8; ++i) {
+          msum = _mm512_dpwssd_epi32(msum, Load512(o + G::kQs + 64 * i), _mm512_set1_epi32(info[r].pair[i]));
+        }
+        acc[r] = F::Finish(G::SumLaneSets(isum[r]), msum, info[r], ad, acc[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      alignas(64) float lanes[16];
+      _mm512_store_ps(lanes, acc[r]);
+      for (int c = 0; c < cv; ++c) y[c * ys + r] = lanes[c * P];
+    }
+  }
+
+  // cv activation rows from x against weight rows [row_begin, row_end).
+  static void Run(int64_t n, const uint8_t* w, size_t ws, int64_t row_begin, int64_t row_end,
+                  const uint8_t* x, size_t xs, int cv, float* y, int64_t ys) {
+    alignas(64) uint8_t act[kPieceBlocks * G::kBlockBytes];
+    const int64_t nb = n / kQKK;
+    for (int64_t b0 = 0; b0 < nb; b0 += kPieceBlocks) {
+      const int pb = static_cast<int>(nb - b0 < kPieceBlocks ? nb - b0 : kPieceBlocks);
+      G::Interleave(x, xs, cv, b0, pb, act);
+      int64_t r = row_begin;
+      for (; r + kRows <= row_end; r += kRows) Tile<kRows>(w + r * ws, ws, act, b0, pb, cv, y + r, ys);
+      for (; r < row_end; ++r) Tile<1>(w + r * ws, ws, act, b0, pb, cv, y + r, ys);
+    }
+  }
+};
+
+// Several activation rows: groups of 16, the rest in the smallest group that holds it (2 or 4 at
+// least: kMinGroup, so that a step never spans two scaled sub-blocks).
+template <class F, int kMinGroup>
+void KGroupedMatMul(int64_t n, const uint8_t* w, size_t ws, int64_t row_begin, int64_t row_end,
+                    const uint8_t* x, size_t xs, int64_t m, float* y, int64_t ys) {
+  for (int64_t c = 0; c < m;) {
+    const int64_t left = m - c;
+    const int cv = static_cast<int>(left < 16 ? left : 16);
+    const uint8_t* xc = x + c * xs;
+    float* yc = y + c * ys;
+    if (cv > 8) {
+      KGrouped<F, 16>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
+    } else if (cv > 4) {
+      KGrouped<F, 8>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
+    } else if constexpr (kMinGroup > 2) {
+      KGrouped<F, 4>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
+    } else if (cv > 2) {
+      KGrouped<F, 4>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
+    } else {
+      KGrouped<F, 2>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
+    }
+    c += cv;
+  }
+}
+
+void MatMulQ4K(int64_t n, const void* wv, size_t ws, int64_t row_begin, int64_t row_end,
+               const void* xv, size_t xs, int64_t m, float* y, int64_t ys) {
+  const auto* w = static_cast<const uint8_t*>(wv);
+  const auto* x = static_cast<const uint8_t*>(xv);
+  if (m == 1) {
+    int64_t r = row_begin;
+    for (; r + 4 <= row_end; r += 4) Q4KOneActivation<4>(n, w + r * ws, ws, x, y + r);
+    for (; r < row_end; ++r) Q4KOneActivation<1>(n, w + r * ws, ws, x, y + r);
+    return;
+  }
+  KGroupedMatMul<Q4KFormat, 2>(n, w, ws, row_begin, row_end, x, xs, m, y, ys);
+}
+
+float VecDotQ4K(int64_t n, const void* w, const void* x) {
+  float result;
+  Q4KOneActivation<1>(n, static_cast<const uint8_t*>(w), 0, static_cast<const uint8_t*>(x), &result);
+  return result;
+}
+
+// One activation row for Q6_K (decode and VecDot), R = 4 or 1 weight rows: Q6KKernel's integer
+// work (lanes are elements), reduced per super-block, then Q6KFormat's float step.
+template <int R>
+void Q6KOneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, float* y) {
+  __m128 acc = _mm_setzero_ps();
+  for (int64_t b = 0; b < n / kQKK; ++b) {
+    const BlockQ6_K* blk[R];
+    __m256i scales[R], scales32[R];
+    alignas(16) float d[4] = {};
+    for (int r = 0; r < R; ++r) {
+      blk[r] = reinterpret_cast<const BlockQ6_K*>(w + r * ws) + b;
+      PrefetchAhead<sizeof(BlockQ6_K)>(reinterpret_cast<const uint8_t*>(blk[r]), R * ws);
+      const __m128i s8 = Load128(blk[r]->scales);
+      scales[r] = _mm256_broadcastsi128_si256(s8);
+      scales32[r] = _mm256_slli_epi16(_mm256_cvtepi8_epi16(s8), 5);
+      d[r] = HalfAt(reinterpret_cast<const uint8_t*>(blk[r]) + kQ6KScaleOffset);
+    }
+    const BlockQ8_K& act = ActBlock(x, 0, 0, b);
+    const __m256i bsums = Load256(reinterpret_cast<const uint8_t*>(&act) + kQ8KBsumsOffset);
+    __m512i isum[R][1];
+    for (int r = 0; r < R; ++r) {
+      isum[r][0] = ZeroExtend(_mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(bsums, scales32[r])));
+    }
+    __m512i q0[R], q1[R];
+    for (int r = 0; r < R; ++r) Q6KKernel::DecodeHalf(*blk[r], 0, &q0[r], &q1[r]);
+    Q6KKernel::Chunk<0, R, 1>(q0, scales, x, 0, b, isum);
+    Q6KKernel::Chunk<1, R, 1>(q1, scales, x, 0, b, isum);
+    for (int r = 0; r < R; ++r) Q6KKernel::DecodeHalf(*blk[r], 1, &q0[r], &q1[r]);
+    Q6KKernel::Chunk<2, R, 1>(q0, scales, x, 0, b, isum);
+    Q6KKernel::Chunk<3, R, 1>(q1, scales, x, 0, b, isum);
+    __m128i is;
+    if constexpr (R == 4) {
+      is = SumLanesOf4(FoldHalves(isum[0][0]), FoldHalves(isum[1][0]), FoldHalves(isum[2][0]),
+                       FoldHalves(isum[3][0]));
+    } else {
+      is = _mm_cvtsi32_si128(_mm512_reduce_add_epi32(isum[0][0]));
+    }
+    acc = _mm_fmadd_ps(_mm_cvtepi32_ps(is), _mm_mul_ps(_mm_load_ps(d), _mm_set1_ps(act.d)), acc);
+  }
+  alignas(16) float out[4];
+  _mm_store_ps(out, acc);
+  for (int r = 0; r < R; ++r) y[r] = out[r];
+}
+
+void MatMulQ6K(int64_t n, const void* wv, size_t ws, int64_t row_begin, int64_t row_end,
+               const void* xv, size_t xs, int64_t m, float* y, int64_t ys) {
+  const auto* w = static_cast<const uint8_t*>(wv);
+  const auto* x = static_cast<const uint8_t*>(xv);
+  if (m == 1) {
+    int64_t r = row_begin;
+    for (; r + 4 <= row_end; r += 4) Q6KOneActivation<4>(n, w + r * ws, ws, x, y + r);
+    for (; r < row_end; ++r) Q6KOneActivation<1>(n, w + r * ws, ws, x, y + r);
+    return;
+  }
+  KGroupedMatMul<Q6KFormat, 4>(n, w, ws, row_begin, row_end, x, xs, m, y, ys);
+}
+
+float VecDotQ6K(int64_t n, const void* w, const void* x) {
+  float result;
+  Q6KOneActivation<1>(n, static_cast<const uint8_t*>(w), 0, static_cast<const uint8_t*>(x), &result);
+  return result;
+}
+
 template <class K>
 void Register(KernelTable* t, TensorType type) {
   t->vec_dot[static_cast<size_t>(type)] = VecDotTiled<K>;
@@ -816,7 +945,8 @@ KernelTable MakeAvx512Table() {
   t.vec_dot[static_cast<size_t>(TensorType::kQ4_K)] = VecDotQ4K;
   t.mat_mul[static_cast<size_t>(TensorType::kQ4_K)] = MatMulQ4K;
   Register<KQuantKernel<true>>(&t, TensorType::kQ5_K);
-  Register<Q6KKernel>(&t, TensorType::kQ6_K);
+  t.vec_dot[static_cast<size_t>(TensorType::kQ6_K)] = VecDotQ6K;
+  t.mat_mul[static_cast<size_t>(TensorType::kQ6_K)] = MatMulQ6K;
   return t;
 }
 
