@@ -630,6 +630,30 @@ struct Q6KKernel {
 // Super-blocks of the shared dimension interleaved at a time (bounds the stack buffer).
 constexpr int kPieceBlocks = 16;
 
+// Lane sets of P lanes (P = 16 / rows per zmm): the 4 * P bytes at p repeated in every set, and
+// each set's lanes added into its first lane.
+template <int P>
+__m512i BroadcastToLaneSets(const uint8_t* p) {
+  if constexpr (P == 1) {
+    return _mm512_set1_epi32(static_cast<int>(U32At(p)));
+  } else if constexpr (P == 2) {
+    return _mm512_broadcast_i32x2(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+  } else if constexpr (P == 4) {
+    return _mm512_broadcast_i32x4(Load128(p));
+  } else {
+    static_assert(P == 8, "lane sets of 1, 2, 4 or 8 lanes");
+    return _mm512_broadcast_i32x8(Load256(p));
+  }
+}
+
+template <int P>
+__m512i AddLaneSets(__m512i v) {
+  if constexpr (P >= 2) v = _mm512_add_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_CDAB));
+  if constexpr (P >= 4) v = _mm512_add_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_BADC));
+  if constexpr (P >= 8) v = _mm512_add_epi32(v, _mm512_shuffle_i32x4(v, v, _MM_PERM_CDAB));
+  return v;
+}
+
 // A group of Cg activation rows of Q8_K, interleaved per super-block: the quants in kSteps zmm
 // (lane l: row l / P, quants 4 * (P * step + l % P) .. + 3), eight zmm of bsum pairs (int16
 // bsums[2i], bsums[2i + 1] in lane c * P of vector i, zero elsewhere) and a zmm of d (lane c * P).
@@ -641,19 +665,7 @@ struct Q8KGroup {
   static constexpr size_t kD = kQs + 8 * 64;
   static constexpr size_t kBlockBytes = kD + 64;
 
-  // The weight bytes that meet step `st`'s activation lanes, from 256 unpacked quants at wu.
-  static __m512i Broadcast(const uint8_t* wu, int st) {
-    const uint8_t* p = wu + 4 * P * st;
-    if constexpr (P == 1) {
-      return _mm512_set1_epi32(static_cast<int>(U32At(p)));
-    } else if constexpr (P == 2) {
-      return _mm512_broadcast_i32x2(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
-    } else if constexpr (P == 4) {
-      return _mm512_broadcast_i32x4(Load128(p));
-    } else {
-      return _mm512_broadcast_i32x8(Load256(p));
-    }
-  }
+  static __m512i Broadcast(const uint8_t* wu, int st) { return BroadcastToLaneSets<P>(wu + 4 * P * st); }
 
   // Activation rows x .. x + (cv - 1) * xs (cv <= Cg; the rest of the group is zero), super-blocks
   // b0 .. b0 + nb - 1, into out.
@@ -672,13 +684,7 @@ struct Q8KGroup {
     }
   }
 
-  // Adds each lane set's lanes into its first lane.
-  static __m512i SumLaneSets(__m512i v) {
-    if constexpr (P >= 2) v = _mm512_add_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_CDAB));
-    if constexpr (P >= 4) v = _mm512_add_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_BADC));
-    if constexpr (P >= 8) v = _mm512_add_epi32(v, _mm512_shuffle_i32x4(v, v, _MM_PERM_CDAB));
-    return v;
-  }
+  static __m512i SumLaneSets(__m512i v) { return AddLaneSets<P>(v); }
 };
 
 // Weight formats for KGrouped: Unpack gives a super-block's 256 quants as unsigned bytes in
@@ -926,6 +932,193 @@ float VecDotQ6K(int64_t n, const void* w, const void* x) {
   return result;
 }
 
+// --- Q8_0 against Q8_0 ---
+//
+// Numerics, the contract of VecDot and MatMulRows for Q8_0 under this ISA: per block of 32 the
+// integer dot is exact, then acc = acc + float(dot) * (dw * da) (fused), block by block from
+// acc = 0. Several activation rows run in lanes as for the K-quants (weights fed to vpdpbusd as
+// w + 128, the 128 * sum(a) this adds taken out per block and row).
+
+// One activation row, R = 4 or 1 weight rows; blocks b and b + 1 share a zmm.
+template <int R>
+void Q80OneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, float* y) {
+  using W = Q8_0Weights;
+  using A = Q8Acts<false>;
+  __m128 acc = _mm_setzero_ps();
+  const int64_t nb = n / kQK;
+  for (int64_t b = 0; b < nb; b += 2) {
+    const bool pair = b + 1 < nb;
+    const uint8_t* ablk = x + b * A::kBytes;
+    const __m512i a = pair ? A::Values2(ablk) : A::Values1(ablk);
+    const __m512i start = _mm512_sub_epi32(
+        _mm512_setzero_si512(),
+        _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(static_cast<char>(0x80)), a));
+    __m512i p[R];
+    const uint8_t* blk[R];
+    for (int r = 0; r < R; ++r) {
+      blk[r] = w + r * ws + b * W::kBytes;
+      PrefetchAhead<2 * W::kBytes>(blk[r], R * ws);
+      p[r] = _mm512_dpbusd_epi32(start, pair ? W::Values2(blk[r]) : W::Values1(blk[r]), a);
+    }
+    // The rows' scales in registers (lanes 0-3 block b, 4-7 block b + 1): a vector load of
+    // separately stored scalars would stall on store forwarding once per block.
+    __m128i halves;
+    __m128i lo, hi;
+    if constexpr (R == 4) {
+      halves = _mm_setr_epi16(static_cast<short>(HalfBitsAt(blk[0])), static_cast<short>(HalfBitsAt(blk[1])),
+                              static_cast<short>(HalfBitsAt(blk[2])), static_cast<short>(HalfBitsAt(blk[3])),
+                              0, 0, 0, 0);
+      if (pair) {
+        halves = _mm_insert_epi16(halves, HalfBitsAt(blk[0] + W::kBytes), 4);
+        halves = _mm_insert_epi16(halves, HalfBitsAt(blk[1] + W::kBytes), 5);
+        halves = _mm_insert_epi16(halves, HalfBitsAt(blk[2] + W::kBytes), 6);
+        halves = _mm_insert_epi16(halves, HalfBitsAt(blk[3] + W::kBytes), 7);
+      }
+      lo = SumLanesOf4(_mm512_castsi512_si256(p[0]), _mm512_castsi512_si256(p[1]),
+                       _mm512_castsi512_si256(p[2]), _mm512_castsi512_si256(p[3]));
+      hi = SumLanesOf4(_mm512_extracti64x4_epi64(p[0], 1), _mm512_extracti64x4_epi64(p[1], 1),
+                       _mm512_extracti64x4_epi64(p[2], 1), _mm512_extracti64x4_epi64(p[3], 1));
+    } else {
+      halves = _mm_cvtsi32_si128(HalfBitsAt(blk[0]));
+      if (pair) halves = _mm_insert_epi16(halves, HalfBitsAt(blk[0] + W::kBytes), 4);
+      lo = _mm_cvtsi32_si128(_mm512_mask_reduce_add_epi32(0x00FF, p[0]));
+      hi = _mm_cvtsi32_si128(_mm512_mask_reduce_add_epi32(0xFF00, p[0]));
+    }
+    const __m256 dw = _mm256_cvtph_ps(halves);
+    acc = _mm_fmadd_ps(_mm_cvtepi32_ps(lo), _mm_mul_ps(_mm256_castps256_ps128(dw), _mm_set1_ps(HalfAt(ablk))), acc);
+    if (pair) {
+      acc = _mm_fmadd_ps(_mm_cvtepi32_ps(hi),
+                         _mm_mul_ps(_mm256_extractf128_ps(dw, 1), _mm_set1_ps(HalfAt(ablk + A::kBytes))), acc);
+    }
+  }
+  alignas(16) float out[4];
+  _mm_store_ps(out, acc);
+  for (int r = 0; r < R; ++r) y[r] = out[r];
+}
+
+// Blocks of the shared dimension interleaved at a time.
+constexpr int kQ80PieceBlocks = 128;
+
+// Cg activation rows of Q8_0 interleaved per block: the quants in kSteps zmm (lane l: row l / P,
+// quants 4 * (P * step + l % P) .. + 3), then 128 * sum(quants) (int32) and d (float) in lane c * P.
+template <int Cg>
+struct Q80Grouped {
+  static constexpr int P = 16 / Cg;
+  static constexpr int kSteps = 8 / P;
+  static constexpr size_t kQs = 64 * kSteps;
+  static constexpr size_t kBlockBytes = kQs + 128;
+  static constexpr int kRows = 4;
+
+  static void Interleave(const uint8_t* x, size_t xs, int cv, int64_t b0, int nb, uint8_t* out) {
+    std::memset(out, 0, kBlockBytes * static_cast<size_t>(nb));
+    for (int bi = 0; bi < nb; ++bi) {
+      uint8_t* o = out + kBlockBytes * static_cast<size_t>(bi);
+      for (int c = 0; c < cv; ++c) {
+        const uint8_t* a = x + c * xs + (b0 + bi) * sizeof(BlockQ8_0);
+        const auto* qs = reinterpret_cast<const int8_t*>(a + 2);
+        for (int st = 0; st < kSteps; ++st) std::memcpy(o + 64 * st + 4 * P * c, qs + 4 * P * st, 4 * P);
+        int32_t sum = 0;
+        for (int i = 0; i < kQK; ++i) sum += qs[i];
+        const int32_t correction = 128 * sum;
+        const float d = HalfAt(a);
+        std::memcpy(o + kQs + 4 * P * c, &correction, 4);
+        std::memcpy(o + kQs + 64 + 4 * P * c, &d, 4);
+      }
+    }
+  }
+
+  template <int R>
+  static void Tile(const uint8_t* w, size_t ws, const uint8_t* act, int64_t b0, int nb, int cv,
+                   float* y, int64_t ys) {
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) {
+      alignas(64) float lanes[16] = {};
+      if (b0 > 0) {
+        for (int c = 0; c < cv; ++c) lanes[c * P] = y[c * ys + r];
+      }
+      acc[r] = _mm512_load_ps(lanes);
+    }
+    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
+    for (int bi = 0; bi < nb; ++bi) {
+      const uint8_t* o = act + kBlockBytes * static_cast<size_t>(bi);
+      alignas(32) uint8_t wu[R][kQK];
+      float dw[R];
+      __m512i part[R];
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* blk = w + r * ws + (b0 + bi) * sizeof(BlockQ8_0);
+        PrefetchAhead<sizeof(BlockQ8_0)>(blk, R * ws);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(wu[r]), _mm256_xor_si256(Load256(blk + 2), flip));
+        dw[r] = HalfAt(blk);
+        part[r] = _mm512_setzero_si512();
+      }
+      for (int st = 0; st < kSteps; ++st) {
+        const __m512i a = Load512(o + 64 * st);
+        for (int r = 0; r < R; ++r) {
+          part[r] = _mm512_dpbusd_epi32(part[r], BroadcastToLaneSets<P>(wu[r] + 4 * P * st), a);
+        }
+      }
+      const __m512i correction = Load512(o + kQs);
+      const __m512 da = _mm512_loadu_ps(o + kQs + 64);
+      for (int r = 0; r < R; ++r) {
+        const __m512i dot = _mm512_sub_epi32(AddLaneSets<P>(part[r]), correction);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(_mm512_set1_ps(dw[r]), da), acc[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      alignas(64) float lanes[16];
+      _mm512_store_ps(lanes, acc[r]);
+      for (int c = 0; c < cv; ++c) y[c * ys + r] = lanes[c * P];
+    }
+  }
+
+  static void Run(int64_t n, const uint8_t* w, size_t ws, int64_t row_begin, int64_t row_end,
+                  const uint8_t* x, size_t xs, int cv, float* y, int64_t ys) {
+    alignas(64) uint8_t act[kQ80PieceBlocks * kBlockBytes];
+    const int64_t nb = n / kQK;
+    for (int64_t b0 = 0; b0 < nb; b0 += kQ80PieceBlocks) {
+      const int pb = static_cast<int>(nb - b0 < kQ80PieceBlocks ? nb - b0 : kQ80PieceBlocks);
+      Interleave(x, xs, cv, b0, pb, act);
+      int64_t r = row_begin;
+      for (; r + kRows <= row_end; r += kRows) Tile<kRows>(w + r * ws, ws, act, b0, pb, cv, y + r, ys);
+      for (; r < row_end; ++r) Tile<1>(w + r * ws, ws, act, b0, pb, cv, y + r, ys);
+    }
+  }
+};
+
+void MatMulQ80(int64_t n, const void* wv, size_t ws, int64_t row_begin, int64_t row_end,
+               const void* xv, size_t xs, int64_t m, float* y, int64_t ys) {
+  const auto* w = static_cast<const uint8_t*>(wv);
+  const auto* x = static_cast<const uint8_t*>(xv);
+  if (m == 1) {
+    int64_t r = row_begin;
+    for (; r + 4 <= row_end; r += 4) Q80OneActivation<4>(n, w + r * ws, ws, x, y + r);
+    for (; r < row_end; ++r) Q80OneActivation<1>(n, w + r * ws, ws, x, y + r);
+    return;
+  }
+  for (int64_t c = 0; c < m;) {
+    const int64_t left = m - c;
+    const int cv = static_cast<int>(left < 16 ? left : 16);
+    const uint8_t* xc = x + c * xs;
+    float* yc = y + c * ys;
+    if (cv > 8) {
+      Q80Grouped<16>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
+    } else if (cv > 4) {
+      Q80Grouped<8>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
+    } else if (cv > 2) {
+      Q80Grouped<4>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
+    } else {
+      Q80Grouped<2>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
+    }
+    c += cv;
+  }
+}
+
+float VecDotQ80(int64_t n, const void* w, const void* x) {
+  float result;
+  Q80OneActivation<1>(n, static_cast<const uint8_t*>(w), 0, static_cast<const uint8_t*>(x), &result);
+  return result;
+}
+
 template <class K>
 void Register(KernelTable* t, TensorType type) {
   t->vec_dot[static_cast<size_t>(type)] = VecDotTiled<K>;
@@ -941,7 +1134,8 @@ KernelTable MakeAvx512Table() {
   Register<Q32Kernel<Q4_1Weights, Q8Acts<true>>>(&t, TensorType::kQ4_1);
   Register<Q32Kernel<Q5_0Weights, Q8Acts<false>>>(&t, TensorType::kQ5_0);
   Register<Q32Kernel<Q5_1Weights, Q8Acts<true>>>(&t, TensorType::kQ5_1);
-  Register<Q32Kernel<Q8_0Weights, Q8Acts<false>>>(&t, TensorType::kQ8_0);
+  t.vec_dot[static_cast<size_t>(TensorType::kQ8_0)] = VecDotQ80;
+  t.mat_mul[static_cast<size_t>(TensorType::kQ8_0)] = MatMulQ80;
   t.vec_dot[static_cast<size_t>(TensorType::kQ4_K)] = VecDotQ4K;
   t.mat_mul[static_cast<size_t>(TensorType::kQ4_K)] = MatMulQ4K;
   Register<KQuantKernel<true>>(&t, TensorType::kQ5_K);
