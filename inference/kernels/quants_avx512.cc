@@ -494,7 +494,7 @@ void Q4KOneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, 
     const uint8_t* blk[R];
     __m512i table[R], qh[R];
     __m256i mins[R];
-    alignas(16) float d[4] = {}, dmin[4] = {};
+    float d[4] = {}, dmin[4] = {};  // set lane by lane below: no vector load of scalar stores
     for (int r = 0; r < R; ++r) {
       blk[r] = w + r * ws + b * K::kBytes;
       PrefetchAhead<K::kBytes>(blk[r], R * ws);
@@ -524,7 +524,8 @@ void Q4KOneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, 
       ms = _mm_cvtsi32_si128(
           _mm512_reduce_add_epi32(ZeroExtend(_mm256_madd_epi16(bsums, mins[0]))));
     }
-    acc = Q4KEpilogue(is, ms, _mm_load_ps(d), _mm_load_ps(dmin), _mm_set1_ps(act.d), acc);
+    acc = Q4KEpilogue(is, ms, _mm_setr_ps(d[0], d[1], d[2], d[3]), _mm_setr_ps(dmin[0], dmin[1], dmin[2], dmin[3]),
+                      _mm_set1_ps(act.d), acc);
   }
   alignas(16) float out[4];
   _mm_store_ps(out, acc);
@@ -877,7 +878,7 @@ void Q6KOneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, 
   for (int64_t b = 0; b < n / kQKK; ++b) {
     const BlockQ6_K* blk[R];
     __m256i scales[R], scales32[R];
-    alignas(16) float d[4] = {};
+    float d[4] = {};
     for (int r = 0; r < R; ++r) {
       blk[r] = reinterpret_cast<const BlockQ6_K*>(w + r * ws) + b;
       PrefetchAhead<sizeof(BlockQ6_K)>(reinterpret_cast<const uint8_t*>(blk[r]), R * ws);
@@ -906,7 +907,7 @@ void Q6KOneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, 
     } else {
       is = _mm_cvtsi32_si128(_mm512_reduce_add_epi32(isum[0][0]));
     }
-    acc = _mm_fmadd_ps(_mm_cvtepi32_ps(is), _mm_mul_ps(_mm_load_ps(d), _mm_set1_ps(act.d)), acc);
+    acc = _mm_fmadd_ps(_mm_cvtepi32_ps(is), _mm_mul_ps(_mm_setr_ps(d[0], d[1], d[2], d[3]), _mm_set1_ps(act.d)), acc);
   }
   alignas(16) float out[4];
   _mm_store_ps(out, acc);
