@@ -638,7 +638,9 @@ __m512i BroadcastToLaneSets(const uint8_t* p) {
   if constexpr (P == 1) {
     return _mm512_set1_epi32(static_cast<int>(U32At(p)));
   } else if constexpr (P == 2) {
-    return _mm512_broadcast_i32x2(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+    uint64_t q;  // a 64-bit broadcast straight from memory (vbroadcasti32x2 needs a shuffle)
+    std::memcpy(&q, p, sizeof q);
+    return _mm512_set1_epi64(static_cast<long long>(q));
   } else if constexpr (P == 4) {
     return _mm512_broadcast_i32x4(Load128(p));
   } else {
@@ -699,6 +701,8 @@ struct KInfo {
 struct Q4KFormat {
   static constexpr size_t kBytes = sizeof(BlockQ4_K);
   static constexpr int kSub = 32;  // elements per scaled sub-block
+  // Steps whose sum per lane still fits int16: 4 * 4 * 15 * 127 = 30,480.
+  static constexpr int kInt16Steps = 4;
   static void Unpack(const uint8_t* blk, uint8_t* wu, KInfo* info) {
     alignas(16) uint8_t table[16];
     _mm_store_si128(reinterpret_cast<__m128i*>(table), UnpackScalesMins(blk + 4));
@@ -728,6 +732,7 @@ struct Q4KFormat {
 struct Q6KFormat {
   static constexpr size_t kBytes = sizeof(BlockQ6_K);
   static constexpr int kSub = 16;
+  static constexpr int kInt16Steps = 1;  // 4 * 63 * 127 = 32,004
   static void Unpack(const uint8_t* blk, uint8_t* wu, KInfo* info) {
     const auto& b = *reinterpret_cast<const BlockQ6_K*>(blk);
     for (int j = 0; j < 16; ++j) info->sc[j] = b.scales[j];
@@ -792,7 +797,13 @@ struct KGrouped {
           for (int r = 0; r < R; ++r) part[r] = _mm512_dpbusd_epi32(part[r], G::Broadcast(wu[r], st), a);
         }
         for (int r = 0; r < R; ++r) {
-          isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(part[r], _mm512_set1_epi32(info[r].sc[j])));
+          if constexpr (kStepsPerSub <= F::kInt16Steps) {
+            // The part fits int16 in the low half of each lane: vpdpwssd with (scale, 0) scales
+            // and adds in one instruction.
+            isum[r] = _mm512_dpwssd_epi32(isum[r], part[r], _mm512_set1_epi32(info[r].sc[j] & 0xFFFF));
+          } else {
+            isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(part[r], _mm512_set1_epi32(info[r].sc[j])));
+          }
         }
       }
       const __m512 ad = _mm512_loadu_ps(o + G::kD);
