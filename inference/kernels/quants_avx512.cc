@@ -464,14 +464,21 @@ struct KQuantKernel {
 // 8 / P steps accumulate unscaled, so its scale costs one vpmulld per 32 elements instead of a
 // vpmaddubsw + vpdpwssd pair per 64 (the K-quant kernel above).
 
-// The four 32-bit sums of lanes of a[0..3]: lane r of the result sums v[r].
+// Lane r of the result: the sum of v_r's 32-bit lanes. Unpacks and adds; hadd costs three
+// operations on these cores.
 __m128i SumLanesOf4(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
-  const __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
-  return _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  const __m256i t0 = _mm256_add_epi32(_mm256_unpacklo_epi32(v0, v1), _mm256_unpackhi_epi32(v0, v1));
+  const __m256i t1 = _mm256_add_epi32(_mm256_unpacklo_epi32(v2, v3), _mm256_unpackhi_epi32(v2, v3));
+  const __m256i u = _mm256_add_epi32(_mm256_unpacklo_epi64(t0, t1), _mm256_unpackhi_epi64(t0, t1));
+  return _mm_add_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
 }
 
-__m256i FoldHalves(__m512i v) {
-  return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+// The same for zmm: the halves are added first (a 256-bit add is cheaper than 512-bit unpacks).
+__m128i SumLanesOf4(__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
+  const auto fold = [](__m512i v) {
+    return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+  };
+  return SumLanesOf4(fold(v0), fold(v1), fold(v2), fold(v3));
 }
 
 // The float part of the contract for up to four outputs in the lanes of an xmm.
@@ -515,8 +522,7 @@ void Q4KOneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, 
     const __m256i bsums = Load256(reinterpret_cast<const uint8_t*>(&act) + kQ8KBsumsOffset);
     __m128i is, ms;
     if constexpr (R == 4) {
-      is = SumLanesOf4(FoldHalves(isum[0][0]), FoldHalves(isum[1][0]), FoldHalves(isum[2][0]),
-                       FoldHalves(isum[3][0]));
+      is = SumLanesOf4(isum[0][0], isum[1][0], isum[2][0], isum[3][0]);
       ms = SumLanesOf4(_mm256_madd_epi16(bsums, mins[0]), _mm256_madd_epi16(bsums, mins[1]),
                        _mm256_madd_epi16(bsums, mins[2]), _mm256_madd_epi16(bsums, mins[3]));
     } else {
@@ -913,8 +919,7 @@ void Q6KOneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, 
     Q6KKernel::Chunk<3, R, 1>(q1, scales, x, 0, b, isum);
     __m128i is;
     if constexpr (R == 4) {
-      is = SumLanesOf4(FoldHalves(isum[0][0]), FoldHalves(isum[1][0]), FoldHalves(isum[2][0]),
-                       FoldHalves(isum[3][0]));
+      is = SumLanesOf4(isum[0][0], isum[1][0], isum[2][0], isum[3][0]);
     } else {
       is = _mm_cvtsi32_si128(_mm512_reduce_add_epi32(isum[0][0]));
     }
@@ -951,12 +956,26 @@ float VecDotQ6K(int64_t n, const void* w, const void* x) {
 // acc = 0. Several activation rows run in lanes as for the K-quants (weights fed to vpdpbusd as
 // w + 128, the 128 * sum(a) this adds taken out per block and row).
 
-// One activation row, R = 4 or 1 weight rows; blocks b and b + 1 share a zmm.
+// Four rows' sums of lanes 0-7 (block b) in lanes 0-3 and of lanes 8-15 (block b + 1) in lanes
+// 8-11: unpacks and adds (hadd costs three operations on these cores).
+__m512i SumBlockPairsOf4(__m512i p0, __m512i p1, __m512i p2, __m512i p3) {
+  // Per 128-bit lane: [p0 0+2, p1 0+2, p0 1+3, p1 1+3], and the same for p2, p3.
+  const __m512i t0 = _mm512_add_epi32(_mm512_unpacklo_epi32(p0, p1), _mm512_unpackhi_epi32(p0, p1));
+  const __m512i t1 = _mm512_add_epi32(_mm512_unpacklo_epi32(p2, p3), _mm512_unpackhi_epi32(p2, p3));
+  // Per 128-bit lane: the four rows' sums of that lane's four dwords.
+  const __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(t0, t1), _mm512_unpackhi_epi64(t0, t1));
+  return _mm512_add_epi32(u, _mm512_shuffle_i32x4(u, u, _MM_SHUFFLE(2, 3, 0, 1)));
+}
+
+// One activation row, R = 8 or 1 weight rows; blocks b and b + 1 share a zmm. Eight rows share
+// each activation pair's loads and offset sum.
 template <int R>
 void Q80OneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, float* y) {
   using W = Q8_0Weights;
   using A = Q8Acts<false>;
-  __m128 acc = _mm_setzero_ps();
+  constexpr int kQuads = R == 8 ? 2 : 1;
+  __m128 acc[kQuads];
+  for (int q = 0; q < kQuads; ++q) acc[q] = _mm_setzero_ps();
   const int64_t nb = n / kQK;
   for (int64_t b = 0; b < nb; b += 2) {
     const bool pair = b + 1 < nb;
@@ -965,6 +984,8 @@ void Q80OneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, 
     const __m512i start = _mm512_sub_epi32(
         _mm512_setzero_si512(),
         _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(static_cast<char>(0x80)), a));
+    const __m128 da0 = _mm_set1_ps(HalfAt(ablk));
+    const __m128 da1 = _mm_set1_ps(pair ? HalfAt(ablk + A::kBytes) : 0.0f);
     __m512i p[R];
     const uint8_t* blk[R];
     for (int r = 0; r < R; ++r) {
@@ -972,40 +993,36 @@ void Q80OneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, 
       PrefetchAhead<2 * W::kBytes>(blk[r], R * ws);
       p[r] = _mm512_dpbusd_epi32(start, pair ? W::Values2(blk[r]) : W::Values1(blk[r]), a);
     }
-    // The rows' scales in registers (lanes 0-3 block b, 4-7 block b + 1): a vector load of
-    // separately stored scalars would stall on store forwarding once per block.
-    __m128i halves;
-    __m128i lo, hi;
-    if constexpr (R == 4) {
-      halves = _mm_setr_epi16(static_cast<short>(HalfBitsAt(blk[0])), static_cast<short>(HalfBitsAt(blk[1])),
-                              static_cast<short>(HalfBitsAt(blk[2])), static_cast<short>(HalfBitsAt(blk[3])),
-                              0, 0, 0, 0);
-      if (pair) {
-        halves = _mm_insert_epi16(halves, HalfBitsAt(blk[0] + W::kBytes), 4);
-        halves = _mm_insert_epi16(halves, HalfBitsAt(blk[1] + W::kBytes), 5);
-        halves = _mm_insert_epi16(halves, HalfBitsAt(blk[2] + W::kBytes), 6);
-        halves = _mm_insert_epi16(halves, HalfBitsAt(blk[3] + W::kBytes), 7);
+    for (int q = 0; q < kQuads; ++q) {
+      __m128i lo, hi;
+      __m256 dw;  // the rows' scales in registers: lanes 0-3 block b, 4-7 block b + 1
+      if constexpr (R == 1) {
+        lo = _mm_cvtsi32_si128(_mm512_mask_reduce_add_epi32(0x00FF, p[0]));
+        hi = _mm_cvtsi32_si128(_mm512_mask_reduce_add_epi32(0xFF00, p[0]));
+        __m128i h = _mm_cvtsi32_si128(HalfBitsAt(blk[0]));
+        if (pair) h = _mm_insert_epi16(h, HalfBitsAt(blk[0] + W::kBytes), 4);
+        dw = _mm256_cvtph_ps(h);
+      } else {
+        const int o = 4 * q;
+        const __m512i sums = SumBlockPairsOf4(p[o], p[o + 1], p[o + 2], p[o + 3]);
+        lo = _mm512_castsi512_si128(sums);
+        hi = _mm512_extracti32x4_epi32(sums, 2);
+        const auto half = [&](int r, size_t off) { return static_cast<short>(HalfBitsAt(blk[o + r] + off)); };
+        const size_t next = pair ? W::kBytes : 0;  // an unpaired last block multiplies zero
+        dw = _mm256_cvtph_ps(_mm_setr_epi16(half(0, 0), half(1, 0), half(2, 0), half(3, 0), half(0, next),
+                                            half(1, next), half(2, next), half(3, next)));
       }
-      lo = SumLanesOf4(_mm512_castsi512_si256(p[0]), _mm512_castsi512_si256(p[1]),
-                       _mm512_castsi512_si256(p[2]), _mm512_castsi512_si256(p[3]));
-      hi = SumLanesOf4(_mm512_extracti64x4_epi64(p[0], 1), _mm512_extracti64x4_epi64(p[1], 1),
-                       _mm512_extracti64x4_epi64(p[2], 1), _mm512_extracti64x4_epi64(p[3], 1));
-    } else {
-      halves = _mm_cvtsi32_si128(HalfBitsAt(blk[0]));
-      if (pair) halves = _mm_insert_epi16(halves, HalfBitsAt(blk[0] + W::kBytes), 4);
-      lo = _mm_cvtsi32_si128(_mm512_mask_reduce_add_epi32(0x00FF, p[0]));
-      hi = _mm_cvtsi32_si128(_mm512_mask_reduce_add_epi32(0xFF00, p[0]));
-    }
-    const __m256 dw = _mm256_cvtph_ps(halves);
-    acc = _mm_fmadd_ps(_mm_cvtepi32_ps(lo), _mm_mul_ps(_mm256_castps256_ps128(dw), _mm_set1_ps(HalfAt(ablk))), acc);
-    if (pair) {
-      acc = _mm_fmadd_ps(_mm_cvtepi32_ps(hi),
-                         _mm_mul_ps(_mm256_extractf128_ps(dw, 1), _mm_set1_ps(HalfAt(ablk + A::kBytes))), acc);
+      acc[q] = _mm_fmadd_ps(_mm_cvtepi32_ps(lo), _mm_mul_ps(_mm256_castps256_ps128(dw), da0), acc[q]);
+      if (pair) {
+        acc[q] = _mm_fmadd_ps(_mm_cvtepi32_ps(hi), _mm_mul_ps(_mm256_extractf128_ps(dw, 1), da1), acc[q]);
+      }
     }
   }
-  alignas(16) float out[4];
-  _mm_store_ps(out, acc);
-  for (int r = 0; r < R; ++r) y[r] = out[r];
+  for (int q = 0; q < kQuads; ++q) {
+    alignas(16) float out[4];
+    _mm_store_ps(out, acc[q]);
+    for (int r = 0; r < (R < 4 ? R : 4); ++r) y[4 * q + r] = out[r];
+  }
 }
 
 // Blocks of the shared dimension interleaved at a time.
@@ -1103,7 +1120,7 @@ void MatMulQ80(int64_t n, const void* wv, size_t ws, int64_t row_begin, int64_t 
   const auto* x = static_cast<const uint8_t*>(xv);
   if (m == 1) {
     int64_t r = row_begin;
-    for (; r + 4 <= row_end; r += 4) Q80OneActivation<4>(n, w + r * ws, ws, x, y + r);
+    for (; r + 8 <= row_end; r += 8) Q80OneActivation<8>(n, w + r * ws, ws, x, y + r);
     for (; r < row_end; ++r) Q80OneActivation<1>(n, w + r * ws, ws, x, y + r);
     return;
   }
