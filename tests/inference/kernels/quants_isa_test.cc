@@ -210,15 +210,25 @@ TEST_P(IsaTypeTest, MatMulRowsEqualsVecDotPerElement) {
     const size_t w_stride = row_bytes + 6;  // padded rows: strides are not multiples of blocks
     const size_t x_stride = act_bytes + 10;
     std::vector<uint8_t> w(w_stride * rows);
+    // Some rows and activations at the extremes (every quant 0xFF or 0x80 with unit scales;
+    // activations of one sign, which quantize to -128 for Q8_K): the products keep partial sums in
+    // 16 bits where the bound allows, so an overflow would show here as a difference from VecDot.
+    const std::vector<std::vector<uint8_t>> extremes = WeightRows(rng_, type(), n);
     for (int64_t r = 0; r < rows; ++r) {
-      const auto row =
-          r % 2 ? RandomRawRow(rng_, type(), n) : QuantizedRow(type(), RandomFloats(rng_, n));
+      std::vector<uint8_t> row;
+      if (r % 5 == 4) {
+        row = extremes[static_cast<size_t>(r / 5) % extremes.size()];
+      } else {
+        row = r % 2 ? RandomRawRow(rng_, type(), n) : QuantizedRow(type(), RandomFloats(rng_, n));
+      }
       std::memcpy(w.data() + r * w_stride, row.data(), row_bytes);
     }
     const int64_t max_m = 35;
     std::vector<uint8_t> x(x_stride * max_m);
     for (int64_t i = 0; i < max_m; ++i) {
-      const auto a = ActivationRow(type(), RandomFloats(rng_, n));
+      std::vector<float> input = RandomFloats(rng_, n);
+      if (i % 4 == 1) input.assign(input.size(), i % 8 == 1 ? 1.0f : -1.0f);
+      const auto a = ActivationRow(type(), input);
       std::memcpy(x.data() + i * x_stride, a.data(), act_bytes);
     }
     const float sentinel = -12345.0f;
