@@ -635,7 +635,27 @@ struct Q6KKernel {
 // --- K-quants against Q8_K with activation rows in lanes (several activation rows) ---
 
 // Super-blocks of the shared dimension interleaved at a time (bounds the stack buffer).
-constexpr int kPieceBlocks = 16;
+constexpr int kKPieceBlocks = 16;
+
+// The driver of a lane-grouped product S for cv activation rows from x against weight rows
+// [row_begin, row_end): pieces of S::kPieceBlocks blocks of the shared dimension are interleaved
+// into a stack buffer (S::Interleave), then every weight row of the range runs over the piece in
+// tiles of S::kRows (S::Tile continues the accumulators it left in y after the first piece).
+template <class S>
+void RunGroupedPieces(int64_t n, const uint8_t* w, size_t ws, int64_t row_begin, int64_t row_end,
+                      const uint8_t* x, size_t xs, int cv, float* y, int64_t ys) {
+  alignas(64) uint8_t act[S::kPieceBlocks * S::kBlockBytes];
+  const int64_t nb = n / S::kBlockElems;
+  for (int64_t b0 = 0; b0 < nb; b0 += S::kPieceBlocks) {
+    const int pb = static_cast<int>(nb - b0 < S::kPieceBlocks ? nb - b0 : S::kPieceBlocks);
+    S::Interleave(x, xs, cv, b0, pb, act);
+    int64_t r = row_begin;
+    for (; r + S::kRows <= row_end; r += S::kRows) {
+      S::template Tile<S::kRows>(w + r * ws, ws, act, b0, pb, cv, y + r, ys);
+    }
+    for (; r < row_end; ++r) S::template Tile<1>(w + r * ws, ws, act, b0, pb, cv, y + r, ys);
+  }
+}
 
 // Lane sets of P lanes (P = 16 / rows per zmm): the 4 * P bytes at p repeated in every set, and
 // each set's lanes added into its first lane.
@@ -828,63 +848,42 @@ struct KGrouped {
     }
   }
 
-  // cv activation rows from x against weight rows [row_begin, row_end).
+  static constexpr int kPieceBlocks = kKPieceBlocks;
+  static constexpr int kBlockElems = kQKK;
+  static constexpr size_t kBlockBytes = G::kBlockBytes;
+  static void Interleave(const uint8_t* x, size_t xs, int cv, int64_t b0, int nb, uint8_t* out) {
+    G::Interleave(x, xs, cv, b0, nb, out);
+  }
   static void Run(int64_t n, const uint8_t* w, size_t ws, int64_t row_begin, int64_t row_end,
                   const uint8_t* x, size_t xs, int cv, float* y, int64_t ys) {
-    alignas(64) uint8_t act[kPieceBlocks * G::kBlockBytes];
-    const int64_t nb = n / kQKK;
-    for (int64_t b0 = 0; b0 < nb; b0 += kPieceBlocks) {
-      const int pb = static_cast<int>(nb - b0 < kPieceBlocks ? nb - b0 : kPieceBlocks);
-      G::Interleave(x, xs, cv, b0, pb, act);
-      int64_t r = row_begin;
-      for (; r + kRows <= row_end; r += kRows) Tile<kRows>(w + r * ws, ws, act, b0, pb, cv, y + r, ys);
-      for (; r < row_end; ++r) Tile<1>(w + r * ws, ws, act, b0, pb, cv, y + r, ys);
-    }
+    RunGroupedPieces<KGrouped>(n, w, ws, row_begin, row_end, x, xs, cv, y, ys);
   }
 };
 
-// Several activation rows: groups of 16, the rest in the smallest group that holds it (2 or 4 at
-// least: kMinGroup, so that a step never spans two scaled sub-blocks).
-template <class F, int kMinGroup>
-void KGroupedMatMul(int64_t n, const uint8_t* w, size_t ws, int64_t row_begin, int64_t row_end,
-                    const uint8_t* x, size_t xs, int64_t m, float* y, int64_t ys) {
+// Several activation rows through a lane-grouped product G<Cg> (G<Cg>::Run for cv <= Cg rows):
+// groups of 16, the rest in the smallest group that holds it, of kMinGroup rows at least (a
+// K-quant step may not span two scaled sub-blocks).
+template <template <int> class G, int kMinGroup>
+void GroupedMatMul(int64_t n, const uint8_t* w, size_t ws, int64_t row_begin, int64_t row_end,
+                   const uint8_t* x, size_t xs, int64_t m, float* y, int64_t ys) {
   for (int64_t c = 0; c < m;) {
     const int64_t left = m - c;
     const int cv = static_cast<int>(left < 16 ? left : 16);
     const uint8_t* xc = x + c * xs;
     float* yc = y + c * ys;
     if (cv > 8) {
-      KGrouped<F, 16>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
+      G<16>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
     } else if (cv > 4) {
-      KGrouped<F, 8>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
+      G<8>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
     } else if constexpr (kMinGroup > 2) {
-      KGrouped<F, 4>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
+      G<4>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
     } else if (cv > 2) {
-      KGrouped<F, 4>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
+      G<4>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
     } else {
-      KGrouped<F, 2>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
+      G<2>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
     }
     c += cv;
   }
-}
-
-void MatMulQ4K(int64_t n, const void* wv, size_t ws, int64_t row_begin, int64_t row_end,
-               const void* xv, size_t xs, int64_t m, float* y, int64_t ys) {
-  const auto* w = static_cast<const uint8_t*>(wv);
-  const auto* x = static_cast<const uint8_t*>(xv);
-  if (m == 1) {
-    int64_t r = row_begin;
-    for (; r + 4 <= row_end; r += 4) Q4KOneActivation<4>(n, w + r * ws, ws, x, y + r);
-    for (; r < row_end; ++r) Q4KOneActivation<1>(n, w + r * ws, ws, x, y + r);
-    return;
-  }
-  KGroupedMatMul<Q4KFormat, 2>(n, w, ws, row_begin, row_end, x, xs, m, y, ys);
-}
-
-float VecDotQ4K(int64_t n, const void* w, const void* x) {
-  float result;
-  Q4KOneActivation<1>(n, static_cast<const uint8_t*>(w), 0, static_cast<const uint8_t*>(x), &result);
-  return result;
 }
 
 // One activation row for Q6_K (decode and VecDot), R = 4 or 1 weight rows: Q6KKernel's integer
@@ -928,25 +927,6 @@ void Q6KOneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, 
   alignas(16) float out[4];
   _mm_store_ps(out, acc);
   for (int r = 0; r < R; ++r) y[r] = out[r];
-}
-
-void MatMulQ6K(int64_t n, const void* wv, size_t ws, int64_t row_begin, int64_t row_end,
-               const void* xv, size_t xs, int64_t m, float* y, int64_t ys) {
-  const auto* w = static_cast<const uint8_t*>(wv);
-  const auto* x = static_cast<const uint8_t*>(xv);
-  if (m == 1) {
-    int64_t r = row_begin;
-    for (; r + 4 <= row_end; r += 4) Q6KOneActivation<4>(n, w + r * ws, ws, x, y + r);
-    for (; r < row_end; ++r) Q6KOneActivation<1>(n, w + r * ws, ws, x, y + r);
-    return;
-  }
-  KGroupedMatMul<Q6KFormat, 4>(n, w, ws, row_begin, row_end, x, xs, m, y, ys);
-}
-
-float VecDotQ6K(int64_t n, const void* w, const void* x) {
-  float result;
-  Q6KOneActivation<1>(n, static_cast<const uint8_t*>(w), 0, static_cast<const uint8_t*>(x), &result);
-  return result;
 }
 
 // --- Q8_0 against Q8_0 ---
@@ -1025,9 +1005,6 @@ void Q80OneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, 
   }
 }
 
-// Blocks of the shared dimension interleaved at a time.
-constexpr int kQ80PieceBlocks = 128;
-
 // Cg activation rows of Q8_0 interleaved per block: the quants in kSteps zmm (lane l: row l / P,
 // quants 4 * (P * step + l % P) .. + 3), then 128 * sum(quants) (int32) and d (float) in lane c * P.
 template <int Cg>
@@ -1100,52 +1077,76 @@ struct Q80Grouped {
     }
   }
 
+  static constexpr int kPieceBlocks = 128;  // blocks interleaved at a time
+  static constexpr int kBlockElems = kQK;
   static void Run(int64_t n, const uint8_t* w, size_t ws, int64_t row_begin, int64_t row_end,
                   const uint8_t* x, size_t xs, int cv, float* y, int64_t ys) {
-    alignas(64) uint8_t act[kQ80PieceBlocks * kBlockBytes];
-    const int64_t nb = n / kQK;
-    for (int64_t b0 = 0; b0 < nb; b0 += kQ80PieceBlocks) {
-      const int pb = static_cast<int>(nb - b0 < kQ80PieceBlocks ? nb - b0 : kQ80PieceBlocks);
-      Interleave(x, xs, cv, b0, pb, act);
-      int64_t r = row_begin;
-      for (; r + kRows <= row_end; r += kRows) Tile<kRows>(w + r * ws, ws, act, b0, pb, cv, y + r, ys);
-      for (; r < row_end; ++r) Tile<1>(w + r * ws, ws, act, b0, pb, cv, y + r, ys);
-    }
+    RunGroupedPieces<Q80Grouped>(n, w, ws, row_begin, row_end, x, xs, cv, y, ys);
   }
 };
 
-void MatMulQ80(int64_t n, const void* wv, size_t ws, int64_t row_begin, int64_t row_end,
-               const void* xv, size_t xs, int64_t m, float* y, int64_t ys) {
+// Table entries of a lane-grouped type T: T::One<R> computes one activation row against R weight
+// rows (R = T::kDecodeRows, or 1 for the rest and for VecDot); T::Group<Cg> several activation rows.
+template <class T>
+void MatMulLaneGrouped(int64_t n, const void* wv, size_t ws, int64_t row_begin, int64_t row_end,
+                       const void* xv, size_t xs, int64_t m, float* y, int64_t ys) {
   const auto* w = static_cast<const uint8_t*>(wv);
   const auto* x = static_cast<const uint8_t*>(xv);
   if (m == 1) {
     int64_t r = row_begin;
-    for (; r + 8 <= row_end; r += 8) Q80OneActivation<8>(n, w + r * ws, ws, x, y + r);
-    for (; r < row_end; ++r) Q80OneActivation<1>(n, w + r * ws, ws, x, y + r);
+    for (; r + T::kDecodeRows <= row_end; r += T::kDecodeRows) {
+      T::template One<T::kDecodeRows>(n, w + r * ws, ws, x, y + r);
+    }
+    for (; r < row_end; ++r) T::template One<1>(n, w + r * ws, ws, x, y + r);
     return;
   }
-  for (int64_t c = 0; c < m;) {
-    const int64_t left = m - c;
-    const int cv = static_cast<int>(left < 16 ? left : 16);
-    const uint8_t* xc = x + c * xs;
-    float* yc = y + c * ys;
-    if (cv > 8) {
-      Q80Grouped<16>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
-    } else if (cv > 4) {
-      Q80Grouped<8>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
-    } else if (cv > 2) {
-      Q80Grouped<4>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
-    } else {
-      Q80Grouped<2>::Run(n, w, ws, row_begin, row_end, xc, xs, cv, yc, ys);
-    }
-    c += cv;
-  }
+  GroupedMatMul<T::template Group, T::kMinGroup>(n, w, ws, row_begin, row_end, x, xs, m, y, ys);
 }
 
-float VecDotQ80(int64_t n, const void* w, const void* x) {
+template <class T>
+float VecDotLaneGrouped(int64_t n, const void* w, const void* x) {
   float result;
-  Q80OneActivation<1>(n, static_cast<const uint8_t*>(w), 0, static_cast<const uint8_t*>(x), &result);
+  T::template One<1>(n, static_cast<const uint8_t*>(w), 0, static_cast<const uint8_t*>(x), &result);
   return result;
+}
+
+struct Q4KProducts {
+  static constexpr int kDecodeRows = 4;
+  static constexpr int kMinGroup = 2;
+  template <int R>
+  static void One(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, float* y) {
+    Q4KOneActivation<R>(n, w, ws, x, y);
+  }
+  template <int Cg>
+  using Group = KGrouped<Q4KFormat, Cg>;
+};
+
+struct Q6KProducts {
+  static constexpr int kDecodeRows = 4;
+  static constexpr int kMinGroup = 4;
+  template <int R>
+  static void One(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, float* y) {
+    Q6KOneActivation<R>(n, w, ws, x, y);
+  }
+  template <int Cg>
+  using Group = KGrouped<Q6KFormat, Cg>;
+};
+
+struct Q80Products {
+  static constexpr int kDecodeRows = 8;
+  static constexpr int kMinGroup = 2;
+  template <int R>
+  static void One(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, float* y) {
+    Q80OneActivation<R>(n, w, ws, x, y);
+  }
+  template <int Cg>
+  using Group = Q80Grouped<Cg>;
+};
+
+template <class T>
+void RegisterLaneGrouped(KernelTable* t, TensorType type) {
+  t->vec_dot[static_cast<size_t>(type)] = VecDotLaneGrouped<T>;
+  t->mat_mul[static_cast<size_t>(type)] = MatMulLaneGrouped<T>;
 }
 
 template <class K>
@@ -1163,13 +1164,10 @@ KernelTable MakeAvx512Table() {
   Register<Q32Kernel<Q4_1Weights, Q8Acts<true>>>(&t, TensorType::kQ4_1);
   Register<Q32Kernel<Q5_0Weights, Q8Acts<false>>>(&t, TensorType::kQ5_0);
   Register<Q32Kernel<Q5_1Weights, Q8Acts<true>>>(&t, TensorType::kQ5_1);
-  t.vec_dot[static_cast<size_t>(TensorType::kQ8_0)] = VecDotQ80;
-  t.mat_mul[static_cast<size_t>(TensorType::kQ8_0)] = MatMulQ80;
-  t.vec_dot[static_cast<size_t>(TensorType::kQ4_K)] = VecDotQ4K;
-  t.mat_mul[static_cast<size_t>(TensorType::kQ4_K)] = MatMulQ4K;
+  RegisterLaneGrouped<Q80Products>(&t, TensorType::kQ8_0);
+  RegisterLaneGrouped<Q4KProducts>(&t, TensorType::kQ4_K);
   Register<KQuantKernel<true>>(&t, TensorType::kQ5_K);
-  t.vec_dot[static_cast<size_t>(TensorType::kQ6_K)] = VecDotQ6K;
-  t.mat_mul[static_cast<size_t>(TensorType::kQ6_K)] = MatMulQ6K;
+  RegisterLaneGrouped<Q6KProducts>(&t, TensorType::kQ6_K);
   return t;
 }
 
