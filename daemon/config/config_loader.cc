@@ -1022,14 +1022,14 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
     check.CheckRange(prefix + ".threads", model.threads(), 1, 1024);
     check.CheckRange(prefix + ".max_queue", model.max_queue(), 1, 100000);
     check.CheckRange(prefix + ".max_sequences", model.max_sequences(), 1, 256);
-    check.CheckRange(prefix + ".step_tokens", model.step_tokens(), 16, 4096);
+    check.CheckRange(prefix + ".step_tokens", model.step_tokens(), 1, 4096);
     check.CheckRange(prefix + ".kv_block_tokens", model.kv_block_tokens(), 1, 256);
     {
       // Every decoding sequence advances by one token each step, so a step must hold one token of each.
       const uint32_t sequences = model.max_sequences() != 0 ? model.max_sequences() : 16;
       // Unset, step_tokens follows max_sequences above its default (daemon_options.cc).
       const uint32_t step = model.step_tokens() != 0 ? model.step_tokens() : std::max<uint32_t>(64, sequences);
-      if (sequences >= 1 && sequences <= 256 && step >= 16 && step <= 4096 && step < sequences) {
+      if (sequences >= 1 && sequences <= 256 && step >= 1 && step <= 4096 && step < sequences) {
         check.Error(parsed.Has(prefix + ".step_tokens") ? prefix + ".step_tokens" : prefix + ".max_sequences",
                     absl::StrCat("step_tokens (", step, ") must be at least max_sequences (", sequences,
                                  "): every decoding sequence advances by one token in each step"));

@@ -631,13 +631,19 @@ TEST(ConfigRulesTest, ModelBatchingKeys) {
     ASSERT_TRUE(many.ok()) << many.status();
     EXPECT_EQ(ResolveOptions(*many).models[0].step_tokens, 200u);
   }
-  EXPECT_EQ(with("step_tokens: 15"),
-            "cfg.yaml:22:18: models[0].step_tokens: 15 is out of range (16 to 4096; leave the key out for the "
+  EXPECT_EQ(with("step_tokens: 0"),
+            "cfg.yaml:22:18: models[0].step_tokens: 0 is out of range (1 to 4096; leave the key out for the "
             "default)");
   EXPECT_EQ(with("step_tokens: 4097"),
-            "cfg.yaml:22:18: models[0].step_tokens: 4097 is out of range (16 to 4096; leave the key out for the "
+            "cfg.yaml:22:18: models[0].step_tokens: 4097 is out of range (1 to 4096; leave the key out for the "
             "default)");
   EXPECT_EQ(with("step_tokens: 16"), "OK");
+  EXPECT_EQ(with("step_tokens: 15"),
+            "cfg.yaml:22:18: models[0].step_tokens: step_tokens (15) must be at least max_sequences (16): every "
+            "decoding sequence advances by one token in each step");
+  // The latency setting of docs/performance.md: 7 streams and 5 prompt tokens per step.
+  EXPECT_EQ(ErrorOfFull("    max_queue: 16\n", "    max_queue: 16\n    max_sequences: 7\n    step_tokens: 12\n"),
+            "OK");
   // A step must hold one token of every decoding sequence.
   EXPECT_EQ(ErrorOfFull("    max_queue: 16\n", "    max_queue: 16\n    max_sequences: 64\n    step_tokens: 32\n"),
             "cfg.yaml:23:18: models[0].step_tokens: step_tokens (32) must be at least max_sequences (64): every "
