@@ -244,10 +244,9 @@ struct Q5_1Weights {
   }
 };
 
+// Q8_0 weights for Q80OneActivation (the lane-grouped Q8_0 products below; not a Q32Kernel).
 struct Q8_0Weights {
   static constexpr size_t kBytes = sizeof(BlockQ8_0);
-  static constexpr int kOffset = 128;
-  static constexpr bool kHasMin = false;
   // x ^ 0x80 = x + 128 as an unsigned byte.
   static __m512i Values2(const uint8_t* b) {
     const __m512i v =
@@ -538,11 +537,9 @@ void Q4KOneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, 
   for (int r = 0; r < R; ++r) y[r] = out[r];
 }
 
+// Q6_K decoding and its element-lane integer step, used by Q6KOneActivation (decode and VecDot)
+// and Q6KFormat (the lane-grouped products).
 struct Q6KKernel {
-  static constexpr int kRows = 2;
-  static constexpr int kCols = 4;
-  static constexpr int kDecodeRows = 4;
-
   // Chunk k (0-3) holds elements 64k .. 64k + 63 (groups of 16: 4k .. 4k + 3) as bytes 0..63.
   template <int k, int R, int C>
   static void Chunk(const __m512i (&q)[R], const __m256i (&scales)[R], const uint8_t* x, size_t xs,
@@ -580,57 +577,7 @@ struct Q6KKernel {
     *first = _mm512_or_si512(_mm512_and_si512(l, low4), high_first);
     *second = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), low4), high_second);
   }
-
-  template <int R, int C>
-  static void Tile(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, float* y,
-                   int64_t ys) {
-    __m512 acc[R][C];
-    for (int r = 0; r < R; ++r) {
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
-    }
-    for (int64_t b = 0; b < n / kQKK; ++b) {
-      const BlockQ6_K* blk[R];
-      __m256i scales[R], scales32[R];
-      float d[R];
-      for (int r = 0; r < R; ++r) {
-        blk[r] = reinterpret_cast<const BlockQ6_K*>(w + r * ws) + b;
-        PrefetchAhead<sizeof(BlockQ6_K)>(reinterpret_cast<const uint8_t*>(blk[r]), R * ws);
-        const __m128i s8 = Load128(blk[r]->scales);
-        scales[r] = _mm256_broadcastsi128_si256(s8);
-        // 32 * scale per group of 16, to take out the -32 offset with the Q8_K bsums.
-        scales32[r] = _mm256_slli_epi16(_mm256_cvtepi8_epi16(s8), 5);
-        d[r] = HalfAt(reinterpret_cast<const uint8_t*>(blk[r]) + kQ6KScaleOffset);
-      }
-      __m512i isum[R][C];
-      for (int c = 0; c < C; ++c) {
-        const __m256i bsums =
-            Load256(reinterpret_cast<const uint8_t*>(&ActBlock(x, xs, c, b)) + kQ8KBsumsOffset);
-        for (int r = 0; r < R; ++r) {
-          isum[r][c] = ZeroExtend(
-              _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_madd_epi16(bsums, scales32[r])));
-        }
-      }
-      __m512i q0[R], q1[R];
-      for (int r = 0; r < R; ++r) DecodeHalf(*blk[r], 0, &q0[r], &q1[r]);
-      Chunk<0, R, C>(q0, scales, x, xs, b, isum);
-      Chunk<1, R, C>(q1, scales, x, xs, b, isum);
-      for (int r = 0; r < R; ++r) DecodeHalf(*blk[r], 1, &q0[r], &q1[r]);
-      Chunk<2, R, C>(q0, scales, x, xs, b, isum);
-      Chunk<3, R, C>(q1, scales, x, xs, b, isum);
-      for (int c = 0; c < C; ++c) {
-        const float ad = ActBlock(x, xs, c, b).d;
-        for (int r = 0; r < R; ++r) {
-          acc[r][c] =
-              _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r][c]), _mm512_set1_ps(d[r] * ad), acc[r][c]);
-        }
-      }
-    }
-    for (int r = 0; r < R; ++r) {
-      for (int c = 0; c < C; ++c) y[c * ys + r] = HorizontalSum(acc[r][c]);
-    }
-  }
 };
-
 
 // --- K-quants against Q8_K with activation rows in lanes (several activation rows) ---
 
