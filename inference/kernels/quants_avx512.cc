@@ -665,8 +665,9 @@ struct Q8KGroup {
 
 // Weight formats for KGrouped: Unpack gives a super-block's 256 quants as unsigned bytes in
 // element order plus its scales; Finish applies the float part of the format's contract.
-struct KInfo {
+struct alignas(64) KInfo {
   int32_t sc[16];    // per scaled sub-block
+  int32_t sc16[16];  // the same as int16 in the low half, zero above (vpdpwssd's (scale, 0))
   int32_t pair[8];   // int16 pair multiplying bsum-pair vector i
   float d, dmin;
 };
@@ -677,12 +678,13 @@ struct Q4KFormat {
   // Steps whose sum per lane still fits int16: 4 * 4 * 15 * 127 = 30,480.
   static constexpr int kInt16Steps = 4;
   static void Unpack(const uint8_t* blk, uint8_t* wu, KInfo* info) {
-    alignas(16) uint8_t table[16];
-    _mm_store_si128(reinterpret_cast<__m128i*>(table), UnpackScalesMins(blk + 4));
-    for (int j = 0; j < 8; ++j) {
-      info->sc[j] = table[j];
-      info->pair[j] = table[8 + j] | (table[8 + j] << 16);  // both bsums of sub-block j: min j
-    }
+    const __m128i table = UnpackScalesMins(blk + 4);  // scales 0-7, mins 0-7
+    const __m256i sc = _mm256_cvtepu8_epi32(table);
+    const __m256i mins = _mm256_cvtepu8_epi32(_mm_srli_si128(table, 8));
+    _mm256_store_si256(reinterpret_cast<__m256i*>(info->sc), sc);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(info->sc16), sc);  // 0..63: already 16-bit
+    // Both bsums of sub-block j are multiplied by min j.
+    _mm256_store_si256(reinterpret_cast<__m256i*>(info->pair), _mm256_or_si256(mins, _mm256_slli_epi32(mins, 16)));
     info->d = HalfAt(blk);
     info->dmin = HalfAt(blk + 2);
     const __m256i low = _mm256_set1_epi8(0x0F);
@@ -708,11 +710,12 @@ struct Q6KFormat {
   static constexpr int kInt16Steps = 1;  // 4 * 63 * 127 = 32,004
   static void Unpack(const uint8_t* blk, uint8_t* wu, KInfo* info) {
     const auto& b = *reinterpret_cast<const BlockQ6_K*>(blk);
-    for (int j = 0; j < 16; ++j) info->sc[j] = b.scales[j];
-    for (int i = 0; i < 8; ++i) {
-      info->pair[i] = static_cast<int32_t>(static_cast<uint16_t>(b.scales[2 * i]) |
-                                           (static_cast<uint32_t>(static_cast<uint16_t>(b.scales[2 * i + 1])) << 16));
-    }
+    const __m128i s8 = Load128(b.scales);
+    const __m512i sc = _mm512_cvtepi8_epi32(s8);
+    _mm512_store_si512(info->sc, sc);
+    _mm512_store_si512(info->sc16, _mm512_and_si512(sc, _mm512_set1_epi32(0xFFFF)));
+    // Pair i: the int16 scales 2i (low half) and 2i + 1 (high half).
+    _mm256_store_si256(reinterpret_cast<__m256i*>(info->pair), _mm256_cvtepi8_epi16(s8));
     info->d = HalfAt(blk + kQ6KScaleOffset);
     info->dmin = 0.0f;
     for (int h = 0; h < 2; ++h) {
@@ -735,7 +738,7 @@ struct KGrouped {
   static constexpr int kStepsPerSub = F::kSub / (4 * P);
   static_assert(kStepsPerSub >= 1, "a step may not span two scaled sub-blocks");
   static constexpr int kSubs = kQKK / F::kSub;
-  static constexpr int kRows = 4;
+  static constexpr int kRows = 8;
 
   // R weight rows against the interleaved group: super-blocks b0 .. b0 + nb - 1, continuing the
   // accumulators in y (first piece: from zero).
@@ -773,7 +776,7 @@ struct KGrouped {
           if constexpr (kStepsPerSub <= F::kInt16Steps) {
             // The part fits int16 in the low half of each lane: vpdpwssd with (scale, 0) scales
             // and adds in one instruction.
-            isum[r] = _mm512_dpwssd_epi32(isum[r], part[r], _mm512_set1_epi32(info[r].sc[j] & 0xFFFF));
+            isum[r] = _mm512_dpwssd_epi32(isum[r], part[r], _mm512_set1_epi32(info[r].sc16[j]));
           } else {
             isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(part[r], _mm512_set1_epi32(info[r].sc[j])));
           }
