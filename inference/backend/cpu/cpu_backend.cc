@@ -2,6 +2,7 @@
 // over a paged KV cache, for a batch of sequences at once, multi-threaded with a fork/join pool, matrix products through the runtime-dispatched
 // kernels in inference/kernels.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -123,6 +124,17 @@ class CpuExecutor : public ModelExecutor {
   // Rows are split between threads in multiples of this many (keeps each thread's output rows in
   // whole cache lines and gives the kernels full tiles).
   static constexpr int64_t kRowGrain = 16;
+  // Pieces of a matrix product per thread, taken dynamically: enough to even out threads that run
+  // at different speeds, few enough that the per-piece work of the kernels (interleaving the
+  // activations) stays small against the rows it serves.
+  static constexpr int64_t kPiecesPerThread = 4;
+
+  // The rows of a dynamically split product of `rows` output rows.
+  int64_t RowPiece(int64_t rows) const {
+    const int64_t pieces = kPiecesPerThread * pool_.size();
+    const int64_t per = (rows + pieces - 1) / pieces;
+    return std::max(kRowGrain, (per + kRowGrain - 1) / kRowGrain * kRowGrain);
+  }
 
   void MatMul(const WeightMatrix& w, const float* x, int64_t n, float* y) {
     const WeightMatrix* ws[1] = {&w};
@@ -291,6 +303,7 @@ class CpuExecutor : public ModelExecutor {
     // One work item per (row, KV head): the `group` query heads sharing that KV head read each
     // cached row once (DotF16Rows/AxpyF16Rows give exactly the per-position results).
     const int64_t n_items = n * c_.n_head_kv;
+    std::atomic<int64_t> next_item{0};
     pool_.Run([&](int thread) {
       float* base = &scratch_[thread * scratch_stride_];
       float* scores[kMaxGroup];
@@ -305,9 +318,10 @@ class CpuExecutor : public ModelExecutor {
         q16[g] = reinterpret_cast<uint16_t*>(base + group * score_stride + group * hd) + g * (hd + 8);
         ws[g] = scores[g];
       }
-      // Items dealt round-robin: a prompt's later rows attend over more positions, so contiguous
-      // ranges would leave one thread with most of the work.
-      for (int64_t item = thread; item < n_items; item += pool_.size()) {
+      // Items taken one at a time by whichever thread is free: a prompt's later rows attend over
+      // more positions and threads run at different speeds, so a fixed split would leave one
+      // thread with most of the work.
+      for (int64_t item; (item = next_item.fetch_add(1, std::memory_order_relaxed)) < n_items;) {
         const int64_t t = item / c_.n_head_kv;
         const int32_t kvh = static_cast<int32_t>(item % c_.n_head_kv);
         const int32_t n_kv = row_pos_[t] + 1;  // causal: positions <= own
@@ -388,7 +402,7 @@ class CpuExecutor : public ModelExecutor {
     const size_t act_bytes = PrepareActivations(ws[0]->type, x, cols, n, cols);
     int64_t total_rows = 0;
     for (int i = 0; i < count; ++i) total_rows += ws[i]->rows;
-    pool_.ParallelFor(total_rows, kRowGrain, [&](int64_t r0, int64_t r1) {
+    pool_.ParallelForDynamic(total_rows, RowPiece(total_rows), [&](int64_t r0, int64_t r1) {
       int64_t base = 0;
       for (int i = 0; i < count; ++i) {
         const WeightMatrix& w = *ws[i];
@@ -405,7 +419,7 @@ class CpuExecutor : public ModelExecutor {
   // y += W x (residual connection): each thread computes its rows for every token, then adds them.
   void MatMulAdd(const WeightMatrix& w, const float* x, int64_t n, float* y) {
     const size_t act_bytes = PrepareActivations(w.type, x, w.cols, n, w.cols);
-    pool_.ParallelFor(w.rows, kRowGrain, [&](int64_t r0, int64_t r1) {
+    pool_.ParallelForDynamic(w.rows, RowPiece(w.rows), [&](int64_t r0, int64_t r1) {
       kernels::MatMulRows(w.type, w.cols, w.data, w.row_bytes, r0, r1, act_.data(), act_bytes, n, residual_.data(),
                           w.rows);
       for (int64_t t = 0; t < n; ++t) {

@@ -3,6 +3,7 @@
 // sleep/wake per region would dominate) and sleeping when idle.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -39,6 +40,27 @@ class ThreadPool {
     Run([&](int t) {
       const auto [begin, end] = Chunk(n, grain, t);
       if (begin < end) fn(begin, end);
+    });
+  }
+
+  // Splits [0, n) into pieces of `grain` (the last may be shorter) that the threads take in turn
+  // as they come free, so a thread that starts late or runs slower (another tenant on its core)
+  // does not hold up the others; calls fn(begin, end) for each piece. What a piece computes must
+  // not depend on which thread runs it.
+  template <typename F>
+  void ParallelForDynamic(int64_t n, int64_t grain, F&& fn) {
+    if (n <= 0) return;
+    if (n_threads_ == 1 || n <= grain) {
+      fn(int64_t{0}, n);
+      return;
+    }
+    std::atomic<int64_t> next{0};
+    Run([&](int) {
+      for (;;) {
+        const int64_t begin = next.fetch_add(grain, std::memory_order_relaxed);
+        if (begin >= n) break;
+        fn(begin, std::min(n, begin + grain));
+      }
     });
   }
 
