@@ -17,6 +17,8 @@ packages=(
   librocksdb-dev         # the daemon's durable state: the audit log
   prometheus-cpp-dev libcpp-httplib-dev  # the metrics endpoint (registry; HTTPS listener)
   libseccomp-dev         # the daemon's network lock-down
+  libvulkan-dev glslc    # the Vulkan compute backend: loader + headers, GLSL -> SPIR-V at build time
+  mesa-vulkan-drivers    # lavapipe: the same shaders on the CPU, for the Vulkan tests
   python3-grpcio python3-grpc-tools  # the Python client interoperability test
   iproute2 util-linux    # ip / unshare for the network-namespace test
   prometheus             # promtool checks deploy/prometheus/; a test scrapes airlockd with the real server

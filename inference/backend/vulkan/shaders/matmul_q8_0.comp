@@ -1,0 +1,55 @@
+// y[t * rows + r] = dot(weight row r, activation row t) for Q8_0 weights against Q8_0 activations
+// (the CPU backend's activation format): per block of 32 the integer dot is exact, then
+// float(dot) * (dw * da) is summed over the blocks. One workgroup per (row, activation row);
+// its invocations take blocks in turn and the partial sums are reduced in shared memory.
+//
+// Blocks are 34 bytes (f16 scale, 32 int8), so the buffers are read as 16-bit words: word 0 of a
+// block is the scale, words 1..16 hold the quants two by two (little-endian).
+#version 450
+#extension GL_EXT_shader_16bit_storage : require
+#extension GL_EXT_shader_explicit_arithmetic_types_int16 : require
+
+layout(local_size_x = 64) in;
+
+layout(std430, binding = 0) readonly buffer Wt { uint16_t w[]; };
+layout(std430, binding = 1) readonly buffer A { uint16_t a[]; };
+layout(std430, binding = 2) writeonly buffer Y { float y[]; };
+
+layout(push_constant) uniform Push {
+  uint blocks;  // blocks per row (columns / 32)
+  uint rows;    // weight rows
+  uint m;       // activation rows
+} p;
+
+shared float partial[64];
+
+int Low(uint word) { return int(word << 24) >> 24; }
+int High(uint word) { return int(word << 16) >> 24; }
+
+void main() {
+  const uint r = gl_WorkGroupID.x;
+  const uint t = gl_WorkGroupID.y;
+  if (r >= p.rows || t >= p.m) return;
+  const uint lid = gl_LocalInvocationID.x;
+  float s = 0.0;
+  for (uint b = lid; b < p.blocks; b += 64) {
+    const uint wb = (r * p.blocks + b) * 17;
+    const uint ab = (t * p.blocks + b) * 17;
+    int dot = 0;
+    for (uint j = 1; j <= 16; ++j) {
+      const uint wq = uint(w[wb + j]);
+      const uint aq = uint(a[ab + j]);
+      dot += Low(wq) * Low(aq) + High(wq) * High(aq);
+    }
+    const float dw = unpackHalf2x16(uint(w[wb])).x;
+    const float da = unpackHalf2x16(uint(a[ab])).x;
+    s = fma(float(dot), dw * da, s);
+  }
+  partial[lid] = s;
+  barrier();
+  for (uint k = 32; k > 0; k >>= 1) {
+    if (lid < k) partial[lid] += partial[lid + k];
+    barrier();
+  }
+  if (lid == 0) y[t * p.rows + r] = partial[0];
+}

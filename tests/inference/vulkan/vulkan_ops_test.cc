@@ -1,0 +1,270 @@
+// The Vulkan device layer and its first ops, on the test device (lavapipe in CI: Mesa's Vulkan on
+// the CPU): selection and its errors, buffers, the failure paths, and each op against the CPU
+// backend's result on random inputs of awkward sizes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "inference/backend/cpu/ops.h"
+#include "inference/backend/vulkan/vulkan_device.h"
+#include "inference/backend/vulkan/vulkan_ops.h"
+#include "inference/base/tensor_type.h"
+#include "inference/kernels/quants.h"
+#include "tests/support/test_data.h"
+
+namespace airlock::inference::vulkan {
+namespace {
+
+// The device the tests run on: $AIRLOCK_TEST_VULKAN_DEVICE, else lavapipe ("llvmpipe").
+std::string TestDeviceSelector() {
+  const char* env = std::getenv("AIRLOCK_TEST_VULKAN_DEVICE");
+  return env != nullptr && env[0] != '\0' ? env : "vulkan:llvmpipe";
+}
+
+// Opens the test device, or skips (fails under CI=true, where lavapipe is installed).
+#define AIRLOCK_OPEN_TEST_DEVICE(device)                                                          \
+  do {                                                                                            \
+    absl::StatusOr<std::unique_ptr<Device>> opened = Device::Open(TestDeviceSelector());          \
+    if (!opened.ok()) {                                                                           \
+      if (::airlock::testing::RunningInCi()) FAIL() << "no Vulkan test device (CI=true): " << opened.status(); \
+      GTEST_SKIP() << "no Vulkan test device: " << opened.status();                               \
+    }                                                                                             \
+    device = *std::move(opened);                                                                  \
+  } while (0)
+
+std::vector<float> RandomFloats(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+std::vector<DeviceInfo> TwoDevices() {
+  DeviceInfo a, b;
+  a.index = 0;
+  a.name = "NVIDIA H100 80GB HBM3";
+  b.index = 1;
+  b.name = "NVIDIA H100 PCIe";
+  return {a, b};
+}
+
+TEST(VulkanDeviceTest, ResolveByIndexAndByName) {
+  const std::vector<DeviceInfo> devices = TwoDevices();
+  EXPECT_EQ(*ResolveDevice("vulkan:1", devices), 1);
+  EXPECT_EQ(*ResolveDevice("0", devices), 0);
+  EXPECT_EQ(*ResolveDevice("vulkan:pcie", devices), 1);  // case-insensitive substring
+  EXPECT_EQ(*ResolveDevice("HBM3", devices), 0);
+}
+
+TEST(VulkanDeviceTest, ResolveRefusesWhatDoesNotNameExactlyOneDevice) {
+  const std::vector<DeviceInfo> devices = TwoDevices();
+  absl::StatusOr<int> r = ResolveDevice("vulkan:2", devices);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_NE(r.status().message().find("vulkan:0 (NVIDIA H100 80GB HBM3)"), std::string::npos) << r.status();
+  EXPECT_EQ(ResolveDevice("vulkan:", devices).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ResolveDevice("", devices).status().code(), absl::StatusCode::kInvalidArgument);
+  r = ResolveDevice("vulkan:h100", devices);  // both match
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("more than one"), std::string::npos) << r.status();
+  EXPECT_EQ(ResolveDevice("vulkan:a100", devices).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ResolveDevice("vulkan:0", {}).status().code(), absl::StatusCode::kNotFound);
+  // A number too large for an int, and a very long name: refused without echoing them whole.
+  const std::string digits(40, '9');
+  r = ResolveDevice("vulkan:" + digits, devices);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(r.status().message().find(digits), std::string::npos) << r.status();
+  const std::string name(5000, 'x');
+  r = ResolveDevice(name, devices);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_LT(r.status().message().size(), 200u) << r.status();
+}
+
+TEST(VulkanDeviceTest, ListsAndOpensTheTestDevice) {
+  std::unique_ptr<Device> device;
+  AIRLOCK_OPEN_TEST_DEVICE(device);
+  absl::StatusOr<std::vector<DeviceInfo>> devices = ListDevices();
+  ASSERT_TRUE(devices.ok()) << devices.status();
+  ASSERT_LT(static_cast<size_t>(device->info().index), devices->size());
+  EXPECT_EQ((*devices)[static_cast<size_t>(device->info().index)].name, device->info().name);
+  EXPECT_TRUE(device->info().compute);
+  EXPECT_TRUE(device->info().storage_16bit);
+  EXPECT_GE(device->info().subgroup_size, 1u);
+  EXPECT_NE(device->label().find("vulkan:" + std::to_string(device->info().index)), std::string::npos);
+  // The same device again by its index.
+  absl::StatusOr<std::unique_ptr<Device>> again = Device::Open("vulkan:" + std::to_string(device->info().index));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ((*again)->info().name, device->info().name);
+}
+
+TEST(VulkanDeviceTest, OpeningADeviceThatIsNotThereNamesWhatIs) {
+  absl::StatusOr<std::unique_ptr<Device>> d = Device::Open("vulkan:99");
+  ASSERT_FALSE(d.ok());
+  // NOT_FOUND with the list, or UNAVAILABLE when no Vulkan loader/driver works at all.
+  EXPECT_TRUE(d.status().code() == absl::StatusCode::kNotFound || d.status().code() == absl::StatusCode::kUnavailable)
+      << d.status();
+  EXPECT_NE(d.status().message().find("99"), std::string::npos) << d.status();
+}
+
+TEST(VulkanDeviceTest, BuffersRoundTripThroughDeviceAndHostMemory) {
+  std::unique_ptr<Device> device;
+  AIRLOCK_OPEN_TEST_DEVICE(device);
+  for (Memory memory : {Memory::kDeviceLocal, Memory::kHostVisible}) {
+    absl::StatusOr<std::unique_ptr<Buffer>> b = device->CreateBuffer(1000, memory);
+    ASSERT_TRUE(b.ok()) << b.status();
+    std::vector<uint8_t> in(600), out(600);
+    for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<uint8_t>(i * 7 + 3);
+    ASSERT_TRUE(device->Upload(**b, in.data(), in.size(), 400).ok());
+    ASSERT_TRUE(device->Download(**b, out.data(), out.size(), 400).ok());
+    EXPECT_EQ(in, out);
+    // One byte past the end, and an offset whose sum with the size would wrap.
+    EXPECT_EQ(device->Upload(**b, in.data(), 601, 400).code(), absl::StatusCode::kOutOfRange);
+    EXPECT_EQ(device->Download(**b, out.data(), 16, SIZE_MAX - 8).code(), absl::StatusCode::kOutOfRange);
+  }
+  EXPECT_EQ(device->CreateBuffer(0, Memory::kHostVisible).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(VulkanDeviceTest, ALostDeviceRefusesEveryLaterCall) {
+  std::unique_ptr<Device> device;
+  AIRLOCK_OPEN_TEST_DEVICE(device);
+  absl::StatusOr<std::unique_ptr<Ops>> ops = Ops::Create(*device);
+  ASSERT_TRUE(ops.ok()) << ops.status();
+  auto x = *device->CreateBuffer(4 * 64, Memory::kHostVisible);
+  auto w = *device->CreateBuffer(4 * 64, Memory::kHostVisible);
+  auto y = *device->CreateBuffer(4 * 64, Memory::kHostVisible);
+  absl::StatusOr<Dispatch> d = (*ops)->RmsNorm(*x, *w, *y, 1, 64, 1e-5f);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_TRUE(device->Run({&*d, 1}).ok());
+  device->SimulateLossForTesting();
+  EXPECT_EQ(device->Run({&*d, 1}).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(device->CreateBuffer(16, Memory::kHostVisible).status().code(), absl::StatusCode::kUnavailable);
+  float f = 0;
+  EXPECT_EQ(device->Upload(*x, &f, sizeof f).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(device->Download(*x, &f, sizeof f).code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(VulkanOpsTest, DispatchesRefuseShapesTheirBuffersDoNotHold) {
+  std::unique_ptr<Device> device;
+  AIRLOCK_OPEN_TEST_DEVICE(device);
+  auto ops = *Ops::Create(*device);
+  auto small = *device->CreateBuffer(64, Memory::kHostVisible);
+  auto big = *device->CreateBuffer(1 << 16, Memory::kHostVisible);
+  absl::StatusOr<Dispatch> d = ops->RmsNorm(*small, *big, *big, 2, 16, 1e-5f);  // x needs 128 bytes
+  EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(d.status().message().find("128"), std::string::npos) << d.status();
+  EXPECT_EQ(ops->RmsNorm(*big, *big, *big, 0, 16, 1e-5f).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ops->MatMulQ8_0(*big, *big, *big, 4, 33, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ops->MatMulQ8_0(*big, *small, *big, 4, 64, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  // A dispatch whose buffers do not match its pipeline is refused before anything is recorded.
+  absl::StatusOr<Dispatch> ok = ops->RmsNorm(*big, *big, *big, 2, 16, 1e-5f);
+  ASSERT_TRUE(ok.ok());
+  Dispatch broken = *ok;
+  broken.buffers.pop_back();
+  EXPECT_EQ(device->Run({&broken, 1}).code(), absl::StatusCode::kInvalidArgument);
+  broken = *ok;
+  broken.push.push_back(0);
+  EXPECT_EQ(device->Run({&broken, 1}).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(VulkanOpsTest, RmsNormMatchesTheCpuBackend) {
+  std::unique_ptr<Device> device;
+  AIRLOCK_OPEN_TEST_DEVICE(device);
+  auto ops = *Ops::Create(*device);
+  struct Shape {
+    uint32_t rows, n;
+  };
+  for (const Shape s : {Shape{1, 1}, Shape{3, 31}, Shape{7, 257}, Shape{2, 4099}, Shape{5, 2048}}) {
+    const size_t count = size_t{s.rows} * s.n;
+    const std::vector<float> x = RandomFloats(count, 1 + s.n, -3.0f, 3.0f);
+    const std::vector<float> w = RandomFloats(s.n, 2 + s.n, 0.5f, 1.5f);
+    auto xb = *device->CreateBuffer(count * 4, Memory::kDeviceLocal);
+    auto wb = *device->CreateBuffer(size_t{s.n} * 4, Memory::kDeviceLocal);
+    auto yb = *device->CreateBuffer(count * 4, Memory::kDeviceLocal);
+    ASSERT_TRUE(device->Upload(*xb, x.data(), count * 4).ok());
+    ASSERT_TRUE(device->Upload(*wb, w.data(), size_t{s.n} * 4).ok());
+    absl::StatusOr<Dispatch> d = ops->RmsNorm(*xb, *wb, *yb, s.rows, s.n, 1e-5f);
+    ASSERT_TRUE(d.ok()) << d.status();
+    ASSERT_TRUE(device->Run({&*d, 1}).ok());
+    std::vector<float> y(count), want(count);
+    ASSERT_TRUE(device->Download(*yb, y.data(), count * 4).ok());
+    for (uint32_t r = 0; r < s.rows; ++r) cpu::RmsNorm(&x[size_t{r} * s.n], w.data(), &want[size_t{r} * s.n], s.n, 1e-5f);
+    for (size_t i = 0; i < count; ++i) {
+      ASSERT_NEAR(y[i], want[i], 2e-6f * (1.0f + std::fabs(want[i]))) << "rows " << s.rows << " n " << s.n << " at " << i;
+    }
+  }
+}
+
+TEST(VulkanOpsTest, MatMulQ8_0MatchesVecDot) {
+  std::unique_ptr<Device> device;
+  AIRLOCK_OPEN_TEST_DEVICE(device);
+  auto ops = *Ops::Create(*device);
+  const TensorType act_type = kernels::ActivationType(TensorType::kQ8_0);
+  struct Shape {
+    uint32_t rows, cols, m;
+  };
+  for (const Shape s : {Shape{1, 32, 1}, Shape{37, 96, 3}, Shape{5, 4128, 2}, Shape{130, 2048, 9}}) {
+    const size_t w_row = *RowBytes(TensorType::kQ8_0, s.cols);
+    const size_t a_row = *RowBytes(act_type, s.cols);
+    std::vector<uint8_t> w(w_row * s.rows), a(a_row * s.m);
+    for (uint32_t r = 0; r < s.rows; ++r) {
+      const std::vector<float> f = RandomFloats(s.cols, 100 + r);
+      kernels::QuantizeRow(TensorType::kQ8_0, f.data(), &w[r * w_row], s.cols);
+    }
+    for (uint32_t t = 0; t < s.m; ++t) {
+      const std::vector<float> f = RandomFloats(s.cols, 900 + t, -4.0f, 4.0f);
+      kernels::QuantizeActivationRow(act_type, f.data(), &a[t * a_row], s.cols);
+    }
+    auto wb = *device->CreateBuffer(w.size(), Memory::kDeviceLocal);
+    auto ab = *device->CreateBuffer(a.size(), Memory::kDeviceLocal);
+    auto yb = *device->CreateBuffer(size_t{s.rows} * s.m * 4, Memory::kDeviceLocal);
+    ASSERT_TRUE(device->Upload(*wb, w.data(), w.size()).ok());
+    ASSERT_TRUE(device->Upload(*ab, a.data(), a.size()).ok());
+    absl::StatusOr<Dispatch> d = ops->MatMulQ8_0(*wb, *ab, *yb, s.rows, s.cols, s.m);
+    ASSERT_TRUE(d.ok()) << d.status();
+    ASSERT_TRUE(device->Run({&*d, 1}).ok());
+    std::vector<float> y(size_t{s.rows} * s.m);
+    ASSERT_TRUE(device->Download(*yb, y.data(), y.size() * 4).ok());
+    for (uint32_t t = 0; t < s.m; ++t) {
+      for (uint32_t r = 0; r < s.rows; ++r) {
+        const float want = kernels::VecDot(TensorType::kQ8_0, s.cols, &w[r * w_row], &a[t * a_row]);
+        // The block sums are exact integers on both sides; only the float sum's order differs.
+        const float tol = 1e-5f * (1.0f + std::fabs(want)) * std::sqrt(static_cast<float>(s.cols / 32));
+        ASSERT_NEAR(y[size_t{t} * s.rows + r], want, tol) << s.rows << "x" << s.cols << " m " << s.m << ": row " << r
+                                                          << ", activation row " << t;
+      }
+    }
+  }
+}
+
+TEST(VulkanOpsTest, DispatchesOfOneRunSeeEachOthersWrites) {
+  // RMSNorm twice in one submission, the second reading what the first wrote.
+  std::unique_ptr<Device> device;
+  AIRLOCK_OPEN_TEST_DEVICE(device);
+  auto ops = *Ops::Create(*device);
+  const uint32_t rows = 4, n = 300;
+  const std::vector<float> x = RandomFloats(size_t{rows} * n, 7, -2.0f, 2.0f);
+  const std::vector<float> w = RandomFloats(n, 8, 0.5f, 2.0f);
+  auto xb = *device->CreateBuffer(x.size() * 4, Memory::kDeviceLocal);
+  auto wb = *device->CreateBuffer(w.size() * 4, Memory::kDeviceLocal);
+  auto mid = *device->CreateBuffer(x.size() * 4, Memory::kDeviceLocal);
+  auto yb = *device->CreateBuffer(x.size() * 4, Memory::kDeviceLocal);
+  ASSERT_TRUE(device->Upload(*xb, x.data(), x.size() * 4).ok());
+  ASSERT_TRUE(device->Upload(*wb, w.data(), w.size() * 4).ok());
+  std::vector<Dispatch> steps = {*ops->RmsNorm(*xb, *wb, *mid, rows, n, 1e-5f), *ops->RmsNorm(*mid, *wb, *yb, rows, n, 1e-5f)};
+  ASSERT_TRUE(device->Run(steps).ok());
+  std::vector<float> y(x.size()), once(x.size()), twice(x.size());
+  ASSERT_TRUE(device->Download(*yb, y.data(), y.size() * 4).ok());
+  for (uint32_t r = 0; r < rows; ++r) {
+    cpu::RmsNorm(&x[r * n], w.data(), &once[r * n], n, 1e-5f);
+    cpu::RmsNorm(&once[r * n], w.data(), &twice[r * n], n, 1e-5f);
+  }
+  for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], twice[i], 1e-5f * (1.0f + std::fabs(twice[i]))) << i;
+}
+
+}  // namespace
+}  // namespace airlock::inference::vulkan
