@@ -27,6 +27,55 @@ absl::Status CheckForwardTokens(const Sequence& seq, std::span<const int32_t> to
   return absl::OkStatus();
 }
 
+absl::StatusOr<ExecutorOptions> NormalizeExecutorOptions(const ModelConfig& c, ExecutorOptions o) {
+  if (o.n_ctx <= 0) o.n_ctx = std::min(c.n_ctx_train, 4096);
+  if (o.n_threads < 1 || o.n_threads > 256) {
+    return absl::InvalidArgumentError(absl::StrCat("threads must be in [1, 256], got ", o.n_threads));
+  }
+  if (o.n_batch < 1 || o.n_batch > 4096) {
+    return absl::InvalidArgumentError(absl::StrCat("batch size must be in [1, 4096], got ", o.n_batch));
+  }
+  if (o.n_ctx > (1 << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat("context size ", o.n_ctx, " is too large"));
+  }
+  if (o.kv_block_tokens < 1 || o.kv_block_tokens > 256) {
+    return absl::InvalidArgumentError(absl::StrCat("KV block size must be in [1, 256] tokens, got ", o.kv_block_tokens));
+  }
+  if (o.kv_pool_tokens == 0) o.kv_pool_tokens = 2 * static_cast<int64_t>(o.n_ctx);
+  // Whole blocks, rounded up: never fewer positions than asked for.
+  o.kv_pool_tokens = (o.kv_pool_tokens + o.kv_block_tokens - 1) / o.kv_block_tokens * o.kv_block_tokens;
+  return o;
+}
+
+absl::StatusOr<int64_t> CheckBatch(std::span<const BatchEntry> batch, const KvPool& pool, int32_t n_vocab,
+                                   int32_t n_batch) {
+  if (batch.empty()) return absl::InvalidArgumentError("forward: empty batch");
+  int64_t total = 0;
+  for (size_t e = 0; e < batch.size(); ++e) {
+    const BatchEntry& entry = batch[e];
+    if (entry.seq == nullptr || &entry.seq->pool() != &pool) {
+      return absl::InvalidArgumentError(absl::StrCat("forward: entry ", e, " has no sequence of this executor"));
+    }
+    for (size_t f = 0; f < e; ++f) {
+      if (batch[f].seq == entry.seq) {
+        return absl::InvalidArgumentError(absl::StrCat("forward: entries ", f, " and ", e, " are the same sequence"));
+      }
+    }
+    if (entry.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("forward: entry ", e, " has no tokens"));
+    AIRLOCK_RETURN_IF_ERROR(CheckForwardTokens(*entry.seq, entry.tokens, n_vocab));
+    const int64_t end = static_cast<int64_t>(entry.seq->n_past()) + static_cast<int64_t>(entry.tokens.size());
+    if (static_cast<int64_t>(entry.seq->blocks().size()) * pool.block_tokens() < end ||
+        entry.seq->BlocksNeeded(static_cast<int32_t>(entry.tokens.size())) > 0) {
+      return absl::FailedPreconditionError(absl::StrCat("forward: entry ", e, "'s KV blocks are not reserved"));
+    }
+    total += static_cast<int64_t>(entry.tokens.size());
+  }
+  if (total > n_batch) {
+    return absl::InvalidArgumentError(absl::StrCat("forward: ", total, " tokens in one step; at most ", n_batch));
+  }
+  return total;
+}
+
 absl::StatusOr<std::unique_ptr<Sequence>> ModelExecutor::NewSequence(std::string_view scope) {
   KvPool& pool = kv_pool();
   return std::make_unique<Sequence>(pool, options().n_ctx, pool.ScopeId(scope));

@@ -37,6 +37,11 @@ using Sequence = KvSequence;
 // sequence's positions (OUT_OF_RANGE).
 absl::Status CheckForwardTokens(const Sequence& seq, std::span<const int32_t> tokens, int32_t n_vocab);
 
+// The options a backend runs with: defaults filled in (n_ctx from the model, the pool from
+// n_ctx, rounded up to whole blocks) and every field checked against its range
+// (INVALID_ARGUMENT naming the field). Memory limits are each backend's to check.
+absl::StatusOr<ExecutorOptions> NormalizeExecutorOptions(const ModelConfig& c, ExecutorOptions o);
+
 // One sequence's part of a batched forward step.
 struct BatchEntry {
   Sequence* seq = nullptr;  // distinct per entry; Reserve()d for tokens.size() more positions
@@ -73,6 +78,12 @@ class ModelExecutor {
   // room, INVALID_ARGUMENT for a token id outside the vocabulary; the sequence is unchanged then.
   absl::Status Forward(Sequence& seq, std::span<const int32_t> tokens, float* logits, bool all_logits);
 };
+
+// The checks of ForwardBatch's contract that do not depend on the device (entries of this pool,
+// distinct, not empty, token ids and context, blocks reserved, at most n_batch tokens); returns
+// the number of tokens in the batch.
+absl::StatusOr<int64_t> CheckBatch(std::span<const BatchEntry> batch, const KvPool& pool, int32_t n_vocab,
+                                   int32_t n_batch);
 
 class Backend {
  public:

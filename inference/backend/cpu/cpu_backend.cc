@@ -68,31 +68,7 @@ class CpuExecutor : public ModelExecutor {
   KvPool& kv_pool() override { return kv_pool_; }
 
   absl::Status ForwardBatch(std::span<const BatchEntry> batch) override {
-    if (batch.empty()) return absl::InvalidArgumentError("forward: empty batch");
-    int64_t total = 0;
-    for (size_t e = 0; e < batch.size(); ++e) {
-      const BatchEntry& entry = batch[e];
-      if (entry.seq == nullptr || &entry.seq->pool() != &kv_pool_) {
-        return absl::InvalidArgumentError(absl::StrCat("forward: entry ", e, " has no sequence of this executor"));
-      }
-      for (size_t f = 0; f < e; ++f) {
-        if (batch[f].seq == entry.seq) {
-          return absl::InvalidArgumentError(absl::StrCat("forward: entries ", f, " and ", e, " are the same sequence"));
-        }
-      }
-      if (entry.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("forward: entry ", e, " has no tokens"));
-      AIRLOCK_RETURN_IF_ERROR(CheckForwardTokens(*entry.seq, entry.tokens, c_.n_vocab));
-      const int64_t end = static_cast<int64_t>(entry.seq->n_past()) + static_cast<int64_t>(entry.tokens.size());
-      if (static_cast<int64_t>(entry.seq->blocks().size()) * kv_pool_.block_tokens() < end ||
-          entry.seq->BlocksNeeded(static_cast<int32_t>(entry.tokens.size())) > 0) {
-        return absl::FailedPreconditionError(absl::StrCat("forward: entry ", e, "'s KV blocks are not reserved"));
-      }
-      total += static_cast<int64_t>(entry.tokens.size());
-    }
-    if (total > options_.n_batch) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("forward: ", total, " tokens in one step; at most ", options_.n_batch));
-    }
+    AIRLOCK_ASSIGN_OR_RETURN(const int64_t total, CheckBatch(batch, kv_pool_, c_.n_vocab, options_.n_batch));
     int64_t r = 0;
     for (size_t e = 0; e < batch.size(); ++e) {
       for (size_t i = 0; i < batch[e].tokens.size(); ++i, ++r) {
@@ -451,24 +427,8 @@ class CpuBackend : public Backend {
 
   absl::StatusOr<std::unique_ptr<ModelExecutor>> CreateExecutor(const Model& model,
                                                                 const ExecutorOptions& options) override {
-    ExecutorOptions o = options;
+    AIRLOCK_ASSIGN_OR_RETURN(const ExecutorOptions o, NormalizeExecutorOptions(model.config(), options));
     const ModelConfig& c = model.config();
-    if (o.n_ctx <= 0) o.n_ctx = std::min(c.n_ctx_train, 4096);
-    if (o.n_threads < 1 || o.n_threads > 256) {
-      return absl::InvalidArgumentError(absl::StrCat("threads must be in [1, 256], got ", o.n_threads));
-    }
-    if (o.n_batch < 1 || o.n_batch > 4096) {
-      return absl::InvalidArgumentError(absl::StrCat("batch size must be in [1, 4096], got ", o.n_batch));
-    }
-    if (o.n_ctx > (1 << 20)) {
-      return absl::InvalidArgumentError(absl::StrCat("context size ", o.n_ctx, " is too large"));
-    }
-    if (o.kv_block_tokens < 1 || o.kv_block_tokens > 256) {
-      return absl::InvalidArgumentError(absl::StrCat("KV block size must be in [1, 256] tokens, got ", o.kv_block_tokens));
-    }
-    if (o.kv_pool_tokens == 0) o.kv_pool_tokens = 2 * static_cast<int64_t>(o.n_ctx);
-    // Whole blocks, rounded up: never fewer positions than asked for.
-    o.kv_pool_tokens = (o.kv_pool_tokens + o.kv_block_tokens - 1) / o.kv_block_tokens * o.kv_block_tokens;
     const double bytes = static_cast<double>(o.kv_pool_tokens) * KvBytesPerToken(c, o.kv_type);
     const double physical = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
     if (o.kv_pool_tokens > (int64_t{1} << 31) || (physical > 0 && bytes > physical)) {

@@ -137,6 +137,7 @@ DeviceInfo Describe(VkPhysicalDevice device, int index) {
       info.device_local_bytes = std::max<uint64_t>(info.device_local_bytes, memory.memoryHeaps[h].size);
     }
   }
+  info.max_buffer_bytes = props.properties.limits.maxStorageBufferRange;
   info.subgroup_size = subgroup.subgroupSize;
   info.compute = ComputeQueueFamily(device) >= 0;
   info.shader_float16 = f12.shaderFloat16 == VK_TRUE;
@@ -449,6 +450,16 @@ absl::Status Device::Download(const Buffer& buffer, void* data, size_t bytes, si
   AIRLOCK_RETURN_IF_ERROR(CopyBuffer(buffer.buffer_, offset, staging->buffer_, 0, bytes));
   std::memcpy(data, staging->mapped_, bytes);
   return absl::OkStatus();
+}
+
+absl::Status Device::Copy(const Buffer& src, size_t src_offset, Buffer& dst, size_t dst_offset, size_t bytes) {
+  if (lost_) return absl::UnavailableError(absl::StrCat(label(), " was lost"));
+  if (src_offset > src.size() || bytes > src.size() - src_offset || dst_offset > dst.size() ||
+      bytes > dst.size() - dst_offset) {
+    return absl::OutOfRangeError(absl::StrCat("copy of ", bytes, " bytes between buffers of ", src.size(), " and ", dst.size()));
+  }
+  if (bytes == 0) return absl::OkStatus();
+  return CopyBuffer(src.buffer_, src_offset, dst.buffer_, dst_offset, bytes);
 }
 
 absl::StatusOr<std::unique_ptr<Pipeline>> Device::CreatePipeline(std::span<const uint32_t> spirv, int n_buffers,

@@ -31,6 +31,7 @@ struct DeviceInfo {
   uint32_t api_version = 0;  // VK_MAKE_API_VERSION
   std::string driver;        // driver name and info (VkPhysicalDeviceDriverProperties)
   uint64_t device_local_bytes = 0;  // the largest DEVICE_LOCAL heap
+  uint64_t max_buffer_bytes = 0;    // maxStorageBufferRange: the most one bound buffer may hold
   uint32_t subgroup_size = 0;
   bool compute = false;          // has a compute queue family
   bool shader_float16 = false;   // shaderFloat16
@@ -127,6 +128,8 @@ class Device {
   // Copies host bytes into / out of a buffer at `offset`; OUT_OF_RANGE when they do not fit.
   absl::Status Upload(Buffer& buffer, const void* data, size_t bytes, size_t offset = 0);
   absl::Status Download(const Buffer& buffer, void* data, size_t bytes, size_t offset = 0);
+  // Copies bytes between two buffers on the device (and waits); OUT_OF_RANGE when they do not fit.
+  absl::Status Copy(const Buffer& src, size_t src_offset, Buffer& dst, size_t dst_offset, size_t bytes);
 
   // A pipeline from SPIR-V words (the shader's entry point is "main").
   absl::StatusOr<std::unique_ptr<Pipeline>> CreatePipeline(std::span<const uint32_t> spirv, int n_buffers,

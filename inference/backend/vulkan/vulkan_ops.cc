@@ -18,6 +18,26 @@ constexpr uint32_t kRmsNormSpirv[] = {
 constexpr uint32_t kMatMulQ8_0Spirv[] = {
 #include "matmul_q8_0.spv.inc"
 };
+constexpr uint32_t kMatMulF32Spirv[] = {
+#include "matmul_f32.spv.inc"
+};
+constexpr uint32_t kRopeSpirv[] = {
+#include "rope.spv.inc"
+};
+constexpr uint32_t kKvStoreSpirv[] = {
+#include "kv_store.spv.inc"
+};
+constexpr uint32_t kAttentionSpirv[] = {
+#include "attention.spv.inc"
+};
+constexpr uint32_t kSwiGluSpirv[] = {
+#include "swiglu.spv.inc"
+};
+constexpr uint32_t kGatherRowsSpirv[] = {
+#include "gather_rows.spv.inc"
+};
+
+uint32_t Groups(uint64_t items, uint32_t per_group) { return static_cast<uint32_t>((items + per_group - 1) / per_group); }
 
 template <typename T>
 std::vector<uint8_t> PushBytes(const T& push) {
@@ -41,6 +61,12 @@ absl::StatusOr<std::unique_ptr<Ops>> Ops::Create(Device& device) {
   std::unique_ptr<Ops> ops(new Ops());
   AIRLOCK_ASSIGN_OR_RETURN(ops->rms_norm_, device.CreatePipeline(kRmsNormSpirv, 3, 12));
   AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q8_0_, device.CreatePipeline(kMatMulQ8_0Spirv, 3, 12));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_f32_, device.CreatePipeline(kMatMulF32Spirv, 3, 16));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->rope_, device.CreatePipeline(kRopeSpirv, 2, 24));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->kv_store_, device.CreatePipeline(kKvStoreSpirv, 5, 20));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->attention_, device.CreatePipeline(kAttentionSpirv, 6, 32));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->swiglu_, device.CreatePipeline(kSwiGluSpirv, 2, 4));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->gather_rows_, device.CreatePipeline(kGatherRowsSpirv, 3, 8));
   return ops;
 }
 
@@ -85,6 +111,132 @@ absl::StatusOr<Dispatch> Ops::MatMulQ8_0(const Buffer& w, const Buffer& a, const
   d.push = PushBytes(push);
   d.groups_x = rows;
   d.groups_y = m;
+  return d;
+}
+
+absl::StatusOr<Dispatch> Ops::MatMulF32(const Buffer& w, const Buffer& x, const Buffer& y, uint32_t rows,
+                                        uint32_t cols, uint32_t m, bool accumulate) const {
+  if (rows == 0 || cols == 0 || m == 0) return absl::InvalidArgumentError("MatMulF32 of an empty matrix");
+  if (rows > max_groups_ || m > max_groups_) {
+    return absl::InvalidArgumentError(absl::StrCat("MatMulF32 takes at most ", max_groups_, " rows and activation rows"));
+  }
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(w, uint64_t{rows} * cols * 4, "F32 weights"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(x, uint64_t{m} * cols * 4, "MatMulF32 input"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(y, uint64_t{m} * rows * 4, "MatMulF32 output"));
+  struct {
+    uint32_t cols, rows, m, accumulate;
+  } push{cols, rows, m, accumulate ? 1u : 0u};
+  Dispatch d;
+  d.pipeline = matmul_f32_.get();
+  d.buffers = {&w, &x, &y};
+  d.push = PushBytes(push);
+  d.groups_x = rows;
+  d.groups_y = m;
+  return d;
+}
+
+absl::StatusOr<Dispatch> Ops::Rope(const Buffer& x, const Buffer& cos_sin, uint32_t rows, uint32_t heads,
+                                   uint32_t head_dim, uint32_t n_rot, uint32_t row_stride, bool neox) const {
+  if (rows == 0 || heads == 0 || n_rot < 2 || n_rot % 2 != 0 || n_rot > head_dim) {
+    return absl::InvalidArgumentError(absl::StrCat("Rope: bad shape (rows ", rows, ", heads ", heads, ", head_dim ",
+                                                   head_dim, ", n_rot ", n_rot, ")"));
+  }
+  if (uint64_t{heads} * head_dim > row_stride) return absl::InvalidArgumentError("Rope: heads overlap the next row");
+  if (rows > max_groups_ || heads > max_groups_) return absl::InvalidArgumentError("Rope: too many rows or heads");
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(x, (uint64_t{rows - 1} * row_stride + uint64_t{heads} * head_dim) * 4, "Rope rows"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(cos_sin, uint64_t{rows} * n_rot * 4, "Rope cos/sin table"));
+  struct {
+    uint32_t rows, heads, head_dim, n_rot, row_stride, neox;
+  } push{rows, heads, head_dim, n_rot, row_stride, neox ? 1u : 0u};
+  Dispatch d;
+  d.pipeline = rope_.get();
+  d.buffers = {&x, &cos_sin};
+  d.push = PushBytes(push);
+  d.groups_x = Groups(n_rot / 2, 64);
+  d.groups_y = heads;
+  d.groups_z = rows;
+  return d;
+}
+
+absl::StatusOr<Dispatch> Ops::KvStore(const Buffer& k, const Buffer& v, const Buffer& meta, const Buffer& k_cache,
+                                      const Buffer& v_cache, const KvLayout& kv, uint32_t layer, uint32_t rows) const {
+  if (rows == 0 || rows > max_groups_ || kv.kv_dim() == 0 || layer >= kv.n_layer) {
+    return absl::InvalidArgumentError("KvStore: bad shape");
+  }
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(k, uint64_t{rows} * kv.kv_dim() * 4, "KvStore K rows"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(v, uint64_t{rows} * kv.kv_dim() * 4, "KvStore V rows"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(meta, uint64_t{rows} * kMetaWords * 4, "KvStore row metadata"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(k_cache, kv.elements() * 4, "K cache"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(v_cache, kv.elements() * 4, "V cache"));
+  struct {
+    uint32_t rows, kv_dim, layer, n_layer, block_tokens;
+  } push{rows, kv.kv_dim(), layer, kv.n_layer, kv.block_tokens};
+  Dispatch d;
+  d.pipeline = kv_store_.get();
+  d.buffers = {&k, &v, &meta, &k_cache, &v_cache};
+  d.push = PushBytes(push);
+  d.groups_x = Groups(kv.kv_dim(), 64);
+  d.groups_y = rows;
+  return d;
+}
+
+absl::StatusOr<Dispatch> Ops::Attention(const Buffer& q, const Buffer& k_cache, const Buffer& v_cache,
+                                        const Buffer& meta, const Buffer& blocks, const Buffer& out, const KvLayout& kv,
+                                        uint32_t layer, uint32_t rows, float scale) const {
+  if (rows == 0 || rows > max_groups_ || kv.n_head == 0 || kv.n_head_kv == 0 || kv.n_head % kv.n_head_kv != 0 ||
+      kv.head_dim == 0 || layer >= kv.n_layer || kv.n_head > max_groups_) {
+    return absl::InvalidArgumentError("Attention: bad shape");
+  }
+  const uint64_t q_bytes = uint64_t{rows} * kv.n_head * kv.head_dim * 4;
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(q, q_bytes, "Attention queries"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(out, q_bytes, "Attention output"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(meta, uint64_t{rows} * kMetaWords * 4, "Attention row metadata"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(k_cache, kv.elements() * 4, "K cache"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(v_cache, kv.elements() * 4, "V cache"));
+  struct {
+    uint32_t rows, n_head, n_head_kv, head_dim, layer, n_layer, block_tokens;
+    float scale;
+  } push{rows, kv.n_head, kv.n_head_kv, kv.head_dim, layer, kv.n_layer, kv.block_tokens, scale};
+  Dispatch d;
+  d.pipeline = attention_.get();
+  d.buffers = {&q, &k_cache, &v_cache, &meta, &blocks, &out};
+  d.push = PushBytes(push);
+  d.groups_x = kv.n_head;
+  d.groups_y = rows;
+  return d;
+}
+
+absl::StatusOr<Dispatch> Ops::SwiGlu(const Buffer& gate, const Buffer& up, uint32_t count) const {
+  if (count == 0) return absl::InvalidArgumentError("SwiGlu of nothing");
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(gate, uint64_t{count} * 4, "SwiGlu gate"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(up, uint64_t{count} * 4, "SwiGlu up"));
+  struct {
+    uint32_t count;
+  } push{count};
+  Dispatch d;
+  d.pipeline = swiglu_.get();
+  d.buffers = {&gate, &up};
+  d.push = PushBytes(push);
+  const uint32_t groups = Groups(count, 256);
+  d.groups_x = groups < max_groups_ ? groups : max_groups_;
+  d.groups_y = (groups + d.groups_x - 1) / d.groups_x;
+  return d;
+}
+
+absl::StatusOr<Dispatch> Ops::GatherRows(const Buffer& x, const Buffer& index, const Buffer& out, uint32_t rows,
+                                         uint32_t n) const {
+  if (rows == 0 || n == 0 || rows > max_groups_) return absl::InvalidArgumentError("GatherRows: bad shape");
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(index, uint64_t{rows} * 4, "GatherRows index"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(out, uint64_t{rows} * n * 4, "GatherRows output"));
+  struct {
+    uint32_t rows, n;
+  } push{rows, n};
+  Dispatch d;
+  d.pipeline = gather_rows_.get();
+  d.buffers = {&x, &index, &out};
+  d.push = PushBytes(push);
+  d.groups_x = Groups(n, 64);
+  d.groups_y = rows;
   return d;
 }
 

@@ -27,9 +27,48 @@ class Ops {
   absl::StatusOr<Dispatch> MatMulQ8_0(const Buffer& w, const Buffer& a, const Buffer& y, uint32_t rows, uint32_t cols,
                                       uint32_t m) const;
 
+  // y[t * rows + r] = dot(weight row r, x row t) for F32 weights (rows x cols) and m rows of x;
+  // with `accumulate`, y += instead (the residual connection).
+  absl::StatusOr<Dispatch> MatMulF32(const Buffer& w, const Buffer& x, const Buffer& y, uint32_t rows, uint32_t cols,
+                                     uint32_t m, bool accumulate) const;
+
+  // RoPE in place on `rows` rows (row_stride floats apart) of `heads` heads of head_dim floats,
+  // the first n_rot of each rotated by the per-row cos/sin table (n_rot floats per row, as
+  // cpu::RopeCache fills it); neox: pairs (i, i + n_rot / 2), else adjacent pairs.
+  absl::StatusOr<Dispatch> Rope(const Buffer& x, const Buffer& cos_sin, uint32_t rows, uint32_t heads,
+                                uint32_t head_dim, uint32_t n_rot, uint32_t row_stride, bool neox) const;
+
+  // The geometry of a paged F32 KV cache: [block][layer][slot][kv_dim].
+  struct KvLayout {
+    uint32_t n_blocks = 0, n_layer = 0, block_tokens = 0, n_head = 0, n_head_kv = 0, head_dim = 0;
+    uint32_t kv_dim() const { return n_head_kv * head_dim; }
+    uint64_t elements() const { return uint64_t{n_blocks} * n_layer * block_tokens * kv_dim(); }
+  };
+  // Row metadata for KvStore and Attention: four uints per row (position, the block holding it,
+  // its slot there, offset of the row's block table in `blocks`).
+  static constexpr uint32_t kMetaWords = 4;
+
+  // K and V rows (kv_dim floats each) into the caches at each row's block and slot, layer `layer`.
+  absl::StatusOr<Dispatch> KvStore(const Buffer& k, const Buffer& v, const Buffer& meta, const Buffer& k_cache,
+                                   const Buffer& v_cache, const KvLayout& kv, uint32_t layer, uint32_t rows) const;
+
+  // Causal attention of every (row, head) over its sequence's positions 0..pos in layer `layer`:
+  // q and out are rows of n_head * head_dim floats. Positions per sequence: at most 4096.
+  absl::StatusOr<Dispatch> Attention(const Buffer& q, const Buffer& k_cache, const Buffer& v_cache, const Buffer& meta,
+                                     const Buffer& blocks, const Buffer& out, const KvLayout& kv, uint32_t layer,
+                                     uint32_t rows, float scale) const;
+  static constexpr uint32_t kMaxAttentionPositions = 4096;
+
+  // gate = silu(gate) * up over `count` floats.
+  absl::StatusOr<Dispatch> SwiGlu(const Buffer& gate, const Buffer& up, uint32_t count) const;
+
+  // out row i = x row index[i] (rows of n floats), for `rows` indices.
+  absl::StatusOr<Dispatch> GatherRows(const Buffer& x, const Buffer& index, const Buffer& out, uint32_t rows,
+                                      uint32_t n) const;
+
  private:
   Ops() = default;
-  std::unique_ptr<Pipeline> rms_norm_, matmul_q8_0_;
+  std::unique_ptr<Pipeline> rms_norm_, matmul_q8_0_, matmul_f32_, rope_, kv_store_, attention_, swiglu_, gather_rows_;
   uint32_t max_groups_ = 65535;  // maxComputeWorkGroupCount per dimension (at least 65535)
 };
 

@@ -15,27 +15,11 @@
 #include "inference/backend/vulkan/vulkan_ops.h"
 #include "inference/base/tensor_type.h"
 #include "inference/kernels/quants.h"
+#include "tests/inference/vulkan/vulkan_test_util.h"
 #include "tests/support/test_data.h"
 
 namespace airlock::inference::vulkan {
 namespace {
-
-// The device the tests run on: $AIRLOCK_TEST_VULKAN_DEVICE, else lavapipe ("llvmpipe").
-std::string TestDeviceSelector() {
-  const char* env = std::getenv("AIRLOCK_TEST_VULKAN_DEVICE");
-  return env != nullptr && env[0] != '\0' ? env : "vulkan:llvmpipe";
-}
-
-// Opens the test device, or skips (fails under CI=true, where lavapipe is installed).
-#define AIRLOCK_OPEN_TEST_DEVICE(device)                                                          \
-  do {                                                                                            \
-    absl::StatusOr<std::unique_ptr<Device>> opened = Device::Open(TestDeviceSelector());          \
-    if (!opened.ok()) {                                                                           \
-      if (::airlock::testing::RunningInCi()) FAIL() << "no Vulkan test device (CI=true): " << opened.status(); \
-      GTEST_SKIP() << "no Vulkan test device: " << opened.status();                               \
-    }                                                                                             \
-    device = *std::move(opened);                                                                  \
-  } while (0)
 
 std::vector<float> RandomFloats(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
   std::mt19937 rng(seed);

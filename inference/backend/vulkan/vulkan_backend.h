@@ -1,0 +1,21 @@
+// The Vulkan backend: a ModelExecutor whose forward step runs on one Vulkan device (weights
+// uploaded at creation, the paged KV cache in device memory, each step recorded as one submission
+// of the architecture recipe's ops).
+//
+// First step of issue 17: F32 weights, F32 KV cache, the llama recipe's ops. Anything else is
+// refused at CreateExecutor with an error that names it, never silently run on the CPU.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "inference/backend/backend.h"
+
+namespace airlock::inference {
+
+// A backend on the device `selector` names ("vulkan:0", "vulkan:llvmpipe"; see
+// vulkan::ResolveDevice). The device is opened by each CreateExecutor.
+std::unique_ptr<Backend> CreateVulkanBackend(std::string_view selector);
+
+}  // namespace airlock::inference

@@ -1,0 +1,194 @@
+// The Vulkan executor against the CPU backend on the real stories260K F32 model: teacher-forced
+// logits, greedy tokens, batch invariance on the device, copy-on-write of shared prefix blocks,
+// and the refusals of what it does not run yet.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "inference/backend/backend.h"
+#include "inference/backend/vulkan/vulkan_backend.h"
+#include "inference/model/model.h"
+#include "tests/inference/vulkan/vulkan_test_util.h"
+#include "tests/support/test_data.h"
+
+namespace airlock::inference {
+namespace {
+
+ExecutorOptions F32Options() {
+  ExecutorOptions o;
+  o.n_threads = 1;
+  o.n_ctx = 256;
+  o.n_batch = 64;
+  o.kv_type = KvCacheType::kF32;
+  return o;
+}
+
+int32_t Argmax(const float* logits, int32_t n) { return static_cast<int32_t>(std::max_element(logits, logits + n) - logits); }
+
+class VulkanBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::unique_ptr<vulkan::Device> device;
+    AIRLOCK_OPEN_TEST_DEVICE(device);
+    const std::string path = testing::SharedPath("models/stories260K-f32.gguf");
+    AIRLOCK_REQUIRE_SHARED_FILE(path);
+    auto m = Model::Load(path);
+    ASSERT_TRUE(m.ok()) << m.status();
+    model_ = std::move(*m);
+    nv_ = model_->config().n_vocab;
+  }
+
+  std::unique_ptr<ModelExecutor> Make(Backend& backend, ExecutorOptions o = F32Options()) {
+    auto ex = backend.CreateExecutor(*model_, o);
+    EXPECT_TRUE(ex.ok()) << ex.status();
+    return ex.ok() ? std::move(*ex) : nullptr;
+  }
+
+  std::vector<float> AllLogits(ModelExecutor& ex, const std::vector<int32_t>& tokens) {
+    std::vector<float> out(tokens.size() * nv_);
+    auto seq = ex.NewSequence();
+    absl::Status s = ex.Forward(**seq, tokens, out.data(), true);
+    EXPECT_TRUE(s.ok()) << s;
+    return out;
+  }
+
+  std::vector<int32_t> Greedy(ModelExecutor& ex, std::vector<int32_t> tokens, int n) {
+    auto seq = ex.NewSequence();
+    std::vector<float> logits(nv_);
+    std::vector<int32_t> out;
+    for (int i = 0; i < n; ++i) {
+      absl::Status s = ex.Forward(**seq, tokens, logits.data(), false);
+      EXPECT_TRUE(s.ok()) << s;
+      if (!s.ok()) break;
+      out.push_back(Argmax(logits.data(), nv_));
+      tokens = {out.back()};
+    }
+    return out;
+  }
+
+  std::unique_ptr<Model> model_;
+  int32_t nv_ = 0;
+  const std::vector<int32_t> prompt_ = {1, 403, 407, 261, 378, 11, 280, 300, 45, 9, 417, 260, 301};
+};
+
+TEST_F(VulkanBackendTest, TeacherForcedLogitsMatchTheCpuBackend) {
+  auto cpu = CreateCpuBackend();
+  auto gpu = CreateVulkanBackend(vulkan::TestDeviceSelector());
+  auto cpu_ex = Make(*cpu);
+  auto gpu_ex = Make(*gpu);
+  ASSERT_TRUE(cpu_ex && gpu_ex);
+  const std::vector<float> want = AllLogits(*cpu_ex, prompt_);
+  const std::vector<float> got = AllLogits(*gpu_ex, prompt_);
+  ASSERT_EQ(got.size(), want.size());
+  float max_diff = 0;
+  for (size_t i = 0; i < got.size(); ++i) max_diff = std::max(max_diff, std::fabs(got[i] - want[i]));
+  // The same F32 arithmetic summed in another order: far below the gaps between top tokens.
+  EXPECT_LT(max_diff, 2e-4f);
+  std::printf("[ vulkan ] stories260K-f32 teacher-forced max |diff| vs CPU: %g\n", max_diff);
+  for (size_t t = 0; t < prompt_.size(); ++t) {
+    EXPECT_EQ(Argmax(&got[t * nv_], nv_), Argmax(&want[t * nv_], nv_)) << "position " << t;
+  }
+}
+
+TEST_F(VulkanBackendTest, GreedyTokensEqualTheCpuBackend) {
+  auto cpu = CreateCpuBackend();
+  auto gpu = CreateVulkanBackend(vulkan::TestDeviceSelector());
+  auto cpu_ex = Make(*cpu);
+  auto gpu_ex = Make(*gpu);
+  ASSERT_TRUE(cpu_ex && gpu_ex);
+  const std::vector<int32_t> want = Greedy(*cpu_ex, {1}, 100);
+  EXPECT_EQ(Greedy(*gpu_ex, {1}, 100), want);
+  EXPECT_EQ(Greedy(*gpu_ex, prompt_, 40), Greedy(*cpu_ex, prompt_, 40));
+}
+
+TEST_F(VulkanBackendTest, ASequenceGivesTheSameLogitsAloneAndInABatch) {
+  auto gpu = CreateVulkanBackend(vulkan::TestDeviceSelector());
+  auto ex = Make(*gpu);
+  ASSERT_TRUE(ex);
+  const std::vector<std::vector<int32_t>> prompts = {prompt_, {1, 5, 6, 7}, {1, 300, 301, 302, 303, 304, 305}};
+  std::vector<std::vector<float>> alone;
+  for (const auto& p : prompts) alone.push_back(AllLogits(*ex, p));
+  std::vector<std::unique_ptr<Sequence>> seqs;
+  std::vector<std::vector<float>> together(prompts.size());
+  std::vector<BatchEntry> batch;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    seqs.push_back(*ex->NewSequence());
+    ASSERT_TRUE(seqs.back()->Reserve(static_cast<int32_t>(prompts[i].size())));
+    together[i].resize(prompts[i].size() * nv_);
+    BatchEntry e;
+    e.seq = seqs.back().get();
+    e.tokens = prompts[i];
+    e.logits = together[i].data();
+    e.all_logits = true;
+    batch.push_back(e);
+  }
+  ASSERT_TRUE(ex->ForwardBatch(batch).ok());
+  // Every op computes a row the same way whatever else is in the step: bit-identical.
+  for (size_t i = 0; i < prompts.size(); ++i) EXPECT_EQ(together[i], alone[i]) << "prompt " << i;
+}
+
+TEST_F(VulkanBackendTest, SharedPrefixBlocksAreCopiedOnTheDeviceBeforeTheyDiverge) {
+  // Blocks of 4. Sequence a holds the 13-token prompt (blocks 0-2 full and registered). Sequence b
+  // adopts its first 12 tokens, forgets the last two and writes two others there: position 10 lies
+  // in a's block 2, so b must get a device copy of it first. Both must then compute exactly what
+  // a fresh executor computes for their own tokens.
+  auto gpu = CreateVulkanBackend(vulkan::TestDeviceSelector());
+  ExecutorOptions o = F32Options();
+  o.kv_block_tokens = 4;
+  o.prefix_cache = true;
+  auto ex = Make(*gpu, o);
+  ASSERT_TRUE(ex);
+  auto a = *ex->NewSequence();
+  std::vector<float> logits(2 * nv_);
+  ASSERT_TRUE(ex->Forward(*a, prompt_, logits.data(), false).ok());
+  auto b = *ex->NewSequence();
+  ASSERT_EQ(b->AdoptPrefix(prompt_, 12), 12);
+  b->Truncate(10);
+  const std::vector<int32_t> tail = {42, 43};
+  ASSERT_TRUE(ex->Forward(*b, tail, logits.data(), true).ok());
+  const int32_t next = 7;
+  std::vector<float> a_next(nv_);
+  ASSERT_TRUE(ex->Forward(*a, std::span<const int32_t>(&next, 1), a_next.data(), false).ok());
+
+  ExecutorOptions off = o;
+  off.prefix_cache = false;
+  auto fresh = Make(*gpu, off);
+  ASSERT_TRUE(fresh);
+  std::vector<int32_t> b_tokens(prompt_.begin(), prompt_.begin() + 10);
+  b_tokens.insert(b_tokens.end(), tail.begin(), tail.end());
+  const std::vector<float> b_want = AllLogits(*fresh, b_tokens);
+  EXPECT_EQ(logits, std::vector<float>(b_want.begin() + 10 * nv_, b_want.end())) << "b read a wrong prefix";
+  std::vector<int32_t> a_tokens = prompt_;
+  a_tokens.push_back(next);
+  const std::vector<float> a_want = AllLogits(*fresh, a_tokens);
+  EXPECT_EQ(a_next, std::vector<float>(a_want.end() - nv_, a_want.end())) << "b's writes reached a's block";
+}
+
+TEST_F(VulkanBackendTest, WhatItDoesNotRunYetIsRefusedByName) {
+  auto gpu = CreateVulkanBackend(vulkan::TestDeviceSelector());
+  ExecutorOptions f16 = F32Options();
+  f16.kv_type = KvCacheType::kF16;
+  auto ex = gpu->CreateExecutor(*model_, f16);
+  EXPECT_EQ(ex.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(ex.status().message().find("kv_type f32"), std::string::npos) << ex.status();
+
+  const std::string q8 = testing::SharedPath("models/stories260K-q8_0.gguf");
+  AIRLOCK_REQUIRE_SHARED_FILE(q8);
+  auto m = Model::Load(q8);
+  ASSERT_TRUE(m.ok()) << m.status();
+  ex = gpu->CreateExecutor(**m, F32Options());
+  EXPECT_EQ(ex.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(ex.status().message().find("q8_0"), std::string::npos) << ex.status();
+
+  auto missing = CreateVulkanBackend("vulkan:57");
+  ex = missing->CreateExecutor(*model_, F32Options());
+  EXPECT_EQ(ex.status().code(), absl::StatusCode::kNotFound) << ex.status();
+}
+
+}  // namespace
+}  // namespace airlock::inference
