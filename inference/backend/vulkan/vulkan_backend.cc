@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <utility>
 #include <vector>
 
@@ -27,9 +28,19 @@ using vulkan::Ops;
 
 std::string MiB(uint64_t bytes) { return absl::StrFormat("%.1f MiB", static_cast<double>(bytes) / (1 << 20)); }
 
-struct DeviceLayer {
-  std::unique_ptr<Buffer> attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down;
+// A weight matrix in device memory, in the file's format.
+struct DeviceMatrix {
+  std::unique_ptr<Buffer> data;
+  TensorType type = TensorType::kF32;
+  uint32_t rows = 0, cols = 0;
 };
+
+struct DeviceLayer {
+  std::unique_ptr<Buffer> attn_norm, ffn_norm;
+  DeviceMatrix wq, wk, wv, wo, w_gate, w_up, w_down;
+};
+
+bool Supported(TensorType t) { return t == TensorType::kF32 || t == TensorType::kF16 || t == TensorType::kQ8_0; }
 
 class VulkanExecutor : public ModelExecutor {
  public:
@@ -107,9 +118,7 @@ class VulkanExecutor : public ModelExecutor {
             AIRLOCK_RETURN_IF_ERROR(add(ops_->RmsNorm(*x_, *L.attn_norm, *xn_, n, e, c_.rms_eps)));
             break;
           case LayerOp::kQkvProject:
-            AIRLOCK_RETURN_IF_ERROR(add(ops_->MatMulF32(*L.wq, *xn_, *q_, q_dim, e, n, false)));
-            AIRLOCK_RETURN_IF_ERROR(add(ops_->MatMulF32(*L.wk, *xn_, *k_, kv_dim, e, n, false)));
-            AIRLOCK_RETURN_IF_ERROR(add(ops_->MatMulF32(*L.wv, *xn_, *v_, kv_dim, e, n, false)));
+            AIRLOCK_RETURN_IF_ERROR(Products({&L.wq, &L.wk, &L.wv}, *xn_, {q_.get(), k_.get(), v_.get()}, n, false, steps));
             break;
           case LayerOp::kQkvBias:
             return absl::InternalError("forward: kQkvBias reached the Vulkan executor");  // refused at creation
@@ -125,30 +134,29 @@ class VulkanExecutor : public ModelExecutor {
                 add(ops_->Attention(*q_, *k_cache_, *v_cache_, *meta_, *tables_, *attn_, kv_, il, n, kq_scale)));
             break;
           case LayerOp::kAttnOutputAdd:
-            AIRLOCK_RETURN_IF_ERROR(add(ops_->MatMulF32(*L.wo, *attn_, *x_, e, q_dim, n, true)));
+            AIRLOCK_RETURN_IF_ERROR(Products({&L.wo}, *attn_, {x_.get()}, n, true, steps));
             break;
           case LayerOp::kFfnNorm:
             AIRLOCK_RETURN_IF_ERROR(add(ops_->RmsNorm(*x_, *L.ffn_norm, *xn_, n, e, c_.rms_eps)));
             break;
           case LayerOp::kGateUpProject:
-            AIRLOCK_RETURN_IF_ERROR(add(ops_->MatMulF32(*L.w_gate, *xn_, *gate_, ff, e, n, false)));
-            AIRLOCK_RETURN_IF_ERROR(add(ops_->MatMulF32(*L.w_up, *xn_, *up_, ff, e, n, false)));
+            AIRLOCK_RETURN_IF_ERROR(Products({&L.w_gate, &L.w_up}, *xn_, {gate_.get(), up_.get()}, n, false, steps));
             break;
           case LayerOp::kSwiGlu:
             AIRLOCK_RETURN_IF_ERROR(add(ops_->SwiGlu(*gate_, *up_, n * ff)));
             break;
           case LayerOp::kFfnDownAdd:
-            AIRLOCK_RETURN_IF_ERROR(add(ops_->MatMulF32(*L.w_down, *gate_, *x_, e, ff, n, true)));
+            AIRLOCK_RETURN_IF_ERROR(Products({&L.w_down}, *gate_, {x_.get()}, n, true, steps));
             break;
         }
       }
     }
     const uint32_t n_out = static_cast<uint32_t>(out_rows.size());
-    const uint32_t n_vocab = static_cast<uint32_t>(c_.n_vocab);
+    const size_t n_vocab = static_cast<size_t>(c_.n_vocab);
     if (n_out > 0) {
       AIRLOCK_RETURN_IF_ERROR(add(ops_->GatherRows(*x_, *out_index_, *gathered_, n_out, e)));
       AIRLOCK_RETURN_IF_ERROR(add(ops_->RmsNorm(*gathered_, *output_norm_, *xn_, n_out, e, c_.rms_eps)));
-      AIRLOCK_RETURN_IF_ERROR(add(ops_->MatMulF32(*output_, *xn_, *logits_, n_vocab, e, n_out, false)));
+      AIRLOCK_RETURN_IF_ERROR(Products({&output_}, *xn_, {logits_.get()}, n_out, false, steps));
     }
     AIRLOCK_RETURN_IF_ERROR(device_->Run(steps));
     if (n_out > 0) {
@@ -172,11 +180,44 @@ class VulkanExecutor : public ModelExecutor {
         kv_pool_(options.kv_pool_tokens / options.kv_block_tokens, options.kv_block_tokens, options.prefix_cache,
                  [this](int32_t src, int32_t dst) { CopyBlock(src, dst); }) {}
 
+  // y_i (=, or += with accumulate) W_i x for weights sharing one input of n rows: the input is
+  // quantised to Q8_0 once when any of them is Q8_0.
+  absl::Status Products(std::initializer_list<const DeviceMatrix*> ws, const Buffer& x,
+                        std::initializer_list<const Buffer*> ys, uint32_t n, bool accumulate,
+                        std::vector<Dispatch>& steps) {
+    auto add = [&](absl::StatusOr<Dispatch> d) -> absl::Status {
+      if (!d.ok()) return d.status();
+      steps.push_back(*std::move(d));
+      return absl::OkStatus();
+    };
+    const uint32_t cols = (*ws.begin())->cols;
+    bool quantized = false;
+    auto y = ys.begin();
+    for (const DeviceMatrix* w : ws) {
+      switch (w->type) {
+        case TensorType::kF32:
+          AIRLOCK_RETURN_IF_ERROR(add(ops_->MatMulF32(*w->data, x, **y, w->rows, w->cols, n, accumulate)));
+          break;
+        case TensorType::kF16:
+          AIRLOCK_RETURN_IF_ERROR(add(ops_->MatMulF16(*w->data, x, **y, w->rows, w->cols, n, accumulate)));
+          break;
+        case TensorType::kQ8_0:
+          if (!quantized) {
+            AIRLOCK_RETURN_IF_ERROR(add(ops_->QuantizeQ8_0(x, *act_q8_, n, cols)));
+            quantized = true;
+          }
+          AIRLOCK_RETURN_IF_ERROR(add(ops_->MatMulQ8_0(*w->data, *act_q8_, **y, w->rows, w->cols, n, accumulate)));
+          break;
+        default:
+          return absl::InternalError("forward: a weight type the Vulkan executor refused at creation");
+      }
+      ++y;
+    }
+    return absl::OkStatus();
+  }
+
   // Refuses what this backend does not run yet, plans the device memory, then uploads.
   absl::Status Init(std::string_view selector) {
-    if (options_.kv_type != KvCacheType::kF32) {
-      return absl::UnimplementedError("the Vulkan backend keeps its KV cache in F32 only so far; set kv_type f32");
-    }
     if (options_.n_ctx > static_cast<int32_t>(Ops::kMaxAttentionPositions)) {
       return absl::UnimplementedError(absl::StrCat("the Vulkan backend attends over at most ", Ops::kMaxAttentionPositions,
                                                    " positions so far; context ", options_.n_ctx, " asked"));
@@ -192,9 +233,12 @@ class VulkanExecutor : public ModelExecutor {
       for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) matrices.push_back(w);
     }
     for (const WeightMatrix* w : matrices) {
-      if (w->type != TensorType::kF32) {
-        return absl::UnimplementedError(absl::StrCat("the Vulkan backend multiplies F32 weights only so far; ", w->name,
-                                                     " is ", TensorTypeName(w->type)));
+      if (!Supported(w->type)) {
+        return absl::UnimplementedError(absl::StrCat("the Vulkan backend multiplies F32, F16 and Q8_0 weights so far; ",
+                                                     w->name, " is ", TensorTypeName(w->type)));
+      }
+      if (w->type == TensorType::kQ8_0 && w->cols % 32 != 0) {
+        return absl::InvalidArgumentError(absl::StrCat(w->name, ": Q8_0 rows of ", w->cols, " columns"));
       }
     }
 
@@ -206,6 +250,7 @@ class VulkanExecutor : public ModelExecutor {
     kv_.n_head = static_cast<uint32_t>(c_.n_head);
     kv_.n_head_kv = static_cast<uint32_t>(c_.n_head_kv);
     kv_.head_dim = static_cast<uint32_t>(c_.head_dim);
+    kv_.f16 = options_.kv_type == KvCacheType::kF16;
 
     // Memory plan: every buffer within the device's per-buffer limit, all of them within its memory.
     const uint64_t nb = static_cast<uint64_t>(options_.n_batch);
@@ -217,8 +262,8 @@ class VulkanExecutor : public ModelExecutor {
     };
     std::vector<Planned> plan;
     for (const WeightMatrix* w : matrices) plan.push_back({w->name, static_cast<uint64_t>(w->rows) * w->row_bytes});
-    plan.push_back({"K cache", kv_.elements() * 4});
-    plan.push_back({"V cache", kv_.elements() * 4});
+    plan.push_back({"K cache", kv_.bytes()});
+    plan.push_back({"V cache", kv_.bytes()});
     plan.push_back({"logits", nb * static_cast<uint64_t>(c_.n_vocab) * 4});
     plan.push_back({"activations", 8 * nb * widest * 4});
     uint64_t total = 0;
@@ -235,11 +280,15 @@ class VulkanExecutor : public ModelExecutor {
     }
 
     // Weights, in the file's layout.
-    auto upload_matrix = [&](const WeightMatrix& w) -> absl::StatusOr<std::unique_ptr<Buffer>> {
+    auto upload_matrix = [&](const WeightMatrix& w) -> absl::StatusOr<DeviceMatrix> {
       const size_t bytes = static_cast<size_t>(w.rows) * w.row_bytes;
-      AIRLOCK_ASSIGN_OR_RETURN(std::unique_ptr<Buffer> b, device_->CreateBuffer(bytes, Memory::kDeviceLocal));
-      AIRLOCK_RETURN_IF_ERROR(device_->Upload(*b, w.data, bytes));
-      return b;
+      DeviceMatrix d;
+      AIRLOCK_ASSIGN_OR_RETURN(d.data, device_->CreateBuffer(bytes, Memory::kDeviceLocal));
+      AIRLOCK_RETURN_IF_ERROR(device_->Upload(*d.data, w.data, bytes));
+      d.type = w.type;
+      d.rows = static_cast<uint32_t>(w.rows);
+      d.cols = static_cast<uint32_t>(w.cols);
+      return d;
     };
     auto upload_vector = [&](const std::vector<float>& v) -> absl::StatusOr<std::unique_ptr<Buffer>> {
       AIRLOCK_ASSIGN_OR_RETURN(std::unique_ptr<Buffer> b, device_->CreateBuffer(v.size() * sizeof(float), Memory::kDeviceLocal));
@@ -262,9 +311,9 @@ class VulkanExecutor : public ModelExecutor {
     AIRLOCK_ASSIGN_OR_RETURN(output_, upload_matrix(model_.output()));
     AIRLOCK_ASSIGN_OR_RETURN(output_norm_, upload_vector(model_.output_norm()));
 
-    // The KV cache, zeroed (a block's unwritten slots are never read, but nothing stale either).
-    AIRLOCK_ASSIGN_OR_RETURN(k_cache_, device_->CreateBuffer(kv_.elements() * 4, Memory::kDeviceLocal));
-    AIRLOCK_ASSIGN_OR_RETURN(v_cache_, device_->CreateBuffer(kv_.elements() * 4, Memory::kDeviceLocal));
+    // The KV cache (a block's slots are read only after this sequence's own step wrote them).
+    AIRLOCK_ASSIGN_OR_RETURN(k_cache_, device_->CreateBuffer(kv_.bytes(), Memory::kDeviceLocal));
+    AIRLOCK_ASSIGN_OR_RETURN(v_cache_, device_->CreateBuffer(kv_.bytes(), Memory::kDeviceLocal));
 
     // Per-step buffers for n_batch rows.
     auto rows_of = [&](uint64_t width, Memory memory) { return device_->CreateBuffer(nb * width * 4, memory); };
@@ -281,6 +330,8 @@ class VulkanExecutor : public ModelExecutor {
     AIRLOCK_ASSIGN_OR_RETURN(meta_, rows_of(Ops::kMetaWords, Memory::kHostVisible));
     AIRLOCK_ASSIGN_OR_RETURN(out_index_, rows_of(1, Memory::kHostVisible));
     AIRLOCK_ASSIGN_OR_RETURN(logits_, rows_of(c_.n_vocab, Memory::kHostVisible));
+    // Q8_0 activations: 34 bytes per 32 floats of the widest input.
+    AIRLOCK_ASSIGN_OR_RETURN(act_q8_, device_->CreateBuffer(nb * (widest / 32 + 1) * 34, Memory::kDeviceLocal));
     // Every entry has at least one token, so a step has at most n_batch block tables.
     const uint64_t blocks_per_seq = (static_cast<uint64_t>(options_.n_ctx) + kv_.block_tokens - 1) / kv_.block_tokens;
     AIRLOCK_ASSIGN_OR_RETURN(tables_, device_->CreateBuffer(nb * blocks_per_seq * 4, Memory::kHostVisible));
@@ -289,7 +340,7 @@ class VulkanExecutor : public ModelExecutor {
 
   // Copy-on-write of a shared block (KvPool): every layer's K and V of block src into dst.
   void CopyBlock(int32_t src, int32_t dst) {
-    const size_t block_bytes = static_cast<size_t>(kv_.n_layer) * kv_.block_tokens * kv_.kv_dim() * 4;
+    const size_t block_bytes = static_cast<size_t>(kv_.n_layer) * kv_.block_tokens * kv_.kv_dim() * (kv_.f16 ? 2 : 4);
     for (Buffer* cache : {k_cache_.get(), v_cache_.get()}) {
       absl::Status s = device_->Copy(*cache, static_cast<size_t>(src) * block_bytes, *cache,
                                      static_cast<size_t>(dst) * block_bytes, block_bytes);
@@ -305,8 +356,10 @@ class VulkanExecutor : public ModelExecutor {
   std::unique_ptr<Ops> ops_;
   Ops::KvLayout kv_;
   std::vector<DeviceLayer> layers_;
-  std::unique_ptr<Buffer> output_, output_norm_, k_cache_, v_cache_;
-  std::unique_ptr<Buffer> x_, xn_, gathered_, q_, attn_, k_, v_, gate_, up_, rope_, meta_, out_index_, logits_, tables_;
+  DeviceMatrix output_;
+  std::unique_ptr<Buffer> output_norm_, k_cache_, v_cache_;
+  std::unique_ptr<Buffer> x_, xn_, gathered_, q_, attn_, k_, v_, gate_, up_, rope_, meta_, out_index_, logits_, tables_,
+      act_q8_;
   absl::Status copy_error_;
 };
 

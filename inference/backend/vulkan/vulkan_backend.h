@@ -2,8 +2,9 @@
 // uploaded at creation, the paged KV cache in device memory, each step recorded as one submission
 // of the architecture recipe's ops).
 //
-// First step of issue 17: F32 weights, F32 KV cache, the llama recipe's ops. Anything else is
-// refused at CreateExecutor with an error that names it, never silently run on the CPU.
+// So far: F32, F16 and Q8_0 weights, an F32 or F16 KV cache, the llama recipe's ops, at most 4,096
+// positions per sequence. Anything else is refused at CreateExecutor with an error that names it,
+// never silently run on the CPU.
 #pragma once
 
 #include <memory>

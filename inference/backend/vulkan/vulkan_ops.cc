@@ -30,12 +30,27 @@ constexpr uint32_t kKvStoreSpirv[] = {
 constexpr uint32_t kAttentionSpirv[] = {
 #include "attention.spv.inc"
 };
+constexpr uint32_t kKvStoreF16Spirv[] = {
+#include "kv_store_f16.spv.inc"
+};
+constexpr uint32_t kAttentionF16Spirv[] = {
+#include "attention_f16.spv.inc"
+};
+constexpr uint32_t kMatMulF16Spirv[] = {
+#include "matmul_f16.spv.inc"
+};
+constexpr uint32_t kQuantizeQ8_0Spirv[] = {
+#include "quantize_q8_0.spv.inc"
+};
 constexpr uint32_t kSwiGluSpirv[] = {
 #include "swiglu.spv.inc"
 };
 constexpr uint32_t kGatherRowsSpirv[] = {
 #include "gather_rows.spv.inc"
 };
+
+// Weight rows one workgroup of a matrix product computes (64 invocations, 8 per row).
+constexpr uint32_t kRowsPerProductGroup = 8;
 
 uint32_t Groups(uint64_t items, uint32_t per_group) { return static_cast<uint32_t>((items + per_group - 1) / per_group); }
 
@@ -60,7 +75,11 @@ constexpr uint64_t kQ8_0BlockBytes = 34;
 absl::StatusOr<std::unique_ptr<Ops>> Ops::Create(Device& device) {
   std::unique_ptr<Ops> ops(new Ops());
   AIRLOCK_ASSIGN_OR_RETURN(ops->rms_norm_, device.CreatePipeline(kRmsNormSpirv, 3, 12));
-  AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q8_0_, device.CreatePipeline(kMatMulQ8_0Spirv, 3, 12));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q8_0_, device.CreatePipeline(kMatMulQ8_0Spirv, 3, 16));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_f16_, device.CreatePipeline(kMatMulF16Spirv, 3, 16));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->quantize_q8_0_, device.CreatePipeline(kQuantizeQ8_0Spirv, 2, 4));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->kv_store_f16_, device.CreatePipeline(kKvStoreF16Spirv, 5, 20));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->attention_f16_, device.CreatePipeline(kAttentionF16Spirv, 6, 32));
   AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_f32_, device.CreatePipeline(kMatMulF32Spirv, 3, 16));
   AIRLOCK_ASSIGN_OR_RETURN(ops->rope_, device.CreatePipeline(kRopeSpirv, 2, 24));
   AIRLOCK_ASSIGN_OR_RETURN(ops->kv_store_, device.CreatePipeline(kKvStoreSpirv, 5, 20));
@@ -92,7 +111,7 @@ absl::StatusOr<Dispatch> Ops::RmsNorm(const Buffer& x, const Buffer& w, const Bu
 }
 
 absl::StatusOr<Dispatch> Ops::MatMulQ8_0(const Buffer& w, const Buffer& a, const Buffer& y, uint32_t rows,
-                                         uint32_t cols, uint32_t m) const {
+                                         uint32_t cols, uint32_t m, bool accumulate) const {
   if (rows == 0 || cols == 0 || m == 0) return absl::InvalidArgumentError("MatMulQ8_0 of an empty matrix");
   if (cols % 32 != 0) return absl::InvalidArgumentError(absl::StrCat("Q8_0 rows need a multiple of 32 columns, not ", cols));
   if (rows > max_groups_ || m > max_groups_) {
@@ -103,35 +122,66 @@ absl::StatusOr<Dispatch> Ops::MatMulQ8_0(const Buffer& w, const Buffer& a, const
   AIRLOCK_RETURN_IF_ERROR(CheckBytes(a, uint64_t{m} * blocks * kQ8_0BlockBytes, "Q8_0 activations"));
   AIRLOCK_RETURN_IF_ERROR(CheckBytes(y, uint64_t{m} * rows * sizeof(float), "MatMulQ8_0 output"));
   struct {
-    uint32_t blocks, rows, m;
-  } push{blocks, rows, m};
+    uint32_t blocks, rows, m, accumulate;
+  } push{blocks, rows, m, accumulate ? 1u : 0u};
   Dispatch d;
   d.pipeline = matmul_q8_0_.get();
   d.buffers = {&w, &a, &y};
   d.push = PushBytes(push);
-  d.groups_x = rows;
+  d.groups_x = Groups(rows, kRowsPerProductGroup);
   d.groups_y = m;
   return d;
 }
 
 absl::StatusOr<Dispatch> Ops::MatMulF32(const Buffer& w, const Buffer& x, const Buffer& y, uint32_t rows,
                                         uint32_t cols, uint32_t m, bool accumulate) const {
-  if (rows == 0 || cols == 0 || m == 0) return absl::InvalidArgumentError("MatMulF32 of an empty matrix");
+  return MatMulFloat(*matmul_f32_, 4, w, x, y, rows, cols, m, accumulate);
+}
+
+absl::StatusOr<Dispatch> Ops::MatMulF16(const Buffer& w, const Buffer& x, const Buffer& y, uint32_t rows,
+                                        uint32_t cols, uint32_t m, bool accumulate) const {
+  return MatMulFloat(*matmul_f16_, 2, w, x, y, rows, cols, m, accumulate);
+}
+
+absl::StatusOr<Dispatch> Ops::MatMulFloat(const Pipeline& pipeline, uint32_t weight_bytes, const Buffer& w,
+                                          const Buffer& x, const Buffer& y, uint32_t rows, uint32_t cols, uint32_t m,
+                                          bool accumulate) const {
+  if (rows == 0 || cols == 0 || m == 0) return absl::InvalidArgumentError("MatMul of an empty matrix");
   if (rows > max_groups_ || m > max_groups_) {
-    return absl::InvalidArgumentError(absl::StrCat("MatMulF32 takes at most ", max_groups_, " rows and activation rows"));
+    return absl::InvalidArgumentError(absl::StrCat("MatMul takes at most ", max_groups_, " rows and activation rows"));
   }
-  AIRLOCK_RETURN_IF_ERROR(CheckBytes(w, uint64_t{rows} * cols * 4, "F32 weights"));
-  AIRLOCK_RETURN_IF_ERROR(CheckBytes(x, uint64_t{m} * cols * 4, "MatMulF32 input"));
-  AIRLOCK_RETURN_IF_ERROR(CheckBytes(y, uint64_t{m} * rows * 4, "MatMulF32 output"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(w, uint64_t{rows} * cols * weight_bytes, "MatMul weights"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(x, uint64_t{m} * cols * 4, "MatMul input"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(y, uint64_t{m} * rows * 4, "MatMul output"));
   struct {
     uint32_t cols, rows, m, accumulate;
   } push{cols, rows, m, accumulate ? 1u : 0u};
   Dispatch d;
-  d.pipeline = matmul_f32_.get();
+  d.pipeline = &pipeline;
   d.buffers = {&w, &x, &y};
   d.push = PushBytes(push);
-  d.groups_x = rows;
+  d.groups_x = Groups(rows, kRowsPerProductGroup);
   d.groups_y = m;
+  return d;
+}
+
+absl::StatusOr<Dispatch> Ops::QuantizeQ8_0(const Buffer& x, const Buffer& q, uint32_t m, uint32_t cols) const {
+  if (m == 0 || cols == 0 || cols % 32 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("QuantizeQ8_0 needs rows of a multiple of 32 columns, not ", cols));
+  }
+  const uint64_t blocks = uint64_t{m} * (cols / 32);
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(x, uint64_t{m} * cols * 4, "QuantizeQ8_0 input"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(q, blocks * kQ8_0BlockBytes, "QuantizeQ8_0 output"));
+  struct {
+    uint32_t blocks;
+  } push{static_cast<uint32_t>(blocks)};
+  Dispatch d;
+  d.pipeline = quantize_q8_0_.get();
+  d.buffers = {&x, &q};
+  d.push = PushBytes(push);
+  const uint32_t groups = Groups(blocks, 64);
+  d.groups_x = groups < max_groups_ ? groups : max_groups_;
+  d.groups_y = (groups + d.groups_x - 1) / d.groups_x;
   return d;
 }
 
@@ -166,13 +216,13 @@ absl::StatusOr<Dispatch> Ops::KvStore(const Buffer& k, const Buffer& v, const Bu
   AIRLOCK_RETURN_IF_ERROR(CheckBytes(k, uint64_t{rows} * kv.kv_dim() * 4, "KvStore K rows"));
   AIRLOCK_RETURN_IF_ERROR(CheckBytes(v, uint64_t{rows} * kv.kv_dim() * 4, "KvStore V rows"));
   AIRLOCK_RETURN_IF_ERROR(CheckBytes(meta, uint64_t{rows} * kMetaWords * 4, "KvStore row metadata"));
-  AIRLOCK_RETURN_IF_ERROR(CheckBytes(k_cache, kv.elements() * 4, "K cache"));
-  AIRLOCK_RETURN_IF_ERROR(CheckBytes(v_cache, kv.elements() * 4, "V cache"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(k_cache, kv.bytes(), "K cache"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(v_cache, kv.bytes(), "V cache"));
   struct {
     uint32_t rows, kv_dim, layer, n_layer, block_tokens;
   } push{rows, kv.kv_dim(), layer, kv.n_layer, kv.block_tokens};
   Dispatch d;
-  d.pipeline = kv_store_.get();
+  d.pipeline = kv.f16 ? kv_store_f16_.get() : kv_store_.get();
   d.buffers = {&k, &v, &meta, &k_cache, &v_cache};
   d.push = PushBytes(push);
   d.groups_x = Groups(kv.kv_dim(), 64);
@@ -191,14 +241,14 @@ absl::StatusOr<Dispatch> Ops::Attention(const Buffer& q, const Buffer& k_cache, 
   AIRLOCK_RETURN_IF_ERROR(CheckBytes(q, q_bytes, "Attention queries"));
   AIRLOCK_RETURN_IF_ERROR(CheckBytes(out, q_bytes, "Attention output"));
   AIRLOCK_RETURN_IF_ERROR(CheckBytes(meta, uint64_t{rows} * kMetaWords * 4, "Attention row metadata"));
-  AIRLOCK_RETURN_IF_ERROR(CheckBytes(k_cache, kv.elements() * 4, "K cache"));
-  AIRLOCK_RETURN_IF_ERROR(CheckBytes(v_cache, kv.elements() * 4, "V cache"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(k_cache, kv.bytes(), "K cache"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(v_cache, kv.bytes(), "V cache"));
   struct {
     uint32_t rows, n_head, n_head_kv, head_dim, layer, n_layer, block_tokens;
     float scale;
   } push{rows, kv.n_head, kv.n_head_kv, kv.head_dim, layer, kv.n_layer, kv.block_tokens, scale};
   Dispatch d;
-  d.pipeline = attention_.get();
+  d.pipeline = kv.f16 ? attention_f16_.get() : attention_.get();
   d.buffers = {&q, &k_cache, &v_cache, &meta, &blocks, &out};
   d.push = PushBytes(push);
   d.groups_x = kv.n_head;

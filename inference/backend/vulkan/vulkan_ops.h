@@ -24,8 +24,17 @@ class Ops {
 
   // y[t * rows + r] = VecDot(weight row r, activation row t) for Q8_0 weights (rows x cols) and
   // m activation rows quantised to Q8_0 (kernels::QuantizeActivationRow), cols a multiple of 32.
+  // With `accumulate`, y += instead (the residual connection).
   absl::StatusOr<Dispatch> MatMulQ8_0(const Buffer& w, const Buffer& a, const Buffer& y, uint32_t rows, uint32_t cols,
-                                      uint32_t m) const;
+                                      uint32_t m, bool accumulate = false) const;
+
+  // m rows of cols floats (cols a multiple of 32) to Q8_0 blocks, as kernels::QuantizeActivationRow
+  // does for Q8_0 weights (up to the last bit of the scale's division on some devices).
+  absl::StatusOr<Dispatch> QuantizeQ8_0(const Buffer& x, const Buffer& q, uint32_t m, uint32_t cols) const;
+
+  // As MatMulF32 for F16 weights (decoded to F32; the activations stay F32).
+  absl::StatusOr<Dispatch> MatMulF16(const Buffer& w, const Buffer& x, const Buffer& y, uint32_t rows, uint32_t cols,
+                                     uint32_t m, bool accumulate) const;
 
   // y[t * rows + r] = dot(weight row r, x row t) for F32 weights (rows x cols) and m rows of x;
   // with `accumulate`, y += instead (the residual connection).
@@ -38,11 +47,13 @@ class Ops {
   absl::StatusOr<Dispatch> Rope(const Buffer& x, const Buffer& cos_sin, uint32_t rows, uint32_t heads,
                                 uint32_t head_dim, uint32_t n_rot, uint32_t row_stride, bool neox) const;
 
-  // The geometry of a paged F32 KV cache: [block][layer][slot][kv_dim].
+  // The geometry of a paged KV cache: [block][layer][slot][kv_dim], F32 or F16 elements.
   struct KvLayout {
     uint32_t n_blocks = 0, n_layer = 0, block_tokens = 0, n_head = 0, n_head_kv = 0, head_dim = 0;
+    bool f16 = false;
     uint32_t kv_dim() const { return n_head_kv * head_dim; }
     uint64_t elements() const { return uint64_t{n_blocks} * n_layer * block_tokens * kv_dim(); }
+    uint64_t bytes() const { return elements() * (f16 ? 2 : 4); }
   };
   // Row metadata for KvStore and Attention: four uints per row (position, the block holding it,
   // its slot there, offset of the row's block table in `blocks`).
@@ -68,7 +79,10 @@ class Ops {
 
  private:
   Ops() = default;
-  std::unique_ptr<Pipeline> rms_norm_, matmul_q8_0_, matmul_f32_, rope_, kv_store_, attention_, swiglu_, gather_rows_;
+  absl::StatusOr<Dispatch> MatMulFloat(const Pipeline& pipeline, uint32_t weight_bytes, const Buffer& w, const Buffer& x,
+                                       const Buffer& y, uint32_t rows, uint32_t cols, uint32_t m, bool accumulate) const;
+  std::unique_ptr<Pipeline> rms_norm_, matmul_q8_0_, matmul_f32_, matmul_f16_, quantize_q8_0_, rope_, kv_store_,
+      kv_store_f16_, attention_, attention_f16_, swiglu_, gather_rows_;
   uint32_t max_groups_ = 65535;  // maxComputeWorkGroupCount per dimension (at least 65535)
 };
 

@@ -13,24 +13,15 @@
 
 #include "inference/backend/backend.h"
 #include "inference/model/model.h"
+#include "tests/inference/golden_check.h"
 #include "tests/support/test_data.h"
 
 namespace airlock::inference {
 namespace {
 
-struct GoldenCase {
-  std::string kv;     // "kv-f32" or "kv-f16"
-  std::string model;  // file stem
-  float tolerance;    // max |our logit - llama.cpp logit| (../shared/golden/README.md, measured)
-};
+using testing::GoldenCase;
 
-void PrintTo(const GoldenCase& c, std::ostream* os) { *os << c.kv << "/" << c.model; }
-
-std::string CaseName(const ::testing::TestParamInfo<GoldenCase>& info) {
-  std::string s = info.param.kv + "_" + info.param.model;
-  std::replace_if(s.begin(), s.end(), [](char c) { return !std::isalnum(static_cast<unsigned char>(c)); }, '_');
-  return s;
-}
+std::string CaseName(const ::testing::TestParamInfo<GoldenCase>& info) { return testing::GoldenCaseName(info.param); }
 
 class GoldenTest : public ::testing::TestWithParam<GoldenCase> {
  protected:
@@ -67,53 +58,7 @@ TEST_P(GoldenTest, TeacherForcedLogitsWithinTolerance) {
   AIRLOCK_REQUIRE_SHARED_FILE(testing::SharedPath("models/" + gc.model + ".gguf"));
   Loaded l = Load(gc.model, gc.kv == "kv-f32" ? KvCacheType::kF32 : KvCacheType::kF16);
   ASSERT_NE(l.executor, nullptr);
-  const int32_t n_vocab = l.model->config().n_vocab;
-  std::vector<float> logits(static_cast<size_t>(n_vocab));
-
-  double worst = 0.0;
-  int steps = 0, argmax_agree = 0;
-  for (const nlohmann::json& rec : testing::ReadJsonLines(golden)) {
-    const std::string id = rec["case_id"];
-    SCOPED_TRACE(id);
-    std::vector<int32_t> prompt = rec["prompt_tokens"].get<std::vector<int32_t>>();
-    std::vector<int32_t> output = rec["output_tokens"].get<std::vector<int32_t>>();
-    auto seq = l.executor->NewSequence();
-    ASSERT_TRUE(seq.ok());
-    ASSERT_TRUE(l.executor->Forward(**seq, prompt, logits.data(), false).ok());
-
-    auto check = [&](const nlohmann::json& pairs, size_t step) {
-      for (const auto& pair : pairs) {
-        const int32_t tok = pair[0].get<int32_t>();
-        const float want = pair[1].get<float>();
-        const double diff = std::fabs(static_cast<double>(logits[tok]) - want);
-        worst = std::max(worst, diff);
-        EXPECT_LE(diff, gc.tolerance) << "step " << step << " token " << tok << ": ours " << logits[tok]
-                                      << ", llama.cpp " << want;
-      }
-    };
-    check(rec["top_logits"], 0);
-    if (rec.contains("logits")) {
-      const std::vector<float> full = rec["logits"].get<std::vector<float>>();
-      ASSERT_EQ(full.size(), logits.size());
-      for (size_t i = 0; i < full.size(); ++i) {
-        const double diff = std::fabs(static_cast<double>(logits[i]) - full[i]);
-        worst = std::max(worst, diff);
-        ASSERT_LE(diff, gc.tolerance) << "full logits, token " << i;
-      }
-    }
-    const auto& step_top = rec["step_top"];
-    for (size_t i = 0; i < output.size(); ++i) {
-      check(step_top[i], i);
-      ++steps;
-      argmax_agree += Argmax(logits) == output[i];
-      if (i + 1 == output.size()) break;
-      ASSERT_TRUE(l.executor->Forward(**seq, std::span<const int32_t>(&output[i], 1), logits.data(), false).ok());
-    }
-  }
-  RecordProperty("max_abs_logit_diff", std::to_string(worst));
-  RecordProperty("argmax_agreement", std::to_string(argmax_agree) + "/" + std::to_string(steps));
-  std::printf("[ golden ] %s/%s: max |diff| %.3g (tolerance %.3g), argmax agrees %d/%d\n", gc.kv.c_str(),
-              gc.model.c_str(), worst, gc.tolerance, argmax_agree, steps);
+  testing::CheckTeacherForcedGolden(*l.executor, golden, gc.tolerance, gc.kv + "/" + gc.model);
 }
 
 // Only F32 weights with an F32 KV cache can match llama.cpp bit for bit (smallest greedy margin in
@@ -145,29 +90,7 @@ TEST_F(GoldenTest, GreedyDecodingMatchesExactly) {
 }
 
 // Tolerances: ../shared/golden/README.md "How close should our engine be? (measured)".
-INSTANTIATE_TEST_SUITE_P(
-    LlamaCpp, GoldenTest,
-    ::testing::Values(GoldenCase{"kv-f32", "stories260K-f32", 1e-4f},
-                      GoldenCase{"kv-f16", "stories260K-f32", 0.03f},
-                      GoldenCase{"kv-f32", "stories260K-f16", 0.025f},
-                      GoldenCase{"kv-f16", "stories260K-f16", 0.06f},
-                      GoldenCase{"kv-f32", "stories260K-q8_0", 0.35f},
-                      GoldenCase{"kv-f16", "stories260K-q8_0", 0.4f},
-                      GoldenCase{"kv-f32", "stories260K-q4_0", 0.35f},
-                      GoldenCase{"kv-f16", "stories260K-q4_0", 0.4f},
-                      GoldenCase{"kv-f32", "llama-2-tiny-random", 1e-4f},
-                      GoldenCase{"kv-f16", "llama-2-tiny-random", 0.06f},
-                      GoldenCase{"kv-f32", "synth-llama-2L-256d-f16", 0.025f},
-                      GoldenCase{"kv-f16", "synth-llama-2L-256d-f16", 0.06f},
-                      GoldenCase{"kv-f32", "synth-llama-2L-256d-q8_0", 1.1f},
-                      GoldenCase{"kv-f16", "synth-llama-2L-256d-q8_0", 1.1f},
-                      GoldenCase{"kv-f32", "synth-llama-2L-256d-q4_0", 1.1f},
-                      GoldenCase{"kv-f16", "synth-llama-2L-256d-q4_0", 1.1f},
-                      GoldenCase{"kv-f32", "synth-llama-2L-256d-q4_k_m", 1.1f},
-                      GoldenCase{"kv-f16", "synth-llama-2L-256d-q4_k_m", 1.1f},
-                      GoldenCase{"kv-f32", "synth-llama-2L-256d-q6_k", 1.1f},
-                      GoldenCase{"kv-f16", "synth-llama-2L-256d-q6_k", 1.1f}),
-    CaseName);
+INSTANTIATE_TEST_SUITE_P(LlamaCpp, GoldenTest, ::testing::ValuesIn(testing::GoldenCases()), CaseName);
 
 }  // namespace
 }  // namespace airlock::inference

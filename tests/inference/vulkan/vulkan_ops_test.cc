@@ -225,6 +225,60 @@ TEST(VulkanOpsTest, MatMulQ8_0MatchesVecDot) {
   }
 }
 
+TEST(VulkanOpsTest, QuantizeQ8_0GivesTheCpuBackendsBytes) {
+  // Exact on lavapipe: the same amax, division, round-half-even and F16 rounding of the scale.
+  std::unique_ptr<Device> device;
+  AIRLOCK_OPEN_TEST_DEVICE(device);
+  auto ops = *Ops::Create(*device);
+  const uint32_t m = 7, cols = 32 * 37;
+  std::vector<float> x = RandomFloats(size_t{m} * cols, 31, -6.0f, 6.0f);
+  for (uint32_t i = 0; i < 32; ++i) x[i] = 0.0f;                      // an all-zero block
+  for (uint32_t i = 32; i < 64; ++i) x[i] = (i % 2 ? 1.0f : -1.0f) * 0.5f * static_cast<float>(i - 31);  // ties
+  x[100] = 65504.0f;  // the largest half as a block's maximum
+  const size_t row = *RowBytes(TensorType::kQ8_0, cols);
+  std::vector<uint8_t> want(row * m), got(row * m);
+  for (uint32_t t = 0; t < m; ++t) kernels::QuantizeActivationRow(TensorType::kQ8_0, &x[size_t{t} * cols], &want[t * row], cols);
+  auto xb = *device->CreateBuffer(x.size() * 4, Memory::kDeviceLocal);
+  auto qb = *device->CreateBuffer(got.size(), Memory::kDeviceLocal);
+  ASSERT_TRUE(device->Upload(*xb, x.data(), x.size() * 4).ok());
+  absl::StatusOr<Dispatch> d = ops->QuantizeQ8_0(*xb, *qb, m, cols);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_TRUE(device->Run({&*d, 1}).ok());
+  ASSERT_TRUE(device->Download(*qb, got.data(), got.size()).ok());
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << "byte " << i << " (block " << i / 34 << ")";
+  EXPECT_EQ(ops->QuantizeQ8_0(*xb, *qb, m, 33).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(VulkanOpsTest, MatMulF16MatchesVecDot) {
+  std::unique_ptr<Device> device;
+  AIRLOCK_OPEN_TEST_DEVICE(device);
+  auto ops = *Ops::Create(*device);
+  const uint32_t rows = 19, cols = 333, m = 3;
+  const std::vector<float> wf = RandomFloats(size_t{rows} * cols, 41);
+  const std::vector<float> x = RandomFloats(size_t{m} * cols, 42, -3.0f, 3.0f);
+  std::vector<uint16_t> w(wf.size());
+  kernels::QuantizeRow(TensorType::kF16, wf.data(), w.data(), static_cast<int64_t>(wf.size()));
+  auto wb = *device->CreateBuffer(w.size() * 2, Memory::kDeviceLocal);
+  auto xb = *device->CreateBuffer(x.size() * 4, Memory::kDeviceLocal);
+  auto yb = *device->CreateBuffer(size_t{rows} * m * 4, Memory::kDeviceLocal);
+  ASSERT_TRUE(device->Upload(*wb, w.data(), w.size() * 2).ok());
+  ASSERT_TRUE(device->Upload(*xb, x.data(), x.size() * 4).ok());
+  absl::StatusOr<Dispatch> d = ops->MatMulF16(*wb, *xb, *yb, rows, cols, m, false);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_TRUE(device->Run({&*d, 1}).ok());
+  std::vector<float> y(size_t{rows} * m);
+  ASSERT_TRUE(device->Download(*yb, y.data(), y.size() * 4).ok());
+  const TensorType act = kernels::ActivationType(TensorType::kF16);
+  std::vector<uint8_t> a(*RowBytes(act, cols));
+  for (uint32_t t = 0; t < m; ++t) {
+    kernels::QuantizeActivationRow(act, &x[size_t{t} * cols], a.data(), cols);
+    for (uint32_t r = 0; r < rows; ++r) {
+      const float want = kernels::VecDot(TensorType::kF16, cols, &w[size_t{r} * cols], a.data());
+      ASSERT_NEAR(y[size_t{t} * rows + r], want, 2e-5f * (1.0f + std::fabs(want))) << "row " << r << ", activation row " << t;
+    }
+  }
+}
+
 TEST(VulkanOpsTest, DispatchesOfOneRunSeeEachOthersWrites) {
   // RMSNorm twice in one submission, the second reading what the first wrote.
   std::unique_ptr<Device> device;

@@ -1,31 +1,4 @@
-// Writes each row's K and V into its sequence's KV block at its own position. The caches are laid
-// out [block][layer][slot][kv_dim] (F32). meta holds four uints per row: position, the block that
-// holds that position, the slot in it, and the offset of the row's block table.
+// K/V store into an F32 cache (the body: kv_store.glsl).
 #version 450
-
-layout(local_size_x = 64) in;
-
-layout(std430, binding = 0) readonly buffer K { float k[]; };
-layout(std430, binding = 1) readonly buffer V { float v[]; };
-layout(std430, binding = 2) readonly buffer Meta { uint meta[]; };
-layout(std430, binding = 3) writeonly buffer KCache { float kc[]; };
-layout(std430, binding = 4) writeonly buffer VCache { float vc[]; };
-
-layout(push_constant) uniform Push {
-  uint rows;
-  uint kv_dim;
-  uint layer;
-  uint n_layer;
-  uint block_tokens;
-} p;
-
-void main() {
-  const uint j = gl_GlobalInvocationID.x;
-  const uint t = gl_GlobalInvocationID.y;
-  if (j >= p.kv_dim || t >= p.rows) return;
-  const uint block = meta[4 * t + 1];
-  const uint slot = meta[4 * t + 2];
-  const uint dst = ((block * p.n_layer + p.layer) * p.block_tokens + slot) * p.kv_dim + j;
-  kc[dst] = k[t * p.kv_dim + j];
-  vc[dst] = v[t * p.kv_dim + j];
-}
+#extension GL_GOOGLE_include_directive : require
+#include "kv_store.glsl"

@@ -1,7 +1,8 @@
-// y[t * rows + r] = dot(weight row r, activation row t) for Q8_0 weights against Q8_0 activations
+// y[t * rows + r] (=, or += when accumulate) dot(weight row r, activation row t) for Q8_0 weights against Q8_0 activations
 // (the CPU backend's activation format): per block of 32 the integer dot is exact, then
-// float(dot) * (dw * da) is summed over the blocks. One workgroup per (row, activation row);
-// its invocations take blocks in turn and the partial sums are reduced in shared memory.
+// float(dot) * (dw * da) is summed over the blocks. A workgroup of 64 computes 8 weight rows for
+// one activation row: 8 invocations per row take blocks in turn, then a shared-memory tree adds
+// their partial sums.
 //
 // Blocks are 34 bytes (f16 scale, 32 int8), so the buffers are read as 16-bit words: word 0 of a
 // block is the scale, words 1..16 hold the quants two by two (little-endian).
@@ -13,12 +14,13 @@ layout(local_size_x = 64) in;
 
 layout(std430, binding = 0) readonly buffer Wt { uint16_t w[]; };
 layout(std430, binding = 1) readonly buffer A { uint16_t a[]; };
-layout(std430, binding = 2) writeonly buffer Y { float y[]; };
+layout(std430, binding = 2) buffer Y { float y[]; };
 
 layout(push_constant) uniform Push {
   uint blocks;  // blocks per row (columns / 32)
   uint rows;    // weight rows
   uint m;       // activation rows
+  uint accumulate;  // 1: y += (the residual connection)
 } p;
 
 shared float partial[64];
@@ -26,30 +28,37 @@ shared float partial[64];
 int Low(uint word) { return int(word << 24) >> 24; }
 int High(uint word) { return int(word << 16) >> 24; }
 
+const uint kLanes = 8;  // invocations per row
+
 void main() {
-  const uint r = gl_WorkGroupID.x;
-  const uint t = gl_WorkGroupID.y;
-  if (r >= p.rows || t >= p.m) return;
   const uint lid = gl_LocalInvocationID.x;
+  const uint lane = lid % kLanes;
+  const uint r = gl_WorkGroupID.x * (64 / kLanes) + lid / kLanes;
+  const uint t = gl_WorkGroupID.y;
   float s = 0.0;
-  for (uint b = lid; b < p.blocks; b += 64) {
-    const uint wb = (r * p.blocks + b) * 17;
-    const uint ab = (t * p.blocks + b) * 17;
-    int dot = 0;
-    for (uint j = 1; j <= 16; ++j) {
-      const uint wq = uint(w[wb + j]);
-      const uint aq = uint(a[ab + j]);
-      dot += Low(wq) * Low(aq) + High(wq) * High(aq);
+  if (r < p.rows && t < p.m) {
+    for (uint b = lane; b < p.blocks; b += kLanes) {
+      const uint wb = (r * p.blocks + b) * 17;
+      const uint ab = (t * p.blocks + b) * 17;
+      int dot = 0;
+      for (uint j = 1; j <= 16; ++j) {
+        const uint wq = uint(w[wb + j]);
+        const uint aq = uint(a[ab + j]);
+        dot += Low(wq) * Low(aq) + High(wq) * High(aq);
+      }
+      const float dw = unpackHalf2x16(uint(w[wb])).x;
+      const float da = unpackHalf2x16(uint(a[ab])).x;
+      s = fma(float(dot), dw * da, s);
     }
-    const float dw = unpackHalf2x16(uint(w[wb])).x;
-    const float da = unpackHalf2x16(uint(a[ab])).x;
-    s = fma(float(dot), dw * da, s);
   }
   partial[lid] = s;
   barrier();
-  for (uint k = 32; k > 0; k >>= 1) {
-    if (lid < k) partial[lid] += partial[lid + k];
+  for (uint k = kLanes / 2; k > 0; k >>= 1) {
+    if (lane < k) partial[lid] += partial[lid + k];
     barrier();
   }
-  if (lid == 0) y[t * p.rows + r] = partial[0];
+  if (lane == 0 && r < p.rows && t < p.m) {
+    const uint o = t * p.rows + r;
+    y[o] = p.accumulate != 0 ? y[o] + partial[lid] : partial[lid];
+  }
 }

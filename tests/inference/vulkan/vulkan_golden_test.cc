@@ -1,0 +1,55 @@
+// The Vulkan executor against llama.cpp's recorded outputs (../shared/golden), with the same
+// tolerances as the CPU backend: every golden file whose weight types the Vulkan backend runs.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "inference/backend/vulkan/vulkan_backend.h"
+#include "inference/model/model.h"
+#include "tests/inference/golden_check.h"
+#include "tests/inference/vulkan/vulkan_test_util.h"
+#include "tests/support/test_data.h"
+
+namespace airlock::inference {
+namespace {
+
+using testing::GoldenCase;
+
+// The golden files of weight types the Vulkan backend multiplies so far (F32, F16, Q8_0).
+std::vector<GoldenCase> VulkanCases() {
+  std::vector<GoldenCase> out;
+  for (const GoldenCase& c : testing::GoldenCases()) {
+    if (c.model.find("q4") == std::string::npos && c.model.find("q6") == std::string::npos) out.push_back(c);
+  }
+  return out;
+}
+
+class VulkanGoldenTest : public ::testing::TestWithParam<GoldenCase> {};
+
+TEST_P(VulkanGoldenTest, TeacherForcedLogitsWithinTolerance) {
+  std::unique_ptr<vulkan::Device> device;
+  AIRLOCK_OPEN_TEST_DEVICE(device);
+  device.reset();
+  const GoldenCase& gc = GetParam();
+  const std::string golden = testing::SharedPath("golden/" + gc.kv + "/" + gc.model + ".jsonl");
+  AIRLOCK_REQUIRE_SHARED_FILE(golden);
+  const std::string path = testing::SharedPath("models/" + gc.model + ".gguf");
+  AIRLOCK_REQUIRE_SHARED_FILE(path);
+  auto model = Model::Load(path);
+  ASSERT_TRUE(model.ok()) << model.status();
+  ExecutorOptions o;
+  o.n_ctx = std::min((*model)->config().n_ctx_train, 2048);  // as the golden config
+  o.kv_type = gc.kv == "kv-f32" ? KvCacheType::kF32 : KvCacheType::kF16;
+  auto ex = CreateVulkanBackend(vulkan::TestDeviceSelector())->CreateExecutor(**model, o);
+  ASSERT_TRUE(ex.ok()) << ex.status();
+  testing::CheckTeacherForcedGolden(**ex, golden, gc.tolerance, "vulkan " + gc.kv + "/" + gc.model);
+}
+
+INSTANTIATE_TEST_SUITE_P(LlamaCpp, VulkanGoldenTest, ::testing::ValuesIn(VulkanCases()),
+                         [](const ::testing::TestParamInfo<GoldenCase>& info) { return testing::GoldenCaseName(info.param); });
+
+}  // namespace
+}  // namespace airlock::inference
