@@ -26,6 +26,7 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(
     options.kv_pool_tokens = spec.kv_cache_tokens;
     options.kv_block_tokens = static_cast<int32_t>(spec.kv_block_tokens);
     options.prefix_cache = spec.prefix_cache != PrefixCacheScope::kOff;
+    options.device = spec.device;
     served->prefix_cache = spec.prefix_cache;
     // A signed bundle's manifest is checked before the weights are read at all.
     absl::StatusOr<auth::VerifiedManifest> verified = absl::FailedPreconditionError("unsigned");
@@ -91,6 +92,8 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(
     if (served->chat_template) info.set_chat_template(std::string(served->chat_template->name()));
     info.set_parameters(inference::ParameterCount(file));
     info.set_weight_type(inference::DominantWeightType(file));
+    served->device = served->engine->device_name();
+    info.set_device(served->device);
 
     served->queue = std::make_unique<GenerationQueue>(*served->engine, std::max<uint32_t>(1, spec.max_queue));
     if (on_loaded) on_loaded(*served);

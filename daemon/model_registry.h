@@ -36,6 +36,7 @@ struct ModelSpec {
   uint32_t kv_cache_tokens = 0;
   uint32_t kv_block_tokens = 16;
   PrefixCacheScope prefix_cache = PrefixCacheScope::kIdentity;
+  std::string device = "cpu";  // EngineOptions::device
   // Not null: the model must come from a bundle signed by one of these (model_signatures).
   std::shared_ptr<const auth::TrustedPublishers> publishers;
 };
@@ -48,6 +49,8 @@ struct ServedModel {
   std::string chat_template_error;
   // Which calls share cached prompt prefixes; the caller sets each request's cache_scope from it.
   PrefixCacheScope prefix_cache = PrefixCacheScope::kIdentity;
+  // Where it runs: "cpu", or the Vulkan device as configured plus its name ("vulkan:0 (NVIDIA H100 ...)").
+  std::string device;
   airlock::v1::ModelInfo info;
   double load_seconds = 0;
   // The signed manifest it was verified against (absent when signatures are not required).

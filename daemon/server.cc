@@ -38,6 +38,7 @@ std::vector<ModelSpec> ModelSpecs(const DaemonOptions& options,
     spec.kv_cache_tokens = m.kv_cache_tokens;
     spec.kv_block_tokens = m.kv_block_tokens;
     spec.prefix_cache = m.prefix_cache;
+    spec.device = m.device;
     spec.publishers = publishers;
   }
   return specs;
@@ -160,6 +161,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
                              {"architecture", m.info.architecture()},
                              {"parameters", m.info.parameters()},
                              {"weight_type", m.info.weight_type()},
+                             {"device", m.device},
                              {"context_length", m.info.context_length()},
                              {"chat_template", m.chat_template ? std::string(m.chat_template->name()) : ""},
                              {"chat_template_error", m.chat_template_error},

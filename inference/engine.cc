@@ -10,8 +10,59 @@
 #include "absl/strings/str_cat.h"
 #include "inference/base/status.h"
 #include "inference/scheduler.h"
+#ifdef AIRLOCK_HAVE_VULKAN
+#include "inference/backend/vulkan/vulkan_backend.h"
+#include "inference/backend/vulkan/vulkan_device.h"
+#endif
 
 namespace airlock::inference {
+
+absl::StatusOr<std::unique_ptr<Backend>> CreateDeviceBackend(const std::string& device) {
+  if (device == "cpu") return CreateCpuBackend();
+  if (device.starts_with("vulkan:") && device.size() > 7 && device.size() <= 256) {
+#ifdef AIRLOCK_HAVE_VULKAN
+    return CreateVulkanBackend(device);
+#else
+    return absl::UnimplementedError(absl::StrCat("device ", device, ": this build has no Vulkan backend"));
+#endif
+  }
+  return absl::InvalidArgumentError(absl::StrCat("device must be \"cpu\" or \"vulkan:N\" (or vulkan:NAME), got \"",
+                                                 device.substr(0, 64), device.size() > 64 ? "...\"" : "\""));
+}
+
+std::vector<DeviceDescription> ListDevices(std::string* vulkan_error) {
+  std::vector<DeviceDescription> out;
+  DeviceDescription cpu;
+  cpu.id = "cpu";
+  cpu.name = "CPU";
+  cpu.type = "cpu";
+  out.push_back(cpu);
+#ifdef AIRLOCK_HAVE_VULKAN
+  absl::StatusOr<std::vector<vulkan::DeviceInfo>> devices = vulkan::ListDevices();
+  if (!devices.ok()) {
+    if (vulkan_error != nullptr) *vulkan_error = std::string(devices.status().message());
+    return out;
+  }
+  for (const vulkan::DeviceInfo& d : *devices) {
+    DeviceDescription v;
+    v.id = absl::StrCat("vulkan:", d.index);
+    v.name = d.name;
+    v.type = d.type;
+    v.driver = d.driver;
+    v.memory_bytes = d.device_local_bytes;
+    if (!d.compute) {
+      v.unusable = "no compute queue";
+    } else if (!d.storage_16bit) {
+      v.unusable = "no 16-bit storage buffers";
+    }
+    out.push_back(v);
+  }
+#else
+  if (vulkan_error != nullptr) *vulkan_error = "this build has no Vulkan backend";
+#endif
+  return out;
+}
+
 
 const char* StopReasonName(StopReason reason) {
   switch (reason) {
@@ -49,7 +100,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& path, co
     return absl::InvalidArgumentError(absl::StrCat(path, ": the tokenizer has ", e->tokenizer_->n_vocab(),
                                                    " tokens but the embedding only ", c.n_vocab));
   }
-  e->backend_ = CreateCpuBackend();
+  AIRLOCK_ASSIGN_OR_RETURN(e->backend_, CreateDeviceBackend(options.device));
   ExecutorOptions eo;
   eo.n_threads = options.n_threads;
   eo.n_ctx = options.n_ctx > 0 ? options.n_ctx : std::min(c.n_ctx_train, 4096);
@@ -66,7 +117,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& path, co
     const int64_t fits = per_token > 0 && quarter > 0 ? static_cast<int64_t>(quarter / per_token) : want;
     eo.kv_pool_tokens = std::max<int64_t>(eo.n_ctx, std::min(want, fits));
   }
-  AIRLOCK_ASSIGN_OR_RETURN(e->executor_, e->backend_->CreateExecutor(*e->model_, eo));
+  absl::StatusOr<std::unique_ptr<ModelExecutor>> executor = e->backend_->CreateExecutor(*e->model_, eo);
+  if (!executor.ok()) {
+    return absl::Status(executor.status().code(),
+                        absl::StrCat(path, " on ", options.device, ": ", executor.status().message()));
+  }
+  e->executor_ = std::move(*executor);
+  e->device_name_ = e->backend_->name();
   e->scheduler_ = std::make_unique<Scheduler>(*e->executor_, *e->tokenizer_, options.max_sequences);
   return e;
 }

@@ -41,6 +41,9 @@ struct EngineOptions {
   int64_t kv_pool_tokens = 0;               // Default: 0 (see above).
   int32_t kv_block_tokens = 16;             // Default: 16 tokens per KV block (1..256).
   bool prefix_cache = true;                 // Default: true. Reuse cached prompt prefixes.
+  // Where the model runs: "cpu", or a Vulkan device ("vulkan:N" by index, or "vulkan:NAME" for
+  // part of its name). Never falls back to the CPU when the device is missing or refuses the model.
+  std::string device = "cpu";               // Default: "cpu".
 };
 
 // What the engine holds and has done, for metrics. Counters count since Load.
@@ -110,6 +113,25 @@ using DoneCallback = std::function<void(absl::StatusOr<GenerateResult>)>;
 
 class Scheduler;
 
+// The backend an EngineOptions::device string names: "cpu", or "vulkan:N" / "vulkan:NAME"
+// (INVALID_ARGUMENT for anything else, UNIMPLEMENTED for Vulkan in a build without it).
+absl::StatusOr<std::unique_ptr<Backend>> CreateDeviceBackend(const std::string& device);
+
+// A device a model can be placed on, for `airlockctl devices` and start-up logs.
+struct DeviceDescription {
+  std::string id;            // what EngineOptions::device takes: "cpu", "vulkan:0", ...
+  std::string name;          // the device's own name
+  std::string type;          // "cpu", or the Vulkan device type ("discrete", "integrated", ...)
+  std::string driver;        // driver name and version (Vulkan)
+  uint64_t memory_bytes = 0; // the largest device-local heap (Vulkan); 0 for the CPU
+  // Empty when the Vulkan backend can run models on it, else why not.
+  std::string unusable;
+};
+
+// "cpu", then every device the Vulkan loader reports. A build without the Vulkan backend, or a
+// machine without a Vulkan driver, lists the CPU alone (the second with `vulkan_error` set).
+std::vector<DeviceDescription> ListDevices(std::string* vulkan_error = nullptr);
+
 class Engine {
  public:
   static absl::StatusOr<std::unique_ptr<Engine>> Load(const std::string& path, const EngineOptions& options);
@@ -132,6 +154,8 @@ class Engine {
   // Tokens a prompt plus its output may use.
   int32_t context_length() const { return executor_->options().n_ctx; }
   int32_t max_sequences() const;
+  // Where the model runs: "cpu", or the configured Vulkan device with its name.
+  const std::string& device_name() const { return device_name_; }
   EngineStats stats() const;
 
  private:
@@ -140,6 +164,7 @@ class Engine {
   std::unique_ptr<Model> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<Backend> backend_;
+  std::string device_name_;
   std::unique_ptr<ModelExecutor> executor_;
   std::unique_ptr<Scheduler> scheduler_;
 };

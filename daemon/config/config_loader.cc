@@ -46,6 +46,19 @@
 namespace airlock::daemon {
 namespace {
 
+// models[].device: "cpu", or "vulkan:" and a device index or a part of a device name.
+bool ValidDevice(const std::string& device) {
+  if (device == "cpu") return true;
+  if (!device.starts_with("vulkan:")) return false;
+  const std::string_view rest = std::string_view(device).substr(7);
+  if (rest.empty() || rest.size() > 128) return false;
+  return std::all_of(rest.begin(), rest.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == ' ' || c == '.' || c == '_' || c == '-' ||
+           c == '(' || c == ')';
+  });
+}
+
+
 namespace pb = ::google::protobuf;
 using ::airlock::v1::config::DaemonConfig;
 
@@ -1043,6 +1056,11 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
                                  " tokens: one KV block of kv_block_tokens, and no fewer than 16; 0 or leave the "
                                  "key out for the default, sized from max_sequences and context_length)"));
       }
+    }
+    if (parsed.Has(prefix + ".device") && !ValidDevice(model.device())) {
+      check.Error(prefix + ".device",
+                  absl::StrCat(Quote(model.device().substr(0, 64)), " is not a device (expected cpu, vulkan:N for the "
+                               "Nth Vulkan device, or vulkan:NAME for the device whose name contains NAME)"));
     }
     if (parsed.Has(prefix + ".prefix_cache") && model.prefix_cache() != "identity" &&
         model.prefix_cache() != "model" && model.prefix_cache() != "off") {

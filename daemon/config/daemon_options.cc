@@ -64,6 +64,7 @@ DaemonOptions ResolveOptions(const ParsedConfig& parsed) {
     if (model.kv_block_tokens() != 0) m.kv_block_tokens = model.kv_block_tokens();
     if (model.prefix_cache() == "model") m.prefix_cache = PrefixCacheScope::kModel;
     if (model.prefix_cache() == "off") m.prefix_cache = PrefixCacheScope::kOff;
+    if (!model.device().empty()) m.device = model.device();
   }
 
   if (config.identity().source() != airlock::v1::config::IDENTITY_SOURCE_UNSPECIFIED) {

@@ -72,6 +72,8 @@ struct ModelOptions {
   // Who shares cached prompt prefixes. Default: kIdentity (docs/security.md: the time to first
   // token reveals a cached prefix, so sharing across identities lets one probe another's prompts).
   PrefixCacheScope prefix_cache = PrefixCacheScope::kIdentity;
+  // Where the model runs (EngineOptions::device): "cpu" or "vulkan:N" / "vulkan:NAME". Default: "cpu".
+  std::string device = "cpu";
 
   bool operator==(const ModelOptions&) const = default;
 };

@@ -322,7 +322,7 @@ TEST(ConfigLoaderTest, UnknownKeyInRepeatedMessage) {
                         "    path: /var/lib/airlock/models/phi3.gguf\n    gpu_layers: 33\n"),
             "cfg.yaml:24:5: models[1].gpu_layers: unknown key (known keys of models[1]: name, "
             "path, context_length, threads, kv_cache_type, chat_template, max_queue, max_sequences, "
-            "step_tokens, kv_cache_tokens, kv_block_tokens, prefix_cache)");
+            "step_tokens, kv_cache_tokens, kv_block_tokens, prefix_cache, device)");
   EXPECT_THAT(ErrorOfFull("    models: [\"*\"]\n", "    model: [\"*\"]\n"),
               StartsWith("cfg.yaml:37:5: roles[0].model: unknown key (known keys of roles[0]: "
                          "name, methods, models, quota); did you mean \"models\"?"));
@@ -595,6 +595,34 @@ TEST(ConfigRulesTest, ModelPathsAndRanges) {
               StartsWith("cfg.yaml:20:20: models[0].chat_template: \"llama4\" is not a known chat "
                          "template (chatml, llama2, "));
   EXPECT_EQ(ErrorOfFull("    chat_template: llama3\n", "    chat_template: chatml\n"), "OK");
+}
+
+// models[].device: cpu by default, a Vulkan device by index or by part of its name; anything else
+// refused with its position, and a long value not echoed whole.
+TEST(ConfigRulesTest, ModelDevice) {
+  absl::StatusOr<ParsedConfig> parsed = ParseConfig(
+      Edit(kFullConfig, "    max_queue: 16\n", "    max_queue: 16\n    device: \"vulkan:NVIDIA H100 (PCIe)\"\n"), "cfg.yaml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const DaemonOptions o = ResolveOptions(*parsed);
+  EXPECT_EQ(o.models[0].device, "vulkan:NVIDIA H100 (PCIe)");
+  EXPECT_EQ(o.models[1].device, "cpu");
+  const auto with = [](const std::string& value) {
+    return ErrorOfFull("    max_queue: 16\n", absl::StrCat("    max_queue: 16\n    device: ", value, "\n"));
+  };
+  EXPECT_EQ(with("cpu"), "OK");
+  EXPECT_EQ(with("\"vulkan:0\""), "OK");
+  EXPECT_EQ(with("\"vulkan:llvmpipe\""), "OK");
+  EXPECT_EQ(with("gpu0"),
+            "cfg.yaml:22:13: models[0].device: \"gpu0\" is not a device (expected cpu, vulkan:N for the Nth Vulkan "
+            "device, or vulkan:NAME for the device whose name contains NAME)");
+  EXPECT_THAT(with("\"vulkan:\""), HasSubstr("is not a device"));
+  EXPECT_THAT(with("\"vulkan:a/b\""), HasSubstr("is not a device"));
+  EXPECT_THAT(with("\"vulkan:x\\ny\""), HasSubstr("is not a device"));
+  EXPECT_THAT(with("CPU"), HasSubstr("is not a device"));
+  const std::string long_name = "\"vulkan:" + std::string(500, 'a') + "\"";
+  const std::string error = with(long_name);
+  EXPECT_THAT(error, HasSubstr("is not a device"));
+  EXPECT_LT(error.size(), 300u) << error;
 }
 
 // The batching keys: each mapped, and each refused out of range with its name and position.

@@ -43,8 +43,8 @@ absl::Status RunBatched(const BatchedOptions& o) {
   eo.kv_type = o.kv_type == "f32" ? KvCacheType::kF32 : KvCacheType::kF16;
   eo.kv_pool_tokens = static_cast<int64_t>(max_pl) * (eo.n_ctx + eo.kv_block_tokens);
   eo.prefix_cache = false;  // random prompts share nothing; measure the computation itself
-  AIRLOCK_ASSIGN_OR_RETURN(std::unique_ptr<inference::ModelExecutor> ex,
-                           inference::CreateCpuBackend()->CreateExecutor(*model, eo));
+  AIRLOCK_ASSIGN_OR_RETURN(std::unique_ptr<inference::Backend> backend, inference::CreateDeviceBackend(o.device));
+  AIRLOCK_ASSIGN_OR_RETURN(std::unique_ptr<inference::ModelExecutor> ex, backend->CreateExecutor(*model, eo));
   std::mt19937 rng(42);
   std::uniform_int_distribution<int32_t> dist(0, n_vocab - 1);
   if (!o.json) {
@@ -127,6 +127,7 @@ absl::Status RunEngineClients(const BatchedOptions& o) {
   eo.max_sequences = max_pl;
   eo.n_batch = std::max(o.n_batch, max_pl);
   eo.kv_type = o.kv_type == "f32" ? KvCacheType::kF32 : KvCacheType::kF16;
+  eo.device = o.device;
   AIRLOCK_ASSIGN_OR_RETURN(std::unique_ptr<inference::Engine> engine, inference::Engine::Load(o.model_file, eo));
   // Real text, repeated: every client a different window of it, all of the same length.
   std::vector<int32_t> text;

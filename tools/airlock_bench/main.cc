@@ -19,6 +19,7 @@
 #include <CLI/CLI.hpp>
 
 #include "inference/backend/backend.h"
+#include "inference/engine.h"
 #include "inference/model/model.h"
 #include "tools/airlock_bench/batched.h"
 #include "tools/airlock_bench/load.h"
@@ -27,7 +28,6 @@
 
 namespace {
 
-using airlock::inference::CreateCpuBackend;
 using airlock::inference::ExecutorOptions;
 using airlock::inference::KvCacheType;
 using airlock::inference::Model;
@@ -68,6 +68,8 @@ int main(int argc, char** argv) {
   app.add_option("--n-gen,-n", n_gen, "Generated tokens for the tg test (0 skips)")->capture_default_str();
   app.add_option("--reps,-r", reps, "Repetitions")->capture_default_str();
   app.add_option("--kv-type", kv, "f16 or f32")->capture_default_str();
+  std::string device = "cpu";
+  app.add_option("--device", device, "cpu, or a Vulkan device: vulkan:N or vulkan:NAME")->capture_default_str();
   app.add_flag("--json", json, "JSON lines output");
 
   airlock::bench::OverheadOptions ov;
@@ -145,6 +147,7 @@ int main(int argc, char** argv) {
   batched->add_option("--ntg", bo.ntg, "generated tokens per sequence (repeatable)")->capture_default_str();
   batched->add_option("--npl", bo.npl, "parallel sequences (repeatable)")->capture_default_str();
   batched->add_option("--kv-type", bo.kv_type, "f16 or f32")->capture_default_str();
+  batched->add_option("--device", bo.device, "cpu, or a Vulkan device: vulkan:N or vulkan:NAME")->capture_default_str();
   batched->add_flag("--json", bo.json, "JSON lines output");
   batched->add_option("--rounds", bo.rounds, "with --engine: requests per client, back to back")->capture_default_str();
   batched->add_flag("--engine", bo.engine,
@@ -213,7 +216,12 @@ int main(int argc, char** argv) {
     return 1;
   }
   const auto& cfg = (*model)->config();
-  auto backend = CreateCpuBackend();
+  auto backend_or = airlock::inference::CreateDeviceBackend(device);
+  if (!backend_or.ok()) {
+    std::fprintf(stderr, "airlock-bench: %s\n", std::string(backend_or.status().message()).c_str());
+    return 1;
+  }
+  std::unique_ptr<airlock::inference::Backend> backend = std::move(*backend_or);
   std::mt19937 rng(42);
   std::uniform_int_distribution<int32_t> dist(0, cfg.n_vocab - 1);
   std::vector<float> logits(static_cast<size_t>(cfg.n_vocab));

@@ -379,7 +379,8 @@ int RunModels(const ModelsFlags& f) {
                         {"parameters", m.parameters()},
                         {"weight_type", m.weight_type()},
                         {"chat_template", m.chat_template()},
-                        {"vocabulary_size", m.vocabulary_size()}});
+                        {"vocabulary_size", m.vocabulary_size()},
+                        {"device", m.device()}});
     }
     std::cout << Dump(Json{{"models", models}}) << std::endl;
     return kExitOk;
@@ -395,12 +396,16 @@ int RunModels(const ModelsFlags& f) {
     weights_w = std::max(weights_w, m.weight_type().size());
   }
   const int nw = static_cast<int>(name_w), aw = static_cast<int>(arch_w), ww = static_cast<int>(weights_w);
-  std::printf("%-*s  %-*s  %7s  %10s  %-*s  %s\n", nw, "NAME", aw, "ARCHITECTURE", "CONTEXT", "PARAMETERS", ww,
-              "WEIGHTS", "CHAT TEMPLATE");
+  size_t chat_w = 13;
+  for (const v1::ModelInfo& m : resp.models()) chat_w = std::max(chat_w, m.chat_template().empty() ? 11 : m.chat_template().size());
+  const int cw = static_cast<int>(chat_w);
+  std::printf("%-*s  %-*s  %7s  %10s  %-*s  %-*s  %s\n", nw, "NAME", aw, "ARCHITECTURE", "CONTEXT", "PARAMETERS", ww,
+              "WEIGHTS", cw, "CHAT TEMPLATE", "DEVICE");
   for (const v1::ModelInfo& m : resp.models()) {
-    std::printf("%-*s  %-*s  %7u  %10s  %-*s  %s\n", nw, m.name().c_str(), aw, m.architecture().c_str(),
-                m.context_length(), HumanCount(m.parameters()).c_str(), ww, m.weight_type().c_str(),
-                m.chat_template().empty() ? "- (no chat)" : m.chat_template().c_str());
+    std::printf("%-*s  %-*s  %7u  %10s  %-*s  %-*s  %s\n", nw, m.name().c_str(), aw, m.architecture().c_str(),
+                m.context_length(), HumanCount(m.parameters()).c_str(), ww, m.weight_type().c_str(), cw,
+                m.chat_template().empty() ? "- (no chat)" : m.chat_template().c_str(),
+                m.device().empty() ? "cpu" : m.device().c_str());
   }
   return kExitOk;
 }

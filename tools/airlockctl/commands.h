@@ -6,7 +6,7 @@
 
 namespace airlock::ctl {
 
-void AddRunCommand(CLI::App& app);     // airlockctl run
+void AddRunCommand(CLI::App& app);     // airlockctl run, airlockctl devices
 void AddModelCommands(CLI::App& app);  // airlockctl model inspect | synth, and the bundle commands:
 void AddModelBundleCommands(CLI::App& model);  // airlockctl model keygen | pack | verify | import
 // Daemon clients over mutual TLS: airlockctl generate | chat | models | tokenize | health

@@ -24,6 +24,7 @@ struct RunFlags {
   int32_t threads = 0;
   int32_t ctx = 0;
   std::string kv_type = "f16";
+  std::string device = "cpu";
   std::vector<std::string> stop;
   bool json = false;
 };
@@ -32,6 +33,7 @@ int Run(const RunFlags& f) {
   inference::EngineOptions options;
   options.n_threads = f.threads > 0 ? f.threads : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
   options.n_ctx = f.ctx;
+  options.device = f.device;
   if (f.kv_type == "f16") {
     options.kv_type = inference::KvCacheType::kF16;
   } else if (f.kv_type == "f32") {
@@ -78,6 +80,33 @@ int Run(const RunFlags& f) {
   return 0;
 }
 
+// `airlockctl devices`: where a model can run, one line per device (or one JSON document).
+int Devices(bool json) {
+  std::string vulkan_error;
+  const std::vector<inference::DeviceDescription> devices = inference::ListDevices(&vulkan_error);
+  if (json) {
+    nlohmann::json j;
+    j["devices"] = nlohmann::json::array();
+    for (const auto& d : devices) {
+      j["devices"].push_back({{"id", d.id}, {"name", d.name}, {"type", d.type}, {"driver", d.driver},
+                              {"memory_bytes", d.memory_bytes}, {"usable", d.unusable.empty()},
+                              {"unusable", d.unusable}});
+    }
+    if (!vulkan_error.empty()) j["vulkan_error"] = vulkan_error;
+    std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << std::endl;
+    return 0;
+  }
+  for (const auto& d : devices) {
+    std::printf("%-10s %-12s %s", d.id.c_str(), d.type.c_str(), d.name.c_str());
+    if (d.memory_bytes > 0) std::printf(", %.1f GiB", static_cast<double>(d.memory_bytes) / (1u << 30));
+    if (!d.driver.empty()) std::printf(", %s", d.driver.c_str());
+    if (!d.unusable.empty()) std::printf(" (not usable: %s)", d.unusable.c_str());
+    std::printf("\n");
+  }
+  if (!vulkan_error.empty()) std::printf("no Vulkan devices: %s\n", vulkan_error.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int ExitCode() { return g_exit_code; }
@@ -93,9 +122,16 @@ void AddRunCommand(CLI::App& app) {
   run->add_option("--threads", flags->threads, "CPU threads (default: all cores)");
   run->add_option("--ctx", flags->ctx, "Context size in tokens (default: model's, at most 4096)");
   run->add_option("--kv-type", flags->kv_type, "KV cache type: f16 or f32")->capture_default_str();
+  run->add_option("--device", flags->device, "cpu, or a Vulkan device: vulkan:N or vulkan:NAME (see airlockctl devices)")
+      ->capture_default_str();
   run->add_option("--stop", flags->stop, "Stop string (repeatable)");
   run->add_flag("--json", flags->json, "Print one JSON object instead of streaming text");
   run->callback([flags] { SetExitCode(Run(*flags)); });
+
+  auto devices_json = std::make_shared<bool>(false);
+  CLI::App* devices = app.add_subcommand("devices", "List the devices a model can run on (the CPU and Vulkan devices)");
+  devices->add_flag("--json", *devices_json, "Print one JSON document");
+  devices->callback([devices_json] { SetExitCode(Devices(*devices_json)); });
 }
 
 }  // namespace airlock::ctl

@@ -44,10 +44,12 @@ bool Supported(TensorType t) { return t == TensorType::kF32 || t == TensorType::
 
 class VulkanExecutor : public ModelExecutor {
  public:
+  // `label` receives the device's label ("vulkan:0 (name)").
   static absl::StatusOr<std::unique_ptr<ModelExecutor>> Create(const Model& model, const ExecutorOptions& options,
-                                                               std::string_view selector) {
+                                                               std::string_view selector, std::string* label) {
     std::unique_ptr<VulkanExecutor> e(new VulkanExecutor(model, options));
     AIRLOCK_RETURN_IF_ERROR(e->Init(selector));
+    *label = e->device_->label();
     return std::unique_ptr<ModelExecutor>(std::move(e));
   }
 
@@ -366,7 +368,8 @@ class VulkanExecutor : public ModelExecutor {
 class VulkanBackend : public Backend {
  public:
   explicit VulkanBackend(std::string_view selector) : selector_(selector) {}
-  std::string name() const override { return absl::StrCat("vulkan (", selector_, ")"); }
+  // The device's label once an executor has opened it ("vulkan:0 (name)"), else the selector.
+  std::string name() const override { return label_.empty() ? selector_ : label_; }
 
   absl::StatusOr<std::unique_ptr<ModelExecutor>> CreateExecutor(const Model& model,
                                                                 const ExecutorOptions& options) override {
@@ -374,11 +377,12 @@ class VulkanBackend : public Backend {
     if (o.kv_pool_tokens > (int64_t{1} << 24)) {
       return absl::InvalidArgumentError(absl::StrCat("a KV pool of ", o.kv_pool_tokens, " tokens is too large"));
     }
-    return VulkanExecutor::Create(model, o, selector_);
+    return VulkanExecutor::Create(model, o, selector_, &label_);
   }
 
  private:
   std::string selector_;
+  std::string label_;
 };
 
 }  // namespace
