@@ -3,6 +3,7 @@
 #include "inference/backend/backend.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "inference/base/status.h"
@@ -74,6 +75,16 @@ absl::StatusOr<int64_t> CheckBatch(std::span<const BatchEntry> batch, const KvPo
     return absl::InvalidArgumentError(absl::StrCat("forward: ", total, " tokens in one step; at most ", n_batch));
   }
   return total;
+}
+
+void CopyLogitsOut(std::span<const BatchEntry> batch, const float* from, int32_t n_vocab) {
+  const size_t row = static_cast<size_t>(n_vocab);
+  for (const BatchEntry& entry : batch) {
+    if (entry.logits == nullptr) continue;
+    const size_t rows = entry.all_logits ? entry.tokens.size() : 1;
+    std::memcpy(entry.logits, from, rows * row * sizeof(float));
+    from += rows * row;
+  }
 }
 
 absl::StatusOr<std::unique_ptr<Sequence>> ModelExecutor::NewSequence(std::string_view scope) {

@@ -85,6 +85,10 @@ class ModelExecutor {
 absl::StatusOr<int64_t> CheckBatch(std::span<const BatchEntry> batch, const KvPool& pool, int32_t n_vocab,
                                    int32_t n_batch);
 
+// Hands out the logits of a step, computed in batch order for the rows that want them (all rows
+// of an all_logits entry, else its last row), to each entry's `logits` buffer.
+void CopyLogitsOut(std::span<const BatchEntry> batch, const float* from, int32_t n_vocab);
+
 class Backend {
  public:
   virtual ~Backend() = default;

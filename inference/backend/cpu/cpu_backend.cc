@@ -236,13 +236,7 @@ class CpuExecutor : public ModelExecutor {
     if (logits_.size() < static_cast<size_t>(n_out) * n_vocab) logits_.resize(static_cast<size_t>(n_out) * n_vocab);
     NormRows(gathered_.data(), model_.output_norm(), xn_.data(), n_out);
     MatMul(model_.output(), xn_.data(), n_out, logits_.data());
-    const float* from = logits_.data();
-    for (const BatchEntry& entry : batch) {
-      if (entry.logits == nullptr) continue;
-      const size_t rows = entry.all_logits ? entry.tokens.size() : 1;
-      std::memcpy(entry.logits, from, rows * n_vocab * sizeof(float));
-      from += rows * n_vocab;
-    }
+    CopyLogitsOut(batch, logits_.data(), c_.n_vocab);
   }
 
   static void AddBias(float* x, const std::vector<float>& bias) {

@@ -40,6 +40,13 @@ struct DeviceLayer {
   DeviceMatrix wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
+// Appends an op's dispatch to a step, or passes on why the op refused its shapes.
+absl::Status Append(std::vector<Dispatch>& steps, absl::StatusOr<Dispatch> dispatch) {
+  if (!dispatch.ok()) return dispatch.status();
+  steps.push_back(*std::move(dispatch));
+  return absl::OkStatus();
+}
+
 bool Supported(TensorType t) { return t == TensorType::kF32 || t == TensorType::kF16 || t == TensorType::kQ8_0; }
 
 class VulkanExecutor : public ModelExecutor {
@@ -107,11 +114,7 @@ class VulkanExecutor : public ModelExecutor {
     const uint32_t ff = static_cast<uint32_t>(c_.n_ff);
     const float kq_scale = 1.0f / std::sqrt(static_cast<float>(c_.head_dim));
     std::vector<Dispatch> steps;
-    auto add = [&](absl::StatusOr<Dispatch> d) -> absl::Status {
-      if (!d.ok()) return d.status();
-      steps.push_back(*std::move(d));
-      return absl::OkStatus();
-    };
+    auto add = [&steps](absl::StatusOr<Dispatch> d) { return Append(steps, std::move(d)); };
     for (uint32_t il = 0; il < static_cast<uint32_t>(c_.n_layer); ++il) {
       const DeviceLayer& L = layers_[il];
       for (const LayerOp op : c_.recipe->layer) {
@@ -164,13 +167,7 @@ class VulkanExecutor : public ModelExecutor {
     if (n_out > 0) {
       std::vector<float> logits(static_cast<size_t>(n_out) * n_vocab);
       AIRLOCK_RETURN_IF_ERROR(device_->Download(*logits_, logits.data(), logits.size() * sizeof(float)));
-      const float* from = logits.data();
-      for (const BatchEntry& entry : batch) {
-        if (entry.logits == nullptr) continue;
-        const size_t rows = entry.all_logits ? entry.tokens.size() : 1;
-        std::memcpy(entry.logits, from, rows * n_vocab * sizeof(float));
-        from += rows * n_vocab;
-      }
+      CopyLogitsOut(batch, logits.data(), c_.n_vocab);
     }
     for (const BatchEntry& entry : batch) entry.seq->Commit(entry.tokens);
     return absl::OkStatus();
@@ -187,11 +184,7 @@ class VulkanExecutor : public ModelExecutor {
   absl::Status Products(std::initializer_list<const DeviceMatrix*> ws, const Buffer& x,
                         std::initializer_list<const Buffer*> ys, uint32_t n, bool accumulate,
                         std::vector<Dispatch>& steps) {
-    auto add = [&](absl::StatusOr<Dispatch> d) -> absl::Status {
-      if (!d.ok()) return d.status();
-      steps.push_back(*std::move(d));
-      return absl::OkStatus();
-    };
+    auto add = [&steps](absl::StatusOr<Dispatch> d) { return Append(steps, std::move(d)); };
     const uint32_t cols = (*ws.begin())->cols;
     bool quantized = false;
     auto y = ys.begin();
@@ -342,7 +335,7 @@ class VulkanExecutor : public ModelExecutor {
 
   // Copy-on-write of a shared block (KvPool): every layer's K and V of block src into dst.
   void CopyBlock(int32_t src, int32_t dst) {
-    const size_t block_bytes = static_cast<size_t>(kv_.n_layer) * kv_.block_tokens * kv_.kv_dim() * (kv_.f16 ? 2 : 4);
+    const size_t block_bytes = static_cast<size_t>(kv_.bytes() / kv_.n_blocks);
     for (Buffer* cache : {k_cache_.get(), v_cache_.get()}) {
       absl::Status s = device_->Copy(*cache, static_cast<size_t>(src) * block_bytes, *cache,
                                      static_cast<size_t>(dst) * block_bytes, block_bytes);
