@@ -538,7 +538,7 @@ void Q4KOneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, 
 }
 
 // Q6_K decoding and its element-lane integer step, used by Q6KOneActivation (decode and VecDot)
-// and Q6KFormat (the lane-grouped products).
+// and Q6KGrouped (the lane-grouped products).
 struct Q6KKernel {
   // Chunk k (0-3) holds elements 64k .. 64k + 63 (groups of 16: 4k .. 4k + 3) as bytes 0..63.
   template <int k, int R, int C>
@@ -631,17 +631,21 @@ __m512i AddLaneSets(__m512i v) {
 }
 
 // A group of Cg activation rows of Q8_K, interleaved per super-block: the quants in kSteps zmm
-// (lane l: row l / P, quants 4 * (P * step + l % P) .. + 3), eight zmm of bsum pairs (int16
-// bsums[2i], bsums[2i + 1] in lane c * P of vector i, zero elsewhere) and a zmm of d (lane c * P).
+// (lane l: row l / P, quants 4 * (P * step + l % P) .. + 3), a zmm of d (lane c * P), and the
+// row's sums of 16 and of 32 quants as int16 spread over the row's P lanes, two to a lane (sum j
+// of row c: vector j / (2P), lane c * P + (j % (2P)) / 2, half j % 2), so that one vpdpwssd
+// against a broadcast of 2P int16 multipliers serves every row.
 template <int Cg>
 struct Q8KGroup {
   static constexpr int P = 16 / Cg;  // lanes per activation row
   static constexpr int kSteps = 64 / P;
   static constexpr size_t kQs = 64 * kSteps;
-  static constexpr size_t kD = kQs + 8 * 64;
-  static constexpr size_t kBlockBytes = kD + 64;
-
-  static __m512i Broadcast(const uint8_t* wu, int st) { return BroadcastToLaneSets<P>(wu + 4 * P * st); }
+  static constexpr size_t kD = kQs;
+  static constexpr int kSum16Vecs = 8 / P;
+  static constexpr size_t kSum16 = kD + 64;
+  static constexpr int kSum32Vecs = P >= 4 ? 1 : 4 / P;
+  static constexpr size_t kSum32 = kSum16 + 64 * kSum16Vecs;
+  static constexpr size_t kBlockBytes = kSum32 + 64 * kSum32Vecs;
 
   // Activation rows x .. x + (cv - 1) * xs (cv <= Cg; the rest of the group is zero), super-blocks
   // b0 .. b0 + nb - 1, into out.
@@ -654,94 +658,50 @@ struct Q8KGroup {
         for (int st = 0; st < kSteps; ++st) {
           std::memcpy(o + 64 * st + 4 * P * c, a.qs + 4 * P * st, 4 * P);
         }
-        for (int i = 0; i < 8; ++i) std::memcpy(o + kQs + 64 * i + 4 * P * c, a.bsums + 2 * i, 4);
         std::memcpy(o + kD + 4 * P * c, &a.d, sizeof(float));
+        for (int j = 0; j < 16; ++j) {
+          std::memcpy(o + kSum16 + SpreadOffset(c, j), &a.bsums[j], 2);
+        }
+        for (int j = 0; j < 8; ++j) {
+          // |bsum| <= 16 * 127, so a sum of two fits int16.
+          const auto s32 = static_cast<int16_t>(a.bsums[2 * j] + a.bsums[2 * j + 1]);
+          std::memcpy(o + kSum32 + SpreadOffset(c, j), &s32, 2);
+        }
       }
     }
   }
 
-  static __m512i SumLaneSets(__m512i v) { return AddLaneSets<P>(v); }
-};
+  // Where int16 j of row c goes in a spread section.
+  static constexpr size_t SpreadOffset(int c, int j) {
+    return static_cast<size_t>(64 * (j / (2 * P)) + 4 * P * c + 2 * (j % (2 * P)));
+  }
 
-// Weight formats for KGrouped: Unpack gives a super-block's 256 quants as unsigned bytes in
-// element order plus its scales; Finish applies the float part of the format's contract.
-struct alignas(64) KInfo {
-  int32_t sc[16];    // per scaled sub-block
-  int32_t sc16[16];  // the same as int16 in the low half, zero above (vpdpwssd's (scale, 0))
-  int32_t pair[8];   // int16 pair multiplying bsum-pair vector i
-  float d, dmin;
-};
-
-struct Q4KFormat {
-  static constexpr size_t kBytes = sizeof(BlockQ4_K);
-  static constexpr int kSub = 32;  // elements per scaled sub-block
-  // Steps whose sum per lane still fits int16: 4 * 4 * 15 * 127 = 30,480.
-  static constexpr int kInt16Steps = 4;
-  static void Unpack(const uint8_t* blk, uint8_t* wu, KInfo* info) {
-    const __m128i table = UnpackScalesMins(blk + 4);  // scales 0-7, mins 0-7
-    const __m256i sc = _mm256_cvtepu8_epi32(table);
-    const __m256i mins = _mm256_cvtepu8_epi32(_mm_srli_si128(table, 8));
-    _mm256_store_si256(reinterpret_cast<__m256i*>(info->sc), sc);
-    _mm256_store_si256(reinterpret_cast<__m256i*>(info->sc16), sc);  // 0..63: already 16-bit
-    // Both bsums of sub-block j are multiplied by min j.
-    _mm256_store_si256(reinterpret_cast<__m256i*>(info->pair), _mm256_or_si256(mins, _mm256_slli_epi32(mins, 16)));
-    info->d = HalfAt(blk);
-    info->dmin = HalfAt(blk + 2);
-    const __m256i low = _mm256_set1_epi8(0x0F);
-    for (int g = 0; g < 4; ++g) {
-      const __m256i q = Load256(blk + 16 + 32 * g);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(wu + 64 * g), _mm256_and_si256(q, low));
-      _mm256_store_si256(reinterpret_cast<__m256i*>(wu + 64 * g + 32),
-                         _mm256_and_si256(_mm256_srli_epi16(q, 4), low));
+  // A spread section of kVecs zmm at o against 2P * kVecs int16 multipliers m (every row against
+  // the same m); lane c * P + k keeps a part of row c's sum, for AddLaneSets.
+  template <int kVecs>
+  static __m512i SpreadDot(const uint8_t* o, const int16_t* m) {
+    __m512i s = _mm512_setzero_si512();
+    for (int v = 0; v < kVecs; ++v) {
+      s = _mm512_dpwssd_epi32(s, Load512(o + 64 * v),
+                              BroadcastToLaneSets<P>(reinterpret_cast<const uint8_t*>(m) + 4 * P * v));
     }
-  }
-  static __m512 Finish(__m512i isum, __m512i msum, const KInfo& info, __m512 ad, __m512 acc) {
-    __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(info.d));
-    t = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), _mm512_set1_ps(info.dmin), t);
-    return _mm512_fmadd_ps(t, ad, acc);
+    return s;
   }
 };
 
-// Q6_K numerics: isum = sum_j sc_j * (q_j . a_j) - 32 * sum_j sc_j * bsum_j, exact; then
+// Q6_K against a lane-grouped Q8_K group: each row's super-block decoded to 256 unsigned bytes
+// (Q6KKernel::DecodeHalf) on the stack, then broadcast a step at a time. Numerics as in
+// Q6KOneActivation: isum = sum_j sc_j * (q_j . a_j) - 32 * sum_j sc_j * bsum_j, exact; then
 // acc = acc + float(isum) * (d * ad) (fused), per super-block from acc = 0.
-struct Q6KFormat {
-  static constexpr size_t kBytes = sizeof(BlockQ6_K);
-  static constexpr int kSub = 16;
-  static constexpr int kInt16Steps = 1;  // 4 * 63 * 127 = 32,004
-  static void Unpack(const uint8_t* blk, uint8_t* wu, KInfo* info) {
-    const auto& b = *reinterpret_cast<const BlockQ6_K*>(blk);
-    const __m128i s8 = Load128(b.scales);
-    const __m512i sc = _mm512_cvtepi8_epi32(s8);
-    _mm512_store_si512(info->sc, sc);
-    _mm512_store_si512(info->sc16, _mm512_and_si512(sc, _mm512_set1_epi32(0xFFFF)));
-    // Pair i: the int16 scales 2i (low half) and 2i + 1 (high half).
-    _mm256_store_si256(reinterpret_cast<__m256i*>(info->pair), _mm256_cvtepi8_epi16(s8));
-    info->d = HalfAt(blk + kQ6KScaleOffset);
-    info->dmin = 0.0f;
-    for (int h = 0; h < 2; ++h) {
-      __m512i first, second;
-      Q6KKernel::DecodeHalf(b, h, &first, &second);
-      _mm512_store_si512(wu + 128 * h, first);
-      _mm512_store_si512(wu + 128 * h + 64, second);
-    }
-  }
-  static __m512 Finish(__m512i isum, __m512i msum, const KInfo& info, __m512 ad, __m512 acc) {
-    const __m512i total = _mm512_sub_epi32(isum, _mm512_slli_epi32(msum, 5));
-    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_mul_ps(_mm512_set1_ps(info.d), ad), acc);
-  }
-};
-
-template <class F, int Cg>
-struct KGrouped {
+template <int Cg>
+struct Q6KGrouped {
   using G = Q8KGroup<Cg>;
   static constexpr int P = G::P;
-  static constexpr int kStepsPerSub = F::kSub / (4 * P);
+  static constexpr int kStepsPerSub = 16 / (4 * P);
   static_assert(kStepsPerSub >= 1, "a step may not span two scaled sub-blocks");
-  static constexpr int kSubs = kQKK / F::kSub;
   static constexpr int kRows = 8;
+  static constexpr size_t kBytes = sizeof(BlockQ6_K);
 
-  // R weight rows against the interleaved group: super-blocks b0 .. b0 + nb - 1, continuing the
-  // accumulators in y (first piece: from zero).
   template <int R>
   static void Tile(const uint8_t* w, size_t ws, const uint8_t* act, int64_t b0, int nb, int cv,
                    float* y, int64_t ys) {
@@ -756,39 +716,51 @@ struct KGrouped {
     for (int bi = 0; bi < nb; ++bi) {
       const uint8_t* o = act + G::kBlockBytes * static_cast<size_t>(bi);
       alignas(64) uint8_t wu[R][kQKK];
-      KInfo info[R];
+      alignas(64) int32_t sc32[R][16];  // scale j as int32; also (scale, 0) as int16 after masking
+      alignas(64) int16_t sc16[R][16];
+      float d[R];
       for (int r = 0; r < R; ++r) {
-        const uint8_t* blk = w + r * ws + (b0 + bi) * F::kBytes;
-        PrefetchAhead<F::kBytes>(blk, R * ws);
-        F::Unpack(blk, wu[r], &info[r]);
+        const uint8_t* blk = w + r * ws + (b0 + bi) * kBytes;
+        PrefetchAhead<kBytes>(blk, R * ws);
+        const auto& b = *reinterpret_cast<const BlockQ6_K*>(blk);
+        const __m128i s8 = Load128(b.scales);
+        _mm512_store_si512(sc32[r], _mm512_cvtepi8_epi32(s8));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(sc16[r]), _mm256_cvtepi8_epi16(s8));
+        d[r] = HalfAt(blk + kQ6KScaleOffset);
+        for (int h = 0; h < 2; ++h) {
+          __m512i first, second;
+          Q6KKernel::DecodeHalf(b, h, &first, &second);
+          _mm512_store_si512(wu[r] + 128 * h, first);
+          _mm512_store_si512(wu[r] + 128 * h + 64, second);
+        }
       }
       __m512i isum[R];
       for (int r = 0; r < R; ++r) isum[r] = _mm512_setzero_si512();
-      for (int j = 0; j < kSubs; ++j) {
+      for (int j = 0; j < 16; ++j) {
         __m512i part[R];
         for (int r = 0; r < R; ++r) part[r] = _mm512_setzero_si512();
         for (int t = 0; t < kStepsPerSub; ++t) {
           const int st = j * kStepsPerSub + t;
           const __m512i a = Load512(o + 64 * st);
-          for (int r = 0; r < R; ++r) part[r] = _mm512_dpbusd_epi32(part[r], G::Broadcast(wu[r], st), a);
+          for (int r = 0; r < R; ++r) {
+            part[r] = _mm512_dpbusd_epi32(part[r], BroadcastToLaneSets<P>(wu[r] + 4 * P * st), a);
+          }
         }
         for (int r = 0; r < R; ++r) {
-          if constexpr (kStepsPerSub <= F::kInt16Steps) {
-            // The part fits int16 in the low half of each lane: vpdpwssd with (scale, 0) scales
-            // and adds in one instruction.
-            isum[r] = _mm512_dpwssd_epi32(isum[r], part[r], _mm512_set1_epi32(info[r].sc16[j]));
+          if constexpr (kStepsPerSub == 1) {
+            // One step's sum fits int16 (4 * 63 * 127 = 32,004): vpdpwssd with (scale, 0).
+            isum[r] = _mm512_dpwssd_epi32(
+                isum[r], part[r], _mm512_set1_epi32(sc32[r][j] & 0xFFFF));
           } else {
-            isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(part[r], _mm512_set1_epi32(info[r].sc[j])));
+            isum[r] = _mm512_add_epi32(isum[r], _mm512_mullo_epi32(part[r], _mm512_set1_epi32(sc32[r][j])));
           }
         }
       }
       const __m512 ad = _mm512_loadu_ps(o + G::kD);
       for (int r = 0; r < R; ++r) {
-        __m512i msum = _mm512_setzero_si512();
-        for (int i = 0; i < 8; ++i) {
-          msum = _mm512_dpwssd_epi32(msum, Load512(o + G::kQs + 64 * i), _mm512_set1_epi32(info[r].pair[i]));
-        }
-        acc[r] = F::Finish(G::SumLaneSets(isum[r]), msum, info[r], ad, acc[r]);
+        const __m512i msum = G::template SpreadDot<G::kSum16Vecs>(o + G::kSum16, sc16[r]);
+        const __m512i total = AddLaneSets<P>(_mm512_sub_epi32(isum[r], _mm512_slli_epi32(msum, 5)));
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_mul_ps(_mm512_set1_ps(d[r]), ad), acc[r]);
       }
     }
     for (int r = 0; r < R; ++r) {
@@ -806,7 +778,101 @@ struct KGrouped {
   }
   static void Run(int64_t n, const uint8_t* w, size_t ws, int64_t row_begin, int64_t row_end,
                   const uint8_t* x, size_t xs, int cv, float* y, int64_t ys) {
-    RunGroupedPieces<KGrouped>(n, w, ws, row_begin, row_end, x, xs, cv, y, ys);
+    RunGroupedPieces<Q6KGrouped>(n, w, ws, row_begin, row_end, x, xs, cv, y, ys);
+  }
+};
+
+// Q4_K against a lane-grouped Q8_K group straight from the packed nibbles, with no unpacked copy
+// of the weights going through memory: one broadcast of 4P packed bytes gives a step of a low
+// sub-block (vpand 0x0F) and the same step of the high sub-block beside it (vpand 0xF0: sixteen
+// times the quants, still an unsigned byte; the sub-block's sum is shifted back by 4 before its
+// scale, exact because every product is a multiple of 16). The integer sums per super-block are
+// those of Q4KOneActivation, and so is the float epilogue.
+template <int Cg>
+struct Q4KGrouped {
+  using G = Q8KGroup<Cg>;
+  static constexpr int P = G::P;
+  static constexpr int kE = 4 * P;    // elements of a weight row per step
+  static constexpr int kS = 32 / kE;  // steps per 32-element sub-block
+  static constexpr int kRows = 4;
+  static constexpr size_t kBytes = sizeof(BlockQ4_K);
+
+  template <int R>
+  static void Tile(const uint8_t* w, size_t ws, const uint8_t* act, int64_t b0, int nb, int cv,
+                   float* y, int64_t ys) {
+    __m512 acc[R];
+    for (int r = 0; r < R; ++r) {
+      alignas(64) float lanes[16] = {};
+      if (b0 > 0) {
+        for (int c = 0; c < cv; ++c) lanes[c * P] = y[c * ys + r];
+      }
+      acc[r] = _mm512_load_ps(lanes);
+    }
+    const __m512i low4 = _mm512_set1_epi8(0x0F);
+    const __m512i high4 = _mm512_set1_epi8(static_cast<char>(0xF0));
+    for (int bi = 0; bi < nb; ++bi) {
+      const uint8_t* o = act + G::kBlockBytes * static_cast<size_t>(bi);
+      const uint8_t* blk[R];
+      alignas(64) int32_t sc[R][16];    // scales 0-7 as (scale, 0) int16 pairs, then mins 0-7
+      alignas(64) int16_t mins[R][16];  // mins 0-7 as int16, zero above
+      for (int r = 0; r < R; ++r) {
+        blk[r] = w + r * ws + (b0 + bi) * kBytes;
+        PrefetchAhead<kBytes>(blk[r], R * ws);
+        const __m128i table = UnpackScalesMins(blk[r] + 4);
+        _mm512_store_si512(sc[r], _mm512_cvtepu8_epi32(table));
+        _mm256_store_si256(reinterpret_cast<__m256i*>(mins[r]), _mm256_cvtepu8_epi16(_mm_srli_si128(table, 8)));
+      }
+      __m512i isum[R];
+      for (int r = 0; r < R; ++r) isum[r] = _mm512_setzero_si512();
+      // Steps are summed in runs of at most kInt16Steps, whose sums fit int16 in the low half
+      // of each lane (4 * 4 * 15 * 127 = 30,480): vpdpwssd with (scale, 0) then scales and adds.
+      constexpr int kRun = kS < 4 ? kS : 4;
+      for (int g = 0; g < 4; ++g) {
+        for (int t0 = 0; t0 < kS; t0 += kRun) {
+          __m512i lo[R], hi[R];
+          for (int r = 0; r < R; ++r) lo[r] = hi[r] = _mm512_setzero_si512();
+          for (int t = t0; t < t0 + kRun; ++t) {
+            const __m512i a_lo = Load512(o + 64 * ((2 * g) * kS + t));
+            const __m512i a_hi = Load512(o + 64 * ((2 * g + 1) * kS + t));
+            for (int r = 0; r < R; ++r) {
+              const __m512i q = BroadcastToLaneSets<P>(blk[r] + 16 + 32 * g + kE * t);
+              lo[r] = _mm512_dpbusd_epi32(lo[r], _mm512_and_si512(q, low4), a_lo);
+              hi[r] = _mm512_dpbusd_epi32(hi[r], _mm512_and_si512(q, high4), a_hi);
+            }
+          }
+          for (int r = 0; r < R; ++r) {
+            isum[r] = _mm512_dpwssd_epi32(isum[r], lo[r], _mm512_set1_epi32(sc[r][2 * g]));
+            isum[r] = _mm512_dpwssd_epi32(isum[r], _mm512_srai_epi32(hi[r], 4),
+                                          _mm512_set1_epi32(sc[r][2 * g + 1]));
+          }
+        }
+      }
+      const __m512 ad = _mm512_loadu_ps(o + G::kD);
+      for (int r = 0; r < R; ++r) {
+        const __m512i msum = AddLaneSets<P>(G::template SpreadDot<G::kSum32Vecs>(o + G::kSum32, mins[r]));
+        const __m512 d = _mm512_set1_ps(HalfAt(blk[r]));
+        const __m512 dmin = _mm512_set1_ps(HalfAt(blk[r] + 2));
+        __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(AddLaneSets<P>(isum[r])), d);
+        v = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), dmin, v);
+        acc[r] = _mm512_fmadd_ps(v, ad, acc[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      alignas(64) float lanes[16];
+      _mm512_store_ps(lanes, acc[r]);
+      for (int c = 0; c < cv; ++c) y[c * ys + r] = lanes[c * P];
+    }
+  }
+
+  static constexpr int kPieceBlocks = kKPieceBlocks;
+  static constexpr int kBlockElems = kQKK;
+  static constexpr size_t kBlockBytes = G::kBlockBytes;
+  static void Interleave(const uint8_t* x, size_t xs, int cv, int64_t b0, int nb, uint8_t* out) {
+    G::Interleave(x, xs, cv, b0, nb, out);
+  }
+  static void Run(int64_t n, const uint8_t* w, size_t ws, int64_t row_begin, int64_t row_end,
+                  const uint8_t* x, size_t xs, int cv, float* y, int64_t ys) {
+    RunGroupedPieces<Q4KGrouped>(n, w, ws, row_begin, row_end, x, xs, cv, y, ys);
   }
 };
 
@@ -837,7 +903,7 @@ void GroupedMatMul(int64_t n, const uint8_t* w, size_t ws, int64_t row_begin, in
 }
 
 // One activation row for Q6_K (decode and VecDot), R = 4 or 1 weight rows: Q6KKernel's integer
-// work (lanes are elements), reduced per super-block, then Q6KFormat's float step.
+// work (lanes are elements), reduced per super-block, then the float step of Q6KGrouped.
 template <int R>
 void Q6KOneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, float* y) {
   __m128 acc = _mm_setzero_ps();
@@ -1068,7 +1134,7 @@ struct Q4KProducts {
     Q4KOneActivation<R>(n, w, ws, x, y);
   }
   template <int Cg>
-  using Group = KGrouped<Q4KFormat, Cg>;
+  using Group = Q4KGrouped<Cg>;
 };
 
 struct Q6KProducts {
@@ -1079,7 +1145,7 @@ struct Q6KProducts {
     Q6KOneActivation<R>(n, w, ws, x, y);
   }
   template <int Cg>
-  using Group = KGrouped<Q6KFormat, Cg>;
+  using Group = Q6KGrouped<Cg>;
 };
 
 struct Q80Products {
