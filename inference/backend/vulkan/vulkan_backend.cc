@@ -47,7 +47,7 @@ absl::Status Append(std::vector<Dispatch>& steps, absl::StatusOr<Dispatch> dispa
   return absl::OkStatus();
 }
 
-bool Supported(TensorType t) { return t == TensorType::kF32 || t == TensorType::kF16 || t == TensorType::kQ8_0; }
+bool Supported(TensorType t) { return t == TensorType::kF32 || t == TensorType::kF16 || Ops::Quantized(t); }
 
 class VulkanExecutor : public ModelExecutor {
  public:
@@ -180,13 +180,13 @@ class VulkanExecutor : public ModelExecutor {
                  [this](int32_t src, int32_t dst) { CopyBlock(src, dst); }) {}
 
   // y_i (=, or += with accumulate) W_i x for weights sharing one input of n rows: the input is
-  // quantised to Q8_0 once when any of them is Q8_0.
+  // quantised once per activation format the quantised weights among them need (Q8_0, Q8_K).
   absl::Status Products(std::initializer_list<const DeviceMatrix*> ws, const Buffer& x,
                         std::initializer_list<const Buffer*> ys, uint32_t n, bool accumulate,
                         std::vector<Dispatch>& steps) {
     auto add = [&steps](absl::StatusOr<Dispatch> d) { return Append(steps, std::move(d)); };
     const uint32_t cols = (*ws.begin())->cols;
-    bool quantized = false;
+    bool quantized_q8_0 = false, quantized_q8_k = false;
     auto y = ys.begin();
     for (const DeviceMatrix* w : ws) {
       switch (w->type) {
@@ -197,12 +197,19 @@ class VulkanExecutor : public ModelExecutor {
           AIRLOCK_RETURN_IF_ERROR(add(ops_->MatMulF16(*w->data, x, **y, w->rows, w->cols, n, accumulate)));
           break;
         case TensorType::kQ8_0:
-          if (!quantized) {
-            AIRLOCK_RETURN_IF_ERROR(add(ops_->QuantizeQ8_0(x, *act_q8_, n, cols)));
-            quantized = true;
+        case TensorType::kQ4_K:
+        case TensorType::kQ6_K: {
+          const bool q8_0 = w->type == TensorType::kQ8_0;
+          bool& done = q8_0 ? quantized_q8_0 : quantized_q8_k;
+          const Buffer& act = q8_0 ? *act_q8_0_ : *act_q8_k_;
+          if (!done) {
+            AIRLOCK_RETURN_IF_ERROR(add(ops_->QuantizeActivations(w->type, x, act, n, cols)));
+            done = true;
           }
-          AIRLOCK_RETURN_IF_ERROR(add(ops_->MatMulQ8_0(*w->data, *act_q8_, **y, w->rows, w->cols, n, accumulate)));
+          AIRLOCK_RETURN_IF_ERROR(
+              add(ops_->MatMulQuantized(w->type, *w->data, act, **y, w->rows, w->cols, n, accumulate)));
           break;
+        }
         default:
           return absl::InternalError("forward: a weight type the Vulkan executor refused at creation");
       }
@@ -229,11 +236,14 @@ class VulkanExecutor : public ModelExecutor {
     }
     for (const WeightMatrix* w : matrices) {
       if (!Supported(w->type)) {
-        return absl::UnimplementedError(absl::StrCat("the Vulkan backend multiplies F32, F16 and Q8_0 weights so far; ",
-                                                     w->name, " is ", TensorTypeName(w->type)));
+        return absl::UnimplementedError(absl::StrCat(
+            "the Vulkan backend multiplies F32, F16, Q8_0, Q4_K and Q6_K weights so far; ", w->name, " is ",
+            TensorTypeName(w->type)));
       }
-      if (w->type == TensorType::kQ8_0 && w->cols % 32 != 0) {
-        return absl::InvalidArgumentError(absl::StrCat(w->name, ": Q8_0 rows of ", w->cols, " columns"));
+      const int64_t block = w->type == TensorType::kQ8_0 ? 32 : Ops::Quantized(w->type) ? 256 : 1;
+      if (w->cols % block != 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(w->name, ": ", TensorTypeName(w->type), " rows of ", w->cols, " columns"));
       }
     }
 
@@ -325,8 +335,10 @@ class VulkanExecutor : public ModelExecutor {
     AIRLOCK_ASSIGN_OR_RETURN(meta_, rows_of(Ops::kMetaWords, Memory::kHostVisible));
     AIRLOCK_ASSIGN_OR_RETURN(out_index_, rows_of(1, Memory::kHostVisible));
     AIRLOCK_ASSIGN_OR_RETURN(logits_, rows_of(c_.n_vocab, Memory::kHostVisible));
-    // Q8_0 activations: 34 bytes per 32 floats of the widest input.
-    AIRLOCK_ASSIGN_OR_RETURN(act_q8_, device_->CreateBuffer(nb * (widest / 32 + 1) * 34, Memory::kDeviceLocal));
+    // Quantised activations: Q8_0 (34 bytes per 32 floats) and Q8_K (292 bytes per 256) of the
+    // widest input.
+    AIRLOCK_ASSIGN_OR_RETURN(act_q8_0_, device_->CreateBuffer(nb * (widest / 32 + 1) * 34, Memory::kDeviceLocal));
+    AIRLOCK_ASSIGN_OR_RETURN(act_q8_k_, device_->CreateBuffer(nb * (widest / 256 + 1) * 292, Memory::kDeviceLocal));
     // Every entry has at least one token, so a step has at most n_batch block tables.
     const uint64_t blocks_per_seq = (static_cast<uint64_t>(options_.n_ctx) + kv_.block_tokens - 1) / kv_.block_tokens;
     AIRLOCK_ASSIGN_OR_RETURN(tables_, device_->CreateBuffer(nb * blocks_per_seq * 4, Memory::kHostVisible));
@@ -354,7 +366,7 @@ class VulkanExecutor : public ModelExecutor {
   DeviceMatrix output_;
   std::unique_ptr<Buffer> output_norm_, k_cache_, v_cache_;
   std::unique_ptr<Buffer> x_, xn_, gathered_, q_, attn_, k_, v_, gate_, up_, rope_, meta_, out_index_, logits_, tables_,
-      act_q8_;
+      act_q8_0_, act_q8_k_;
   absl::Status copy_error_;
 };
 

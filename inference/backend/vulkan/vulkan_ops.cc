@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "inference/base/status.h"
+#include "inference/kernels/quants.h"
 
 namespace airlock::inference::vulkan {
 namespace {
@@ -42,6 +43,15 @@ constexpr uint32_t kMatMulF16Spirv[] = {
 constexpr uint32_t kQuantizeQ8_0Spirv[] = {
 #include "quantize_q8_0.spv.inc"
 };
+constexpr uint32_t kQuantizeQ8KSpirv[] = {
+#include "quantize_q8_k.spv.inc"
+};
+constexpr uint32_t kMatMulQ4KSpirv[] = {
+#include "matmul_q4_k.spv.inc"
+};
+constexpr uint32_t kMatMulQ6KSpirv[] = {
+#include "matmul_q6_k.spv.inc"
+};
 constexpr uint32_t kSwiGluSpirv[] = {
 #include "swiglu.spv.inc"
 };
@@ -68,7 +78,8 @@ absl::Status CheckBytes(const Buffer& b, uint64_t bytes, const char* what) {
   return absl::OkStatus();
 }
 
-constexpr uint64_t kQ8_0BlockBytes = 34;
+// Elements per block of a quantised weight row and its activation row (Q8_0: 32, K-quants: 256).
+uint32_t BlockElems(TensorType type) { return type == TensorType::kQ8_0 ? 32 : 256; }
 
 }  // namespace
 
@@ -78,6 +89,9 @@ absl::StatusOr<std::unique_ptr<Ops>> Ops::Create(Device& device) {
   AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q8_0_, device.CreatePipeline(kMatMulQ8_0Spirv, 3, 16));
   AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_f16_, device.CreatePipeline(kMatMulF16Spirv, 3, 16));
   AIRLOCK_ASSIGN_OR_RETURN(ops->quantize_q8_0_, device.CreatePipeline(kQuantizeQ8_0Spirv, 2, 4));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->quantize_q8_k_, device.CreatePipeline(kQuantizeQ8KSpirv, 2, 4));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q4_k_, device.CreatePipeline(kMatMulQ4KSpirv, 3, 16));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q6_k_, device.CreatePipeline(kMatMulQ6KSpirv, 3, 16));
   AIRLOCK_ASSIGN_OR_RETURN(ops->kv_store_f16_, device.CreatePipeline(kKvStoreF16Spirv, 5, 20));
   AIRLOCK_ASSIGN_OR_RETURN(ops->attention_f16_, device.CreatePipeline(kAttentionF16Spirv, 6, 32));
   AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_f32_, device.CreatePipeline(kMatMulF32Spirv, 3, 16));
@@ -110,22 +124,43 @@ absl::StatusOr<Dispatch> Ops::RmsNorm(const Buffer& x, const Buffer& w, const Bu
   return d;
 }
 
-absl::StatusOr<Dispatch> Ops::MatMulQ8_0(const Buffer& w, const Buffer& a, const Buffer& y, uint32_t rows,
-                                         uint32_t cols, uint32_t m, bool accumulate) const {
-  if (rows == 0 || cols == 0 || m == 0) return absl::InvalidArgumentError("MatMulQ8_0 of an empty matrix");
-  if (cols % 32 != 0) return absl::InvalidArgumentError(absl::StrCat("Q8_0 rows need a multiple of 32 columns, not ", cols));
-  if (rows > max_groups_ || m > max_groups_) {
-    return absl::InvalidArgumentError(absl::StrCat("MatMulQ8_0 takes at most ", max_groups_, " rows and activation rows"));
+bool Ops::Quantized(TensorType type) {
+  return type == TensorType::kQ8_0 || type == TensorType::kQ4_K || type == TensorType::kQ6_K;
+}
+
+absl::StatusOr<Dispatch> Ops::MatMulQuantized(TensorType type, const Buffer& w, const Buffer& a, const Buffer& y,
+                                              uint32_t rows, uint32_t cols, uint32_t m, bool accumulate) const {
+  if (!Quantized(type)) {
+    return absl::InvalidArgumentError(absl::StrCat("no quantised product for ", TensorTypeName(type), " weights"));
   }
-  const uint32_t blocks = cols / 32;
-  AIRLOCK_RETURN_IF_ERROR(CheckBytes(w, uint64_t{rows} * blocks * kQ8_0BlockBytes, "Q8_0 weights"));
-  AIRLOCK_RETURN_IF_ERROR(CheckBytes(a, uint64_t{m} * blocks * kQ8_0BlockBytes, "Q8_0 activations"));
-  AIRLOCK_RETURN_IF_ERROR(CheckBytes(y, uint64_t{m} * rows * sizeof(float), "MatMulQ8_0 output"));
+  const uint32_t block = BlockElems(type);
+  if (cols == 0 || cols % block != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(TensorTypeName(type), " rows need a multiple of ", block, " columns, not ", cols));
+  }
+  const Pipeline& pipeline = type == TensorType::kQ8_0   ? *matmul_q8_0_
+                             : type == TensorType::kQ4_K ? *matmul_q4_k_
+                                                         : *matmul_q6_k_;
+  return MatMul(pipeline, TensorTypeName(type), cols / block, *RowBytes(type, cols),
+                *RowBytes(kernels::ActivationType(type), cols), w, a, y, rows, m, accumulate);
+}
+
+absl::StatusOr<Dispatch> Ops::MatMul(const Pipeline& pipeline, const char* what, uint32_t param,
+                                     uint64_t w_row_bytes, uint64_t a_row_bytes, const Buffer& w, const Buffer& a,
+                                     const Buffer& y, uint32_t rows, uint32_t m, bool accumulate) const {
+  if (rows == 0 || m == 0) return absl::InvalidArgumentError(absl::StrCat(what, " product of an empty matrix"));
+  if (rows > max_groups_ || m > max_groups_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " product takes at most ", max_groups_, " rows and activation rows"));
+  }
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(w, uint64_t{rows} * w_row_bytes, "the product's weights"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(a, uint64_t{m} * a_row_bytes, "the product's input"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(y, uint64_t{m} * rows * sizeof(float), "the product's output"));
   struct {
-    uint32_t blocks, rows, m, accumulate;
-  } push{blocks, rows, m, accumulate ? 1u : 0u};
+    uint32_t param, rows, m, accumulate;
+  } push{param, rows, m, accumulate ? 1u : 0u};
   Dispatch d;
-  d.pipeline = matmul_q8_0_.get();
+  d.pipeline = &pipeline;
   d.buffers = {&w, &a, &y};
   d.push = PushBytes(push);
   d.groups_x = Groups(rows, kRowsPerProductGroup);
@@ -135,48 +170,36 @@ absl::StatusOr<Dispatch> Ops::MatMulQ8_0(const Buffer& w, const Buffer& a, const
 
 absl::StatusOr<Dispatch> Ops::MatMulF32(const Buffer& w, const Buffer& x, const Buffer& y, uint32_t rows,
                                         uint32_t cols, uint32_t m, bool accumulate) const {
-  return MatMulFloat(*matmul_f32_, 4, w, x, y, rows, cols, m, accumulate);
+  if (cols == 0) return absl::InvalidArgumentError("F32 product of an empty matrix");
+  return MatMul(*matmul_f32_, "F32", cols, uint64_t{cols} * 4, uint64_t{cols} * 4, w, x, y, rows, m, accumulate);
 }
 
 absl::StatusOr<Dispatch> Ops::MatMulF16(const Buffer& w, const Buffer& x, const Buffer& y, uint32_t rows,
                                         uint32_t cols, uint32_t m, bool accumulate) const {
-  return MatMulFloat(*matmul_f16_, 2, w, x, y, rows, cols, m, accumulate);
+  if (cols == 0) return absl::InvalidArgumentError("F16 product of an empty matrix");
+  return MatMul(*matmul_f16_, "F16", cols, uint64_t{cols} * 2, uint64_t{cols} * 4, w, x, y, rows, m, accumulate);
 }
 
-absl::StatusOr<Dispatch> Ops::MatMulFloat(const Pipeline& pipeline, uint32_t weight_bytes, const Buffer& w,
-                                          const Buffer& x, const Buffer& y, uint32_t rows, uint32_t cols, uint32_t m,
-                                          bool accumulate) const {
-  if (rows == 0 || cols == 0 || m == 0) return absl::InvalidArgumentError("MatMul of an empty matrix");
-  if (rows > max_groups_ || m > max_groups_) {
-    return absl::InvalidArgumentError(absl::StrCat("MatMul takes at most ", max_groups_, " rows and activation rows"));
+absl::StatusOr<Dispatch> Ops::QuantizeActivations(TensorType weight_type, const Buffer& x, const Buffer& q,
+                                                  uint32_t m, uint32_t cols) const {
+  if (!Quantized(weight_type)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("no activation quantisation for ", TensorTypeName(weight_type), " weights"));
   }
-  AIRLOCK_RETURN_IF_ERROR(CheckBytes(w, uint64_t{rows} * cols * weight_bytes, "MatMul weights"));
-  AIRLOCK_RETURN_IF_ERROR(CheckBytes(x, uint64_t{m} * cols * 4, "MatMul input"));
-  AIRLOCK_RETURN_IF_ERROR(CheckBytes(y, uint64_t{m} * rows * 4, "MatMul output"));
-  struct {
-    uint32_t cols, rows, m, accumulate;
-  } push{cols, rows, m, accumulate ? 1u : 0u};
-  Dispatch d;
-  d.pipeline = &pipeline;
-  d.buffers = {&w, &x, &y};
-  d.push = PushBytes(push);
-  d.groups_x = Groups(rows, kRowsPerProductGroup);
-  d.groups_y = m;
-  return d;
-}
-
-absl::StatusOr<Dispatch> Ops::QuantizeQ8_0(const Buffer& x, const Buffer& q, uint32_t m, uint32_t cols) const {
-  if (m == 0 || cols == 0 || cols % 32 != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("QuantizeQ8_0 needs rows of a multiple of 32 columns, not ", cols));
+  const uint32_t block = BlockElems(weight_type);
+  if (m == 0 || cols == 0 || cols % block != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("quantising activations for ", TensorTypeName(weight_type),
+                                                   " needs rows of a multiple of ", block, " columns, not ", cols));
   }
-  const uint64_t blocks = uint64_t{m} * (cols / 32);
-  AIRLOCK_RETURN_IF_ERROR(CheckBytes(x, uint64_t{m} * cols * 4, "QuantizeQ8_0 input"));
-  AIRLOCK_RETURN_IF_ERROR(CheckBytes(q, blocks * kQ8_0BlockBytes, "QuantizeQ8_0 output"));
+  const TensorType act = kernels::ActivationType(weight_type);
+  const uint64_t blocks = uint64_t{m} * (cols / block);
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(x, uint64_t{m} * cols * 4, "the quantisation's input"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(q, uint64_t{m} * *RowBytes(act, cols), "the quantisation's output"));
   struct {
     uint32_t blocks;
   } push{static_cast<uint32_t>(blocks)};
   Dispatch d;
-  d.pipeline = quantize_q8_0_.get();
+  d.pipeline = act == TensorType::kQ8_0 ? quantize_q8_0_.get() : quantize_q8_k_.get();
   d.buffers = {&x, &q};
   d.push = PushBytes(push);
   const uint32_t groups = Groups(blocks, 64);

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "inference/backend/vulkan/vulkan_device.h"
+#include "inference/base/tensor_type.h"
 
 namespace airlock::inference::vulkan {
 
@@ -22,15 +23,20 @@ class Ops {
   absl::StatusOr<Dispatch> RmsNorm(const Buffer& x, const Buffer& w, const Buffer& y, uint32_t rows, uint32_t n,
                                    float eps) const;
 
-  // y[t * rows + r] = VecDot(weight row r, activation row t) for Q8_0 weights (rows x cols) and
-  // m activation rows quantised to Q8_0 (kernels::QuantizeActivationRow), cols a multiple of 32.
-  // With `accumulate`, y += instead (the residual connection).
-  absl::StatusOr<Dispatch> MatMulQ8_0(const Buffer& w, const Buffer& a, const Buffer& y, uint32_t rows, uint32_t cols,
-                                      uint32_t m, bool accumulate = false) const;
+  // Whether MatMulQuantized takes weights of this type: Q8_0, Q4_K and Q6_K.
+  static bool Quantized(TensorType type);
 
-  // m rows of cols floats (cols a multiple of 32) to Q8_0 blocks, as kernels::QuantizeActivationRow
-  // does for Q8_0 weights (up to the last bit of the scale's division on some devices).
-  absl::StatusOr<Dispatch> QuantizeQ8_0(const Buffer& x, const Buffer& q, uint32_t m, uint32_t cols) const;
+  // y[t * rows + r] = VecDot(weight row r, activation row t) for quantised weights (rows x cols,
+  // Quantized(type)) and m activation rows in ActivationType(type) (QuantizeActivations), cols a
+  // multiple of the type's block. With `accumulate`, y += instead (the residual connection).
+  absl::StatusOr<Dispatch> MatMulQuantized(TensorType type, const Buffer& w, const Buffer& a, const Buffer& y,
+                                           uint32_t rows, uint32_t cols, uint32_t m, bool accumulate = false) const;
+
+  // m rows of cols floats to the activation blocks of `weight_type` (Q8_0 for Q8_0 weights, Q8_K
+  // for K-quants), as kernels::QuantizeActivationRow does (up to the last bit of a scale's
+  // division on some devices); cols a multiple of the block.
+  absl::StatusOr<Dispatch> QuantizeActivations(TensorType weight_type, const Buffer& x, const Buffer& q, uint32_t m,
+                                               uint32_t cols) const;
 
   // As MatMulF32 for F16 weights (decoded to F32; the activations stay F32).
   absl::StatusOr<Dispatch> MatMulF16(const Buffer& w, const Buffer& x, const Buffer& y, uint32_t rows, uint32_t cols,
@@ -79,10 +85,14 @@ class Ops {
 
  private:
   Ops() = default;
-  absl::StatusOr<Dispatch> MatMulFloat(const Pipeline& pipeline, uint32_t weight_bytes, const Buffer& w, const Buffer& x,
-                                       const Buffer& y, uint32_t rows, uint32_t cols, uint32_t m, bool accumulate) const;
-  std::unique_ptr<Pipeline> rms_norm_, matmul_q8_0_, matmul_f32_, matmul_f16_, quantize_q8_0_, rope_, kv_store_,
-      kv_store_f16_, attention_, attention_f16_, swiglu_, gather_rows_;
+  // The common part of every matrix product: y rows x m from w (rows of w_row_bytes) and m
+  // activation rows of a_row_bytes.
+  absl::StatusOr<Dispatch> MatMul(const Pipeline& pipeline, const char* what, uint32_t param, uint64_t w_row_bytes,
+                                  uint64_t a_row_bytes, const Buffer& w, const Buffer& a, const Buffer& y,
+                                  uint32_t rows, uint32_t m, bool accumulate) const;
+  std::unique_ptr<Pipeline> rms_norm_, matmul_q8_0_, matmul_q4_k_, matmul_q6_k_, matmul_f32_, matmul_f16_,
+      quantize_q8_0_, quantize_q8_k_, rope_, kv_store_, kv_store_f16_, attention_, attention_f16_, swiglu_,
+      gather_rows_;
   uint32_t max_groups_ = 65535;  // maxComputeWorkGroupCount per dimension (at least 65535)
 };
 

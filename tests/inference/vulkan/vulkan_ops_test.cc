@@ -142,8 +142,18 @@ TEST(VulkanOpsTest, DispatchesRefuseShapesTheirBuffersDoNotHold) {
   EXPECT_EQ(d.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(d.status().message().find("128"), std::string::npos) << d.status();
   EXPECT_EQ(ops->RmsNorm(*big, *big, *big, 0, 16, 1e-5f).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ops->MatMulQ8_0(*big, *big, *big, 4, 33, 1).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ops->MatMulQ8_0(*big, *small, *big, 4, 64, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ops->MatMulQuantized(TensorType::kQ8_0, *big, *big, *big, 4, 33, 1).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ops->MatMulQuantized(TensorType::kQ8_0, *big, *small, *big, 4, 64, 1).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // K-quant rows are whole super-blocks of 256; a type without a product is named.
+  EXPECT_EQ(ops->MatMulQuantized(TensorType::kQ4_K, *big, *big, *big, 4, 128, 1).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<Dispatch> q5 = ops->MatMulQuantized(TensorType::kQ5_K, *big, *big, *big, 4, 256, 1);
+  EXPECT_EQ(q5.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(q5.status().message().find("q5_K"), std::string::npos) << q5.status();
+  EXPECT_EQ(ops->QuantizeActivations(TensorType::kQ6_K, *big, *big, 2, 32).status().code(),
+            absl::StatusCode::kInvalidArgument);
   // A dispatch whose buffers do not match its pipeline is refused before anything is recorded.
   absl::StatusOr<Dispatch> ok = ops->RmsNorm(*big, *big, *big, 2, 16, 1e-5f);
   ASSERT_TRUE(ok.ok());
@@ -183,21 +193,28 @@ TEST(VulkanOpsTest, RmsNormMatchesTheCpuBackend) {
   }
 }
 
-TEST(VulkanOpsTest, MatMulQ8_0MatchesVecDot) {
+class VulkanQuantizedTest : public ::testing::TestWithParam<TensorType> {};
+
+TEST_P(VulkanQuantizedTest, MatMulMatchesVecDot) {
   std::unique_ptr<Device> device;
   AIRLOCK_OPEN_TEST_DEVICE(device);
   auto ops = *Ops::Create(*device);
-  const TensorType act_type = kernels::ActivationType(TensorType::kQ8_0);
+  const TensorType type = GetParam();
+  const TensorType act_type = kernels::ActivationType(type);
+  const uint32_t block = type == TensorType::kQ8_0 ? 32 : 256;
   struct Shape {
     uint32_t rows, cols, m;
   };
-  for (const Shape s : {Shape{1, 32, 1}, Shape{37, 96, 3}, Shape{5, 4128, 2}, Shape{130, 2048, 9}}) {
-    const size_t w_row = *RowBytes(TensorType::kQ8_0, s.cols);
+  // One block; rows and activation rows that leave a workgroup part-filled; more blocks than a row
+  // has invocations (8), and a count of blocks that is not a multiple of them.
+  for (const Shape s : {Shape{1, block, 1}, Shape{37, 3 * block, 3}, Shape{5, 129 * block, 2},
+                        Shape{130, 8 * block, 9}}) {
+    const size_t w_row = *RowBytes(type, s.cols);
     const size_t a_row = *RowBytes(act_type, s.cols);
     std::vector<uint8_t> w(w_row * s.rows), a(a_row * s.m);
     for (uint32_t r = 0; r < s.rows; ++r) {
       const std::vector<float> f = RandomFloats(s.cols, 100 + r);
-      kernels::QuantizeRow(TensorType::kQ8_0, f.data(), &w[r * w_row], s.cols);
+      kernels::QuantizeRow(type, f.data(), &w[r * w_row], s.cols);
     }
     for (uint32_t t = 0; t < s.m; ++t) {
       const std::vector<float> f = RandomFloats(s.cols, 900 + t, -4.0f, 4.0f);
@@ -208,14 +225,14 @@ TEST(VulkanOpsTest, MatMulQ8_0MatchesVecDot) {
     auto yb = *device->CreateBuffer(size_t{s.rows} * s.m * 4, Memory::kDeviceLocal);
     ASSERT_TRUE(device->Upload(*wb, w.data(), w.size()).ok());
     ASSERT_TRUE(device->Upload(*ab, a.data(), a.size()).ok());
-    absl::StatusOr<Dispatch> d = ops->MatMulQ8_0(*wb, *ab, *yb, s.rows, s.cols, s.m);
+    absl::StatusOr<Dispatch> d = ops->MatMulQuantized(type, *wb, *ab, *yb, s.rows, s.cols, s.m);
     ASSERT_TRUE(d.ok()) << d.status();
     ASSERT_TRUE(device->Run({&*d, 1}).ok());
     std::vector<float> y(size_t{s.rows} * s.m);
     ASSERT_TRUE(device->Download(*yb, y.data(), y.size() * 4).ok());
     for (uint32_t t = 0; t < s.m; ++t) {
       for (uint32_t r = 0; r < s.rows; ++r) {
-        const float want = kernels::VecDot(TensorType::kQ8_0, s.cols, &w[r * w_row], &a[t * a_row]);
+        const float want = kernels::VecDot(type, s.cols, &w[r * w_row], &a[t * a_row]);
         // The block sums are exact integers on both sides; only the float sum's order differs.
         const float tol = 1e-5f * (1.0f + std::fabs(want)) * std::sqrt(static_cast<float>(s.cols / 32));
         ASSERT_NEAR(y[size_t{t} * s.rows + r], want, tol) << s.rows << "x" << s.cols << " m " << s.m << ": row " << r
@@ -225,29 +242,43 @@ TEST(VulkanOpsTest, MatMulQ8_0MatchesVecDot) {
   }
 }
 
-TEST(VulkanOpsTest, QuantizeQ8_0GivesTheCpuBackendsBytes) {
-  // Exact on lavapipe: the same amax, division, round-half-even and F16 rounding of the scale.
+TEST_P(VulkanQuantizedTest, QuantizedActivationsAreTheCpuBackendsBytes) {
+  // Exact on lavapipe: the same maximum, division, round-half-even and scale rounding.
   std::unique_ptr<Device> device;
   AIRLOCK_OPEN_TEST_DEVICE(device);
   auto ops = *Ops::Create(*device);
-  const uint32_t m = 7, cols = 32 * 37;
+  const TensorType type = GetParam();
+  const TensorType act_type = kernels::ActivationType(type);
+  const uint32_t block = type == TensorType::kQ8_0 ? 32 : 256;
+  const uint32_t m = 7, cols = block * 5;
   std::vector<float> x = RandomFloats(size_t{m} * cols, 31, -6.0f, 6.0f);
-  for (uint32_t i = 0; i < 32; ++i) x[i] = 0.0f;                      // an all-zero block
-  for (uint32_t i = 32; i < 64; ++i) x[i] = (i % 2 ? 1.0f : -1.0f) * 0.5f * static_cast<float>(i - 31);  // ties
-  x[100] = 65504.0f;  // the largest half as a block's maximum
-  const size_t row = *RowBytes(TensorType::kQ8_0, cols);
+  for (uint32_t i = 0; i < block; ++i) x[i] = 0.0f;  // an all-zero block
+  for (uint32_t i = block; i < 2 * block; ++i) {     // ties, and the largest magnitude twice with both signs
+    x[i] = (i % 2 ? 1.0f : -1.0f) * 0.5f * static_cast<float>((i - block) % 64 + 1);
+  }
+  x[2 * block + 3] = 65504.0f;  // the largest half as a block's maximum
+  x[3 * block + 5] = -3e-3f;    // a block of tiny values with a negative maximum
+  for (uint32_t i = 3 * block; i < 4 * block; ++i) x[i] *= 1e-4f;
+  const size_t row = *RowBytes(act_type, cols);
   std::vector<uint8_t> want(row * m), got(row * m);
-  for (uint32_t t = 0; t < m; ++t) kernels::QuantizeActivationRow(TensorType::kQ8_0, &x[size_t{t} * cols], &want[t * row], cols);
+  for (uint32_t t = 0; t < m; ++t) kernels::QuantizeActivationRow(act_type, &x[size_t{t} * cols], &want[t * row], cols);
   auto xb = *device->CreateBuffer(x.size() * 4, Memory::kDeviceLocal);
   auto qb = *device->CreateBuffer(got.size(), Memory::kDeviceLocal);
   ASSERT_TRUE(device->Upload(*xb, x.data(), x.size() * 4).ok());
-  absl::StatusOr<Dispatch> d = ops->QuantizeQ8_0(*xb, *qb, m, cols);
+  absl::StatusOr<Dispatch> d = ops->QuantizeActivations(type, *xb, *qb, m, cols);
   ASSERT_TRUE(d.ok()) << d.status();
   ASSERT_TRUE(device->Run({&*d, 1}).ok());
   ASSERT_TRUE(device->Download(*qb, got.data(), got.size()).ok());
-  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << "byte " << i << " (block " << i / 34 << ")";
-  EXPECT_EQ(ops->QuantizeQ8_0(*xb, *qb, m, 33).status().code(), absl::StatusCode::kInvalidArgument);
+  const size_t block_bytes = row / (cols / block);
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << "byte " << i << " (block " << i / block_bytes << ")";
+  EXPECT_EQ(ops->QuantizeActivations(type, *xb, *qb, m, block + 16).status().code(), absl::StatusCode::kInvalidArgument);
 }
+
+INSTANTIATE_TEST_SUITE_P(Types, VulkanQuantizedTest,
+                         ::testing::Values(TensorType::kQ8_0, TensorType::kQ4_K, TensorType::kQ6_K),
+                         [](const ::testing::TestParamInfo<TensorType>& info) {
+                           return std::string(TensorTypeName(info.param));
+                         });
 
 TEST(VulkanOpsTest, MatMulF16MatchesVecDot) {
   std::unique_ptr<Device> device;
