@@ -110,11 +110,18 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& path, co
   eo.prefix_cache = options.prefix_cache;
   eo.kv_pool_tokens = options.kv_pool_tokens;
   if (eo.kv_pool_tokens == 0) {
-    // Every sequence at full context, unless that exceeds a quarter of the machine's memory.
+    // Every sequence at full context, unless that exceeds what the backend sets aside for a pool
+    // (Backend::DefaultKvPoolBytes: a quarter of the machine's memory on the CPU; on a device,
+    // half of its memory beside the weights).
     const double per_token = KvBytesPerToken(c, options.kv_type);
-    const double quarter = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE) / 4;
+    const absl::StatusOr<uint64_t> budget_or = e->backend_->DefaultKvPoolBytes(*e->model_);
+    if (!budget_or.ok()) {
+      return absl::Status(budget_or.status().code(),
+                          absl::StrCat(path, " on ", options.device, ": ", budget_or.status().message()));
+    }
+    const uint64_t budget = *budget_or;
     const int64_t want = static_cast<int64_t>(options.max_sequences) * eo.n_ctx;
-    const int64_t fits = per_token > 0 && quarter > 0 ? static_cast<int64_t>(quarter / per_token) : want;
+    const int64_t fits = per_token > 0 && budget > 0 ? static_cast<int64_t>(static_cast<double>(budget) / per_token) : want;
     eo.kv_pool_tokens = std::max<int64_t>(eo.n_ctx, std::min(want, fits));
   }
   absl::StatusOr<std::unique_ptr<ModelExecutor>> executor = e->backend_->CreateExecutor(*e->model_, eo);

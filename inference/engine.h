@@ -36,8 +36,9 @@ struct EngineOptions {
   KvCacheType kv_type = KvCacheType::kF16;  // Default: F16, as llama.cpp.
   int32_t max_sequences = 16;               // Default: 16. Sequences generating at once, at most.
   // Size of the model's KV-cache pool in tokens (all sequences together). Memory is committed as
-  // blocks are used. 0 = max_sequences * n_ctx, capped at a quarter of physical memory but never
-  // below n_ctx.
+  // blocks are used. 0 = max_sequences * n_ctx, capped at what the backend sets aside for a pool
+  // (Backend::DefaultKvPoolBytes: a quarter of physical memory on the CPU; on a Vulkan device,
+  // half of its memory beside the weights, within its per-buffer limit) but never below n_ctx.
   int64_t kv_pool_tokens = 0;               // Default: 0 (see above).
   int32_t kv_block_tokens = 16;             // Default: 16 tokens per KV block (1..256).
   bool prefix_cache = true;                 // Default: true. Reuse cached prompt prefixes.

@@ -2,6 +2,8 @@
 // ForwardBatch.
 #include "inference/backend/backend.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -12,6 +14,11 @@ namespace airlock::inference {
 
 double KvBytesPerToken(const ModelConfig& c, KvCacheType type) {
   return 2.0 * c.n_layer * c.n_embd_kv() * (type == KvCacheType::kF16 ? 2 : 4);
+}
+
+absl::StatusOr<uint64_t> Backend::DefaultKvPoolBytes(const Model&) const {
+  const double physical = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+  return physical > 0 ? static_cast<uint64_t>(physical / 4) : 0;
 }
 
 absl::Status CheckForwardTokens(const Sequence& seq, std::span<const int32_t> tokens, int32_t n_vocab) {

@@ -93,6 +93,11 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+  // The bytes a default-sized KV pool for `model` may take (configuration left the pool size to the
+  // engine): a quarter of the machine's memory for the CPU (the weights are mapped from the file);
+  // for a device, half of what its memory holds beside the weights, within what its per-buffer
+  // limit allows for the K and V buffers.
+  virtual absl::StatusOr<uint64_t> DefaultKvPoolBytes(const Model& model) const;
   // `model` must outlive the executor.
   virtual absl::StatusOr<std::unique_ptr<ModelExecutor>> CreateExecutor(
       const Model& model, const ExecutorOptions& options) = 0;

@@ -47,6 +47,15 @@ absl::Status Append(std::vector<Dispatch>& steps, absl::StatusOr<Dispatch> dispa
   return absl::OkStatus();
 }
 
+// Every matrix the executor multiplies (and uploads).
+std::vector<const WeightMatrix*> Matrices(const Model& model) {
+  std::vector<const WeightMatrix*> matrices = {&model.output()};
+  for (const LayerWeights& L : model.layers()) {
+    for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) matrices.push_back(w);
+  }
+  return matrices;
+}
+
 bool Supported(TensorType t) { return t == TensorType::kF32 || t == TensorType::kF16 || Ops::Quantized(t); }
 
 class VulkanExecutor : public ModelExecutor {
@@ -230,10 +239,7 @@ class VulkanExecutor : public ModelExecutor {
       }
     }
     if (c_.n_head % c_.n_head_kv != 0) return absl::InvalidArgumentError("n_head is not a multiple of n_head_kv");
-    std::vector<const WeightMatrix*> matrices = {&model_.output()};
-    for (const LayerWeights& L : model_.layers()) {
-      for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) matrices.push_back(w);
-    }
+    const std::vector<const WeightMatrix*> matrices = Matrices(model_);
     for (const WeightMatrix* w : matrices) {
       if (!Supported(w->type)) {
         return absl::UnimplementedError(absl::StrCat(
@@ -375,6 +381,18 @@ class VulkanBackend : public Backend {
   explicit VulkanBackend(std::string_view selector) : selector_(selector) {}
   // The device's label once an executor has opened it ("vulkan:0 (name)"), else the selector.
   std::string name() const override { return label_.empty() ? selector_ : label_; }
+
+  absl::StatusOr<uint64_t> DefaultKvPoolBytes(const Model& model) const override {
+    AIRLOCK_ASSIGN_OR_RETURN(const std::vector<vulkan::DeviceInfo> devices, vulkan::ListDevices());
+    AIRLOCK_ASSIGN_OR_RETURN(const int index, vulkan::ResolveDevice(selector_, devices));
+    const vulkan::DeviceInfo& info = devices[static_cast<size_t>(index)];
+    uint64_t weights = 0;
+    for (const WeightMatrix* w : Matrices(model)) weights += static_cast<uint64_t>(w->rows) * w->row_bytes;
+    // Nothing left beside the weights: CreateExecutor's memory plan says so with the numbers.
+    const uint64_t beside = info.device_local_bytes > weights ? info.device_local_bytes - weights : 0;
+    // K and V are one buffer each.
+    return std::min(beside / 2, 2 * info.max_buffer_bytes);
+  }
 
   absl::StatusOr<std::unique_ptr<ModelExecutor>> CreateExecutor(const Model& model,
                                                                 const ExecutorOptions& options) override {

@@ -12,6 +12,7 @@
 
 #include "inference/backend/backend.h"
 #include "inference/backend/vulkan/vulkan_backend.h"
+#include "inference/engine.h"
 #include "inference/model/model.h"
 #include "tests/inference/vulkan/vulkan_test_util.h"
 #include "tests/support/test_data.h"
@@ -231,6 +232,43 @@ TEST_F(VulkanBackendTest, WhatItDoesNotRunYetIsRefusedByName) {
   auto missing = CreateVulkanBackend("vulkan:57");
   ex = missing->CreateExecutor(*model_, F32Options());
   EXPECT_EQ(ex.status().code(), absl::StatusCode::kNotFound) << ex.status();
+}
+
+TEST(VulkanEngineTest, TheDefaultKvPoolIsSizedForTheDevice) {
+  // 256 sequences at full context want a pool far beyond lavapipe's 128 MiB per-buffer limit: the
+  // engine's default sizes it from the device (before, from the host's memory, and the device
+  // then refused the model at start).
+  std::unique_ptr<vulkan::Device> device;
+  AIRLOCK_OPEN_TEST_DEVICE(device);
+  device.reset();
+  const std::string path = testing::SharedPath("models/synth-llama-2L-256d-f16.gguf");
+  AIRLOCK_REQUIRE_SHARED_FILE(path);
+  EngineOptions o;
+  o.max_sequences = 256;
+  o.n_batch = 256;
+  o.kv_type = KvCacheType::kF32;
+  o.device = vulkan::TestDeviceSelector();
+  auto gpu = Engine::Load(path, o);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  o.device = "cpu";
+  auto cpu = Engine::Load(path, o);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+
+  auto model = Model::Load(path);
+  ASSERT_TRUE(model.ok());
+  const double per_token = KvBytesPerToken((*model)->config(), KvCacheType::kF32);
+  auto backend = CreateVulkanBackend(vulkan::TestDeviceSelector());
+  absl::StatusOr<uint64_t> budget = backend->DefaultKvPoolBytes(**model);
+  ASSERT_TRUE(budget.ok()) << budget.status();
+  auto pool_tokens = [](Engine& e) { return e.stats().kv_blocks_total * e.stats().kv_block_tokens; };
+  const int64_t want = int64_t{256} * (*gpu)->context_length();
+  EXPECT_EQ(pool_tokens(**cpu), want);  // a quarter of the host's memory holds it all
+  EXPECT_LT(pool_tokens(**gpu), want);
+  EXPECT_GE(pool_tokens(**gpu), (*gpu)->context_length());
+  // Within the budget, up to the rounding to whole blocks.
+  EXPECT_LE(static_cast<double>(pool_tokens(**gpu) - o.kv_block_tokens) * per_token, static_cast<double>(*budget));
+  std::printf("[ vulkan ] default KV pool: %lld tokens on the device, %lld on the CPU\n",
+              static_cast<long long>(pool_tokens(**gpu)), static_cast<long long>(pool_tokens(**cpu)));
 }
 
 }  // namespace
