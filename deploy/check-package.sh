@@ -37,7 +37,8 @@ dpkg-deb -I "$deb" conffiles | grep -qx /etc/airlock/airlockd.yaml || fail "airl
 dpkg-deb -c "$deb" >"$tmp/contents"
 for f in ./usr/sbin/airlockd ./usr/bin/airlockctl ./etc/airlock/airlockd.yaml ./lib/systemd/system/airlockd.service \
          ./usr/share/airlock/prometheus/airlock-alerts.yml ./usr/share/doc/airlock/copyright \
-         ./usr/share/doc/airlock/changelog.gz ./usr/share/man/man8/airlockd.8.gz ./usr/share/doc/airlock/deploy.md; do
+         ./usr/share/doc/airlock/changelog.gz ./usr/share/man/man8/airlockd.8.gz ./usr/share/doc/airlock/deploy.md \
+         ./usr/share/doc/airlock/airlockd-gpu.conf; do
   grep -q " $f\$" "$tmp/contents" || fail "package lacks $f"
 done
 grep " ./usr/sbin/airlockd\$" "$tmp/contents" | grep -q '^-rwxr-xr-x root/root' || fail "airlockd mode/owner wrong"
@@ -59,6 +60,15 @@ if "$tmp/root/usr/sbin/airlockd" --check-config "$tmp/root/etc/airlock/airlockd.
   fail "the packaged configuration passed --check-config with no certificates or models in place"
 fi
 grep -q "tls.cert_file" "$tmp/check.log" || { cat "$tmp/check.log" >&2; fail "the refusal does not name tls.cert_file"; }
+
+# Devices are closed unless the site installs the GPU drop-in, which allows GPU nodes only.
+unit="$tmp/root/lib/systemd/system/airlockd.service"
+grep -qx 'DevicePolicy=closed' "$unit" || fail "the unit does not close devices"
+if grep -q '^DeviceAllow=' "$unit"; then fail "the unit allows a device by default: $(grep '^DeviceAllow=' "$unit")"; fi
+gpu="$tmp/root/usr/share/doc/airlock/airlockd-gpu.conf"
+if grep '^DeviceAllow=' "$gpu" | grep -qvE '^DeviceAllow=char-(nvidia\*|drm) rw$'; then
+  fail "the GPU drop-in allows more than GPU nodes: $(grep '^DeviceAllow=' "$gpu")"
+fi
 
 # The unit as packaged: "OK" or better (exposure below 2.0, i.e. 20 on systemd's 0-100 scale).
 if command -v systemd-analyze >/dev/null; then

@@ -149,7 +149,11 @@ DeviceInfo Describe(VkPhysicalDevice device, int index) {
 }
 
 std::string Available(const std::vector<DeviceInfo>& devices) {
-  if (devices.empty()) return "no Vulkan device is present";
+  if (devices.empty()) {
+    return "no Vulkan device is present (is the vendor's Vulkan driver installed, and may this process open the "
+           "GPU's device nodes? The packaged systemd unit allows none until the GPU drop-in is installed: "
+           "docs/deploy.md, \"GPUs\")";
+  }
   std::vector<std::string> names;
   for (const DeviceInfo& d : devices) names.push_back(absl::StrCat("vulkan:", d.index, " (", d.name, ")"));
   return absl::StrCat("present: ", absl::StrJoin(names, ", "));
