@@ -2,6 +2,7 @@
 // (vulkan_backend.h).
 #include "inference/backend/vulkan/vulkan_backend.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <initializer_list>
@@ -37,6 +38,7 @@ struct DeviceMatrix {
 
 struct DeviceLayer {
   std::unique_ptr<Buffer> attn_norm, ffn_norm;
+  std::unique_ptr<Buffer> bq, bk, bv;  // with kQkvBias in the recipe
   DeviceMatrix wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
@@ -135,7 +137,10 @@ class VulkanExecutor : public ModelExecutor {
             AIRLOCK_RETURN_IF_ERROR(Products({&L.wq, &L.wk, &L.wv}, *xn_, {q_.get(), k_.get(), v_.get()}, n, false, steps));
             break;
           case LayerOp::kQkvBias:
-            return absl::InternalError("forward: kQkvBias reached the Vulkan executor");  // refused at creation
+            AIRLOCK_RETURN_IF_ERROR(add(ops_->AddBias(*q_, *L.bq, n, q_dim)));
+            AIRLOCK_RETURN_IF_ERROR(add(ops_->AddBias(*k_, *L.bk, n, kv_dim)));
+            AIRLOCK_RETURN_IF_ERROR(add(ops_->AddBias(*v_, *L.bv, n, kv_dim)));
+            break;
           case LayerOp::kRope:
             AIRLOCK_RETURN_IF_ERROR(add(ops_->Rope(*q_, *rope_, n, static_cast<uint32_t>(c_.n_head), kv_.head_dim,
                                                    static_cast<uint32_t>(c_.n_rot), q_dim, c_.rope_neox)));
@@ -233,11 +238,6 @@ class VulkanExecutor : public ModelExecutor {
       return absl::UnimplementedError(absl::StrCat("the Vulkan backend attends over at most ", Ops::kMaxAttentionPositions,
                                                    " positions so far; context ", options_.n_ctx, " asked"));
     }
-    for (const LayerOp op : c_.recipe->layer) {
-      if (op == LayerOp::kQkvBias) {
-        return absl::UnimplementedError("the Vulkan backend does not implement Q/K/V biases (qwen2) yet");
-      }
-    }
     if (c_.n_head % c_.n_head_kv != 0) return absl::InvalidArgumentError("n_head is not a multiple of n_head_kv");
     const std::vector<const WeightMatrix*> matrices = Matrices(model_);
     for (const WeightMatrix* w : matrices) {
@@ -306,10 +306,17 @@ class VulkanExecutor : public ModelExecutor {
       AIRLOCK_RETURN_IF_ERROR(device_->Upload(*b, v.data(), v.size() * sizeof(float)));
       return b;
     };
+    const bool has_bias = std::find(c_.recipe->layer.begin(), c_.recipe->layer.end(), LayerOp::kQkvBias) !=
+                          c_.recipe->layer.end();
     for (const LayerWeights& L : model_.layers()) {
       DeviceLayer d;
       AIRLOCK_ASSIGN_OR_RETURN(d.attn_norm, upload_vector(L.attn_norm));
       AIRLOCK_ASSIGN_OR_RETURN(d.ffn_norm, upload_vector(L.ffn_norm));
+      if (has_bias) {
+        AIRLOCK_ASSIGN_OR_RETURN(d.bq, upload_vector(L.bq));
+        AIRLOCK_ASSIGN_OR_RETURN(d.bk, upload_vector(L.bk));
+        AIRLOCK_ASSIGN_OR_RETURN(d.bv, upload_vector(L.bv));
+      }
       AIRLOCK_ASSIGN_OR_RETURN(d.wq, upload_matrix(L.wq));
       AIRLOCK_ASSIGN_OR_RETURN(d.wk, upload_matrix(L.wk));
       AIRLOCK_ASSIGN_OR_RETURN(d.wv, upload_matrix(L.wv));

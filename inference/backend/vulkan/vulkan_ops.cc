@@ -52,6 +52,9 @@ constexpr uint32_t kMatMulQ4KSpirv[] = {
 constexpr uint32_t kMatMulQ6KSpirv[] = {
 #include "matmul_q6_k.spv.inc"
 };
+constexpr uint32_t kAddBiasSpirv[] = {
+#include "add_bias.spv.inc"
+};
 constexpr uint32_t kSwiGluSpirv[] = {
 #include "swiglu.spv.inc"
 };
@@ -99,6 +102,7 @@ absl::StatusOr<std::unique_ptr<Ops>> Ops::Create(Device& device) {
   AIRLOCK_ASSIGN_OR_RETURN(ops->kv_store_, device.CreatePipeline(kKvStoreSpirv, 5, 20));
   AIRLOCK_ASSIGN_OR_RETURN(ops->attention_, device.CreatePipeline(kAttentionSpirv, 6, 32));
   AIRLOCK_ASSIGN_OR_RETURN(ops->swiglu_, device.CreatePipeline(kSwiGluSpirv, 2, 4));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->add_bias_, device.CreatePipeline(kAddBiasSpirv, 2, 8));
   AIRLOCK_ASSIGN_OR_RETURN(ops->gather_rows_, device.CreatePipeline(kGatherRowsSpirv, 3, 8));
   return ops;
 }
@@ -275,6 +279,23 @@ absl::StatusOr<Dispatch> Ops::Attention(const Buffer& q, const Buffer& k_cache, 
   d.buffers = {&q, &k_cache, &v_cache, &meta, &blocks, &out};
   d.push = PushBytes(push);
   d.groups_x = kv.n_head;
+  d.groups_y = rows;
+  return d;
+}
+
+absl::StatusOr<Dispatch> Ops::AddBias(const Buffer& x, const Buffer& b, uint32_t rows, uint32_t n) const {
+  if (rows == 0 || n == 0) return absl::InvalidArgumentError("AddBias of an empty matrix");
+  if (rows > max_groups_) return absl::InvalidArgumentError(absl::StrCat("AddBias takes at most ", max_groups_, " rows"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(x, uint64_t{rows} * n * sizeof(float), "AddBias rows"));
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(b, uint64_t{n} * sizeof(float), "AddBias bias"));
+  struct {
+    uint32_t n, rows;
+  } push{n, rows};
+  Dispatch d;
+  d.pipeline = add_bias_.get();
+  d.buffers = {&x, &b};
+  d.push = PushBytes(push);
+  d.groups_x = Groups(n, 64);
   d.groups_y = rows;
   return d;
 }

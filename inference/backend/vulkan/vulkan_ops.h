@@ -76,6 +76,9 @@ class Ops {
                                      uint32_t rows, float scale) const;
   static constexpr uint32_t kMaxAttentionPositions = 4096;
 
+  // x row r += b for `rows` rows of n floats (Q/K/V biases).
+  absl::StatusOr<Dispatch> AddBias(const Buffer& x, const Buffer& b, uint32_t rows, uint32_t n) const;
+
   // gate = silu(gate) * up over `count` floats.
   absl::StatusOr<Dispatch> SwiGlu(const Buffer& gate, const Buffer& up, uint32_t count) const;
 
@@ -91,7 +94,7 @@ class Ops {
                                   uint64_t a_row_bytes, const Buffer& w, const Buffer& a, const Buffer& y,
                                   uint32_t rows, uint32_t m, bool accumulate) const;
   std::unique_ptr<Pipeline> rms_norm_, matmul_q8_0_, matmul_q4_k_, matmul_q6_k_, matmul_f32_, matmul_f16_,
-      quantize_q8_0_, quantize_q8_k_, rope_, kv_store_, kv_store_f16_, attention_, attention_f16_, swiglu_,
+      quantize_q8_0_, quantize_q8_k_, add_bias_, rope_, kv_store_, kv_store_f16_, attention_, attention_f16_, swiglu_,
       gather_rows_;
   uint32_t max_groups_ = 65535;  // maxComputeWorkGroupCount per dimension (at least 65535)
 };

@@ -14,6 +14,7 @@
 #include "inference/backend/vulkan/vulkan_backend.h"
 #include "inference/engine.h"
 #include "inference/model/model.h"
+#include "inference/model/synthetic_model.h"
 #include "tests/inference/vulkan/vulkan_test_util.h"
 #include "tests/support/test_data.h"
 
@@ -148,6 +149,43 @@ TEST_F(VulkanBackendTest, KQuantModelsTrackTheCpuBackend) {
                 max_diff, max_abs, agree, tokens.size());
     EXPECT_LT(max_diff, 1.1f) << name;
     EXPECT_GE(agree, static_cast<int>(tokens.size()) - 2) << name;
+  }
+}
+
+TEST_F(VulkanBackendTest, Qwen2WithItsBiasesMatchesTheCpuBackend) {
+  // qwen2's recipe adds Q/K/V biases after the projections (and rotates NeoX pairs); F32 weights, so
+  // only the order of float sums differs. Tied embeddings too (the token embedding as the output).
+  auto cpu = CreateCpuBackend();
+  auto gpu = CreateVulkanBackend(vulkan::TestDeviceSelector());
+  for (bool tied : {false, true}) {
+    SyntheticModelSpec spec;
+    spec.arch = "qwen2";
+    spec.n_vocab = 300;
+    spec.weight_type = "f32";
+    spec.weight_std = 0.05f;
+    spec.tied_embeddings = tied;
+    const std::string path = testing::MakeTempDir() + "/qwen2.gguf";
+    ASSERT_TRUE(WriteSyntheticModel(spec, path).ok());
+    auto m = Model::Load(path);
+    ASSERT_TRUE(m.ok()) << m.status();
+    auto cpu_ex = cpu->CreateExecutor(**m, F32Options());
+    auto gpu_ex = gpu->CreateExecutor(**m, F32Options());
+    ASSERT_TRUE(cpu_ex.ok() && gpu_ex.ok()) << cpu_ex.status() << " " << gpu_ex.status();
+    const int32_t nv = (*m)->config().n_vocab;
+    const std::vector<int32_t> tokens = {1, 5, 9, 260, 33, 2, 100, 7, 7, 41};
+    auto logits = [&](ModelExecutor& ex) {
+      std::vector<float> out(tokens.size() * static_cast<size_t>(nv));
+      auto seq = ex.NewSequence();
+      absl::Status st = ex.Forward(**seq, tokens, out.data(), true);
+      EXPECT_TRUE(st.ok()) << st;
+      return out;
+    };
+    const std::vector<float> want = logits(**cpu_ex);
+    const std::vector<float> got = logits(**gpu_ex);
+    float max_diff = 0;
+    for (size_t i = 0; i < got.size(); ++i) max_diff = std::max(max_diff, std::fabs(got[i] - want[i]));
+    std::printf("[ vulkan ] qwen2%s teacher-forced max |diff| vs CPU: %g\n", tied ? " tied" : "", max_diff);
+    EXPECT_LT(max_diff, 2e-4f) << (tied ? "tied" : "");
   }
 }
 

@@ -313,6 +313,27 @@ TEST(VulkanOpsTest, MatMulF16MatchesVecDot) {
   }
 }
 
+TEST(VulkanOpsTest, AddBiasAddsTheVectorToEveryRow) {
+  std::unique_ptr<Device> device;
+  AIRLOCK_OPEN_TEST_DEVICE(device);
+  auto ops = *Ops::Create(*device);
+  const uint32_t rows = 5, n = 131;  // a row that leaves the last workgroup part-filled
+  std::vector<float> x = RandomFloats(size_t{rows} * n, 3), b = RandomFloats(n, 4);
+  auto xb = *device->CreateBuffer(x.size() * 4, Memory::kDeviceLocal);
+  auto bb = *device->CreateBuffer(b.size() * 4, Memory::kDeviceLocal);
+  ASSERT_TRUE(device->Upload(*xb, x.data(), x.size() * 4).ok());
+  ASSERT_TRUE(device->Upload(*bb, b.data(), b.size() * 4).ok());
+  absl::StatusOr<Dispatch> d = ops->AddBias(*xb, *bb, rows, n);
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_TRUE(device->Run({&*d, 1}).ok());
+  std::vector<float> got(x.size());
+  ASSERT_TRUE(device->Download(*xb, got.data(), got.size() * 4).ok());
+  for (uint32_t r = 0; r < rows; ++r) {
+    for (uint32_t i = 0; i < n; ++i) ASSERT_EQ(got[r * n + i], x[r * n + i] + b[i]) << r << ", " << i;
+  }
+  EXPECT_EQ(ops->AddBias(*xb, *bb, rows, n + 1).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(VulkanOpsTest, DispatchesOfOneRunSeeEachOthersWrites) {
   // RMSNorm twice in one submission, the second reading what the first wrote.
   std::unique_ptr<Device> device;
