@@ -32,6 +32,33 @@ ExecutorOptions F32Options() {
 
 int32_t Argmax(const float* logits, int32_t n) { return static_cast<int32_t>(std::max_element(logits, logits + n) - logits); }
 
+// Teacher-forced logits of every position of `tokens` in a fresh sequence of `ex`.
+std::vector<float> Logits(ModelExecutor& ex, const std::vector<int32_t>& tokens, int32_t n_vocab) {
+  std::vector<float> out(tokens.size() * static_cast<size_t>(n_vocab));
+  auto seq = ex.NewSequence();
+  absl::Status s = ex.Forward(**seq, tokens, out.data(), true);
+  EXPECT_TRUE(s.ok()) << s;
+  return out;
+}
+
+// The same, from the CPU backend and from the test device, for one model.
+struct CpuAndDevice {
+  std::vector<float> cpu, device;
+  float max_diff = 0;
+};
+CpuAndDevice CpuAndDeviceLogits(const Model& model, const std::vector<int32_t>& tokens) {
+  ExecutorOptions o = F32Options();
+  auto cpu = CreateCpuBackend()->CreateExecutor(model, o);
+  auto gpu = CreateVulkanBackend(vulkan::TestDeviceSelector())->CreateExecutor(model, o);
+  EXPECT_TRUE(cpu.ok() && gpu.ok()) << cpu.status() << " " << gpu.status();
+  CpuAndDevice out;
+  if (!cpu.ok() || !gpu.ok()) return out;
+  out.cpu = Logits(**cpu, tokens, model.config().n_vocab);
+  out.device = Logits(**gpu, tokens, model.config().n_vocab);
+  for (size_t i = 0; i < out.cpu.size(); ++i) out.max_diff = std::max(out.max_diff, std::fabs(out.device[i] - out.cpu[i]));
+  return out;
+}
+
 class VulkanBackendTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -51,13 +78,7 @@ class VulkanBackendTest : public ::testing::Test {
     return ex.ok() ? std::move(*ex) : nullptr;
   }
 
-  std::vector<float> AllLogits(ModelExecutor& ex, const std::vector<int32_t>& tokens) {
-    std::vector<float> out(tokens.size() * nv_);
-    auto seq = ex.NewSequence();
-    absl::Status s = ex.Forward(**seq, tokens, out.data(), true);
-    EXPECT_TRUE(s.ok()) << s;
-    return out;
-  }
+  std::vector<float> AllLogits(ModelExecutor& ex, const std::vector<int32_t>& tokens) { return Logits(ex, tokens, nv_); }
 
   std::vector<int32_t> Greedy(ModelExecutor& ex, std::vector<int32_t> tokens, int n) {
     auto seq = ex.NewSequence();
@@ -116,38 +137,21 @@ TEST_F(VulkanBackendTest, KQuantModelsTrackTheCpuBackend) {
   // 0.39 from position 19 of 48 for Q4_K_M; the CPU's AVX2 and AVX-512 paths differ by the same
   // kind of step on the Q6_K file): bounded here as the golden test bounds the CPU against
   // llama.cpp.
-  auto cpu = CreateCpuBackend();
-  auto gpu = CreateVulkanBackend(vulkan::TestDeviceSelector());
   for (const char* name : {"synth-llama-2L-256d-q4_k_m", "synth-llama-2L-256d-q6_k"}) {
     const std::string path = testing::SharedPath(std::string("models/") + name + ".gguf");
     AIRLOCK_REQUIRE_SHARED_FILE(path);
     auto m = Model::Load(path);
     ASSERT_TRUE(m.ok()) << m.status();
-    auto cpu_ex = cpu->CreateExecutor(**m, F32Options());
-    auto gpu_ex = gpu->CreateExecutor(**m, F32Options());
-    ASSERT_TRUE(cpu_ex.ok() && gpu_ex.ok()) << cpu_ex.status() << " " << gpu_ex.status();
     const int32_t nv = (*m)->config().n_vocab;
     std::vector<int32_t> tokens;
     for (int i = 0; i < 48; ++i) tokens.push_back((i * 7919 + 13) % nv);
-    auto logits = [&](ModelExecutor& ex) {
-      std::vector<float> out(tokens.size() * static_cast<size_t>(nv));
-      auto seq = ex.NewSequence();
-      absl::Status st = ex.Forward(**seq, tokens, out.data(), true);
-      EXPECT_TRUE(st.ok()) << st;
-      return out;
-    };
-    const std::vector<float> want = logits(**cpu_ex);
-    const std::vector<float> got = logits(**gpu_ex);
-    float max_diff = 0, max_abs = 0;
-    for (size_t i = 0; i < got.size(); ++i) {
-      max_diff = std::max(max_diff, std::fabs(got[i] - want[i]));
-      max_abs = std::max(max_abs, std::fabs(want[i]));
-    }
+    const CpuAndDevice r = CpuAndDeviceLogits(**m, tokens);
+    ASSERT_EQ(r.device.size(), tokens.size() * static_cast<size_t>(nv));
     int agree = 0;
-    for (size_t t = 0; t < tokens.size(); ++t) agree += Argmax(&got[t * nv], nv) == Argmax(&want[t * nv], nv);
-    std::printf("[ vulkan ] %s teacher-forced max |diff| vs CPU: %g (largest logit %g), argmax agrees %d/%zu\n", name,
-                max_diff, max_abs, agree, tokens.size());
-    EXPECT_LT(max_diff, 1.1f) << name;
+    for (size_t t = 0; t < tokens.size(); ++t) agree += Argmax(&r.device[t * nv], nv) == Argmax(&r.cpu[t * nv], nv);
+    std::printf("[ vulkan ] %s teacher-forced max |diff| vs CPU: %g, argmax agrees %d/%zu\n", name, r.max_diff, agree,
+                tokens.size());
+    EXPECT_LT(r.max_diff, 1.1f) << name;
     EXPECT_GE(agree, static_cast<int>(tokens.size()) - 2) << name;
   }
 }
@@ -155,8 +159,6 @@ TEST_F(VulkanBackendTest, KQuantModelsTrackTheCpuBackend) {
 TEST_F(VulkanBackendTest, Qwen2WithItsBiasesMatchesTheCpuBackend) {
   // qwen2's recipe adds Q/K/V biases after the projections (and rotates NeoX pairs); F32 weights, so
   // only the order of float sums differs. Tied embeddings too (the token embedding as the output).
-  auto cpu = CreateCpuBackend();
-  auto gpu = CreateVulkanBackend(vulkan::TestDeviceSelector());
   for (bool tied : {false, true}) {
     SyntheticModelSpec spec;
     spec.arch = "qwen2";
@@ -168,24 +170,10 @@ TEST_F(VulkanBackendTest, Qwen2WithItsBiasesMatchesTheCpuBackend) {
     ASSERT_TRUE(WriteSyntheticModel(spec, path).ok());
     auto m = Model::Load(path);
     ASSERT_TRUE(m.ok()) << m.status();
-    auto cpu_ex = cpu->CreateExecutor(**m, F32Options());
-    auto gpu_ex = gpu->CreateExecutor(**m, F32Options());
-    ASSERT_TRUE(cpu_ex.ok() && gpu_ex.ok()) << cpu_ex.status() << " " << gpu_ex.status();
-    const int32_t nv = (*m)->config().n_vocab;
-    const std::vector<int32_t> tokens = {1, 5, 9, 260, 33, 2, 100, 7, 7, 41};
-    auto logits = [&](ModelExecutor& ex) {
-      std::vector<float> out(tokens.size() * static_cast<size_t>(nv));
-      auto seq = ex.NewSequence();
-      absl::Status st = ex.Forward(**seq, tokens, out.data(), true);
-      EXPECT_TRUE(st.ok()) << st;
-      return out;
-    };
-    const std::vector<float> want = logits(**cpu_ex);
-    const std::vector<float> got = logits(**gpu_ex);
-    float max_diff = 0;
-    for (size_t i = 0; i < got.size(); ++i) max_diff = std::max(max_diff, std::fabs(got[i] - want[i]));
-    std::printf("[ vulkan ] qwen2%s teacher-forced max |diff| vs CPU: %g\n", tied ? " tied" : "", max_diff);
-    EXPECT_LT(max_diff, 2e-4f) << (tied ? "tied" : "");
+    const CpuAndDevice r = CpuAndDeviceLogits(**m, {1, 5, 9, 260, 33, 2, 100, 7, 7, 41});
+    ASSERT_FALSE(r.device.empty());
+    std::printf("[ vulkan ] qwen2%s teacher-forced max |diff| vs CPU: %g\n", tied ? " tied" : "", r.max_diff);
+    EXPECT_LT(r.max_diff, 2e-4f) << (tied ? "tied" : "");
   }
 }
 
