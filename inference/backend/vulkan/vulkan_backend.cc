@@ -210,10 +210,11 @@ class VulkanExecutor : public ModelExecutor {
         case TensorType::kF16:
           AIRLOCK_RETURN_IF_ERROR(add(ops_->MatMulF16(*w->data, x, **y, w->rows, w->cols, n, accumulate)));
           break;
+        case TensorType::kQ4_0:
         case TensorType::kQ8_0:
         case TensorType::kQ4_K:
         case TensorType::kQ6_K: {
-          const bool q8_0 = w->type == TensorType::kQ8_0;
+          const bool q8_0 = kernels::ActivationType(w->type) == TensorType::kQ8_0;
           bool& done = q8_0 ? quantized_q8_0 : quantized_q8_k;
           const Buffer& act = q8_0 ? *act_q8_0_ : *act_q8_k_;
           if (!done) {
@@ -243,10 +244,10 @@ class VulkanExecutor : public ModelExecutor {
     for (const WeightMatrix* w : matrices) {
       if (!Supported(w->type)) {
         return absl::UnimplementedError(absl::StrCat(
-            "the Vulkan backend multiplies F32, F16, Q8_0, Q4_K and Q6_K weights so far; ", w->name, " is ",
+            "the Vulkan backend multiplies F32, F16, Q4_0, Q8_0, Q4_K and Q6_K weights so far; ", w->name, " is ",
             TensorTypeName(w->type)));
       }
-      const int64_t block = w->type == TensorType::kQ8_0 ? 32 : Ops::Quantized(w->type) ? 256 : 1;
+      const int64_t block = Ops::Quantized(w->type) ? Ops::QuantBlock(w->type) : 1;
       if (w->cols % block != 0) {
         return absl::InvalidArgumentError(
             absl::StrCat(w->name, ": ", TensorTypeName(w->type), " rows of ", w->cols, " columns"));

@@ -43,6 +43,9 @@ constexpr uint32_t kMatMulF16Spirv[] = {
 constexpr uint32_t kQuantizeQ8_0Spirv[] = {
 #include "quantize_q8_0.spv.inc"
 };
+constexpr uint32_t kMatMulQ4_0Spirv[] = {
+#include "matmul_q4_0.spv.inc"
+};
 constexpr uint32_t kQuantizeQ8KSpirv[] = {
 #include "quantize_q8_k.spv.inc"
 };
@@ -81,8 +84,6 @@ absl::Status CheckBytes(const Buffer& b, uint64_t bytes, const char* what) {
   return absl::OkStatus();
 }
 
-// Elements per block of a quantised weight row and its activation row (Q8_0: 32, K-quants: 256).
-uint32_t BlockElems(TensorType type) { return type == TensorType::kQ8_0 ? 32 : 256; }
 
 }  // namespace
 
@@ -93,6 +94,7 @@ absl::StatusOr<std::unique_ptr<Ops>> Ops::Create(Device& device) {
   AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_f16_, device.CreatePipeline(kMatMulF16Spirv, 3, 16));
   AIRLOCK_ASSIGN_OR_RETURN(ops->quantize_q8_0_, device.CreatePipeline(kQuantizeQ8_0Spirv, 2, 4));
   AIRLOCK_ASSIGN_OR_RETURN(ops->quantize_q8_k_, device.CreatePipeline(kQuantizeQ8KSpirv, 2, 4));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q4_0_, device.CreatePipeline(kMatMulQ4_0Spirv, 3, 16));
   AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q4_k_, device.CreatePipeline(kMatMulQ4KSpirv, 3, 16));
   AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q6_k_, device.CreatePipeline(kMatMulQ6KSpirv, 3, 16));
   AIRLOCK_ASSIGN_OR_RETURN(ops->kv_store_f16_, device.CreatePipeline(kKvStoreF16Spirv, 5, 20));
@@ -129,7 +131,12 @@ absl::StatusOr<Dispatch> Ops::RmsNorm(const Buffer& x, const Buffer& w, const Bu
 }
 
 bool Ops::Quantized(TensorType type) {
-  return type == TensorType::kQ8_0 || type == TensorType::kQ4_K || type == TensorType::kQ6_K;
+  return type == TensorType::kQ4_0 || type == TensorType::kQ8_0 || type == TensorType::kQ4_K ||
+         type == TensorType::kQ6_K;
+}
+
+uint32_t Ops::QuantBlock(TensorType type) {
+  return type == TensorType::kQ4_0 || type == TensorType::kQ8_0 ? 32 : 256;
 }
 
 absl::StatusOr<Dispatch> Ops::MatMulQuantized(TensorType type, const Buffer& w, const Buffer& a, const Buffer& y,
@@ -137,12 +144,13 @@ absl::StatusOr<Dispatch> Ops::MatMulQuantized(TensorType type, const Buffer& w, 
   if (!Quantized(type)) {
     return absl::InvalidArgumentError(absl::StrCat("no quantised product for ", TensorTypeName(type), " weights"));
   }
-  const uint32_t block = BlockElems(type);
+  const uint32_t block = QuantBlock(type);
   if (cols == 0 || cols % block != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(TensorTypeName(type), " rows need a multiple of ", block, " columns, not ", cols));
   }
-  const Pipeline& pipeline = type == TensorType::kQ8_0   ? *matmul_q8_0_
+  const Pipeline& pipeline = type == TensorType::kQ4_0   ? *matmul_q4_0_
+                             : type == TensorType::kQ8_0 ? *matmul_q8_0_
                              : type == TensorType::kQ4_K ? *matmul_q4_k_
                                                          : *matmul_q6_k_;
   return MatMul(pipeline, TensorTypeName(type), cols / block, *RowBytes(type, cols),
@@ -190,7 +198,7 @@ absl::StatusOr<Dispatch> Ops::QuantizeActivations(TensorType weight_type, const 
     return absl::InvalidArgumentError(
         absl::StrCat("no activation quantisation for ", TensorTypeName(weight_type), " weights"));
   }
-  const uint32_t block = BlockElems(weight_type);
+  const uint32_t block = QuantBlock(weight_type);
   if (m == 0 || cols == 0 || cols % block != 0) {
     return absl::InvalidArgumentError(absl::StrCat("quantising activations for ", TensorTypeName(weight_type),
                                                    " needs rows of a multiple of ", block, " columns, not ", cols));

@@ -204,7 +204,7 @@ TEST_P(VulkanQuantizedTest, MatMulMatchesVecDot) {
   auto ops = *Ops::Create(*device);
   const TensorType type = GetParam();
   const TensorType act_type = kernels::ActivationType(type);
-  const uint32_t block = type == TensorType::kQ8_0 ? 32 : 256;
+  const uint32_t block = Ops::QuantBlock(type);
   struct Shape {
     uint32_t rows, cols, m;
   };
@@ -252,7 +252,7 @@ TEST_P(VulkanQuantizedTest, QuantizedActivationsAreTheCpuBackendsBytes) {
   auto ops = *Ops::Create(*device);
   const TensorType type = GetParam();
   const TensorType act_type = kernels::ActivationType(type);
-  const uint32_t block = type == TensorType::kQ8_0 ? 32 : 256;
+  const uint32_t block = Ops::QuantBlock(type);
   const uint32_t m = 7, cols = block * 5;
   std::vector<float> x = RandomFloats(size_t{m} * cols, 31, -6.0f, 6.0f);
   for (uint32_t i = 0; i < block; ++i) x[i] = 0.0f;  // an all-zero block
@@ -278,7 +278,8 @@ TEST_P(VulkanQuantizedTest, QuantizedActivationsAreTheCpuBackendsBytes) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, VulkanQuantizedTest,
-                         ::testing::Values(TensorType::kQ8_0, TensorType::kQ4_K, TensorType::kQ6_K),
+                         ::testing::Values(TensorType::kQ4_0, TensorType::kQ8_0, TensorType::kQ4_K,
+                                           TensorType::kQ6_K),
                          [](const ::testing::TestParamInfo<TensorType>& info) {
                            return std::string(TensorTypeName(info.param));
                          });

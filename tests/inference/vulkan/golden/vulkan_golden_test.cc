@@ -18,15 +18,9 @@ namespace {
 
 using testing::GoldenCase;
 
-// The golden files of weight types the Vulkan backend multiplies so far (F32, F16, Q8_0, Q4_K,
-// Q6_K: all but the Q4_0 files).
-std::vector<GoldenCase> VulkanCases() {
-  std::vector<GoldenCase> out;
-  for (const GoldenCase& c : testing::GoldenCases()) {
-    if (c.model.find("q4_0") == std::string::npos) out.push_back(c);
-  }
-  return out;
-}
+// Every golden file: the Vulkan backend multiplies all their weight types (F32, F16, Q4_0, Q8_0,
+// Q4_K, Q6_K).
+std::vector<GoldenCase> VulkanCases() { return testing::GoldenCases(); }
 
 class VulkanGoldenTest : public ::testing::TestWithParam<GoldenCase> {};
 
