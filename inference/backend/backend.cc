@@ -16,9 +16,13 @@ double KvBytesPerToken(const ModelConfig& c, KvCacheType type) {
   return 2.0 * c.n_layer * c.n_embd_kv() * (type == KvCacheType::kF16 ? 2 : 4);
 }
 
+double PhysicalMemoryBytes() {
+  const double bytes = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+  return bytes > 0 ? bytes : 0;
+}
+
 absl::StatusOr<uint64_t> Backend::DefaultKvPoolBytes(const Model&) const {
-  const double physical = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
-  return physical > 0 ? static_cast<uint64_t>(physical / 4) : 0;
+  return static_cast<uint64_t>(PhysicalMemoryBytes() / 4);
 }
 
 absl::Status CheckForwardTokens(const Sequence& seq, std::span<const int32_t> tokens, int32_t n_vocab) {

@@ -19,6 +19,9 @@ const char* KvCacheTypeName(KvCacheType type);
 // Bytes the KV cache holds per position of one sequence (K and V, every layer).
 double KvBytesPerToken(const ModelConfig& c, KvCacheType type);
 
+// The machine's physical memory in bytes (sysconf), 0 when unknown.
+double PhysicalMemoryBytes();
+
 struct ExecutorOptions {
   int32_t n_threads = 1;                   // Default: 1. CPU worker threads, the caller's included.
   int32_t n_ctx = 0;                       // Default: 0 = min(model context, 4096). Positions per sequence.

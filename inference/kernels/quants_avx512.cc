@@ -604,6 +604,28 @@ void RunGroupedPieces(int64_t n, const uint8_t* w, size_t ws, int64_t row_begin,
   }
 }
 
+// A tile's accumulators, R weight rows with activation row c in lane c * P: from zero on the
+// first piece of the shared dimension (b0 == 0), else continued from what the last piece left in y.
+template <int P, int R>
+void LoadTileAccumulators(__m512 (&acc)[R], const float* y, int64_t ys, int cv, int64_t b0) {
+  for (int r = 0; r < R; ++r) {
+    alignas(64) float lanes[16] = {};
+    if (b0 > 0) {
+      for (int c = 0; c < cv; ++c) lanes[c * P] = y[c * ys + r];
+    }
+    acc[r] = _mm512_load_ps(lanes);
+  }
+}
+
+template <int P, int R>
+void StoreTileAccumulators(const __m512 (&acc)[R], float* y, int64_t ys, int cv) {
+  for (int r = 0; r < R; ++r) {
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, acc[r]);
+    for (int c = 0; c < cv; ++c) y[c * ys + r] = lanes[c * P];
+  }
+}
+
 // Lane sets of P lanes (P = 16 / rows per zmm): the 4 * P bytes at p repeated in every set, and
 // each set's lanes added into its first lane.
 template <int P>
@@ -689,14 +711,33 @@ struct Q8KGroup {
   }
 };
 
+// What the lane-grouped K-quant products share (Product: Q6KGrouped or Q4KGrouped): the Q8_K
+// activation group of Cg rows, its pieces of the shared dimension and the driver.
+template <class Product, int Cg>
+struct Q8KGroupedProduct {
+  using G = Q8KGroup<Cg>;
+  static constexpr int P = G::P;
+  static constexpr int kPieceBlocks = kKPieceBlocks;
+  static constexpr int kBlockElems = kQKK;
+  static constexpr size_t kBlockBytes = G::kBlockBytes;
+  static void Interleave(const uint8_t* x, size_t xs, int cv, int64_t b0, int nb, uint8_t* out) {
+    G::Interleave(x, xs, cv, b0, nb, out);
+  }
+  static void Run(int64_t n, const uint8_t* w, size_t ws, int64_t row_begin, int64_t row_end,
+                  const uint8_t* x, size_t xs, int cv, float* y, int64_t ys) {
+    RunGroupedPieces<Product>(n, w, ws, row_begin, row_end, x, xs, cv, y, ys);
+  }
+};
+
 // Q6_K against a lane-grouped Q8_K group: each row's super-block decoded to 256 unsigned bytes
 // (Q6KKernel::DecodeHalf) on the stack, then broadcast a step at a time. Numerics as in
 // Q6KOneActivation: isum = sum_j sc_j * (q_j . a_j) - 32 * sum_j sc_j * bsum_j, exact; then
 // acc = acc + float(isum) * (d * ad) (fused), per super-block from acc = 0.
 template <int Cg>
-struct Q6KGrouped {
-  using G = Q8KGroup<Cg>;
-  static constexpr int P = G::P;
+struct Q6KGrouped : Q8KGroupedProduct<Q6KGrouped<Cg>, Cg> {
+  using Base = Q8KGroupedProduct<Q6KGrouped<Cg>, Cg>;
+  using typename Base::G;
+  using Base::P;
   static constexpr int kStepsPerSub = 16 / (4 * P);
   static_assert(kStepsPerSub >= 1, "a step may not span two scaled sub-blocks");
   static constexpr int kRows = 8;
@@ -706,13 +747,7 @@ struct Q6KGrouped {
   static void Tile(const uint8_t* w, size_t ws, const uint8_t* act, int64_t b0, int nb, int cv,
                    float* y, int64_t ys) {
     __m512 acc[R];
-    for (int r = 0; r < R; ++r) {
-      alignas(64) float lanes[16] = {};
-      if (b0 > 0) {
-        for (int c = 0; c < cv; ++c) lanes[c * P] = y[c * ys + r];
-      }
-      acc[r] = _mm512_load_ps(lanes);
-    }
+    LoadTileAccumulators<P>(acc, y, ys, cv, b0);
     for (int bi = 0; bi < nb; ++bi) {
       const uint8_t* o = act + G::kBlockBytes * static_cast<size_t>(bi);
       alignas(64) uint8_t wu[R][kQKK];
@@ -763,22 +798,7 @@ struct Q6KGrouped {
         acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(total), _mm512_mul_ps(_mm512_set1_ps(d[r]), ad), acc[r]);
       }
     }
-    for (int r = 0; r < R; ++r) {
-      alignas(64) float lanes[16];
-      _mm512_store_ps(lanes, acc[r]);
-      for (int c = 0; c < cv; ++c) y[c * ys + r] = lanes[c * P];
-    }
-  }
-
-  static constexpr int kPieceBlocks = kKPieceBlocks;
-  static constexpr int kBlockElems = kQKK;
-  static constexpr size_t kBlockBytes = G::kBlockBytes;
-  static void Interleave(const uint8_t* x, size_t xs, int cv, int64_t b0, int nb, uint8_t* out) {
-    G::Interleave(x, xs, cv, b0, nb, out);
-  }
-  static void Run(int64_t n, const uint8_t* w, size_t ws, int64_t row_begin, int64_t row_end,
-                  const uint8_t* x, size_t xs, int cv, float* y, int64_t ys) {
-    RunGroupedPieces<Q6KGrouped>(n, w, ws, row_begin, row_end, x, xs, cv, y, ys);
+    StoreTileAccumulators<P>(acc, y, ys, cv);
   }
 };
 
@@ -789,9 +809,10 @@ struct Q6KGrouped {
 // scale, exact because every product is a multiple of 16). The integer sums per super-block are
 // those of Q4KOneActivation, and so is the float epilogue.
 template <int Cg>
-struct Q4KGrouped {
-  using G = Q8KGroup<Cg>;
-  static constexpr int P = G::P;
+struct Q4KGrouped : Q8KGroupedProduct<Q4KGrouped<Cg>, Cg> {
+  using Base = Q8KGroupedProduct<Q4KGrouped<Cg>, Cg>;
+  using typename Base::G;
+  using Base::P;
   static constexpr int kE = 4 * P;    // elements of a weight row per step
   static constexpr int kS = 32 / kE;  // steps per 32-element sub-block
   static constexpr int kRows = 4;
@@ -801,13 +822,7 @@ struct Q4KGrouped {
   static void Tile(const uint8_t* w, size_t ws, const uint8_t* act, int64_t b0, int nb, int cv,
                    float* y, int64_t ys) {
     __m512 acc[R];
-    for (int r = 0; r < R; ++r) {
-      alignas(64) float lanes[16] = {};
-      if (b0 > 0) {
-        for (int c = 0; c < cv; ++c) lanes[c * P] = y[c * ys + r];
-      }
-      acc[r] = _mm512_load_ps(lanes);
-    }
+    LoadTileAccumulators<P>(acc, y, ys, cv, b0);
     const __m512i low4 = _mm512_set1_epi8(0x0F);
     const __m512i high4 = _mm512_set1_epi8(static_cast<char>(0xF0));
     for (int bi = 0; bi < nb; ++bi) {
@@ -857,22 +872,7 @@ struct Q4KGrouped {
         acc[r] = _mm512_fmadd_ps(v, ad, acc[r]);
       }
     }
-    for (int r = 0; r < R; ++r) {
-      alignas(64) float lanes[16];
-      _mm512_store_ps(lanes, acc[r]);
-      for (int c = 0; c < cv; ++c) y[c * ys + r] = lanes[c * P];
-    }
-  }
-
-  static constexpr int kPieceBlocks = kKPieceBlocks;
-  static constexpr int kBlockElems = kQKK;
-  static constexpr size_t kBlockBytes = G::kBlockBytes;
-  static void Interleave(const uint8_t* x, size_t xs, int cv, int64_t b0, int nb, uint8_t* out) {
-    G::Interleave(x, xs, cv, b0, nb, out);
-  }
-  static void Run(int64_t n, const uint8_t* w, size_t ws, int64_t row_begin, int64_t row_end,
-                  const uint8_t* x, size_t xs, int cv, float* y, int64_t ys) {
-    RunGroupedPieces<Q4KGrouped>(n, w, ws, row_begin, row_end, x, xs, cv, y, ys);
+    StoreTileAccumulators<P>(acc, y, ys, cv);
   }
 };
 
@@ -1053,13 +1053,7 @@ struct Q80Grouped {
   static void Tile(const uint8_t* w, size_t ws, const uint8_t* act, int64_t b0, int nb, int cv,
                    float* y, int64_t ys) {
     __m512 acc[R];
-    for (int r = 0; r < R; ++r) {
-      alignas(64) float lanes[16] = {};
-      if (b0 > 0) {
-        for (int c = 0; c < cv; ++c) lanes[c * P] = y[c * ys + r];
-      }
-      acc[r] = _mm512_load_ps(lanes);
-    }
+    LoadTileAccumulators<P>(acc, y, ys, cv, b0);
     const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
     for (int bi = 0; bi < nb; ++bi) {
       const uint8_t* o = act + kBlockBytes * static_cast<size_t>(bi);
@@ -1086,11 +1080,7 @@ struct Q80Grouped {
         acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(_mm512_set1_ps(dw[r]), da), acc[r]);
       }
     }
-    for (int r = 0; r < R; ++r) {
-      alignas(64) float lanes[16];
-      _mm512_store_ps(lanes, acc[r]);
-      for (int c = 0; c < cv; ++c) y[c * ys + r] = lanes[c * P];
-    }
+    StoreTileAccumulators<P>(acc, y, ys, cv);
   }
 
   static constexpr int kPieceBlocks = 128;  // blocks interleaved at a time

@@ -7,7 +7,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <unistd.h>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -424,7 +423,7 @@ class CpuBackend : public Backend {
     AIRLOCK_ASSIGN_OR_RETURN(const ExecutorOptions o, NormalizeExecutorOptions(model.config(), options));
     const ModelConfig& c = model.config();
     const double bytes = static_cast<double>(o.kv_pool_tokens) * KvBytesPerToken(c, o.kv_type);
-    const double physical = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGESIZE));
+    const double physical = PhysicalMemoryBytes();
     if (o.kv_pool_tokens > (int64_t{1} << 31) || (physical > 0 && bytes > physical)) {
       return absl::InvalidArgumentError(absl::StrCat("a KV pool of ", o.kv_pool_tokens, " tokens needs ",
                                                      static_cast<int64_t>(bytes / (1 << 20)),
