@@ -223,11 +223,8 @@ TEST_F(ConfigFilesTest, LoadErrors) {
 
 TEST_F(ConfigFilesTest, ExampleConfigParses) {
   // The documented example must stay valid (its files do not exist here: only the text is checked).
-  // Found beside this source file (CMake passes absolute paths, so __FILE__ is one).
-  const std::filesystem::path source_root =
-      std::filesystem::path(__FILE__).parent_path().parent_path().parent_path();
-  const std::string example = airlock::testing::ReadFileOrDie(
-      (source_root / "deploy/config/airlockd.example.yaml").string());
+  const std::string example =
+      airlock::testing::ReadFileOrDie(airlock::testing::SourcePath("deploy/config/airlockd.example.yaml"));
   absl::StatusOr<ParsedConfig> parsed = ParseConfig(example, "airlockd.example.yaml");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   const DaemonOptions options = ResolveOptions(*parsed);

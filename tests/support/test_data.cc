@@ -21,6 +21,8 @@ std::string SharedDir() {
 
 std::string SharedPath(const std::string& relative) { return SharedDir() + "/" + relative; }
 
+std::string SourcePath(const std::string& relative) { return std::string(AIRLOCK_SOURCE_DIR) + "/" + relative; }
+
 bool RunningInCi() {
   const char* ci = std::getenv("CI");
   return ci != nullptr && std::string(ci) == "true";

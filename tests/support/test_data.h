@@ -14,6 +14,9 @@ namespace airlock::testing {
 std::string SharedDir();
 // SharedDir() + "/" + relative.
 std::string SharedPath(const std::string& relative);
+// A file of this source tree, by its path from the repository root (the path CMake configured,
+// not __FILE__: a compiler cache may rewrite that to a relative one).
+std::string SourcePath(const std::string& relative);
 bool RunningInCi();
 
 // Reads a whole file; throws std::runtime_error when it cannot (test code only).
