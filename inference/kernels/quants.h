@@ -2,8 +2,25 @@
 // row-range matrix product of the forward pass, for every weight type the engine computes with.
 //
 // Numerics follow llama.cpp's CPU backend: weights are multiplied with activations quantized to
-// the type ggml pairs with them (ActivationType), the integer part of every (sub-)block dot product
-// is exact, and only the order of the final float sums differs between our implementations.
+// the type ggml pairs with them (ActivationType) and the integer part of every (sub-)block dot
+// product is exact. The float part has one order, the same under every ISA (scalar, AVX2,
+// AVX-512) and every tiling, so a request's output depends neither on the CPU nor on its batch:
+//
+// Quantized weights, block by block (32 elements, or a 256-element super-block for the K-quants)
+// from acc = +0, with isum the block's exact integer dot, fma(a, b, c) = a * b + c rounded once and
+// every other operation rounded to float:
+//   Q4_0, Q5_0, Q8_0:  acc = fma(float(isum), dw * da, acc)
+//   Q4_1, Q5_1:        acc = fma(float(isum), dw * da, acc);  acc = fma(mw, sa, acc)
+//                      (mw the weight block's min, sa the Q8_1 block's d * sum(q))
+//   Q4_K, Q5_K:        t = float(isum) * dw;  t = fma(-float(msum), dmin, t);  acc = fma(t, da, acc)
+//                      (isum = sum_j sc_j * dot_j and msum = sum_j m_j * sum(a)_j over sub-blocks j)
+//   Q6_K:              acc = fma(float(isum), dw * da, acc)  (isum with the -32 offset applied)
+// The result is acc.
+// Float weights (F32, F16, BF16; elements widened to float exactly): 32 lanes, element i of the
+// first n - n % 32 into lane i % 32 by acc_l = fma(w_i, x_i, acc_l) in increasing i, then each of
+// the last n % 32 into lane (i - (n - n % 32)) % 16; then v_l = acc_l + acc_{l+16} (l < 16),
+// u_l = v_l + v_{l+8} (l < 8), s_l = u_l + u_{l+4} (l < 4), and the result is
+// (s_0 + s_2) + (s_1 + s_3).
 //
 // Each entry point picks a scalar, AVX2 or AVX-512 implementation at run time (ActiveIsa), so the
 // binary runs on any x86-64. Thread safety: every function may be called concurrently from any
@@ -44,7 +61,7 @@ float VecDot(TensorType weight_type, int64_t n, const void* weight_row, const vo
 
 // y[i * y_stride + r] = VecDot(weight row r, activation row i) for r in [row_begin, row_end),
 // i in [0, m). Weight rows are w_row_bytes apart; activation rows x_row_bytes apart. Each output
-// is bit-identical to the VecDot of the same pair under the same ISA, whatever the tiling.
+// is bit-identical to the VecDot of the same pair, whatever the tiling and the ISA.
 // This is the matmul the forward pass calls per thread (it splits rows across threads).
 void MatMulRows(TensorType weight_type, int64_t n, const void* w, size_t w_row_bytes,
                 int64_t row_begin, int64_t row_end, const void* x, size_t x_row_bytes, int64_t m,

@@ -7,8 +7,8 @@
 //
 // Tiling: a tile computes R weight rows x C activation rows, loading each weight block once for
 // the C activation rows and each activation block once for the R weight rows. Every (row, column)
-// pair owns its accumulator and sees the same sequence of operations whatever R and C are, so
-// VecDot (the 1x1 tile) and MatMulRows agree bit for bit.
+// pair owns its accumulator (a lane) and sees the float sequence quants.h defines whatever R and C
+// are, so VecDot (the 1x1 tile), MatMulRows and the other ISAs agree bit for bit.
 #include <immintrin.h>
 
 #include <cstddef>
@@ -228,8 +228,7 @@ void QuantizeActBf16(const float* x, void* dst, int64_t n) {
 // --- Float weights ---
 
 // F32 / F16 / BF16 rows: Load8 widens 8 elements at an index to floats, LoadTail the last 1-7
-// (through a zero-padded copy, so n need not be a multiple of 8). Two accumulators per pair (16
-// elements per step) hide the FMA latency when a tile is small.
+// (through a zero-padded copy, so n need not be a multiple of 8).
 struct F32Elems {
   static constexpr size_t kSize = 4;
   static __m256 Load8(const uint8_t* p, int64_t i) {
@@ -267,49 +266,121 @@ struct Bf16Elems {
   }
 };
 
+// quants.h's 32 lanes as four ymm per output (lanes 0-7, 8-15, 16-23, 24-31), so that the sums
+// are those of the AVX-512 kernel and the scalar reference: the last n % 32 elements go to lanes
+// 0-15, and the lanes are added in the same tree.
 template <class E>
 struct FloatKernel {
-  static constexpr int kRows = 2;
+  // Four accumulators per output: at most twelve in a tile, beside one weight and the activations.
+  static constexpr int kRows = 1;
   static constexpr int kCols = 3;
-  static constexpr int kDecodeRows = 4;
+  static constexpr int kDecodeRows = 3;
+
+  static __m256 Load(const uint8_t* p, int64_t i, int64_t n) {
+    return i + 8 <= n ? E::Load8(p, i) : (i < n ? E::LoadTail(p, i, n - i) : _mm256_setzero_ps());
+  }
 
   template <int R, int C>
   static void Tile(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, float* y,
                    int64_t ys) {
-    __m256 acc0[R][C], acc1[R][C];
+    __m256 acc[R][C][4];
     for (int r = 0; r < R; ++r) {
-      for (int c = 0; c < C; ++c) acc0[r][c] = acc1[r][c] = _mm256_setzero_ps();
+      for (int c = 0; c < C; ++c) {
+        for (int k = 0; k < 4; ++k) acc[r][c][k] = _mm256_setzero_ps();
+      }
     }
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-      __m256 w0[R], w1[R];
-      for (int r = 0; r < R; ++r) {
-        w0[r] = E::Load8(w + r * ws, i);
-        w1[r] = E::Load8(w + r * ws, i + 8);
-      }
-      for (int c = 0; c < C; ++c) {
-        const __m256 x0 = E::Load8(x + c * xs, i);
-        const __m256 x1 = E::Load8(x + c * xs, i + 8);
+    for (; i + 32 <= n; i += 32) {
+      for (int k = 0; k < 4; ++k) {
+        __m256 xv[C];
+        for (int c = 0; c < C; ++c) xv[c] = E::Load8(x + c * xs, i + 8 * k);
         for (int r = 0; r < R; ++r) {
-          acc0[r][c] = _mm256_fmadd_ps(w0[r], x0, acc0[r][c]);
-          acc1[r][c] = _mm256_fmadd_ps(w1[r], x1, acc1[r][c]);
+          const __m256 wv = E::Load8(w + r * ws, i + 8 * k);
+          for (int c = 0; c < C; ++c) acc[r][c][k] = _mm256_fmadd_ps(wv, xv[c], acc[r][c][k]);
         }
       }
     }
-    for (; i < n; i += 8) {
-      const int64_t count = n - i < 8 ? n - i : 8;
+    // The tail, 16 elements at a time into lanes 0-15 (zero padding adds exactly nothing).
+    for (; i < n; i += 16) {
       for (int c = 0; c < C; ++c) {
-        const __m256 xv = count == 8 ? E::Load8(x + c * xs, i) : E::LoadTail(x + c * xs, i, count);
-        for (int r = 0; r < R; ++r) {
-          const __m256 wv =
-              count == 8 ? E::Load8(w + r * ws, i) : E::LoadTail(w + r * ws, i, count);
-          acc0[r][c] = _mm256_fmadd_ps(wv, xv, acc0[r][c]);
+        for (int k = 0; k < 2; ++k) {
+          const __m256 xv = Load(x + c * xs, i + 8 * k, n);
+          for (int r = 0; r < R; ++r) {
+            acc[r][c][k] = _mm256_fmadd_ps(Load(w + r * ws, i + 8 * k, n), xv, acc[r][c][k]);
+          }
         }
       }
     }
     for (int r = 0; r < R; ++r) {
       for (int c = 0; c < C; ++c) {
-        y[c * ys + r] = HorizontalSum(_mm256_add_ps(acc0[r][c], acc1[r][c]));
+        const __m256 v_lo = _mm256_add_ps(acc[r][c][0], acc[r][c][2]);
+        const __m256 v_hi = _mm256_add_ps(acc[r][c][1], acc[r][c][3]);
+        y[c * ys + r] = HorizontalSum(_mm256_add_ps(v_lo, v_hi));
+      }
+    }
+  }
+};
+
+// --- Per-block float steps ---
+//
+// The quantized kernels reduce every (weight row, activation row) pair's integer sums per block
+// and then apply quants.h's float step to four pairs at once in the lanes of an xmm: the tile's
+// activation rows when it has several (C > 1), its weight rows in a matrix-vector product (C == 1).
+
+// Lane k of the result: the sum of v_k's 32-bit lanes. Unpacks and adds.
+__m128i SumLanesOf4(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
+  const __m256i t0 = _mm256_add_epi32(_mm256_unpacklo_epi32(v0, v1), _mm256_unpackhi_epi32(v0, v1));
+  const __m256i t1 = _mm256_add_epi32(_mm256_unpacklo_epi32(v2, v3), _mm256_unpackhi_epi32(v2, v3));
+  const __m256i u = _mm256_add_epi32(_mm256_unpacklo_epi64(t0, t1), _mm256_unpackhi_epi64(t0, t1));
+  return _mm_add_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
+}
+
+// The lane layout of an R x C tile: kVecs xmm of four pairs each.
+template <int R, int C>
+struct PairLanes {
+  static_assert(C <= 4 && (C > 1 || R <= 4));
+  static constexpr bool kRowLanes = C == 1;
+  static constexpr int kVecs = kRowLanes ? 1 : R;
+
+  // Integer sums s[r][c] reduced into the layout.
+  static void Reduce(const __m256i (&s)[R][C], __m128i (&out)[kVecs]) {
+    const __m256i zero = _mm256_setzero_si256();
+    if constexpr (kRowLanes) {
+      out[0] = SumLanesOf4(s[0][0], R > 1 ? s[1 % R][0] : zero, R > 2 ? s[2 % R][0] : zero,
+                           R > 3 ? s[3 % R][0] : zero);
+    } else {
+      for (int r = 0; r < R; ++r) {
+        out[r] = SumLanesOf4(s[r][0], s[r][1 % C], C > 2 ? s[r][2 % C] : zero,
+                             C > 3 ? s[r][3 % C] : zero);
+      }
+    }
+  }
+  // A per-row value (v[r]) and a per-column value (v[c]) in the layout.
+  static void Rows(const float (&v)[R], __m128 (&out)[kVecs]) {
+    if constexpr (kRowLanes) {
+      out[0] = _mm_setr_ps(v[0], R > 1 ? v[1 % R] : 0.0f, R > 2 ? v[2 % R] : 0.0f,
+                           R > 3 ? v[3 % R] : 0.0f);
+    } else {
+      for (int r = 0; r < R; ++r) out[r] = _mm_set1_ps(v[r]);
+    }
+  }
+  static void Cols(const float (&v)[C], __m128 (&out)[kVecs]) {
+    if constexpr (kRowLanes) {
+      out[0] = _mm_set1_ps(v[0]);
+    } else {
+      const __m128 cols = _mm_setr_ps(v[0], v[1 % C], C > 2 ? v[2 % C] : 0.0f,
+                                      C > 3 ? v[3 % C] : 0.0f);
+      for (int r = 0; r < R; ++r) out[r] = cols;
+    }
+  }
+  static void Store(const __m128 (&acc)[kVecs], float* y, int64_t ys) {
+    for (int k = 0; k < kVecs; ++k) {
+      alignas(16) float out[4];
+      _mm_store_ps(out, acc[k]);
+      if constexpr (kRowLanes) {
+        for (int r = 0; r < R; ++r) y[r] = out[r];
+      } else {
+        for (int c = 0; c < C; ++c) y[c * ys + k] = out[c];
       }
     }
   }
@@ -415,11 +486,10 @@ struct Q32Kernel {
   template <int R, int C>
   static void Tile(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, float* y,
                    int64_t ys) {
+    using L = PairLanes<R, C>;
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[R][C];
-    for (int r = 0; r < R; ++r) {
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
-    }
+    __m128 acc[L::kVecs];
+    for (int k = 0; k < L::kVecs; ++k) acc[k] = _mm_setzero_ps();
     for (int64_t b = 0; b < n / kQK; ++b) {
       __m256i wq[R], wabs[R];
       float wd[R], wm[R];
@@ -433,11 +503,13 @@ struct Q32Kernel {
         wd[r] = W::Scale(blk);
         wm[r] = W::Min(blk);
       }
+      __m256i p[R][C];
+      float ad[C], as[C];
       for (int c = 0; c < C; ++c) {
         const uint8_t* ablk = x + c * xs + b * A::kBytes;
         const __m256i a = Load256(ablk + A::kQsOffset);
-        const float ad = HalfAt(ablk);
-        const float as = A::Sum(ablk);
+        ad[c] = HalfAt(ablk);
+        as[c] = A::Sum(ablk);
         for (int r = 0; r < R; ++r) {
           __m256i p16;
           if constexpr (W::kSigned) {
@@ -445,17 +517,25 @@ struct Q32Kernel {
           } else {
             p16 = _mm256_maddubs_epi16(wq[r], a);
           }
-          const __m256 p = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-          acc[r][c] = _mm256_fmadd_ps(p, _mm256_set1_ps(wd[r] * ad), acc[r][c]);
-          if constexpr (W::kHasMin) {
-            acc[r][c] = _mm256_add_ps(acc[r][c], _mm256_setr_ps(wm[r] * as, 0, 0, 0, 0, 0, 0, 0));
-          }
+          p[r][c] = _mm256_madd_epi16(p16, ones);
         }
       }
+      __m128i isum[L::kVecs];
+      __m128 dw[L::kVecs], da[L::kVecs];
+      L::Reduce(p, isum);
+      L::Rows(wd, dw);
+      L::Cols(ad, da);
+      for (int k = 0; k < L::kVecs; ++k) {
+        acc[k] = _mm_fmadd_ps(_mm_cvtepi32_ps(isum[k]), _mm_mul_ps(dw[k], da[k]), acc[k]);
+      }
+      if constexpr (W::kHasMin) {
+        __m128 mw[L::kVecs], sa[L::kVecs];
+        L::Rows(wm, mw);
+        L::Cols(as, sa);
+        for (int k = 0; k < L::kVecs; ++k) acc[k] = _mm_fmadd_ps(mw[k], sa[k], acc[k]);
+      }
     }
-    for (int r = 0; r < R; ++r) {
-      for (int c = 0; c < C; ++c) y[c * ys + r] = HorizontalSum(acc[r][c]);
-    }
+    L::Store(acc, y, ys);
   }
 };
 
@@ -548,10 +628,9 @@ struct KQuantKernel {
   template <int R, int C>
   static void Tile(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, float* y,
                    int64_t ys) {
-    __m256 acc[R][C];
-    for (int r = 0; r < R; ++r) {
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
-    }
+    using L = PairLanes<R, C>;
+    __m128 acc[L::kVecs];
+    for (int k = 0; k < L::kVecs; ++k) acc[k] = _mm_setzero_ps();
     // Pairs each bsum with its sub-block's min: int16 lanes m0 m0 m1 m1 ... m7 m7.
     const __m256i min_pairs = _mm256_setr_epi8(
         8, -128, 8, -128, 9, -128, 9, -128, 10, -128, 10, -128, 11, -128, 11, -128, 12, -128, 12,
@@ -567,7 +646,7 @@ struct KQuantKernel {
         d[r] = HalfAt(blk);
         dmin[r] = HalfAt(blk + 2);
       }
-      __m256i isum[R][C];
+      __m256i isum[R][C], msum[R][C];
       for (int r = 0; r < R; ++r) {
         for (int c = 0; c < C; ++c) isum[r][c] = _mm256_setzero_si256();
       }
@@ -575,20 +654,27 @@ struct KQuantKernel {
       AccumulateChunk<1, R, C>(w, ws, x, xs, b, table, isum);
       AccumulateChunk<2, R, C>(w, ws, x, xs, b, table, isum);
       AccumulateChunk<3, R, C>(w, ws, x, xs, b, table, isum);
+      float ad[C];
       for (int c = 0; c < C; ++c) {
         const BlockQ8_K& act = reinterpret_cast<const BlockQ8_K*>(x + c * xs)[b];
         const __m256i bsums = Load256(reinterpret_cast<const uint8_t*>(&act) + kQ8KBsumsOffset);
-        for (int r = 0; r < R; ++r) {
-          const __m256 msum = _mm256_cvtepi32_ps(_mm256_madd_epi16(bsums, mins[r]));
-          acc[r][c] = _mm256_fmadd_ps(_mm256_set1_ps(d[r] * act.d), _mm256_cvtepi32_ps(isum[r][c]),
-                                      acc[r][c]);
-          acc[r][c] = _mm256_fnmadd_ps(_mm256_set1_ps(dmin[r] * act.d), msum, acc[r][c]);
-        }
+        ad[c] = act.d;
+        for (int r = 0; r < R; ++r) msum[r][c] = _mm256_madd_epi16(bsums, mins[r]);
+      }
+      __m128i is[L::kVecs], ms[L::kVecs];
+      __m128 dv[L::kVecs], dminv[L::kVecs], adv[L::kVecs];
+      L::Reduce(isum, is);
+      L::Reduce(msum, ms);
+      L::Rows(d, dv);
+      L::Rows(dmin, dminv);
+      L::Cols(ad, adv);
+      for (int k = 0; k < L::kVecs; ++k) {
+        __m128 t = _mm_mul_ps(_mm_cvtepi32_ps(is[k]), dv[k]);
+        t = _mm_fnmadd_ps(_mm_cvtepi32_ps(ms[k]), dminv[k], t);
+        acc[k] = _mm_fmadd_ps(t, adv[k], acc[k]);
       }
     }
-    for (int r = 0; r < R; ++r) {
-      for (int c = 0; c < C; ++c) y[c * ys + r] = HorizontalSum(acc[r][c]);
-    }
+    L::Store(acc, y, ys);
   }
 };
 
@@ -617,10 +703,9 @@ struct Q6KKernel {
   template <int R, int C>
   static void Tile(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, float* y,
                    int64_t ys) {
-    __m256 acc[R][C];
-    for (int r = 0; r < R; ++r) {
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
-    }
+    using L = PairLanes<R, C>;
+    __m128 acc[L::kVecs];
+    for (int k = 0; k < L::kVecs; ++k) acc[k] = _mm_setzero_ps();
     for (int64_t b = 0; b < n / kQKK; ++b) {
       const BlockQ6_K* blk[R];
       __m128i scales8[R];
@@ -664,19 +749,19 @@ struct Q6KKernel {
           }
         }
       }
-      for (int c = 0; c < C; ++c) {
-        const float ad = reinterpret_cast<const BlockQ8_K*>(x + c * xs)[b].d;
-        for (int r = 0; r < R; ++r) {
-          acc[r][c] = _mm256_fmadd_ps(
-              _mm256_set1_ps(HalfAt(reinterpret_cast<const uint8_t*>(blk[r]) + kQ6KScaleOffset) *
-                             ad),
-              _mm256_cvtepi32_ps(isum[r][c]), acc[r][c]);
-        }
+      float d[R], ad[C];
+      for (int r = 0; r < R; ++r) d[r] = HalfAt(reinterpret_cast<const uint8_t*>(blk[r]) + kQ6KScaleOffset);
+      for (int c = 0; c < C; ++c) ad[c] = reinterpret_cast<const BlockQ8_K*>(x + c * xs)[b].d;
+      __m128i is[L::kVecs];
+      __m128 dv[L::kVecs], adv[L::kVecs];
+      L::Reduce(isum, is);
+      L::Rows(d, dv);
+      L::Cols(ad, adv);
+      for (int k = 0; k < L::kVecs; ++k) {
+        acc[k] = _mm_fmadd_ps(_mm_cvtepi32_ps(is[k]), _mm_mul_ps(dv[k], adv[k]), acc[k]);
       }
     }
-    for (int r = 0; r < R; ++r) {
-      for (int c = 0; c < C; ++c) y[c * ys + r] = HorizontalSum(acc[r][c]);
-    }
+    L::Store(acc, y, ys);
   }
 };
 

@@ -69,22 +69,6 @@ float HorizontalSum(__m512 v) {
   return _mm_cvtss_f32(t);
 }
 
-// The fp16 values at p0 and p1 as 16 floats: lanes 0-7 the first, lanes 8-15 the second (zero
-// when p1 is null). Word broadcasts straight from memory and one conversion: this runs once per
-// block pair and row, so it matters for the matrix-vector product.
-__m512 SpreadPair(const uint8_t* p0, const uint8_t* p1) {
-  const auto h0 = static_cast<short>(HalfBitsAt(p0));
-  if (p1 == nullptr) return _mm512_cvtph_ps(_mm256_maskz_set1_epi16(0x00FF, h0));
-  const __m256i both =
-      _mm256_mask_set1_epi16(_mm256_set1_epi16(h0), 0xFF00, static_cast<short>(HalfBitsAt(p1)));
-  return _mm512_cvtph_ps(both);
-}
-
-// As SpreadPair, but only lanes 0 and 8 are set (a per-block term added once per block).
-__m512 SpreadPairOnce(const uint8_t* p0, const uint8_t* p1) {
-  return _mm512_maskz_mov_ps(0x0101, SpreadPair(p0, p1));
-}
-
 // Kernels follow the contract in tile_driver.h. Blocks of 32 are processed two per zmm: bytes
 // (and int32 lanes) 0-31 (0-7) belong to block b, 32-63 (8-15) to block b + 1. An odd last block
 // runs alone with the upper half zero, which adds exactly nothing.
@@ -244,9 +228,10 @@ struct Q5_1Weights {
   }
 };
 
-// Q8_0 weights for Q80OneActivation (the lane-grouped Q8_0 products below; not a Q32Kernel).
 struct Q8_0Weights {
   static constexpr size_t kBytes = sizeof(BlockQ8_0);
+  static constexpr int kOffset = 128;
+  static constexpr bool kHasMin = false;
   // x ^ 0x80 = x + 128 as an unsigned byte.
   static __m512i Values2(const uint8_t* b) {
     const __m512i v =
@@ -268,65 +253,6 @@ struct Q8Acts {
                               1);
   }
   static __m512i Values1(const uint8_t* a) { return ZeroExtend(Load256(a + kQs)); }
-};
-
-template <class W, class A>
-struct Q32Kernel {
-  static constexpr int kRows = 4;
-  static constexpr int kCols = 4;
-  // Eight rows share each activation block's preparation in the matrix-vector product.
-  static constexpr int kDecodeRows = 8;
-
-  // One step: blocks b and b + 1 (kPair) or block b alone.
-  template <int R, int C, bool kPair>
-  static void Step(const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, int64_t b,
-                   __m512 (&acc)[R][C]) {
-    __m512i wq[R];
-    __m512 wd[R], wm[R];
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* blk = w + r * ws + b * W::kBytes;
-      const uint8_t* next = blk + W::kBytes;
-      PrefetchAhead<2 * W::kBytes>(blk, R * ws);
-      wq[r] = kPair ? W::Values2(blk) : W::Values1(blk);
-      wd[r] = SpreadPair(blk, kPair ? next : nullptr);
-      if constexpr (W::kHasMin) wm[r] = SpreadPairOnce(blk + 2, kPair ? next + 2 : nullptr);
-    }
-    for (int c = 0; c < C; ++c) {
-      const uint8_t* ablk = x + c * xs + b * A::kBytes;
-      const uint8_t* anext = ablk + A::kBytes;
-      const __m512i a = kPair ? A::Values2(ablk) : A::Values1(ablk);
-      const __m512 ad = SpreadPair(ablk, kPair ? anext : nullptr);
-      __m512i start = _mm512_setzero_si512();
-      if constexpr (W::kOffset != 0) {
-        const __m512i offset_sum = _mm512_dpbusd_epi32(
-            _mm512_setzero_si512(), _mm512_set1_epi8(static_cast<char>(W::kOffset)), a);
-        start = _mm512_sub_epi32(start, offset_sum);
-      }
-      __m512 as = _mm512_setzero_ps();
-      if constexpr (W::kHasMin) as = SpreadPair(ablk + 2, kPair ? anext + 2 : nullptr);
-      for (int r = 0; r < R; ++r) {
-        const __m512i p = _mm512_dpbusd_epi32(start, wq[r], a);
-        acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(wd[r], ad), acc[r][c]);
-        if constexpr (W::kHasMin) acc[r][c] = _mm512_fmadd_ps(wm[r], as, acc[r][c]);
-      }
-    }
-  }
-
-  template <int R, int C>
-  static void Tile(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, float* y,
-                   int64_t ys) {
-    __m512 acc[R][C];
-    for (int r = 0; r < R; ++r) {
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
-    }
-    const int64_t nb = n / kQK;
-    int64_t b = 0;
-    for (; b + 2 <= nb; b += 2) Step<R, C, true>(w, ws, x, xs, b, acc);
-    if (b < nb) Step<R, C, false>(w, ws, x, xs, b, acc);
-    for (int r = 0; r < R; ++r) {
-      for (int c = 0; c < C; ++c) y[c * ys + r] = HorizontalSum(acc[r][c]);
-    }
-  }
 };
 
 // --- K-quants against Q8_K ---
@@ -351,6 +277,30 @@ __m128i UnpackScalesMins(const uint8_t* p) {
   const __m128i high_bits =
       _mm_and_si128(_mm_srli_epi32(tops, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
   return _mm_or_si128(low_bits, high_bits);
+}
+
+// Lane r of the result: the sum of v_r's 32-bit lanes. Unpacks and adds; hadd costs three
+// operations on these cores.
+__m128i SumLanesOf4(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
+  const __m256i t0 = _mm256_add_epi32(_mm256_unpacklo_epi32(v0, v1), _mm256_unpackhi_epi32(v0, v1));
+  const __m256i t1 = _mm256_add_epi32(_mm256_unpacklo_epi32(v2, v3), _mm256_unpackhi_epi32(v2, v3));
+  const __m256i u = _mm256_add_epi32(_mm256_unpacklo_epi64(t0, t1), _mm256_unpackhi_epi64(t0, t1));
+  return _mm_add_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
+}
+
+// The same for zmm: the halves are added first (a 256-bit add is cheaper than 512-bit unpacks).
+__m128i SumLanesOf4(__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
+  const auto fold = [](__m512i v) {
+    return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+  };
+  return SumLanesOf4(fold(v0), fold(v1), fold(v2), fold(v3));
+}
+
+// quants.h's float step of Q4_K and Q5_K for up to four outputs in the lanes of an xmm.
+__m128 Q4KEpilogue(__m128i isum, __m128i msum, __m128 d, __m128 dmin, __m128 ad, __m128 acc) {
+  __m128 t = _mm_mul_ps(_mm_cvtepi32_ps(isum), d);
+  t = _mm_fnmadd_ps(_mm_cvtepi32_ps(msum), dmin, t);
+  return _mm_fmadd_ps(t, ad, acc);
 }
 
 template <bool kFifthBit>
@@ -395,13 +345,15 @@ struct KQuantKernel {
     }
   }
 
+  // Several activation rows (Q5_K's matrix products; one row goes through KQuantOneActivation):
+  // the integer sums reduced per super-block, then quants.h's float step with the tile's
+  // activation rows in the lanes of an xmm per weight row.
   template <int R, int C>
   static void Tile(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, size_t xs, float* y,
                    int64_t ys) {
-    __m512 acc[R][C];
-    for (int r = 0; r < R; ++r) {
-      for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
-    }
+    static_assert(C <= 4);
+    __m128 acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = _mm_setzero_ps();
     // Pairs each bsum with its sub-block's min: int16 lanes m0 m0 m1 m1 ... m7 m7.
     const __m256i min_pairs = _mm256_setr_epi8(
         8, -128, 8, -128, 9, -128, 9, -128, 10, -128, 10, -128, 11, -128, 11, -128, 12, -128, 12,
@@ -410,7 +362,6 @@ struct KQuantKernel {
       const uint8_t* blk[R];
       __m512i table[R], qh[R];
       __m256i mins[R];
-      __m512 d[R], dmin[R];
       for (int r = 0; r < R; ++r) {
         blk[r] = w + r * ws + b * kBytes;
         PrefetchAhead<kBytes>(blk[r], R * ws);
@@ -418,8 +369,6 @@ struct KQuantKernel {
         table[r] = _mm512_broadcast_i32x4(unpacked);
         mins[r] = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(unpacked), min_pairs);
         if constexpr (kFifthBit) qh[r] = _mm512_broadcast_i64x4(Load256(blk[r] + 16));
-        d[r] = _mm512_set1_ps(HalfAt(blk[r]));
-        dmin[r] = _mm512_set1_ps(HalfAt(blk[r] + 2));
       }
       __m512i isum[R][C];
       for (int r = 0; r < R; ++r) {
@@ -429,20 +378,32 @@ struct KQuantKernel {
       Chunk<1, R, C>(blk, table, qh, x, xs, b, isum);
       Chunk<2, R, C>(blk, table, qh, x, xs, b, isum);
       Chunk<3, R, C>(blk, table, qh, x, xs, b, isum);
-      for (int c = 0; c < C; ++c) {
-        const BlockQ8_K& act = ActBlock(x, xs, c, b);
-        const __m256i bsums = Load256(reinterpret_cast<const uint8_t*>(&act) + kQ8KBsumsOffset);
-        const __m512 ad = _mm512_set1_ps(act.d);
-        for (int r = 0; r < R; ++r) {
-          const __m512i msum = ZeroExtend(_mm256_madd_epi16(bsums, mins[r]));
-          __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(isum[r][c]), d[r]);
-          t = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum), dmin[r], t);
-          acc[r][c] = _mm512_fmadd_ps(t, ad, acc[r][c]);
+      __m256i bsums[4];
+      float ad[4] = {};
+      for (int c = 0; c < 4; ++c) {
+        bsums[c] = _mm256_setzero_si256();
+        if (c < C) {
+          const BlockQ8_K& act = ActBlock(x, xs, c, b);
+          bsums[c] = Load256(reinterpret_cast<const uint8_t*>(&act) + kQ8KBsumsOffset);
+          ad[c] = act.d;
         }
+      }
+      const __m128 adv = _mm_setr_ps(ad[0], ad[1], ad[2], ad[3]);
+      for (int r = 0; r < R; ++r) {
+        __m512i is[4];
+        for (int c = 0; c < 4; ++c) is[c] = c < C ? isum[r][c] : _mm512_setzero_si512();
+        const __m128i is4 = SumLanesOf4(is[0], is[1], is[2], is[3]);
+        const __m128i ms4 =
+            SumLanesOf4(_mm256_madd_epi16(bsums[0], mins[r]), _mm256_madd_epi16(bsums[1], mins[r]),
+                        _mm256_madd_epi16(bsums[2], mins[r]), _mm256_madd_epi16(bsums[3], mins[r]));
+        acc[r] = Q4KEpilogue(is4, ms4, _mm_set1_ps(HalfAt(blk[r])), _mm_set1_ps(HalfAt(blk[r] + 2)),
+                             adv, acc[r]);
       }
     }
     for (int r = 0; r < R; ++r) {
-      for (int c = 0; c < C; ++c) y[c * ys + r] = HorizontalSum(acc[r][c]);
+      alignas(16) float out[4];
+      _mm_store_ps(out, acc[r]);
+      for (int c = 0; c < C; ++c) y[c * ys + r] = out[c];
     }
   }
 };
@@ -463,35 +424,12 @@ struct KQuantKernel {
 // 8 / P steps accumulate unscaled, so its scale costs one vpmulld per 32 elements instead of a
 // vpmaddubsw + vpdpwssd pair per 64 (the K-quant kernel above).
 
-// Lane r of the result: the sum of v_r's 32-bit lanes. Unpacks and adds; hadd costs three
-// operations on these cores.
-__m128i SumLanesOf4(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
-  const __m256i t0 = _mm256_add_epi32(_mm256_unpacklo_epi32(v0, v1), _mm256_unpackhi_epi32(v0, v1));
-  const __m256i t1 = _mm256_add_epi32(_mm256_unpacklo_epi32(v2, v3), _mm256_unpackhi_epi32(v2, v3));
-  const __m256i u = _mm256_add_epi32(_mm256_unpacklo_epi64(t0, t1), _mm256_unpackhi_epi64(t0, t1));
-  return _mm_add_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1));
-}
-
-// The same for zmm: the halves are added first (a 256-bit add is cheaper than 512-bit unpacks).
-__m128i SumLanesOf4(__m512i v0, __m512i v1, __m512i v2, __m512i v3) {
-  const auto fold = [](__m512i v) {
-    return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
-  };
-  return SumLanesOf4(fold(v0), fold(v1), fold(v2), fold(v3));
-}
-
-// The float part of the contract for up to four outputs in the lanes of an xmm.
-__m128 Q4KEpilogue(__m128i isum, __m128i msum, __m128 d, __m128 dmin, __m128 ad, __m128 acc) {
-  __m128 t = _mm_mul_ps(_mm_cvtepi32_ps(isum), d);
-  t = _mm_fnmadd_ps(_mm_cvtepi32_ps(msum), dmin, t);
-  return _mm_fmadd_ps(t, ad, acc);
-}
-
-// One activation row (decode and VecDot), R = 4 or 1 weight rows: the integer work of
-// KQuantKernel<false> (vpmaddubsw + vpdpwssd, lanes are elements), reduced per super-block.
-template <int R>
-void Q4KOneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, float* y) {
-  using K = KQuantKernel<false>;
+// One activation row (decode and VecDot) of Q4_K or Q5_K (kFifthBit), R = 4 or 1 weight rows: the
+// integer work of KQuantKernel (vpmaddubsw + vpdpwssd, lanes are elements), reduced per
+// super-block.
+template <bool kFifthBit, int R>
+void KQuantOneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, float* y) {
+  using K = KQuantKernel<kFifthBit>;
   const __m256i min_pairs = _mm256_setr_epi8(
       8, -128, 8, -128, 9, -128, 9, -128, 10, -128, 10, -128, 11, -128, 11, -128, 12, -128, 12,
       -128, 13, -128, 13, -128, 14, -128, 14, -128, 15, -128, 15, -128);
@@ -507,16 +445,16 @@ void Q4KOneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, 
       const __m128i unpacked = UnpackScalesMins(blk[r] + 4);
       table[r] = _mm512_broadcast_i32x4(unpacked);
       mins[r] = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(unpacked), min_pairs);
-      qh[r] = _mm512_setzero_si512();
+      qh[r] = kFifthBit ? _mm512_broadcast_i64x4(Load256(blk[r] + 16)) : _mm512_setzero_si512();
       d[r] = HalfAt(blk[r]);
       dmin[r] = HalfAt(blk[r] + 2);
     }
     __m512i isum[R][1];
     for (int r = 0; r < R; ++r) isum[r][0] = _mm512_setzero_si512();
-    K::Chunk<0, R, 1>(blk, table, qh, x, 0, b, isum);
-    K::Chunk<1, R, 1>(blk, table, qh, x, 0, b, isum);
-    K::Chunk<2, R, 1>(blk, table, qh, x, 0, b, isum);
-    K::Chunk<3, R, 1>(blk, table, qh, x, 0, b, isum);
+    K::template Chunk<0, R, 1>(blk, table, qh, x, 0, b, isum);
+    K::template Chunk<1, R, 1>(blk, table, qh, x, 0, b, isum);
+    K::template Chunk<2, R, 1>(blk, table, qh, x, 0, b, isum);
+    K::template Chunk<3, R, 1>(blk, table, qh, x, 0, b, isum);
     const BlockQ8_K& act = ActBlock(x, 0, 0, b);
     const __m256i bsums = Load256(reinterpret_cast<const uint8_t*>(&act) + kQ8KBsumsOffset);
     __m128i is, ms;
@@ -807,7 +745,7 @@ struct Q6KGrouped : Q8KGroupedProduct<Q6KGrouped<Cg>, Cg> {
 // sub-block (vpand 0x0F) and the same step of the high sub-block beside it (vpand 0xF0: sixteen
 // times the quants, still an unsigned byte; the sub-block's sum is shifted back by 4 before its
 // scale, exact because every product is a multiple of 16). The integer sums per super-block are
-// those of Q4KOneActivation, and so is the float epilogue.
+// those of KQuantOneActivation, and so is the float epilogue.
 template <int Cg>
 struct Q4KGrouped : Q8KGroupedProduct<Q4KGrouped<Cg>, Cg> {
   using Base = Q8KGroupedProduct<Q4KGrouped<Cg>, Cg>;
@@ -945,12 +883,11 @@ void Q6KOneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, 
   for (int r = 0; r < R; ++r) y[r] = out[r];
 }
 
-// --- Q8_0 against Q8_0 ---
+// --- 32-element blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) against Q8_0 / Q8_1 ---
 //
-// Numerics, the contract of VecDot and MatMulRows for Q8_0 under this ISA: per block of 32 the
-// integer dot is exact, then acc = acc + float(dot) * (dw * da) (fused), block by block from
-// acc = 0. Several activation rows run in lanes as for the K-quants (weights fed to vpdpbusd as
-// w + 128, the 128 * sum(a) this adds taken out per block and row).
+// The float step is quants.h's, block by block; several activation rows run in lanes as for the
+// K-quants. Weights are fed to vpdpbusd as unsigned bytes shifted up by W::kOffset (+8, +16, +128
+// for the signed types), and the kOffset * sum(a) this adds is taken out per block and row.
 
 // Four rows' sums of lanes 0-7 (block b) in lanes 0-3 and of lanes 8-15 (block b + 1) in lanes
 // 8-11: unpacks and adds (hadd costs three operations on these cores).
@@ -963,12 +900,29 @@ __m512i SumBlockPairsOf4(__m512i p0, __m512i p1, __m512i p2, __m512i p3) {
   return _mm512_add_epi32(u, _mm512_shuffle_i32x4(u, u, _MM_SHUFFLE(2, 3, 0, 1)));
 }
 
+// The fp16 field at byte `field` of blocks b (lanes 0-3) and b + 1 (lanes 4-7) of four weight
+// rows (blk[o..o+3]), or of one row (lanes 0 and 4). `next` is 0 for an unpaired last block,
+// whose value then multiplies a zero sum.
+template <int R>
+__m256 BlockFieldPairs(const uint8_t* const (&blk)[R], int o, size_t field, size_t next) {
+  if constexpr (R == 1) {
+    __m128i h = _mm_cvtsi32_si128(HalfBitsAt(blk[0] + field));
+    if (next != 0) h = _mm_insert_epi16(h, HalfBitsAt(blk[0] + next + field), 4);
+    return _mm256_cvtph_ps(h);
+  } else {
+    const auto half = [&](int r, size_t off) {
+      return static_cast<short>(HalfBitsAt(blk[o + r] + off + field));
+    };
+    return _mm256_cvtph_ps(_mm_setr_epi16(half(0, 0), half(1, 0), half(2, 0), half(3, 0),
+                                          half(0, next), half(1, next), half(2, next),
+                                          half(3, next)));
+  }
+}
+
 // One activation row, R = 8 or 1 weight rows; blocks b and b + 1 share a zmm. Eight rows share
 // each activation pair's loads and offset sum.
-template <int R>
-void Q80OneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, float* y) {
-  using W = Q8_0Weights;
-  using A = Q8Acts<false>;
+template <class W, class A, int R>
+void Q32OneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, float* y) {
   constexpr int kQuads = R == 8 ? 2 : 1;
   __m128 acc[kQuads];
   for (int q = 0; q < kQuads; ++q) acc[q] = _mm_setzero_ps();
@@ -977,11 +931,19 @@ void Q80OneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, 
     const bool pair = b + 1 < nb;
     const uint8_t* ablk = x + b * A::kBytes;
     const __m512i a = pair ? A::Values2(ablk) : A::Values1(ablk);
-    const __m512i start = _mm512_sub_epi32(
-        _mm512_setzero_si512(),
-        _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_set1_epi8(static_cast<char>(0x80)), a));
+    __m512i start = _mm512_setzero_si512();
+    if constexpr (W::kOffset != 0) {
+      start = _mm512_sub_epi32(
+          start, _mm512_dpbusd_epi32(_mm512_setzero_si512(),
+                                     _mm512_set1_epi8(static_cast<char>(W::kOffset)), a));
+    }
     const __m128 da0 = _mm_set1_ps(HalfAt(ablk));
     const __m128 da1 = _mm_set1_ps(pair ? HalfAt(ablk + A::kBytes) : 0.0f);
+    __m128 sa0 = _mm_setzero_ps(), sa1 = _mm_setzero_ps();
+    if constexpr (W::kHasMin) {
+      sa0 = _mm_set1_ps(HalfAt(ablk + 2));
+      if (pair) sa1 = _mm_set1_ps(HalfAt(ablk + A::kBytes + 2));
+    }
     __m512i p[R];
     const uint8_t* blk[R];
     for (int r = 0; r < R; ++r) {
@@ -989,28 +951,27 @@ void Q80OneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, 
       PrefetchAhead<2 * W::kBytes>(blk[r], R * ws);
       p[r] = _mm512_dpbusd_epi32(start, pair ? W::Values2(blk[r]) : W::Values1(blk[r]), a);
     }
+    const size_t next = pair ? W::kBytes : 0;
     for (int q = 0; q < kQuads; ++q) {
       __m128i lo, hi;
-      __m256 dw;  // the rows' scales in registers: lanes 0-3 block b, 4-7 block b + 1
       if constexpr (R == 1) {
         lo = _mm_cvtsi32_si128(_mm512_mask_reduce_add_epi32(0x00FF, p[0]));
         hi = _mm_cvtsi32_si128(_mm512_mask_reduce_add_epi32(0xFF00, p[0]));
-        __m128i h = _mm_cvtsi32_si128(HalfBitsAt(blk[0]));
-        if (pair) h = _mm_insert_epi16(h, HalfBitsAt(blk[0] + W::kBytes), 4);
-        dw = _mm256_cvtph_ps(h);
       } else {
         const int o = 4 * q;
         const __m512i sums = SumBlockPairsOf4(p[o], p[o + 1], p[o + 2], p[o + 3]);
         lo = _mm512_castsi512_si128(sums);
         hi = _mm512_extracti32x4_epi32(sums, 2);
-        const auto half = [&](int r, size_t off) { return static_cast<short>(HalfBitsAt(blk[o + r] + off)); };
-        const size_t next = pair ? W::kBytes : 0;  // an unpaired last block multiplies zero
-        dw = _mm256_cvtph_ps(_mm_setr_epi16(half(0, 0), half(1, 0), half(2, 0), half(3, 0), half(0, next),
-                                            half(1, next), half(2, next), half(3, next)));
       }
+      // The rows' scales (and mins): lanes 0-3 block b, 4-7 block b + 1.
+      const __m256 dw = BlockFieldPairs<R>(blk, 4 * q, 0, next);
+      __m256 mw = _mm256_setzero_ps();
+      if constexpr (W::kHasMin) mw = BlockFieldPairs<R>(blk, 4 * q, 2, next);
       acc[q] = _mm_fmadd_ps(_mm_cvtepi32_ps(lo), _mm_mul_ps(_mm256_castps256_ps128(dw), da0), acc[q]);
+      if constexpr (W::kHasMin) acc[q] = _mm_fmadd_ps(_mm256_castps256_ps128(mw), sa0, acc[q]);
       if (pair) {
         acc[q] = _mm_fmadd_ps(_mm_cvtepi32_ps(hi), _mm_mul_ps(_mm256_extractf128_ps(dw, 1), da1), acc[q]);
+        if constexpr (W::kHasMin) acc[q] = _mm_fmadd_ps(_mm256_extractf128_ps(mw, 1), sa1, acc[q]);
       }
     }
   }
@@ -1021,14 +982,18 @@ void Q80OneActivation(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, 
   }
 }
 
-// Cg activation rows of Q8_0 interleaved per block: the quants in kSteps zmm (lane l: row l / P,
-// quants 4 * (P * step + l % P) .. + 3), then 128 * sum(quants) (int32) and d (float) in lane c * P.
-template <int Cg>
-struct Q80Grouped {
+// Cg activation rows interleaved per block: the quants in kSteps zmm (lane l: row l / P, quants
+// 4 * (P * step + l % P) .. + 3), then kOffset * sum(quants) (int32), d and, for Q8_1, s (floats)
+// in lane c * P.
+template <class W, class A, int Cg>
+struct Q32Grouped {
   static constexpr int P = 16 / Cg;
   static constexpr int kSteps = 8 / P;
   static constexpr size_t kQs = 64 * kSteps;
-  static constexpr size_t kBlockBytes = kQs + 128;
+  static constexpr size_t kCorrection = kQs;
+  static constexpr size_t kD = kQs + 64;
+  static constexpr size_t kS = kQs + 128;
+  static constexpr size_t kBlockBytes = kQs + (W::kHasMin ? 192 : 128);
   static constexpr int kRows = 4;
 
   static void Interleave(const uint8_t* x, size_t xs, int cv, int64_t b0, int nb, uint8_t* out) {
@@ -1036,15 +1001,19 @@ struct Q80Grouped {
     for (int bi = 0; bi < nb; ++bi) {
       uint8_t* o = out + kBlockBytes * static_cast<size_t>(bi);
       for (int c = 0; c < cv; ++c) {
-        const uint8_t* a = x + c * xs + (b0 + bi) * sizeof(BlockQ8_0);
-        const auto* qs = reinterpret_cast<const int8_t*>(a + 2);
+        const uint8_t* a = x + c * xs + (b0 + bi) * A::kBytes;
+        const auto* qs = reinterpret_cast<const int8_t*>(a + A::kQs);
         for (int st = 0; st < kSteps; ++st) std::memcpy(o + 64 * st + 4 * P * c, qs + 4 * P * st, 4 * P);
         int32_t sum = 0;
         for (int i = 0; i < kQK; ++i) sum += qs[i];
-        const int32_t correction = 128 * sum;
+        const int32_t correction = W::kOffset * sum;
         const float d = HalfAt(a);
-        std::memcpy(o + kQs + 4 * P * c, &correction, 4);
-        std::memcpy(o + kQs + 64 + 4 * P * c, &d, 4);
+        std::memcpy(o + kCorrection + 4 * P * c, &correction, 4);
+        std::memcpy(o + kD + 4 * P * c, &d, 4);
+        if constexpr (W::kHasMin) {
+          const float sa = HalfAt(a + 2);
+          std::memcpy(o + kS + 4 * P * c, &sa, 4);
+        }
       }
     }
   }
@@ -1054,17 +1023,17 @@ struct Q80Grouped {
                    float* y, int64_t ys) {
     __m512 acc[R];
     LoadTileAccumulators<P>(acc, y, ys, cv, b0);
-    const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
     for (int bi = 0; bi < nb; ++bi) {
       const uint8_t* o = act + kBlockBytes * static_cast<size_t>(bi);
       alignas(32) uint8_t wu[R][kQK];
-      float dw[R];
+      float dw[R], mw[R];
       __m512i part[R];
       for (int r = 0; r < R; ++r) {
-        const uint8_t* blk = w + r * ws + (b0 + bi) * sizeof(BlockQ8_0);
-        PrefetchAhead<sizeof(BlockQ8_0)>(blk, R * ws);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(wu[r]), _mm256_xor_si256(Load256(blk + 2), flip));
+        const uint8_t* blk = w + r * ws + (b0 + bi) * W::kBytes;
+        PrefetchAhead<W::kBytes>(blk, R * ws);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(wu[r]), _mm512_castsi512_si256(W::Values1(blk)));
         dw[r] = HalfAt(blk);
+        mw[r] = W::kHasMin ? HalfAt(blk + 2) : 0.0f;
         part[r] = _mm512_setzero_si512();
       }
       for (int st = 0; st < kSteps; ++st) {
@@ -1073,11 +1042,14 @@ struct Q80Grouped {
           part[r] = _mm512_dpbusd_epi32(part[r], BroadcastToLaneSets<P>(wu[r] + 4 * P * st), a);
         }
       }
-      const __m512i correction = Load512(o + kQs);
-      const __m512 da = _mm512_loadu_ps(o + kQs + 64);
+      const __m512i correction = Load512(o + kCorrection);
+      const __m512 da = _mm512_loadu_ps(o + kD);
       for (int r = 0; r < R; ++r) {
         const __m512i dot = _mm512_sub_epi32(AddLaneSets<P>(part[r]), correction);
         acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(_mm512_set1_ps(dw[r]), da), acc[r]);
+        if constexpr (W::kHasMin) {
+          acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(mw[r]), _mm512_loadu_ps(o + kS), acc[r]);
+        }
       }
     }
     StoreTileAccumulators<P>(acc, y, ys, cv);
@@ -1087,7 +1059,7 @@ struct Q80Grouped {
   static constexpr int kBlockElems = kQK;
   static void Run(int64_t n, const uint8_t* w, size_t ws, int64_t row_begin, int64_t row_end,
                   const uint8_t* x, size_t xs, int cv, float* y, int64_t ys) {
-    RunGroupedPieces<Q80Grouped>(n, w, ws, row_begin, row_end, x, xs, cv, y, ys);
+    RunGroupedPieces<Q32Grouped>(n, w, ws, row_begin, row_end, x, xs, cv, y, ys);
   }
 };
 
@@ -1121,10 +1093,30 @@ struct Q4KProducts {
   static constexpr int kMinGroup = 2;
   template <int R>
   static void One(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, float* y) {
-    Q4KOneActivation<R>(n, w, ws, x, y);
+    KQuantOneActivation<false, R>(n, w, ws, x, y);
   }
   template <int Cg>
   using Group = Q4KGrouped<Cg>;
+};
+
+// Q5_K: several activation rows through KQuantKernel's tiles (lanes are elements), cv at a time.
+template <int Cg>
+struct Q5KTiles {
+  static void Run(int64_t n, const uint8_t* w, size_t ws, int64_t row_begin, int64_t row_end,
+                  const uint8_t* x, size_t xs, int cv, float* y, int64_t ys) {
+    MatMulTiled<KQuantKernel<true>>(n, w, ws, row_begin, row_end, x, xs, cv, y, ys);
+  }
+};
+
+struct Q5KProducts {
+  static constexpr int kDecodeRows = 4;
+  static constexpr int kMinGroup = 2;
+  template <int R>
+  static void One(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, float* y) {
+    KQuantOneActivation<true, R>(n, w, ws, x, y);
+  }
+  template <int Cg>
+  using Group = Q5KTiles<Cg>;
 };
 
 struct Q6KProducts {
@@ -1138,15 +1130,16 @@ struct Q6KProducts {
   using Group = Q6KGrouped<Cg>;
 };
 
-struct Q80Products {
+template <class W, class A>
+struct Q32Products {
   static constexpr int kDecodeRows = 8;
   static constexpr int kMinGroup = 2;
   template <int R>
   static void One(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, float* y) {
-    Q80OneActivation<R>(n, w, ws, x, y);
+    Q32OneActivation<W, A, R>(n, w, ws, x, y);
   }
   template <int Cg>
-  using Group = Q80Grouped<Cg>;
+  using Group = Q32Grouped<W, A, Cg>;
 };
 
 template <class T>
@@ -1166,13 +1159,13 @@ KernelTable MakeAvx512Table() {
   Register<FloatKernel<F32Elems>>(&t, TensorType::kF32);
   Register<FloatKernel<F16Elems>>(&t, TensorType::kF16);
   Register<FloatKernel<Bf16Elems>>(&t, TensorType::kBF16);
-  Register<Q32Kernel<Q4_0Weights, Q8Acts<false>>>(&t, TensorType::kQ4_0);
-  Register<Q32Kernel<Q4_1Weights, Q8Acts<true>>>(&t, TensorType::kQ4_1);
-  Register<Q32Kernel<Q5_0Weights, Q8Acts<false>>>(&t, TensorType::kQ5_0);
-  Register<Q32Kernel<Q5_1Weights, Q8Acts<true>>>(&t, TensorType::kQ5_1);
-  RegisterLaneGrouped<Q80Products>(&t, TensorType::kQ8_0);
+  RegisterLaneGrouped<Q32Products<Q4_0Weights, Q8Acts<false>>>(&t, TensorType::kQ4_0);
+  RegisterLaneGrouped<Q32Products<Q4_1Weights, Q8Acts<true>>>(&t, TensorType::kQ4_1);
+  RegisterLaneGrouped<Q32Products<Q5_0Weights, Q8Acts<false>>>(&t, TensorType::kQ5_0);
+  RegisterLaneGrouped<Q32Products<Q5_1Weights, Q8Acts<true>>>(&t, TensorType::kQ5_1);
+  RegisterLaneGrouped<Q32Products<Q8_0Weights, Q8Acts<false>>>(&t, TensorType::kQ8_0);
   RegisterLaneGrouped<Q4KProducts>(&t, TensorType::kQ4_K);
-  Register<KQuantKernel<true>>(&t, TensorType::kQ5_K);
+  RegisterLaneGrouped<Q5KProducts>(&t, TensorType::kQ5_K);
   RegisterLaneGrouped<Q6KProducts>(&t, TensorType::kQ6_K);
   return t;
 }

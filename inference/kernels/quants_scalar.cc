@@ -300,98 +300,105 @@ void QuantizeActQ8_K(const float* x, void* dst, int64_t n) {
 }
 
 // --- Dot products ---
+//
+// Each follows the float order quants.h defines for its type, which every ISA reproduces; fma is
+// std::fma (one rounding) so that no compiler contraction choice can change a result.
 
-// Float types: products in float, the sum in double, as ggml's scalar ggml_vec_dot_f32/f16.
-float VecDotF32(int64_t n, const void* w, const void* x) {
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) sum += static_cast<double>(F32At(w, i) * F32At(x, i));
-  return static_cast<float>(sum);
+// Float types: 32 lanes, then the fixed reduction tree (see quants.h).
+template <float (*kWiden)(const void*, int64_t)>
+float VecDotFloat(int64_t n, const void* w, const void* x) {
+  float acc[32] = {};
+  const int64_t whole = n - n % 32;
+  for (int64_t i = 0; i < whole; ++i) acc[i % 32] = std::fma(kWiden(w, i), kWiden(x, i), acc[i % 32]);
+  for (int64_t i = whole; i < n; ++i) {
+    const int64_t l = (i - whole) % 16;
+    acc[l] = std::fma(kWiden(w, i), kWiden(x, i), acc[l]);
+  }
+  float v[16], u[8], s[4];
+  for (int l = 0; l < 16; ++l) v[l] = acc[l] + acc[l + 16];
+  for (int l = 0; l < 8; ++l) u[l] = v[l] + v[l + 8];
+  for (int l = 0; l < 4; ++l) s[l] = u[l] + u[l + 4];
+  return (s[0] + s[2]) + (s[1] + s[3]);
 }
 
-float VecDotF16(int64_t n, const void* w, const void* x) {
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i)
-    sum += static_cast<double>(F16ToF32(U16At(w, i)) * F16ToF32(U16At(x, i)));
-  return static_cast<float>(sum);
+float WidenF32(const void* p, int64_t i) { return F32At(p, i); }
+float WidenF16(const void* p, int64_t i) { return F16ToF32(U16At(p, i)); }
+float WidenBf16(const void* p, int64_t i) { return Bf16ToF32(U16At(p, i)); }
+
+// Quantized types: an exact integer dot per block, then the block's float step.
+float ScaledBlock(int32_t isum, uint16_t dw, uint16_t da, float acc) {
+  return std::fma(static_cast<float>(isum), F16ToF32(dw) * F16ToF32(da), acc);
 }
 
-float VecDotBf16(int64_t n, const void* w, const void* x) {
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i)
-    sum += static_cast<double>(Bf16ToF32(U16At(w, i)) * Bf16ToF32(U16At(x, i)));
-  return static_cast<float>(sum);
-}
-
-// Quantized types: an exact integer dot per block, scaled as ggml's generic vec_dot does.
 float VecDotQ4_0(int64_t n, const void* w, const void* x) {
   const auto* wb = static_cast<const BlockQ4_0*>(w);
   const auto* xb = static_cast<const BlockQ8_0*>(x);
-  float sum = 0.0f;
+  float acc = 0.0f;
   for (int64_t b = 0; b < n / kQK; ++b) {
     int32_t isum = 0;
     for (int j = 0; j < kQK; ++j) isum += (Nibble32(wb[b].qs, j) - 8) * xb[b].qs[j];
-    sum += static_cast<float>(isum) * F16ToF32(wb[b].d) * F16ToF32(xb[b].d);
+    acc = ScaledBlock(isum, wb[b].d, xb[b].d, acc);
   }
-  return sum;
+  return acc;
 }
 
 float VecDotQ4_1(int64_t n, const void* w, const void* x) {
   const auto* wb = static_cast<const BlockQ4_1*>(w);
   const auto* xb = static_cast<const BlockQ8_1*>(x);
-  float sum = 0.0f;
+  float acc = 0.0f;
   for (int64_t b = 0; b < n / kQK; ++b) {
     int32_t isum = 0;
     for (int j = 0; j < kQK; ++j) isum += Nibble32(wb[b].qs, j) * xb[b].qs[j];
-    sum += F16ToF32(wb[b].d) * F16ToF32(xb[b].d) * static_cast<float>(isum) +
-           F16ToF32(wb[b].m) * F16ToF32(xb[b].s);
+    acc = ScaledBlock(isum, wb[b].d, xb[b].d, acc);
+    acc = std::fma(F16ToF32(wb[b].m), F16ToF32(xb[b].s), acc);
   }
-  return sum;
+  return acc;
 }
 
 float VecDotQ5_0(int64_t n, const void* w, const void* x) {
   const auto* wb = static_cast<const BlockQ5_0*>(w);
   const auto* xb = static_cast<const BlockQ8_0*>(x);
-  float sum = 0.0f;
+  float acc = 0.0f;
   for (int64_t b = 0; b < n / kQK; ++b) {
     int32_t isum = 0;
     for (int j = 0; j < kQK; ++j) isum += (Quint32(wb[b].qs, wb[b].qh, j) - 16) * xb[b].qs[j];
-    sum += static_cast<float>(isum) * F16ToF32(wb[b].d) * F16ToF32(xb[b].d);
+    acc = ScaledBlock(isum, wb[b].d, xb[b].d, acc);
   }
-  return sum;
+  return acc;
 }
 
 float VecDotQ5_1(int64_t n, const void* w, const void* x) {
   const auto* wb = static_cast<const BlockQ5_1*>(w);
   const auto* xb = static_cast<const BlockQ8_1*>(x);
-  float sum = 0.0f;
+  float acc = 0.0f;
   for (int64_t b = 0; b < n / kQK; ++b) {
     int32_t isum = 0;
     for (int j = 0; j < kQK; ++j) isum += Quint32(wb[b].qs, wb[b].qh, j) * xb[b].qs[j];
-    sum += F16ToF32(wb[b].d) * F16ToF32(xb[b].d) * static_cast<float>(isum) +
-           F16ToF32(wb[b].m) * F16ToF32(xb[b].s);
+    acc = ScaledBlock(isum, wb[b].d, xb[b].d, acc);
+    acc = std::fma(F16ToF32(wb[b].m), F16ToF32(xb[b].s), acc);
   }
-  return sum;
+  return acc;
 }
 
 float VecDotQ8_0(int64_t n, const void* w, const void* x) {
   const auto* wb = static_cast<const BlockQ8_0*>(w);
   const auto* xb = static_cast<const BlockQ8_0*>(x);
-  float sum = 0.0f;
+  float acc = 0.0f;
   for (int64_t b = 0; b < n / kQK; ++b) {
     int32_t isum = 0;
     for (int j = 0; j < kQK; ++j) isum += wb[b].qs[j] * xb[b].qs[j];
-    sum += static_cast<float>(isum) * F16ToF32(wb[b].d) * F16ToF32(xb[b].d);
+    acc = ScaledBlock(isum, wb[b].d, xb[b].d, acc);
   }
-  return sum;
+  return acc;
 }
 
-// Q4_K/Q5_K: sum_j d*sc[j]*dot(q, a)_j - dmin*m[j]*sum(a)_j, the activation sums coming from the
-// Q8_K bsums (two per 32-element sub-block).
+// Q4_K/Q5_K: isum = sum_j sc[j] * dot(q, a)_j and msum = sum_j m[j] * sum(a)_j, the activation
+// sums coming from the Q8_K bsums (two per 32-element sub-block).
 template <bool kFifthBit, typename Block>
 float VecDotKQuant(int64_t n, const void* w, const void* x) {
   const auto* wb = static_cast<const Block*>(w);
   const auto* xb = static_cast<const BlockQ8_K*>(x);
-  float sum = 0.0f;
+  float acc = 0.0f;
   for (int64_t b = 0; b < n / kQKK; ++b) {
     const Block& blk = wb[b];
     const BlockQ8_K& act = xb[b];
@@ -410,16 +417,17 @@ float VecDotKQuant(int64_t n, const void* w, const void* x) {
       isum += scales[sub] * dot;
       msum += mins[sub] * (act.bsums[2 * sub] + act.bsums[2 * sub + 1]);
     }
-    sum += F16ToF32(blk.d) * act.d * static_cast<float>(isum);
-    sum -= F16ToF32(blk.dmin) * act.d * static_cast<float>(msum);
+    float t = static_cast<float>(isum) * F16ToF32(blk.d);
+    t = std::fma(-static_cast<float>(msum), F16ToF32(blk.dmin), t);
+    acc = std::fma(t, act.d, acc);
   }
-  return sum;
+  return acc;
 }
 
 float VecDotQ6_K(int64_t n, const void* w, const void* x) {
   const auto* wb = static_cast<const BlockQ6_K*>(w);
   const auto* xb = static_cast<const BlockQ8_K*>(x);
-  float sum = 0.0f;
+  float acc = 0.0f;
   for (int64_t b = 0; b < n / kQKK; ++b) {
     int32_t isum = 0;
     for (int g = 0; g < 16; ++g) {
@@ -430,9 +438,9 @@ float VecDotQ6_K(int64_t n, const void* w, const void* x) {
       }
       isum += wb[b].scales[g] * dot;
     }
-    sum += F16ToF32(wb[b].d) * xb[b].d * static_cast<float>(isum);
+    acc = std::fma(static_cast<float>(isum), F16ToF32(wb[b].d) * xb[b].d, acc);
   }
-  return sum;
+  return acc;
 }
 
 KernelTable MakeScalarTable() {
@@ -459,9 +467,9 @@ KernelTable MakeScalarTable() {
   t.quantize_activation[slot(TensorType::kQ8_1)] = QuantizeActQ8_1;
   t.quantize_activation[slot(TensorType::kQ8_K)] = QuantizeActQ8_K;
 
-  t.vec_dot[slot(TensorType::kF32)] = VecDotF32;
-  t.vec_dot[slot(TensorType::kF16)] = VecDotF16;
-  t.vec_dot[slot(TensorType::kBF16)] = VecDotBf16;
+  t.vec_dot[slot(TensorType::kF32)] = VecDotFloat<WidenF32>;
+  t.vec_dot[slot(TensorType::kF16)] = VecDotFloat<WidenF16>;
+  t.vec_dot[slot(TensorType::kBF16)] = VecDotFloat<WidenBf16>;
   t.vec_dot[slot(TensorType::kQ4_0)] = VecDotQ4_0;
   t.vec_dot[slot(TensorType::kQ4_1)] = VecDotQ4_1;
   t.vec_dot[slot(TensorType::kQ5_0)] = VecDotQ5_0;

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -31,7 +32,7 @@ float DotF32(const float* a, const float* b, int64_t n) {
   }
   for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
   float sum = HorizontalSum(_mm256_add_ps(acc0, acc1));
-  for (; i < n; ++i) sum += a[i] * b[i];
+  for (; i < n; ++i) sum = std::fma(a[i], b[i], sum);
   return sum;
 }
 
@@ -47,9 +48,7 @@ float DotF16(const uint16_t* a, const uint16_t* b, int64_t n) {
   }
   for (; i + 8 <= n; i += 8) acc0 = _mm256_fmadd_ps(load(a + i), load(b + i), acc0);
   float sum = HorizontalSum(_mm256_add_ps(acc0, acc1));
-  for (; i < n; ++i) {
-    sum += _cvtsh_ss(a[i]) * _cvtsh_ss(b[i]);
-  }
+  for (; i < n; ++i) sum = std::fma(_cvtsh_ss(a[i]), _cvtsh_ss(b[i]), sum);
   return sum;
 }
 
@@ -59,7 +58,7 @@ void AxpyF32(float a, const float* x, float* y, int64_t n) {
   for (; i + 8 <= n; i += 8) {
     _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
   }
-  for (; i < n; ++i) y[i] += a * x[i];
+  for (; i < n; ++i) y[i] = std::fma(a, x[i], y[i]);
 }
 
 void AxpyF16(float a, const uint16_t* x, float* y, int64_t n) {
@@ -69,7 +68,7 @@ void AxpyF16(float a, const uint16_t* x, float* y, int64_t n) {
     const __m256 vx = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i)));
     _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, vx, _mm256_loadu_ps(y + i)));
   }
-  for (; i < n; ++i) y[i] += a * _cvtsh_ss(x[i]);
+  for (; i < n; ++i) y[i] = std::fma(a, _cvtsh_ss(x[i]), y[i]);
 }
 
 void F32ToF16Row(const float* src, uint16_t* dst, int64_t n) {
@@ -127,7 +126,7 @@ void DotRows(const T* rows, size_t stride, int32_t n_pos, const T* const* q, int
       }
       for (int32_t j = 0; j < m; ++j) {
         float sum = HorizontalSum(_mm256_add_ps(acc0[j], acc1[j]));
-        for (int64_t k = i; k < n; ++k) sum += kScalar(a[k]) * kScalar(q[j0 + j][k]);
+        for (int64_t k = i; k < n; ++k) sum = std::fma(kScalar(a[k]), kScalar(q[j0 + j][k]), sum);
         scores[j0 + j][p] = sum;
       }
     }
@@ -155,7 +154,7 @@ void AxpyRows(const T* rows, size_t stride, int32_t n_pos, const float* const* w
       for (int r = 0; r < regs; ++r) _mm256_storeu_ps(yj + c + 8 * r, acc[r]);
     }
     for (int64_t i = vec_end; i < n; ++i) {
-      for (int32_t p = 0; p < n_pos; ++p) yj[i] += wj[p] * kScalar(rows[p * stride + i]);
+      for (int32_t p = 0; p < n_pos; ++p) yj[i] = std::fma(wj[p], kScalar(rows[p * stride + i]), yj[i]);
     }
   }
 }

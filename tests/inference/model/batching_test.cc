@@ -1,5 +1,5 @@
 // Continuous batching: a sequence's logits and tokens do not depend on what else is in its batch
-// (executor and engine), prefix sharing hits and changes nothing, the pool holds only what tokens
+// (executor and engine) nor on the instruction set the kernels use, prefix sharing hits and changes nothing, the pool holds only what tokens
 // need, cancellation gives blocks back, preemption recomputes exactly, and a request that cannot
 // fit in the pool is refused up front.
 #include <algorithm>
@@ -17,7 +17,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "inference/backend/backend.h"
+#include "inference/backend/cpu/ops.h"
+#include "inference/base/fp16.h"
 #include "inference/engine.h"
+#include "inference/kernels/quants.h"
 #include "inference/model/model.h"
 #include "tests/support/test_data.h"
 
@@ -95,6 +98,75 @@ INSTANTIATE_TEST_SUITE_P(Models, ForwardBatchTest,
                          ::testing::Combine(::testing::Values("stories260K-f32", "synth-llama-2L-256d-q4_k_m",
                                                               "synth-llama-2L-256d-q8_0"),
                                             ::testing::Values(KvCacheType::kF32, KvCacheType::kF16)),
+                         [](const auto& info) {
+                           std::string n = std::get<0>(info.param) + "_" + KvCacheTypeName(std::get<1>(info.param));
+                           std::replace(n.begin(), n.end(), '-', '_');
+                           return n;
+                         });
+
+// ---- Executor: the same logits on every instruction set ---------------------------------------
+
+// A prompt's logits (prefill through the matrix-matrix kernels, then two decode steps through the
+// matrix-vector ones) under the kernels' and attention ops' scalar, AVX2 and AVX-512 paths: a
+// request's output must not depend on the CPU that serves it.
+class ForwardIsaTest : public ::testing::TestWithParam<std::tuple<std::string, KvCacheType>> {
+ protected:
+  void TearDown() override {
+    kernels::SetIsaForTesting(kernels::BestSupportedIsa());
+    cpu::ForceScalarOpsForTesting(false);
+  }
+};
+
+TEST_P(ForwardIsaTest, EveryInstructionSetGivesTheSameLogits) {
+  const auto& [name, kv] = GetParam();
+  const std::string path = testing::SharedPath("models/" + name + ".gguf");
+  AIRLOCK_REQUIRE_SHARED_FILE(path);
+  auto model = Model::Load(path);
+  ASSERT_TRUE(model.ok()) << model.status();
+  ExecutorOptions o;
+  o.n_threads = 2;
+  o.n_ctx = 64;
+  o.n_batch = 64;
+  o.kv_type = kv;
+  o.prefix_cache = false;
+  const int32_t n_vocab = (*model)->config().n_vocab;
+  const std::vector<int32_t> prompt = {1, 45, 9, 417, 260, 301, 12, 13, 14, 15, 300, 301, 302};
+  const auto logits_under = [&](kernels::Isa isa) {
+    kernels::SetIsaForTesting(isa);
+    cpu::ForceScalarOpsForTesting(isa == kernels::Isa::kScalar);
+    std::vector<float> out(3 * static_cast<size_t>(n_vocab));
+    auto ex = CreateCpuBackend()->CreateExecutor(**model, o);
+    EXPECT_TRUE(ex.ok()) << ex.status();
+    if (!ex.ok()) return out;
+    auto s = (*ex)->NewSequence();
+    EXPECT_TRUE((*ex)->Forward(**s, prompt, out.data(), false).ok());
+    const int32_t next[2] = {402, 7};
+    for (int k = 0; k < 2; ++k) {
+      EXPECT_TRUE((*ex)->Forward(**s, std::span(next + k, 1), out.data() + (k + 1) * n_vocab, false).ok());
+    }
+    return out;
+  };
+  const std::vector<float> reference = logits_under(kernels::Isa::kScalar);
+  int checked = 0;
+  for (kernels::Isa isa : {kernels::Isa::kAvx2, kernels::Isa::kAvx512}) {
+    if (!kernels::IsaSupported(isa)) continue;
+    const std::vector<float> got = logits_under(isa);
+    ++checked;
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_EQ(FloatBits(got[i]), FloatBits(reference[i]))
+          << kernels::IsaName(isa) << " against scalar: step " << i / n_vocab << ", logit " << i % n_vocab;
+    }
+  }
+  if (checked == 0) GTEST_SKIP() << "this CPU has only the scalar path";
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, ForwardIsaTest,
+                         ::testing::Values(std::make_tuple("stories260K-f32", KvCacheType::kF32),
+                                           std::make_tuple("stories260K-f16", KvCacheType::kF16),
+                                           std::make_tuple("synth-llama-2L-256d-q4_0", KvCacheType::kF16),
+                                           std::make_tuple("synth-llama-2L-256d-q4_k_m", KvCacheType::kF32),
+                                           std::make_tuple("synth-llama-2L-256d-q6_k", KvCacheType::kF16),
+                                           std::make_tuple("synth-llama-2L-256d-q8_0", KvCacheType::kF16)),
                          [](const auto& info) {
                            std::string n = std::get<0>(info.param) + "_" + KvCacheTypeName(std::get<1>(info.param));
                            std::replace(n.begin(), n.end(), '-', '_');
