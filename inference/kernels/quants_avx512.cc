@@ -1088,17 +1088,6 @@ float VecDotLaneGrouped(int64_t n, const void* w, const void* x) {
   return result;
 }
 
-struct Q4KProducts {
-  static constexpr int kDecodeRows = 4;
-  static constexpr int kMinGroup = 2;
-  template <int R>
-  static void One(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, float* y) {
-    KQuantOneActivation<false, R>(n, w, ws, x, y);
-  }
-  template <int Cg>
-  using Group = Q4KGrouped<Cg>;
-};
-
 // Q5_K: several activation rows through KQuantKernel's tiles (lanes are elements), cv at a time.
 template <int Cg>
 struct Q5KTiles {
@@ -1108,15 +1097,18 @@ struct Q5KTiles {
   }
 };
 
-struct Q5KProducts {
+// Q4_K (kFifthBit false) and Q5_K: one activation row through KQuantOneActivation, several
+// through G.
+template <bool kFifthBit, template <int> class G>
+struct KQuantProducts {
   static constexpr int kDecodeRows = 4;
   static constexpr int kMinGroup = 2;
   template <int R>
   static void One(int64_t n, const uint8_t* w, size_t ws, const uint8_t* x, float* y) {
-    KQuantOneActivation<true, R>(n, w, ws, x, y);
+    KQuantOneActivation<kFifthBit, R>(n, w, ws, x, y);
   }
   template <int Cg>
-  using Group = Q5KTiles<Cg>;
+  using Group = G<Cg>;
 };
 
 struct Q6KProducts {
@@ -1164,8 +1156,8 @@ KernelTable MakeAvx512Table() {
   RegisterLaneGrouped<Q32Products<Q5_0Weights, Q8Acts<false>>>(&t, TensorType::kQ5_0);
   RegisterLaneGrouped<Q32Products<Q5_1Weights, Q8Acts<true>>>(&t, TensorType::kQ5_1);
   RegisterLaneGrouped<Q32Products<Q8_0Weights, Q8Acts<false>>>(&t, TensorType::kQ8_0);
-  RegisterLaneGrouped<Q4KProducts>(&t, TensorType::kQ4_K);
-  RegisterLaneGrouped<Q5KProducts>(&t, TensorType::kQ5_K);
+  RegisterLaneGrouped<KQuantProducts<false, Q4KGrouped>>(&t, TensorType::kQ4_K);
+  RegisterLaneGrouped<KQuantProducts<true, Q5KTiles>>(&t, TensorType::kQ5_K);
   RegisterLaneGrouped<Q6KProducts>(&t, TensorType::kQ6_K);
   return t;
 }
