@@ -538,6 +538,9 @@ grpc::ServerUnaryReactor* InferenceService::ListModels(grpc::CallbackServerConte
     *info = model->info;
     info->set_requests_running(static_cast<uint32_t>(model->queue->running()));
     info->set_requests_waiting(static_cast<uint32_t>(model->queue->waiting()));
+    if (const absl::Status health = model->engine->Health(); !health.ok()) {
+      info->set_unavailable(std::string(health.message()));
+    }
   }
   const absl::Status recorded = AuditSingle(*call, absl::OkStatus());
   if (!recorded.ok()) response->Clear();

@@ -289,9 +289,11 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const Metric
     response.set_content("ok\n", "text/plain; charset=utf-8");
   });
   server.Get("/readyz", [self](const httplib::Request&, httplib::Response& response) {
-    const absl::Status ready = self->handlers_.ready();
+    const absl::StatusOr<std::string> ready = self->handlers_.ready();
     response.status = ready.ok() ? 200 : 503;
-    response.set_content(ready.ok() ? std::string("ready\n") : absl::StrCat("not ready: ", ready.message(), "\n"),
+    response.set_content(!ready.ok()      ? absl::StrCat("not ready: ", ready.status().message(), "\n")
+                         : ready->empty() ? std::string("ready\n")
+                                          : absl::StrCat("ready; ", *ready, "\n"),
                          "text/plain; charset=utf-8");
   });
 

@@ -47,7 +47,8 @@ class MetricsServer {
  public:
   struct Handlers {
     std::function<std::string()> metrics;  // the text exposition
-    std::function<absl::Status()> ready;   // OK when ready; otherwise why not
+    // Ready: a note for the body ("" or what is degraded); not ready: why not.
+    std::function<absl::StatusOr<std::string>()> ready;
   };
 
   // Who may scrape, given the PEM leaf certificate a client presented (its chain already verified

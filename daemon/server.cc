@@ -346,17 +346,21 @@ std::vector<prometheus::MetricFamily> Daemon::ScrapeNow() const {
     if (!family.metric.empty()) families.push_back(std::move(family));
   };
 
-  // Every configured model: loading until it has loaded, loaded while serving, stopped once draining.
+  // Every configured model: loading until it has loaded, loaded while serving, unavailable once its
+  // device failed for good, stopped once draining.
   prometheus::MetricFamily state = Metrics::Family(
-      "airlock_model_state", "1 for the model's current state: loading, loaded (serving) or stopped (draining)");
+      "airlock_model_state",
+      "1 for the model's current state: loading, loaded (serving), unavailable (its GPU was lost) or stopped "
+      "(draining)");
   prometheus::MetricFamily load_time =
       Metrics::Family("airlock_model_load_seconds", "Time the model took to load (once it has loaded), by model");
   {
     absl::MutexLock lock(&load_mu_);
     for (const ModelOptions& m : options_.models) {
       const auto seconds = load_seconds_.find(m.name);
-      const std::string_view now = seconds == load_seconds_.end() ? "loading" : draining_.load() ? "stopped" : "loaded";
-      for (const std::string_view s : {"loading", "loaded", "stopped"}) {
+      std::string_view now = seconds == load_seconds_.end() ? "loading" : draining_.load() ? "stopped" : "loaded";
+      if (now == "loaded" && !ModelHealth(m.name).ok()) now = "unavailable";
+      for (const std::string_view s : {"loading", "loaded", "unavailable", "stopped"}) {
         Metrics::AddValue(state, {{"model", m.name}, {"state", std::string(s)}}, s == now ? 1 : 0);
       }
       if (seconds != load_seconds_.end()) Metrics::AddValue(load_time, {{"model", m.name}}, seconds->second);
@@ -449,7 +453,7 @@ absl::Status Daemon::CheckScraper(const std::string& leaf_pem) const {
   return absl::OkStatus();
 }
 
-absl::Status Daemon::Ready() const {
+absl::StatusOr<std::string> Daemon::Ready() const {
   // First: it holds from the moment gRPC gave up, before the drain begins.
   if (std::string failure = GrpcListenerFailure(); !failure.empty()) {
     return absl::UnavailableError(absl::StrCat("the gRPC listener stopped accepting connections (", failure,
@@ -464,7 +468,25 @@ absl::Status Daemon::Ready() const {
   if (absl::Status audit = audit_->health(); !audit.ok()) {
     return absl::UnavailableError(absl::StrCat("the audit log cannot write: ", audit.message()));
   }
-  return absl::OkStatus();
+  // A model whose GPU was lost serves nothing until a restart; the others keep serving, so the
+  // daemon is ready while any model is (airlock_model_state names the unavailable one).
+  std::vector<std::string> unavailable;
+  for (const auto& m : models_->models()) {
+    if (absl::Status health = m->engine->Health(); !health.ok()) {
+      unavailable.push_back(absl::StrCat(m->name, " (", health.message(), ")"));
+    }
+  }
+  if (!unavailable.empty() && unavailable.size() == models_->models().size()) {
+    return absl::UnavailableError(absl::StrCat("no model can serve: ", absl::StrJoin(unavailable, "; ")));
+  }
+  if (!unavailable.empty()) return absl::StrCat("unavailable: ", absl::StrJoin(unavailable, "; "));
+  return std::string();
+}
+
+absl::Status Daemon::ModelHealth(std::string_view name) const {
+  if (!models_loaded_.load(std::memory_order_acquire)) return absl::OkStatus();
+  const ServedModel* model = models_->Find(name);
+  return model == nullptr ? absl::OkStatus() : model->engine->Health();
 }
 
 void Daemon::Drain() {

@@ -59,7 +59,10 @@ class Daemon {
   // The values read at each scrape (model states, queues, engines, audit state, certificates),
   // and readiness for /readyz. Both may run while the models load.
   std::vector<prometheus::MetricFamily> ScrapeNow() const;
-  absl::Status Ready() const;
+  // OK with a note naming the models that cannot serve (or ""), or why the daemon is not ready.
+  absl::StatusOr<std::string> Ready() const;
+  // The named model's engine health (OK until the models have loaded, and for unknown names).
+  absl::Status ModelHealth(std::string_view name) const;
   // Whether a scraper's certificate may read the metrics: the revocation check, then its identity
   // must be in metrics.scrapers (as of now: reloads apply). Refusals are logged and counted.
   absl::Status CheckScraper(const std::string& leaf_pem) const;

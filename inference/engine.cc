@@ -141,7 +141,10 @@ int32_t Engine::max_sequences() const { return scheduler_->max_sequences(); }
 
 EngineStats Engine::stats() const { return scheduler_->stats(); }
 
+absl::Status Engine::Health() const { return scheduler_->health(); }
+
 absl::Status Engine::Start(GenerateRequest request, PieceCallback on_piece, DoneCallback on_done) {
+  AIRLOCK_RETURN_IF_ERROR(Health());
   AIRLOCK_RETURN_IF_ERROR(ValidateSamplingParams(request.sampling));
   if (request.max_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrCat("max_tokens must be >= 0, got ", request.max_tokens));

@@ -158,6 +158,9 @@ class Engine {
   // Where the model runs: "cpu", or the configured Vulkan device with its name.
   const std::string& device_name() const { return device_name_; }
   EngineStats stats() const;
+  // OK while the model can serve; UNAVAILABLE with the cause once its backend failed for good (a
+  // lost GPU): every request then running, waiting or started later ends with that error.
+  absl::Status Health() const;
 
  private:
   Engine() = default;

@@ -36,6 +36,11 @@ void Scheduler::Submit(std::unique_ptr<GenerationJob> job) {
   wake_.notify_one();
 }
 
+absl::Status Scheduler::health() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return broken_;
+}
+
 EngineStats Scheduler::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
   EngineStats s = stats_;
@@ -95,6 +100,16 @@ void Scheduler::Loop() {
 }
 
 bool Scheduler::Step() {
+  if (const absl::Status broken = health(); !broken.ok()) {
+    // The executor can run no step any more: what arrives fails at once.
+    while (!waiting_.empty()) {
+      std::unique_ptr<GenerationJob> job = std::move(waiting_.front());
+      waiting_.pop_front();
+      Fail(std::move(job), broken);
+    }
+    CountRunning();
+    return false;
+  }
   // Cancellation first: a cancelled sequence leaves before the step and frees its blocks.
   const auto cancelled = [](const GenerationJob& job) { return job.request.cancelled && job.request.cancelled(); };
   for (auto it = waiting_.begin(); it != waiting_.end();) {
@@ -129,6 +144,19 @@ bool Scheduler::Step() {
   if (!status.ok()) {
     // Nothing was computed; every sequence of the step fails with the reason.
     for (GenerationJob* job : jobs) Fail(TakeRunning(job), status);
+    if (const absl::Status health = executor_.Health(); !health.ok()) {
+      // For good (a lost device): the sequences not in this step, and every later job, fail too.
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        broken_ = health;
+      }
+      while (!running_.empty()) {
+        std::unique_ptr<GenerationJob> job = std::move(running_.back());
+        running_.pop_back();
+        Fail(std::move(job), health);
+      }
+      PublishStats(0, 0);
+    }
     return true;
   }
   for (GenerationJob* job : jobs) {

@@ -66,6 +66,9 @@ class Scheduler {
 
   void Submit(std::unique_ptr<GenerationJob> job);
   EngineStats stats() const;
+  // OK while steps can run; once the executor reports a lasting failure (a lost device) after a
+  // failed step, that error: every job then waiting or submitted later fails with it at once.
+  absl::Status health() const;
   int32_t max_sequences() const { return max_sequences_; }
 
  private:
@@ -108,6 +111,7 @@ class Scheduler {
   std::condition_variable wake_;
   std::vector<std::unique_ptr<GenerationJob>> incoming_;  // guarded by mutex_
   bool stopping_ = false;                                 // guarded by mutex_
+  absl::Status broken_;                                   // guarded by mutex_
   EngineStats stats_;                                     // guarded by mutex_
   std::thread thread_;
 };

@@ -73,6 +73,10 @@ class ModelExecutor {
   // not reserved), and then no sequence is changed.
   virtual absl::Status ForwardBatch(std::span<const BatchEntry> batch) = 0;
 
+  // OK while the executor can run steps; UNAVAILABLE, naming the cause, once it never can again
+  // (a lost GPU). Called after a failed ForwardBatch, on the thread that runs the steps.
+  virtual absl::Status Health() const { return absl::OkStatus(); }
+
   // A new, empty sequence in the pool, with the executor's n_ctx and the prefix-cache scope `scope`.
   absl::StatusOr<std::unique_ptr<Sequence>> NewSequence(std::string_view scope = {});
   // Appends `tokens` to `seq` (any number: split into steps of n_batch) and computes logits:

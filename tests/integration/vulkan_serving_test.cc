@@ -1,9 +1,13 @@
 // airlockd serving a model on a Vulkan device (lavapipe in CI): the same greedy text as the CPU
 // serves, the device named in the start-up log, and a model configured on a device that is not
 // there stops the start with an error naming both, never falling back to the CPU.
+#include <csignal>
+#include <fstream>
+
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include <httplib.h>
 #include "nlohmann/json.hpp"
 #include "tests/integration/daemon_harness.h"
 #include "tests/support/run_command.h"
@@ -42,7 +46,8 @@ class VulkanServingTest : public LabDaemonTest {
       if (RunningInCi()) FAIL() << "no lavapipe Vulkan device (CI=true installs mesa-vulkan-drivers): " << devices_;
       GTEST_SKIP() << "no lavapipe Vulkan device: " << devices_;
     }
-    SetUpLab(kAliceMayCallAnything, {"alice"});
+    std::signal(SIGPIPE, SIG_IGN);  // httplib's client does not ignore it itself
+    SetUpLab(kAliceMayCallAnything, {"alice", "prometheus"});
   }
   std::string device_;
   std::string devices_;  // what airlockctl devices printed
@@ -72,6 +77,62 @@ TEST_F(VulkanServingTest, AModelOnAMissingDeviceStopsTheStart) {
   EXPECT_THAT(error, HasSubstr("stories-gpu"));
   EXPECT_THAT(error, HasSubstr("vulkan:99"));
   EXPECT_THAT(error, HasSubstr("does not exist"));
+}
+
+// The GPU is lost in the middle of a request (injected at the device's fourth step): that request
+// ends with UNAVAILABLE naming the device, the model then refuses at once, airlockctl models,
+// /readyz and airlock_model_state say it is unavailable, and the CPU model beside it keeps serving.
+TEST_F(VulkanServingTest, ALostDeviceEndsItsRequestsAndLeavesTheOtherModelsServing) {
+  std::string error;
+  const std::string config =
+      BaseConfig(dir_, pki_, ModelYaml("stories-cpu", "cpu") + ModelYaml("stories-gpu", device_), access_,
+                 absl::StrCat("metrics:\n  listen: \"127.0.0.1:0\"\n  port_file: \"", dir_,
+                              "/metrics-port\"\n  scrapers: [prometheus]\n"));
+  daemon_ = DaemonProcess::Start(dir_, config, &error, absl::Seconds(60),
+                                 {"/usr/bin/env", "AIRLOCK_TEST_VULKAN_LOST_AT_STEP=4"});
+  ASSERT_NE(daemon_, nullptr) << error;
+  EXPECT_THAT(daemon_->Log(), HasSubstr("test fault: lost at step 4"));
+  const auto generate = [&](const std::string& model) {
+    return Ctl("alice", {"generate", "--model", model, "--prompt", "Once upon a time", "--max-tokens", "40",
+                         "--temperature", "0", "--json"});
+  };
+  const CommandResult lost = generate("stories-gpu");
+  EXPECT_NE(lost.exit_code, 0) << lost.out;
+  EXPECT_THAT(lost.err, HasSubstr("UNAVAILABLE"));
+  EXPECT_THAT(lost.err, HasSubstr("was lost"));
+  const CommandResult again = generate("stories-gpu");
+  EXPECT_NE(again.exit_code, 0) << again.out;
+  EXPECT_THAT(again.err, HasSubstr("until airlockd restarts"));
+  const CommandResult cpu = generate("stories-cpu");
+  EXPECT_EQ(cpu.exit_code, 0) << cpu.err;
+
+  const CommandResult models = Ctl("alice", {"models", "--json"});
+  ASSERT_EQ(models.exit_code, 0) << models.err;
+  for (const nlohmann::json& m : nlohmann::json::parse(models.out)["models"]) {
+    if (m["name"] == "stories-gpu") {
+      EXPECT_THAT(m["unavailable"].get<std::string>(), HasSubstr("was lost"));
+    } else {
+      EXPECT_EQ(m["unavailable"], "");
+    }
+  }
+
+  int metrics_port = 0;
+  std::ifstream(dir_ + "/metrics-port") >> metrics_port;
+  ASSERT_GT(metrics_port, 0) << daemon_->Log();
+  httplib::SSLClient client("localhost", metrics_port, pki_.cert("prometheus"), pki_.key("prometheus"));
+  client.set_ca_cert_path((pki_.dir + "/ca.crt").c_str());
+  client.enable_server_certificate_verification(true);
+  client.set_connection_timeout(10);
+  client.set_read_timeout(10);
+  httplib::Result ready = client.Get("/readyz");
+  ASSERT_TRUE(ready) << httplib::to_string(ready.error());
+  EXPECT_EQ(ready->status, 200) << ready->body;  // the CPU model still serves
+  EXPECT_THAT(ready->body, HasSubstr("unavailable: stories-gpu"));
+  httplib::Result metrics = client.Get("/metrics");
+  ASSERT_TRUE(metrics) << httplib::to_string(metrics.error());
+  EXPECT_THAT(metrics->body, HasSubstr("airlock_model_state{model=\"stories-gpu\",state=\"unavailable\"} 1"));
+  EXPECT_THAT(metrics->body, HasSubstr("airlock_model_state{model=\"stories-cpu\",state=\"loaded\"} 1"));
+  StopDaemon();
 }
 
 }  // namespace

@@ -380,7 +380,8 @@ int RunModels(const ModelsFlags& f) {
                         {"weight_type", m.weight_type()},
                         {"chat_template", m.chat_template()},
                         {"vocabulary_size", m.vocabulary_size()},
-                        {"device", m.device()}});
+                        {"device", m.device()},
+                        {"unavailable", m.unavailable()}});
     }
     std::cout << Dump(Json{{"models", models}}) << std::endl;
     return kExitOk;
@@ -406,6 +407,9 @@ int RunModels(const ModelsFlags& f) {
                 m.context_length(), HumanCount(m.parameters()).c_str(), ww, m.weight_type().c_str(), cw,
                 m.chat_template().empty() ? "- (no chat)" : m.chat_template().c_str(),
                 m.device().empty() ? "cpu" : m.device().c_str());
+  }
+  for (const v1::ModelInfo& m : resp.models()) {
+    if (!m.unavailable().empty()) std::printf("%s is unavailable: %s\n", m.name().c_str(), m.unavailable().c_str());
   }
   return kExitOk;
 }

@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "inference/backend/cpu/ops.h"
@@ -63,12 +65,22 @@ bool Supported(TensorType t) { return t == TensorType::kF32 || t == TensorType::
 class VulkanExecutor : public ModelExecutor {
  public:
   // `label` receives the device's label ("vulkan:0 (name)").
+  // `lose_after_steps` > 0 injects a device loss at that step (tests of the failure path).
   static absl::StatusOr<std::unique_ptr<ModelExecutor>> Create(const Model& model, const ExecutorOptions& options,
-                                                               std::string_view selector, std::string* label) {
+                                                               std::string_view selector, int64_t lose_after_steps,
+                                                               std::string* label) {
     std::unique_ptr<VulkanExecutor> e(new VulkanExecutor(model, options));
     AIRLOCK_RETURN_IF_ERROR(e->Init(selector));
+    e->lose_after_steps_ = lose_after_steps;
     *label = e->device_->label();
+    if (lose_after_steps > 0) absl::StrAppend(label, " [test fault: lost at step ", lose_after_steps, "]");
     return std::unique_ptr<ModelExecutor>(std::move(e));
+  }
+
+  absl::Status Health() const override {
+    if (!device_->lost()) return absl::OkStatus();
+    return absl::UnavailableError(
+        absl::StrCat(device_->label(), " was lost; the model stays unavailable until airlockd restarts"));
   }
 
   const ExecutorOptions& options() const override { return options_; }
@@ -78,6 +90,7 @@ class VulkanExecutor : public ModelExecutor {
   absl::Status ForwardBatch(std::span<const BatchEntry> batch) override {
     AIRLOCK_ASSIGN_OR_RETURN(const int64_t total, CheckBatch(batch, kv_pool_, c_.n_vocab, options_.n_batch));
     if (!copy_error_.ok()) return copy_error_;
+    if (lose_after_steps_ > 0 && ++steps_ == lose_after_steps_) device_->SimulateLossForTesting();
     if (device_->lost()) return absl::UnavailableError(absl::StrCat(device_->label(), " was lost"));
     const int32_t n_embd = c_.n_embd;
     const int32_t bt = options_.kv_block_tokens;
@@ -349,10 +362,13 @@ class VulkanExecutor : public ModelExecutor {
     AIRLOCK_ASSIGN_OR_RETURN(meta_, rows_of(Ops::kMetaWords, Memory::kHostVisible));
     AIRLOCK_ASSIGN_OR_RETURN(out_index_, rows_of(1, Memory::kHostVisible));
     AIRLOCK_ASSIGN_OR_RETURN(logits_, rows_of(c_.n_vocab, Memory::kHostVisible));
-    // Quantised activations: Q8_0 (34 bytes per 32 floats) and Q8_K (292 bytes per 256) of the
-    // widest input.
-    AIRLOCK_ASSIGN_OR_RETURN(act_q8_0_, device_->CreateBuffer(nb * (widest / 32 + 1) * 34, Memory::kDeviceLocal));
-    AIRLOCK_ASSIGN_OR_RETURN(act_q8_k_, device_->CreateBuffer(nb * (widest / 256 + 1) * 292, Memory::kDeviceLocal));
+    // Quantised activations (Q8_0 and Q8_K blocks) of the widest input, one row per batch entry.
+    const auto quantised_rows = [&](TensorType type) {
+      const TensorTypeTraits& t = Traits(type);
+      return nb * (widest / static_cast<uint64_t>(t.block_size) + 1) * t.block_bytes;
+    };
+    AIRLOCK_ASSIGN_OR_RETURN(act_q8_0_, device_->CreateBuffer(quantised_rows(TensorType::kQ8_0), Memory::kDeviceLocal));
+    AIRLOCK_ASSIGN_OR_RETURN(act_q8_k_, device_->CreateBuffer(quantised_rows(TensorType::kQ8_K), Memory::kDeviceLocal));
     // Every entry has at least one token, so a step has at most n_batch block tables.
     const uint64_t blocks_per_seq = (static_cast<uint64_t>(options_.n_ctx) + kv_.block_tokens - 1) / kv_.block_tokens;
     AIRLOCK_ASSIGN_OR_RETURN(tables_, device_->CreateBuffer(nb * blocks_per_seq * 4, Memory::kHostVisible));
@@ -382,6 +398,8 @@ class VulkanExecutor : public ModelExecutor {
   std::unique_ptr<Buffer> x_, xn_, gathered_, q_, attn_, k_, v_, gate_, up_, rope_, meta_, out_index_, logits_, tables_,
       act_q8_0_, act_q8_k_;
   absl::Status copy_error_;
+  int64_t lose_after_steps_ = 0;
+  int64_t steps_ = 0;
 };
 
 class VulkanBackend : public Backend {
@@ -408,7 +426,15 @@ class VulkanBackend : public Backend {
     if (o.kv_pool_tokens > (int64_t{1} << 24)) {
       return absl::InvalidArgumentError(absl::StrCat("a KV pool of ", o.kv_pool_tokens, " tokens is too large"));
     }
-    return VulkanExecutor::Create(model, o, selector_, &label_);
+    // Fault injection for the end-to-end tests of a lost device: the variable's value is the step
+    // at which the device counts as lost. Named in the device label, so the start-up log shows it.
+    int64_t lose_after_steps = 0;
+    if (const char* v = std::getenv("AIRLOCK_TEST_VULKAN_LOST_AT_STEP"); v != nullptr) {
+      if (!absl::SimpleAtoi(v, &lose_after_steps) || lose_after_steps <= 0) {
+        return absl::InvalidArgumentError("AIRLOCK_TEST_VULKAN_LOST_AT_STEP must be a positive step number");
+      }
+    }
+    return VulkanExecutor::Create(model, o, selector_, lose_after_steps, &label_);
   }
 
  private:

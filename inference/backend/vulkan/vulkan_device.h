@@ -9,6 +9,7 @@
 
 #include <vulkan/vulkan.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -142,8 +143,8 @@ class Device {
                    std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
   // For tests of the failure path: every later call fails as after VK_ERROR_DEVICE_LOST.
-  void SimulateLossForTesting() { lost_ = true; }
-  bool lost() const { return lost_; }
+  void SimulateLossForTesting() { lost_.store(true); }
+  bool lost() const { return lost_.load(); }
 
  private:
   Device() = default;
@@ -161,7 +162,7 @@ class Device {
   VkCommandPool command_pool_ = VK_NULL_HANDLE;
   VkFence fence_ = VK_NULL_HANDLE;
   VkPhysicalDeviceMemoryProperties memory_{};
-  bool lost_ = false;
+  std::atomic<bool> lost_{false};
 };
 
 }  // namespace airlock::inference::vulkan

@@ -84,7 +84,6 @@ absl::Status CheckBytes(const Buffer& b, uint64_t bytes, const char* what) {
   return absl::OkStatus();
 }
 
-
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Ops>> Ops::Create(Device& device) {

@@ -1,12 +1,17 @@
 // The Vulkan executor against the CPU backend on the real stories260K F32 model: teacher-forced
 // logits, greedy tokens, batch invariance on the device, copy-on-write of shared prefix blocks,
 // and the refusals of what it does not run yet.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
 #include <cstdio>
 #include <cmath>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -299,6 +304,61 @@ TEST(VulkanEngineTest, TheDefaultKvPoolIsSizedForTheDevice) {
   EXPECT_LE(static_cast<double>(pool_tokens(**gpu) - o.kv_block_tokens) * per_token, static_cast<double>(*budget));
   std::printf("[ vulkan ] default KV pool: %lld tokens on the device, %lld on the CPU\n",
               static_cast<long long>(pool_tokens(**gpu)), static_cast<long long>(pool_tokens(**cpu)));
+}
+
+// A device lost in the middle of two requests (injected at the engine's third step): both end with
+// UNAVAILABLE naming the device, the engine reports itself unavailable, and a later request is
+// refused at once with the same cause. Never a crash, never a hang.
+TEST(VulkanEngineTest, ALostDeviceEndsItsRequestsAndRefusesLaterOnes) {
+  std::unique_ptr<vulkan::Device> device;
+  AIRLOCK_OPEN_TEST_DEVICE(device);
+  device.reset();
+  const std::string path = testing::SharedPath("models/stories260K-f32.gguf");
+  AIRLOCK_REQUIRE_SHARED_FILE(path);
+  EngineOptions o;
+  o.kv_type = KvCacheType::kF32;
+  o.device = vulkan::TestDeviceSelector();
+  ::setenv("AIRLOCK_TEST_VULKAN_LOST_AT_STEP", "none", 1);
+  absl::StatusOr<std::unique_ptr<Engine>> refused = Engine::Load(path, o);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  ::setenv("AIRLOCK_TEST_VULKAN_LOST_AT_STEP", "3", 1);
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Load(path, o);
+  ::unsetenv("AIRLOCK_TEST_VULKAN_LOST_AT_STEP");
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_THAT((*engine)->device_name(), ::testing::HasSubstr("test fault: lost at step 3"));
+  EXPECT_TRUE((*engine)->Health().ok());
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<absl::Status> done;
+  GenerateRequest r;
+  r.prompt = "Once upon a time";
+  r.max_tokens = 50;
+  r.sampling.temperature = 0;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE((*engine)
+                    ->Start(r, nullptr,
+                            [&](absl::StatusOr<GenerateResult> result) {
+                              std::lock_guard<std::mutex> lock(mu);
+                              done.push_back(result.status());
+                              cv.notify_all();
+                            })
+                    .ok());
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(60), [&] { return done.size() == 2; }));
+  }
+  for (const absl::Status& s : done) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
+    EXPECT_THAT(s.message(), ::testing::HasSubstr("was lost")) << s;
+  }
+  const absl::Status health = (*engine)->Health();
+  EXPECT_EQ(health.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(health.message(), ::testing::HasSubstr("until airlockd restarts"));
+  absl::StatusOr<GenerateResult> later = (*engine)->Generate(r, nullptr);
+  EXPECT_EQ(later.status().code(), absl::StatusCode::kUnavailable) << later.status();
+  EXPECT_THAT(later.status().message(), ::testing::HasSubstr("was lost"));
 }
 
 }  // namespace
