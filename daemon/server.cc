@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <climits>
 #include <fstream>
+#include <map>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -376,6 +378,34 @@ std::vector<prometheus::MetricFamily> Daemon::ScrapeNow() const {
                                 m->engine->stats()});
     }
     for (prometheus::MetricFamily& f : Metrics::ModelLoadFamilies(loads)) add(std::move(f));
+
+    // Per GPU: what the models placed on it hold there, its size, and the time it spent on their steps.
+    struct DeviceTotals {
+      uint64_t used = 0, total = 0;
+      double busy = 0;
+    };
+    std::map<std::string, DeviceTotals> devices;
+    for (const auto& m : models_->models()) {
+      const std::optional<inference::ModelExecutor::DeviceUsage> u = m->engine->device_usage();
+      if (!u.has_value()) continue;
+      DeviceTotals& d = devices[u->device];
+      d.used += u->memory_used_bytes;
+      d.total = u->memory_total_bytes;
+      d.busy += u->busy_seconds;
+    }
+    prometheus::MetricFamily memory = Metrics::Family(
+        "airlock_device_memory_bytes",
+        "Device-local memory of a GPU: total, and used by the models placed on it (weights, KV cache, buffers)");
+    prometheus::MetricFamily busy = Metrics::Family(
+        "airlock_device_busy_seconds_total", "Time a GPU spent running the forward steps of the models placed on it",
+        MetricType::Counter);
+    for (const auto& [device, d] : devices) {
+      Metrics::AddValue(memory, {{"device", device}, {"state", "used"}}, static_cast<double>(d.used));
+      Metrics::AddValue(memory, {{"device", device}, {"state", "total"}}, static_cast<double>(d.total));
+      Metrics::AddValue(busy, {{"device", device}}, d.busy);
+    }
+    add(std::move(memory));
+    add(std::move(busy));
   }
 
   prometheus::MetricFamily listener_up = Metrics::Family(

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -161,6 +162,8 @@ class Engine {
   // OK while the model can serve; UNAVAILABLE with the cause once its backend failed for good (a
   // lost GPU): every request then running, waiting or started later ends with that error.
   absl::Status Health() const;
+  // Memory and busy time on the model's device; nullopt on the CPU. Any thread.
+  std::optional<ModelExecutor::DeviceUsage> device_usage() const { return executor_->device_usage(); }
 
  private:
   Engine() = default;

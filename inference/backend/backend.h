@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -76,6 +77,15 @@ class ModelExecutor {
   // OK while the executor can run steps; UNAVAILABLE, naming the cause, once it never can again
   // (a lost GPU). Called after a failed ForwardBatch, on the thread that runs the steps.
   virtual absl::Status Health() const { return absl::OkStatus(); }
+
+  // What a model on a device holds and uses there (for metrics); nullopt on the CPU. Any thread.
+  struct DeviceUsage {
+    std::string device;              // the device's label, "vulkan:N (name)"
+    uint64_t memory_used_bytes = 0;  // device-local memory this executor's buffers hold
+    uint64_t memory_total_bytes = 0; // the device's device-local memory
+    double busy_seconds = 0;         // time the device spent on this executor's steps
+  };
+  virtual std::optional<DeviceUsage> device_usage() const { return std::nullopt; }
 
   // A new, empty sequence in the pool, with the executor's n_ctx and the prefix-cache scope `scope`.
   absl::StatusOr<std::unique_ptr<Sequence>> NewSequence(std::string_view scope = {});

@@ -3,8 +3,11 @@
 // there stops the start with an error naming both, never falling back to the CPU.
 #include <csignal>
 #include <fstream>
+#include <string>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include <httplib.h>
@@ -82,6 +85,7 @@ TEST_F(VulkanServingTest, AModelOnAMissingDeviceStopsTheStart) {
 // The GPU is lost in the middle of a request (injected at the device's fourth step): that request
 // ends with UNAVAILABLE naming the device, the model then refuses at once, airlockctl models,
 // /readyz and airlock_model_state say it is unavailable, and the CPU model beside it keeps serving.
+// The device's memory and busy-time metrics show what the GPU model held and ran.
 TEST_F(VulkanServingTest, ALostDeviceEndsItsRequestsAndLeavesTheOtherModelsServing) {
   std::string error;
   const std::string config =
@@ -132,6 +136,26 @@ TEST_F(VulkanServingTest, ALostDeviceEndsItsRequestsAndLeavesTheOtherModelsServi
   ASSERT_TRUE(metrics) << httplib::to_string(metrics.error());
   EXPECT_THAT(metrics->body, HasSubstr("airlock_model_state{model=\"stories-gpu\",state=\"unavailable\"} 1"));
   EXPECT_THAT(metrics->body, HasSubstr("airlock_model_state{model=\"stories-cpu\",state=\"loaded\"} 1"));
+  // The device's own figures: the GPU model's buffers within the device's memory, and busy time
+  // from the steps it ran before the loss (one device, so one series each).
+  const auto value_of = [&](const std::string& prefix, const std::string& also) {
+    for (const absl::string_view line : absl::StrSplit(metrics->body, '\n')) {
+      if (absl::StartsWith(line, prefix) && absl::StrContains(line, also)) {
+        return std::stod(std::string(line.substr(line.rfind(' ') + 1)));
+      }
+    }
+    ADD_FAILURE() << "no " << prefix << " ... " << also << " in\n" << metrics->body;
+    return -1.0;
+  };
+  const std::string memory = "airlock_device_memory_bytes{device=\"" + device_ + " (";
+  const double used = value_of(memory, "state=\"used\"");
+  EXPECT_GT(used, 0);
+  const double total = value_of(memory, "state=\"total\"");
+  if (total > 0) {
+    EXPECT_LE(used, total);
+  }
+  EXPECT_GT(value_of("airlock_device_busy_seconds_total{device=\"" + device_ + " (", ""), 0);
+  EXPECT_THAT(metrics->body, ::testing::Not(HasSubstr("airlock_device_memory_bytes{device=\"cpu")));
   StopDaemon();
 }
 

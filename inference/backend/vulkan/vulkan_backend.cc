@@ -77,6 +77,11 @@ class VulkanExecutor : public ModelExecutor {
     return std::unique_ptr<ModelExecutor>(std::move(e));
   }
 
+  std::optional<DeviceUsage> device_usage() const override {
+    return DeviceUsage{device_->label(), device_->device_local_bytes_used(), device_->info().device_local_bytes,
+                       device_->busy_seconds()};
+  }
+
   absl::Status Health() const override {
     if (!device_->lost()) return absl::OkStatus();
     return absl::UnavailableError(

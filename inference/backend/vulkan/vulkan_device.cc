@@ -210,6 +210,7 @@ Buffer::~Buffer() {
   if (mapped_ != nullptr) vkUnmapMemory(device_, memory_);
   vkDestroyBuffer(device_, buffer_, nullptr);
   vkFreeMemory(device_, memory_, nullptr);
+  charged_to_->fetch_sub(charged_, std::memory_order_relaxed);
 }
 
 Pipeline::~Pipeline() {
@@ -349,7 +350,9 @@ absl::StatusOr<std::unique_ptr<Buffer>> Device::CreateBuffer(size_t bytes, Memor
     vkFreeMemory(device_, mem, nullptr);
     return Check(bound, "binding buffer memory");
   }
-  return std::unique_ptr<Buffer>(new Buffer(device_, buffer, mem, bytes, mapped));
+  const uint64_t charged = host ? 0 : req.size;
+  device_local_used_.fetch_add(charged, std::memory_order_relaxed);
+  return std::unique_ptr<Buffer>(new Buffer(device_, buffer, mem, bytes, mapped, &device_local_used_, charged));
 }
 
 absl::Status Device::SubmitAndWait(VkCommandBuffer cmd, std::chrono::milliseconds timeout) {
@@ -593,7 +596,13 @@ absl::Status Device::Run(std::span<const Dispatch> dispatches, std::chrono::mill
   }
   HostReadBarrier(cmd.get(), VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT, VK_ACCESS_SHADER_WRITE_BIT);
   AIRLOCK_RETURN_IF_ERROR(Check(vkEndCommandBuffer(cmd.get()), "vkEndCommandBuffer"));
-  return SubmitAndWait(cmd.get(), timeout);
+  const auto start = std::chrono::steady_clock::now();
+  const absl::Status done = SubmitAndWait(cmd.get(), timeout);
+  busy_ns_.fetch_add(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                               std::chrono::steady_clock::now() - start)
+                                               .count()),
+                     std::memory_order_relaxed);
+  return done;
 }
 
 }  // namespace airlock::inference::vulkan

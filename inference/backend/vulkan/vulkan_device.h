@@ -66,13 +66,17 @@ class Buffer {
 
  private:
   friend class Device;
-  Buffer(VkDevice device, VkBuffer buffer, VkDeviceMemory memory, size_t size, void* mapped)
-      : device_(device), buffer_(buffer), memory_(memory), size_(size), mapped_(mapped) {}
+  Buffer(VkDevice device, VkBuffer buffer, VkDeviceMemory memory, size_t size, void* mapped,
+         std::atomic<uint64_t>* charged_to, uint64_t charged)
+      : device_(device), buffer_(buffer), memory_(memory), size_(size), mapped_(mapped), charged_to_(charged_to),
+        charged_(charged) {}
   VkDevice device_;
   VkBuffer buffer_;
   VkDeviceMemory memory_;
   size_t size_;
   void* mapped_;
+  std::atomic<uint64_t>* charged_to_;  // the device's count of device-local bytes
+  uint64_t charged_;
 };
 
 // A compute shader bound to `n_buffers` storage buffers (bindings 0 .. n_buffers - 1) and a push
@@ -142,6 +146,11 @@ class Device {
   absl::Status Run(std::span<const Dispatch> dispatches,
                    std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
+  // Device-local memory this Device's buffers hold now (what vkAllocateMemory gave them), and the
+  // seconds Run spent on submitted work (submission to fence). Any thread may read them.
+  uint64_t device_local_bytes_used() const { return device_local_used_.load(std::memory_order_relaxed); }
+  double busy_seconds() const { return static_cast<double>(busy_ns_.load(std::memory_order_relaxed)) * 1e-9; }
+
   // For tests of the failure path: every later call fails as after VK_ERROR_DEVICE_LOST.
   void SimulateLossForTesting() { lost_.store(true); }
   bool lost() const { return lost_.load(); }
@@ -163,6 +172,8 @@ class Device {
   VkFence fence_ = VK_NULL_HANDLE;
   VkPhysicalDeviceMemoryProperties memory_{};
   std::atomic<bool> lost_{false};
+  std::atomic<uint64_t> device_local_used_{0};
+  std::atomic<uint64_t> busy_ns_{0};
 };
 
 }  // namespace airlock::inference::vulkan

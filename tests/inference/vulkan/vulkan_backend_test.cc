@@ -12,6 +12,7 @@
 #include <cmath>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -267,6 +268,36 @@ TEST_F(VulkanBackendTest, WhatItDoesNotRunYetIsRefusedByName) {
   auto missing = CreateVulkanBackend("vulkan:57");
   ex = missing->CreateExecutor(*model_, F32Options());
   EXPECT_EQ(ex.status().code(), absl::StatusCode::kNotFound) << ex.status();
+}
+
+// Metrics read the device's memory and busy time through the executor: its buffers (at least
+// the weights) within the device's memory, and busy time that grows with the steps it runs. The
+// CPU backend reports no device.
+TEST_F(VulkanBackendTest, DeviceUsageCountsItsMemoryAndBusyTime) {
+  auto gpu = CreateVulkanBackend(vulkan::TestDeviceSelector());
+  auto ex = Make(*gpu);
+  ASSERT_TRUE(ex);
+  const std::optional<ModelExecutor::DeviceUsage> before = ex->device_usage();
+  ASSERT_TRUE(before.has_value());
+  EXPECT_THAT(before->device, ::testing::StartsWith("vulkan:"));
+  uint64_t weights = static_cast<uint64_t>(model_->output().rows) * model_->output().row_bytes;
+  for (const LayerWeights& L : model_->layers()) {
+    for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) {
+      weights += static_cast<uint64_t>(w->rows) * w->row_bytes;
+    }
+  }
+  EXPECT_GE(before->memory_used_bytes, weights);
+  if (before->memory_total_bytes > 0) {
+    EXPECT_LE(before->memory_used_bytes, before->memory_total_bytes);
+  }
+  AllLogits(*ex, prompt_);
+  const std::optional<ModelExecutor::DeviceUsage> after = ex->device_usage();
+  ASSERT_TRUE(after.has_value());
+  EXPECT_GT(after->busy_seconds, before->busy_seconds);
+  EXPECT_EQ(after->memory_used_bytes, before->memory_used_bytes);  // steps allocate nothing
+  auto cpu = Make(*CreateCpuBackend());
+  ASSERT_TRUE(cpu);
+  EXPECT_FALSE(cpu->device_usage().has_value());
 }
 
 TEST(VulkanEngineTest, TheDefaultKvPoolIsSizedForTheDevice) {
