@@ -142,14 +142,17 @@ bool Scheduler::Step() {
   PublishStats(static_cast<int32_t>(batch.size()), batch_tokens);
   const absl::Status status = executor_.ForwardBatch(batch);
   if (!status.ok()) {
+    // For good (a lost device)? Then the engine says so before any caller hears of the failure, so
+    // that a retry is refused at once rather than queued.
+    const absl::Status health = executor_.Health();
+    if (!health.ok()) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      broken_ = health;
+    }
     // Nothing was computed; every sequence of the step fails with the reason.
     for (GenerationJob* job : jobs) Fail(TakeRunning(job), status);
-    if (const absl::Status health = executor_.Health(); !health.ok()) {
-      // For good (a lost device): the sequences not in this step, and every later job, fail too.
-      {
-        std::lock_guard<std::mutex> lock(mutex_);
-        broken_ = health;
-      }
+    if (!health.ok()) {
+      // The sequences not in this step, and every later job, fail too.
       while (!running_.empty()) {
         std::unique_ptr<GenerationJob> job = std::move(running_.back());
         running_.pop_back();
