@@ -27,6 +27,9 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(
     options.kv_block_tokens = static_cast<int32_t>(spec.kv_block_tokens);
     options.prefix_cache = spec.prefix_cache != PrefixCacheScope::kOff;
     options.device = spec.device;
+    options.devices = spec.devices;
+    options.placement = spec.placement == Placement::kLayers ? inference::EngineOptions::Placement::kLayers
+                                                             : inference::EngineOptions::Placement::kReplicas;
     served->prefix_cache = spec.prefix_cache;
     // A signed bundle's manifest is checked before the weights are read at all.
     absl::StatusOr<auth::VerifiedManifest> verified = absl::FailedPreconditionError("unsigned");

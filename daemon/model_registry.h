@@ -37,6 +37,8 @@ struct ModelSpec {
   uint32_t kv_block_tokens = 16;
   PrefixCacheScope prefix_cache = PrefixCacheScope::kIdentity;
   std::string device = "cpu";  // EngineOptions::device
+  std::vector<std::string> devices;  // EngineOptions::devices
+  Placement placement = Placement::kReplicas;  // EngineOptions::placement
   // Not null: the model must come from a bundle signed by one of these (model_signatures).
   std::shared_ptr<const auth::TrustedPublishers> publishers;
 };

@@ -41,6 +41,8 @@ std::vector<ModelSpec> ModelSpecs(const DaemonOptions& options,
     spec.kv_block_tokens = m.kv_block_tokens;
     spec.prefix_cache = m.prefix_cache;
     spec.device = m.device;
+    spec.devices = m.devices;
+    spec.placement = m.placement;
     spec.publishers = publishers;
   }
   return specs;
@@ -348,12 +350,13 @@ std::vector<prometheus::MetricFamily> Daemon::ScrapeNow() const {
     if (!family.metric.empty()) families.push_back(std::move(family));
   };
 
-  // Every configured model: loading until it has loaded, loaded while serving, unavailable once its
-  // device failed for good, stopped once draining.
+  // Every configured model: loading until it has loaded, loaded while serving, degraded while it
+  // serves on fewer replicas than it started with, unavailable once its device failed for good,
+  // stopped once draining.
   prometheus::MetricFamily state = Metrics::Family(
       "airlock_model_state",
-      "1 for the model's current state: loading, loaded (serving), unavailable (its GPU was lost) or stopped "
-      "(draining)");
+      "1 for the model's current state: loading, loaded (serving), degraded (serving, but the GPU of one of its "
+      "replicas was lost), unavailable (its GPU was lost) or stopped (draining)");
   prometheus::MetricFamily load_time =
       Metrics::Family("airlock_model_load_seconds", "Time the model took to load (once it has loaded), by model");
   {
@@ -362,7 +365,8 @@ std::vector<prometheus::MetricFamily> Daemon::ScrapeNow() const {
       const auto seconds = load_seconds_.find(m.name);
       std::string_view now = seconds == load_seconds_.end() ? "loading" : draining_.load() ? "stopped" : "loaded";
       if (now == "loaded" && !ModelHealth(m.name).ok()) now = "unavailable";
-      for (const std::string_view s : {"loading", "loaded", "unavailable", "stopped"}) {
+      if (now == "loaded" && ModelDegraded(m.name)) now = "degraded";
+      for (const std::string_view s : {"loading", "loaded", "degraded", "unavailable", "stopped"}) {
         Metrics::AddValue(state, {{"model", m.name}, {"state", std::string(s)}}, s == now ? 1 : 0);
       }
       if (seconds != load_seconds_.end()) Metrics::AddValue(load_time, {{"model", m.name}}, seconds->second);
@@ -386,12 +390,12 @@ std::vector<prometheus::MetricFamily> Daemon::ScrapeNow() const {
     };
     std::map<std::string, DeviceTotals> devices;
     for (const auto& m : models_->models()) {
-      const std::optional<inference::ModelExecutor::DeviceUsage> u = m->engine->device_usage();
-      if (!u.has_value()) continue;
-      DeviceTotals& d = devices[u->device];
-      d.used += u->memory_used_bytes;
-      d.total = u->memory_total_bytes;
-      d.busy += u->busy_seconds;
+      for (const inference::ModelExecutor::DeviceUsage& u : m->engine->device_usage()) {
+        DeviceTotals& d = devices[u.device];
+        d.used += u.memory_used_bytes;
+        d.total = u.memory_total_bytes;
+        d.busy += u.busy_seconds;
+      }
     }
     prometheus::MetricFamily memory = Metrics::Family(
         "airlock_device_memory_bytes",
@@ -500,23 +504,33 @@ absl::StatusOr<std::string> Daemon::Ready() const {
   }
   // A model whose GPU was lost serves nothing until a restart; the others keep serving, so the
   // daemon is ready while any model is (airlock_model_state names the unavailable one).
-  std::vector<std::string> unavailable;
+  // A model on replicas serves on while any of its GPUs works; the lost ones are named.
+  std::vector<std::string> unavailable, degraded;
   for (const auto& m : models_->models()) {
     if (absl::Status health = m->engine->Health(); !health.ok()) {
       unavailable.push_back(absl::StrCat(m->name, " (", health.message(), ")"));
+    } else if (const std::vector<std::string> lost = m->engine->degraded(); !lost.empty()) {
+      degraded.push_back(absl::StrCat(m->name, " (", absl::StrJoin(lost, "; "), ")"));
     }
   }
   if (!unavailable.empty() && unavailable.size() == models_->models().size()) {
     return absl::UnavailableError(absl::StrCat("no model can serve: ", absl::StrJoin(unavailable, "; ")));
   }
-  if (!unavailable.empty()) return absl::StrCat("unavailable: ", absl::StrJoin(unavailable, "; "));
-  return std::string();
+  std::vector<std::string> notes;
+  if (!unavailable.empty()) notes.push_back(absl::StrCat("unavailable: ", absl::StrJoin(unavailable, "; ")));
+  if (!degraded.empty()) notes.push_back(absl::StrCat("degraded: ", absl::StrJoin(degraded, "; ")));
+  return absl::StrJoin(notes, "; ");
 }
 
 absl::Status Daemon::ModelHealth(std::string_view name) const {
   if (!models_loaded_.load(std::memory_order_acquire)) return absl::OkStatus();
   const ServedModel* model = models_->Find(name);
   return model == nullptr ? absl::OkStatus() : model->engine->Health();
+}
+
+bool Daemon::ModelDegraded(std::string_view name) const {
+  const ServedModel* model = models_->Find(name);
+  return model != nullptr && !model->engine->degraded().empty();
 }
 
 void Daemon::Drain() {

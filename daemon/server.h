@@ -63,6 +63,8 @@ class Daemon {
   absl::StatusOr<std::string> Ready() const;
   // The named model's engine health (OK until the models have loaded, and for unknown names).
   absl::Status ModelHealth(std::string_view name) const;
+  // Whether the named model serves on fewer replicas than it started with (a replica's GPU lost).
+  bool ModelDegraded(std::string_view name) const;
   // Whether a scraper's certificate may read the metrics: the revocation check, then its identity
   // must be in metrics.scrapers (as of now: reloads apply). Refusals are logged and counted.
   absl::Status CheckScraper(const std::string& leaf_pem) const;

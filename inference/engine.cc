@@ -4,10 +4,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string_view>
 #include <chrono>
 #include <future>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/numbers.h"
 #include "inference/base/status.h"
 #include "inference/scheduler.h"
 #ifdef AIRLOCK_HAVE_VULKAN
@@ -100,7 +105,41 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& path, co
     return absl::InvalidArgumentError(absl::StrCat(path, ": the tokenizer has ", e->tokenizer_->n_vocab(),
                                                    " tokens but the embedding only ", c.n_vocab));
   }
-  AIRLOCK_ASSIGN_OR_RETURN(e->backend_, CreateDeviceBackend(options.device));
+  // Fault injection for the tests of a lost device: "N" loses the (first) device of the first
+  // replica at its step N, "N:R" that of replica R. Named in the device label, so the start-up log
+  // shows it.
+  int64_t lost_at_step = 0, lost_replica = 0;
+  if (const char* v = std::getenv("AIRLOCK_TEST_VULKAN_LOST_AT_STEP"); v != nullptr) {
+    const std::vector<absl::string_view> parts = absl::StrSplit(v, ':');
+    if (parts.size() > 2 || !absl::SimpleAtoi(parts[0], &lost_at_step) || lost_at_step <= 0 ||
+        (parts.size() == 2 && (!absl::SimpleAtoi(parts[1], &lost_replica) || lost_replica < 0))) {
+      return absl::InvalidArgumentError(
+          "AIRLOCK_TEST_VULKAN_LOST_AT_STEP must be a positive step number, optionally followed by :REPLICA");
+    }
+  }
+  // The backends the model runs on: one, one per replica, or one over every device (layers).
+  std::vector<std::unique_ptr<Backend>> backends;
+  if (options.devices.size() >= 2) {
+    for (const std::string& d : options.devices) {
+      if (!d.starts_with("vulkan:")) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "a model placed on several devices runs on Vulkan devices only; devices lists \"", d.substr(0, 64), "\""));
+      }
+      if (options.placement == EngineOptions::Placement::kReplicas) {
+        AIRLOCK_ASSIGN_OR_RETURN(std::unique_ptr<Backend> b, CreateDeviceBackend(d));
+        backends.push_back(std::move(b));
+      } else {
+        AIRLOCK_RETURN_IF_ERROR(CreateDeviceBackend(d).status());  // the selector's form; a build with Vulkan
+      }
+    }
+#ifdef AIRLOCK_HAVE_VULKAN
+    if (options.placement == EngineOptions::Placement::kLayers) backends.push_back(CreateVulkanLayersBackend(options.devices));
+#endif
+  } else {
+    AIRLOCK_ASSIGN_OR_RETURN(std::unique_ptr<Backend> b,
+                             CreateDeviceBackend(options.devices.empty() ? options.device : options.devices[0]));
+    backends.push_back(std::move(b));
+  }
   ExecutorOptions eo;
   eo.n_threads = options.n_threads;
   eo.n_ctx = options.n_ctx > 0 ? options.n_ctx : std::min(c.n_ctx_train, 4096);
@@ -108,43 +147,143 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& path, co
   eo.kv_type = options.kv_type;
   eo.kv_block_tokens = options.kv_block_tokens;
   eo.prefix_cache = options.prefix_cache;
-  eo.kv_pool_tokens = options.kv_pool_tokens;
-  if (eo.kv_pool_tokens == 0) {
-    // Every sequence at full context, unless that exceeds what the backend sets aside for a pool
-    // (Backend::DefaultKvPoolBytes: a quarter of the machine's memory on the CPU; on a device,
-    // half of its memory beside the weights).
-    const double per_token = KvBytesPerToken(c, options.kv_type);
-    const absl::StatusOr<uint64_t> budget_or = e->backend_->DefaultKvPoolBytes(*e->model_);
-    if (!budget_or.ok()) {
-      return absl::Status(budget_or.status().code(),
-                          absl::StrCat(path, " on ", options.device, ": ", budget_or.status().message()));
+  std::vector<std::string> names;
+  for (std::unique_ptr<Backend>& backend : backends) {
+    const std::string where = backend->name();
+    eo.test_device_lost_at_step = static_cast<int64_t>(e->replicas_.size()) == lost_replica ? lost_at_step : 0;
+    eo.kv_pool_tokens = options.kv_pool_tokens;
+    if (eo.kv_pool_tokens == 0) {
+      // Every sequence at full context, unless that exceeds what the backend sets aside for a pool
+      // (Backend::DefaultKvPoolBytes: a quarter of the machine's memory on the CPU; on a device,
+      // half of its memory beside the weights).
+      const double per_token = KvBytesPerToken(c, options.kv_type);
+      const absl::StatusOr<uint64_t> budget_or = backend->DefaultKvPoolBytes(*e->model_);
+      if (!budget_or.ok()) {
+        return absl::Status(budget_or.status().code(),
+                            absl::StrCat(path, " on ", where, ": ", budget_or.status().message()));
+      }
+      const uint64_t budget = *budget_or;
+      const int64_t want = static_cast<int64_t>(options.max_sequences) * eo.n_ctx;
+      const int64_t fits =
+          per_token > 0 && budget > 0 ? static_cast<int64_t>(static_cast<double>(budget) / per_token) : want;
+      eo.kv_pool_tokens = std::max<int64_t>(eo.n_ctx, std::min(want, fits));
     }
-    const uint64_t budget = *budget_or;
-    const int64_t want = static_cast<int64_t>(options.max_sequences) * eo.n_ctx;
-    const int64_t fits = per_token > 0 && budget > 0 ? static_cast<int64_t>(static_cast<double>(budget) / per_token) : want;
-    eo.kv_pool_tokens = std::max<int64_t>(eo.n_ctx, std::min(want, fits));
+    absl::StatusOr<std::unique_ptr<ModelExecutor>> executor = backend->CreateExecutor(*e->model_, eo);
+    if (!executor.ok()) {
+      return absl::Status(executor.status().code(),
+                          absl::StrCat(path, " on ", where, ": ", executor.status().message()));
+    }
+    Replica r;
+    r.executor = std::move(*executor);
+    names.push_back(backend->name());
+    r.backend = std::move(backend);
+    e->replicas_.push_back(std::move(r));
   }
-  absl::StatusOr<std::unique_ptr<ModelExecutor>> executor = e->backend_->CreateExecutor(*e->model_, eo);
-  if (!executor.ok()) {
-    return absl::Status(executor.status().code(),
-                        absl::StrCat(path, " on ", options.device, ": ", executor.status().message()));
+  e->device_name_ = backends.size() > 1 ? absl::StrCat("replicas: ", absl::StrJoin(names, " + ")) : names[0];
+  for (Replica& r : e->replicas_) {
+    r.scheduler = std::make_unique<Scheduler>(*r.executor, *e->tokenizer_, options.max_sequences);
   }
-  e->executor_ = std::move(*executor);
-  e->device_name_ = e->backend_->name();
-  e->scheduler_ = std::make_unique<Scheduler>(*e->executor_, *e->tokenizer_, options.max_sequences);
   return e;
 }
 
-Engine::~Engine() { scheduler_.reset(); }
+const char* PlacementName(EngineOptions::Placement placement) {
+  switch (placement) {
+    case EngineOptions::Placement::kReplicas: return "replicas";
+    case EngineOptions::Placement::kLayers: return "layers";
+  }
+  return "unknown";
+}
 
-int32_t Engine::max_sequences() const { return scheduler_->max_sequences(); }
+absl::Status SetDevicesFromFlags(const std::string& device, const std::string& placement, EngineOptions* options) {
+  const std::vector<std::string> devices = absl::StrSplit(device, ',');
+  if (devices.size() == 1) {
+    if (!placement.empty()) return absl::InvalidArgumentError("--placement needs several devices (--device A,B)");
+    options->device = device;
+    return absl::OkStatus();
+  }
+  if (placement == "replicas") {
+    options->placement = EngineOptions::Placement::kReplicas;
+  } else if (placement == "layers") {
+    options->placement = EngineOptions::Placement::kLayers;
+  } else {
+    return absl::InvalidArgumentError("several devices need --placement replicas or --placement layers");
+  }
+  options->devices = devices;
+  return absl::OkStatus();
+}
 
-EngineStats Engine::stats() const { return scheduler_->stats(); }
+Engine::~Engine() {
+  // Every step thread stops (failing what still runs) before any executor goes.
+  for (Replica& r : replicas_) r.scheduler.reset();
+}
 
-absl::Status Engine::Health() const { return scheduler_->health(); }
+int32_t Engine::max_sequences() const {
+  int32_t n = 0;
+  for (const Replica& r : replicas_) n += r.scheduler->max_sequences();
+  return n;
+}
+
+EngineStats Engine::stats() const {
+  EngineStats sum;
+  for (const Replica& r : replicas_) {
+    const EngineStats s = r.scheduler->stats();
+    sum.running += s.running;
+    sum.waiting += s.waiting;
+    sum.batch_sequences += s.batch_sequences;
+    sum.batch_tokens += s.batch_tokens;
+    sum.kv_blocks_total += s.kv_blocks_total;
+    sum.kv_blocks_used += s.kv_blocks_used;
+    sum.kv_blocks_cached += s.kv_blocks_cached;
+    sum.kv_block_tokens = s.kv_block_tokens;
+    sum.steps += s.steps;
+    sum.prefix_query_tokens += s.prefix_query_tokens;
+    sum.prefix_hit_tokens += s.prefix_hit_tokens;
+    sum.preemptions += s.preemptions;
+  }
+  return sum;
+}
+
+absl::Status Engine::Health() const {
+  absl::Status first;
+  for (const Replica& r : replicas_) {
+    absl::Status h = r.scheduler->health();
+    if (h.ok()) return h;
+    if (first.ok()) first = std::move(h);
+  }
+  return first;
+}
+
+std::vector<std::string> Engine::degraded() const {
+  std::vector<std::string> out;
+  for (const Replica& r : replicas_) {
+    const absl::Status h = r.scheduler->health();
+    if (!h.ok()) out.emplace_back(h.message());
+  }
+  return out;
+}
+
+std::vector<ModelExecutor::DeviceUsage> Engine::device_usage() const {
+  std::vector<ModelExecutor::DeviceUsage> out;
+  for (const Replica& r : replicas_) {
+    for (ModelExecutor::DeviceUsage& u : r.executor->device_usage()) out.push_back(std::move(u));
+  }
+  return out;
+}
 
 absl::Status Engine::Start(GenerateRequest request, PieceCallback on_piece, DoneCallback on_done) {
-  AIRLOCK_RETURN_IF_ERROR(Health());
+  // The least-loaded replica that can still serve (the first on a tie).
+  Replica* replica = nullptr;
+  int64_t least = 0;
+  for (Replica& r : replicas_) {
+    if (!r.scheduler->health().ok()) continue;
+    const EngineStats s = r.scheduler->stats();
+    const int64_t load = int64_t{s.running} + s.waiting;
+    if (replica == nullptr || load < least) {
+      replica = &r;
+      least = load;
+    }
+  }
+  if (replica == nullptr) return Health();
   AIRLOCK_RETURN_IF_ERROR(ValidateSamplingParams(request.sampling));
   if (request.max_tokens < 0) {
     return absl::InvalidArgumentError(absl::StrCat("max_tokens must be >= 0, got ", request.max_tokens));
@@ -172,7 +311,7 @@ absl::Status Engine::Start(GenerateRequest request, PieceCallback on_piece, Done
   }
   // Refused now rather than admitted and starved: a request that needs more positions than the
   // whole pool could never finish.
-  const KvPool& pool = executor_->kv_pool();
+  const KvPool& pool = replica->executor->kv_pool();
   const int64_t positions = std::min<int64_t>(static_cast<int64_t>(prompt.size()) + request.max_tokens, n_ctx);
   if (pool.BlocksFor(positions) > pool.n_blocks()) {
     return absl::OutOfRangeError(absl::StrCat(
@@ -187,7 +326,7 @@ absl::Status Engine::Start(GenerateRequest request, PieceCallback on_piece, Done
   job->request = std::move(request);
   job->on_piece = std::move(on_piece);
   job->on_done = std::move(on_done);
-  scheduler_->Submit(std::move(job));
+  replica->scheduler->Submit(std::move(job));
   return absl::OkStatus();
 }
 

@@ -46,7 +46,25 @@ struct EngineOptions {
   // Where the model runs: "cpu", or a Vulkan device ("vulkan:N" by index, or "vulkan:NAME" for
   // part of its name). Never falls back to the CPU when the device is missing or refuses the model.
   std::string device = "cpu";               // Default: "cpu".
+  // Two or more Vulkan devices to place the model on, as `placement` says; `device` is then
+  // ignored. Empty: the model runs on `device` alone. The same device named twice gives two
+  // logical devices on it (how the tests exercise placement on one lavapipe device).
+  std::vector<std::string> devices;         // Default: empty.
+  enum class Placement {
+    // A full copy of the model per device, each with its own KV pool (sized for its device), up
+    // to max_sequences sequences and its own step thread; each request goes to the least-loaded
+    // replica whose device still works.
+    kReplicas,
+    // Consecutive layers per device (CreateVulkanLayersBackend), for a model too large for one:
+    // one KV pool, one scheduler, each step passing through every device in turn.
+    kLayers,
+  };
+  Placement placement = Placement::kReplicas;  // Default: replicas.
 };
+const char* PlacementName(EngineOptions::Placement placement);
+// For command-line tools: "--device D" and "--placement P" into `options` (D one device, or
+// several separated by commas; P "replicas" or "layers", needed with several and only then).
+absl::Status SetDevicesFromFlags(const std::string& device, const std::string& placement, EngineOptions* options);
 
 // What the engine holds and has done, for metrics. Counters count since Load.
 struct EngineStats {
@@ -152,28 +170,40 @@ class Engine {
 
   const Model& model() const { return *model_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
-  const ExecutorOptions& executor_options() const { return executor_->options(); }
+  // The first replica's (every replica runs with the same options; only its pool may differ).
+  const ExecutorOptions& executor_options() const { return replicas_.front().executor->options(); }
   // Tokens a prompt plus its output may use.
-  int32_t context_length() const { return executor_->options().n_ctx; }
+  int32_t context_length() const { return executor_options().n_ctx; }
+  // Sequences generating at once, at most, over every replica.
   int32_t max_sequences() const;
-  // Where the model runs: "cpu", or the configured Vulkan device with its name.
+  // Where the model runs: "cpu", the configured Vulkan device with its name, or the placement
+  // over several ("replicas: vulkan:0 (A) + vulkan:1 (B)", "vulkan:0 (A) layers 0-15 + ...").
   const std::string& device_name() const { return device_name_; }
+  int replicas() const { return static_cast<int>(replicas_.size()); }
+  // Summed over the replicas.
   EngineStats stats() const;
   // OK while the model can serve; UNAVAILABLE with the cause once its backend failed for good (a
-  // lost GPU): every request then running, waiting or started later ends with that error.
+  // lost GPU): every request then running, waiting or started later ends with that error. With
+  // replicas, OK while any replica's device works (the lost one's requests end with its cause,
+  // later ones go to the others); degraded() names the lost ones.
   absl::Status Health() const;
-  // Memory and busy time on the model's device; nullopt on the CPU. Any thread.
-  std::optional<ModelExecutor::DeviceUsage> device_usage() const { return executor_->device_usage(); }
+  // Why each replica that can no longer serve cannot; empty when all can.
+  std::vector<std::string> degraded() const;
+  // Memory and busy time on each device the model runs on; empty on the CPU. Any thread.
+  std::vector<ModelExecutor::DeviceUsage> device_usage() const;
 
  private:
   Engine() = default;
+  struct Replica {
+    std::unique_ptr<Backend> backend;
+    std::unique_ptr<ModelExecutor> executor;
+    std::unique_ptr<Scheduler> scheduler;
+  };
 
   std::unique_ptr<Model> model_;
   std::unique_ptr<Tokenizer> tokenizer_;
-  std::unique_ptr<Backend> backend_;
   std::string device_name_;
-  std::unique_ptr<ModelExecutor> executor_;
-  std::unique_ptr<Scheduler> scheduler_;
+  std::vector<Replica> replicas_;
 };
 
 }  // namespace airlock::inference

@@ -1062,6 +1062,37 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
                   absl::StrCat(Quote(model.device().substr(0, 64)), " is not a device (expected cpu, vulkan:N for the "
                                "Nth Vulkan device, or vulkan:NAME for the device whose name contains NAME)"));
     }
+    if (model.devices_size() > 0) {
+      const std::string key = prefix + ".devices";
+      if (parsed.Has(prefix + ".device")) {
+        check.Error(key, "give either device (one) or devices (several), not both");
+      } else if (model.devices_size() < 2) {
+        check.Error(key, "lists one device: use device for one, devices for two or more");
+      }
+      std::set<std::string> seen;
+      for (int d = 0; d < model.devices_size(); ++d) {
+        const std::string& device = model.devices(d);
+        if (!ValidDevice(device) || device == "cpu") {
+          check.Error(absl::StrCat(key, "[", d, "]"),
+                      absl::StrCat(Quote(device.substr(0, 64)), " is not a GPU (expected vulkan:N for the Nth "
+                                   "Vulkan device, or vulkan:NAME for the device whose name contains NAME)"));
+        } else if (!seen.insert(device).second) {
+          check.Error(absl::StrCat(key, "[", d, "]"), absl::StrCat(Quote(device), " is listed twice"));
+        }
+      }
+      if (!parsed.Has(prefix + ".placement")) {
+        check.Error(key, "needs placement: replicas (a copy of the model per device) or layers (the layers "
+                         "split over the devices)");
+      }
+    }
+    if (parsed.Has(prefix + ".placement")) {
+      if (model.devices_size() == 0) {
+        check.Error(prefix + ".placement", "applies only to a model with devices (two or more GPUs)");
+      } else if (model.placement() != "replicas" && model.placement() != "layers") {
+        check.Error(prefix + ".placement",
+                    absl::StrCat("unknown value ", Quote(model.placement().substr(0, 64)), " (expected replicas or layers)"));
+      }
+    }
     if (parsed.Has(prefix + ".prefix_cache") && model.prefix_cache() != "identity" &&
         model.prefix_cache() != "model" && model.prefix_cache() != "off") {
       check.Error(prefix + ".prefix_cache",

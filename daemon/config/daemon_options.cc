@@ -65,6 +65,8 @@ DaemonOptions ResolveOptions(const ParsedConfig& parsed) {
     if (model.prefix_cache() == "model") m.prefix_cache = PrefixCacheScope::kModel;
     if (model.prefix_cache() == "off") m.prefix_cache = PrefixCacheScope::kOff;
     if (!model.device().empty()) m.device = model.device();
+    m.devices.assign(model.devices().begin(), model.devices().end());
+    if (model.placement() == "layers") m.placement = Placement::kLayers;
   }
 
   if (config.identity().source() != airlock::v1::config::IDENTITY_SOURCE_UNSPECIFIED) {

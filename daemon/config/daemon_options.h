@@ -43,6 +43,9 @@ enum class PrefixCacheScope {
   kOff,       // no prefix cache
 };
 
+// EngineOptions::Placement, as configured.
+enum class Placement { kReplicas, kLayers };
+
 struct ModelOptions {
   // Name clients use in requests. Default: none (required).
   std::string name;
@@ -74,6 +77,11 @@ struct ModelOptions {
   PrefixCacheScope prefix_cache = PrefixCacheScope::kIdentity;
   // Where the model runs (EngineOptions::device): "cpu" or "vulkan:N" / "vulkan:NAME". Default: "cpu".
   std::string device = "cpu";
+  // Two or more GPUs instead of `device` (EngineOptions::devices). Default: none.
+  std::vector<std::string> devices;
+  // How the model is placed on `devices` (EngineOptions::placement). Default: replicas (the
+  // configuration must name it whenever devices is set).
+  Placement placement = Placement::kReplicas;
 
   bool operator==(const ModelOptions&) const = default;
 };

@@ -8,6 +8,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "inference/kv/kv_pool.h"
@@ -31,6 +32,9 @@ struct ExecutorOptions {
   int64_t kv_pool_tokens = 0;              // Default: 0 = 2 * n_ctx. Positions in the KV pool, all sequences.
   int32_t kv_block_tokens = 16;            // Default: 16. Positions per KV block (1..256).
   bool prefix_cache = true;                // Default: true. Register full blocks for prefix reuse.
+  // Tests of the failure path only: > 0 makes a device backend count its (first) device as lost
+  // at that forward step (Engine::Load sets it from AIRLOCK_TEST_VULKAN_LOST_AT_STEP).
+  int64_t test_device_lost_at_step = 0;    // Default: 0 (never).
 };
 
 // A sequence's KV cache: a block table in the executor's pool (inference/kv/kv_pool.h).
@@ -78,14 +82,15 @@ class ModelExecutor {
   // (a lost GPU). Called after a failed ForwardBatch, on the thread that runs the steps.
   virtual absl::Status Health() const { return absl::OkStatus(); }
 
-  // What a model on a device holds and uses there (for metrics); nullopt on the CPU. Any thread.
+  // What a model holds and uses on each device it runs on (for metrics); empty on the CPU. Any
+  // thread.
   struct DeviceUsage {
     std::string device;              // the device's label, "vulkan:N (name)"
     uint64_t memory_used_bytes = 0;  // device-local memory this executor's buffers hold
     uint64_t memory_total_bytes = 0; // the device's device-local memory
     double busy_seconds = 0;         // time the device spent on this executor's steps
   };
-  virtual std::optional<DeviceUsage> device_usage() const { return std::nullopt; }
+  virtual std::vector<DeviceUsage> device_usage() const { return {}; }
 
   // A new, empty sequence in the pool, with the executor's n_ctx and the prefix-cache scope `scope`.
   absl::StatusOr<std::unique_ptr<Sequence>> NewSequence(std::string_view scope = {});

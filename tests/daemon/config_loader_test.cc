@@ -322,7 +322,7 @@ TEST(ConfigLoaderTest, UnknownKeyInRepeatedMessage) {
                         "    path: /var/lib/airlock/models/phi3.gguf\n    gpu_layers: 33\n"),
             "cfg.yaml:24:5: models[1].gpu_layers: unknown key (known keys of models[1]: name, "
             "path, context_length, threads, kv_cache_type, chat_template, max_queue, max_sequences, "
-            "step_tokens, kv_cache_tokens, kv_block_tokens, prefix_cache, device)");
+            "step_tokens, kv_cache_tokens, kv_block_tokens, prefix_cache, device, devices, placement)");
   EXPECT_THAT(ErrorOfFull("    models: [\"*\"]\n", "    model: [\"*\"]\n"),
               StartsWith("cfg.yaml:37:5: roles[0].model: unknown key (known keys of roles[0]: "
                          "name, methods, models, quota); did you mean \"models\"?"));
@@ -623,6 +623,40 @@ TEST(ConfigRulesTest, ModelDevice) {
   const std::string error = with(long_name);
   EXPECT_THAT(error, HasSubstr("is not a device"));
   EXPECT_LT(error.size(), 300u) << error;
+}
+
+// models[].devices and placement: two or more GPUs, each once, never the CPU, never beside
+// device, and always with a placement (and a placement only with devices).
+TEST(ConfigRulesTest, ModelDevicesAndPlacement) {
+  absl::StatusOr<ParsedConfig> parsed = ParseConfig(
+      Edit(kFullConfig, "    max_queue: 16\n",
+           "    max_queue: 16\n    devices: [\"vulkan:0\", \"vulkan:1\"]\n    placement: layers\n"),
+      "cfg.yaml");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  const DaemonOptions o = ResolveOptions(*parsed);
+  EXPECT_EQ(o.models[0].devices, (std::vector<std::string>{"vulkan:0", "vulkan:1"}));
+  EXPECT_EQ(o.models[0].placement, Placement::kLayers);
+  EXPECT_TRUE(o.models[1].devices.empty());
+  const auto with = [](const std::string& keys) {
+    return ErrorOfFull("    max_queue: 16\n", absl::StrCat("    max_queue: 16\n", keys));
+  };
+  EXPECT_EQ(with("    devices: [\"vulkan:0\", \"vulkan:H100\"]\n    placement: replicas\n"), "OK");
+  EXPECT_THAT(with("    devices: [\"vulkan:0\", \"vulkan:1\"]\n"),
+              HasSubstr("models[0].devices: needs placement: replicas"));
+  EXPECT_THAT(with("    devices: [\"vulkan:0\"]\n    placement: replicas\n"),
+              HasSubstr("models[0].devices: lists one device: use device for one"));
+  EXPECT_THAT(with("    devices: [\"vulkan:0\", \"vulkan:0\"]\n    placement: replicas\n"),
+              HasSubstr("models[0].devices[1]: \"vulkan:0\" is listed twice"));
+  EXPECT_THAT(with("    devices: [\"vulkan:0\", cpu]\n    placement: replicas\n"),
+              HasSubstr("models[0].devices[1]: \"cpu\" is not a GPU"));
+  EXPECT_THAT(with("    devices: [\"vulkan:0\", \"gpu/1\"]\n    placement: replicas\n"),
+              HasSubstr("models[0].devices[1]: \"gpu/1\" is not a GPU"));
+  EXPECT_THAT(with("    device: \"vulkan:0\"\n    devices: [\"vulkan:0\", \"vulkan:1\"]\n    placement: layers\n"),
+              HasSubstr("models[0].devices: give either device (one) or devices (several), not both"));
+  EXPECT_THAT(with("    devices: [\"vulkan:0\", \"vulkan:1\"]\n    placement: sharded\n"),
+              HasSubstr("models[0].placement: unknown value \"sharded\" (expected replicas or layers)"));
+  EXPECT_THAT(with("    placement: layers\n"),
+              HasSubstr("models[0].placement: applies only to a model with devices"));
 }
 
 // The batching keys: each mapped, and each refused out of range with its name and position.

@@ -40,6 +40,14 @@ std::string ModelYaml(const std::string& name, const std::string& device) {
                       "\"\n    threads: 1\n    kv_cache_type: F32\n    device: \"", device, "\"\n");
 }
 
+// A model on two logical devices of the one lavapipe device: by index and by name, two spellings
+// the configuration accepts as two GPUs.
+std::string PlacedModelYaml(const std::string& name, const std::string& device, const std::string& placement) {
+  return absl::StrCat("  - name: ", name, "\n    path: \"", SharedPath(kStoriesModel),
+                      "\"\n    threads: 1\n    kv_cache_type: F32\n    devices: [\"", device,
+                      "\", \"vulkan:llvmpipe\"]\n    placement: ", placement, "\n");
+}
+
 class VulkanServingTest : public LabDaemonTest {
  protected:
   void SetUp() override {
@@ -156,6 +164,84 @@ TEST_F(VulkanServingTest, ALostDeviceEndsItsRequestsAndLeavesTheOtherModelsServi
   }
   EXPECT_GT(value_of("airlock_device_busy_seconds_total{device=\"" + device_ + " (", ""), 0);
   EXPECT_THAT(metrics->body, ::testing::Not(HasSubstr("airlock_device_memory_bytes{device=\"cpu")));
+  StopDaemon();
+}
+
+// The same model placed as replicas and as layers over two devices serves the text the CPU serves;
+// the start-up log names the placement.
+TEST_F(VulkanServingTest, ReplicasAndLayersServeWhatTheCpuServes) {
+  StartDaemon("", ModelYaml("stories-cpu", "cpu") + PlacedModelYaml("stories-replicas", device_, "replicas") +
+                      PlacedModelYaml("stories-layers", device_, "layers"));
+  auto generate = [&](const std::string& model) {
+    const CommandResult r = Ctl("alice", {"generate", "--model", model, "--prompt", "Once upon a time", "--max-tokens",
+                                          "40", "--temperature", "0", "--json"});
+    EXPECT_EQ(r.exit_code, 0) << model << ": " << r.err;
+    return r.exit_code == 0 ? nlohmann::json::parse(r.out)["text"].get<std::string>() : std::string();
+  };
+  const std::string cpu = generate("stories-cpu");
+  EXPECT_FALSE(cpu.empty());
+  EXPECT_EQ(generate("stories-replicas"), cpu);
+  EXPECT_EQ(generate("stories-layers"), cpu);
+  const CommandResult models = Ctl("alice", {"models", "--json"});
+  ASSERT_EQ(models.exit_code, 0) << models.err;
+  for (const nlohmann::json& m : nlohmann::json::parse(models.out)["models"]) {
+    if (m["name"] == "stories-replicas") {
+      EXPECT_THAT(m["device"].get<std::string>(), HasSubstr("replicas: vulkan:"));
+    } else if (m["name"] == "stories-layers") {
+      EXPECT_THAT(m["device"].get<std::string>(), HasSubstr(" layers 0-"));
+    }
+  }
+  StopDaemon();
+  const std::string log = ReadFileOrDie(daemon_->dir() + "/airlockd.log");
+  EXPECT_THAT(log, HasSubstr("replicas: vulkan:"));
+  EXPECT_THAT(log, HasSubstr("and the output"));
+}
+
+// The GPU of the first of two replicas is lost in the middle of a request: that request ends with
+// UNAVAILABLE naming the device, the next goes to the other replica and is served, /readyz stays
+// 200 naming the lost replica, and airlock_model_state says "degraded".
+TEST_F(VulkanServingTest, ALostReplicaLeavesTheModelServingDegraded) {
+  std::string error;
+  const std::string config =
+      BaseConfig(dir_, pki_, ModelYaml("stories-cpu", "cpu") + PlacedModelYaml("stories-2gpu", device_, "replicas"),
+                 access_,
+                 absl::StrCat("metrics:\n  listen: \"127.0.0.1:0\"\n  port_file: \"", dir_,
+                              "/metrics-port\"\n  scrapers: [prometheus]\n"));
+  daemon_ = DaemonProcess::Start(dir_, config, &error, absl::Seconds(60),
+                                 {"/usr/bin/env", "AIRLOCK_TEST_VULKAN_LOST_AT_STEP=4:0"});
+  ASSERT_NE(daemon_, nullptr) << error;
+  const auto generate = [&](const std::string& model) {
+    return Ctl("alice", {"generate", "--model", model, "--prompt", "Once upon a time", "--max-tokens", "40",
+                         "--temperature", "0", "--json"});
+  };
+  // Idle replicas take requests first to last: the first request runs on the replica that is lost.
+  const CommandResult lost = generate("stories-2gpu");
+  EXPECT_NE(lost.exit_code, 0) << lost.out;
+  EXPECT_THAT(lost.err, HasSubstr("UNAVAILABLE"));
+  EXPECT_THAT(lost.err, HasSubstr("was lost"));
+  const CommandResult cpu = generate("stories-cpu");
+  ASSERT_EQ(cpu.exit_code, 0) << cpu.err;
+  const CommandResult served = generate("stories-2gpu");
+  ASSERT_EQ(served.exit_code, 0) << served.err;
+  EXPECT_EQ(nlohmann::json::parse(served.out)["text"], nlohmann::json::parse(cpu.out)["text"]);
+
+  int metrics_port = 0;
+  std::ifstream(dir_ + "/metrics-port") >> metrics_port;
+  ASSERT_GT(metrics_port, 0) << daemon_->Log();
+  httplib::SSLClient client("localhost", metrics_port, pki_.cert("prometheus"), pki_.key("prometheus"));
+  client.set_ca_cert_path((pki_.dir + "/ca.crt").c_str());
+  client.enable_server_certificate_verification(true);
+  client.set_connection_timeout(10);
+  client.set_read_timeout(10);
+  httplib::Result ready = client.Get("/readyz");
+  ASSERT_TRUE(ready) << httplib::to_string(ready.error());
+  EXPECT_EQ(ready->status, 200) << ready->body;
+  EXPECT_THAT(ready->body, HasSubstr("degraded: stories-2gpu ("));
+  EXPECT_THAT(ready->body, HasSubstr("was lost"));
+  httplib::Result metrics = client.Get("/metrics");
+  ASSERT_TRUE(metrics) << httplib::to_string(metrics.error());
+  EXPECT_THAT(metrics->body, HasSubstr("airlock_model_state{model=\"stories-2gpu\",state=\"degraded\"} 1"));
+  EXPECT_THAT(metrics->body, HasSubstr("airlock_model_state{model=\"stories-cpu\",state=\"loaded\"} 1"));
   StopDaemon();
 }
 

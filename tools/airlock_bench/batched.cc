@@ -43,6 +43,9 @@ absl::Status RunBatched(const BatchedOptions& o) {
   eo.kv_type = o.kv_type == "f32" ? KvCacheType::kF32 : KvCacheType::kF16;
   eo.kv_pool_tokens = static_cast<int64_t>(max_pl) * (eo.n_ctx + eo.kv_block_tokens);
   eo.prefix_cache = false;  // random prompts share nothing; measure the computation itself
+  if (o.device.find(',') != std::string::npos || !o.placement.empty()) {
+    return absl::InvalidArgumentError("several devices (--device A,B --placement P) run with --engine only");
+  }
   AIRLOCK_ASSIGN_OR_RETURN(std::unique_ptr<inference::Backend> backend, inference::CreateDeviceBackend(o.device));
   AIRLOCK_ASSIGN_OR_RETURN(std::unique_ptr<inference::ModelExecutor> ex, backend->CreateExecutor(*model, eo));
   std::mt19937 rng(42);
@@ -127,7 +130,7 @@ absl::Status RunEngineClients(const BatchedOptions& o) {
   eo.max_sequences = max_pl;
   eo.n_batch = std::max(o.n_batch, max_pl);
   eo.kv_type = o.kv_type == "f32" ? KvCacheType::kF32 : KvCacheType::kF16;
-  eo.device = o.device;
+  AIRLOCK_RETURN_IF_ERROR(inference::SetDevicesFromFlags(o.device, o.placement, &eo));
   AIRLOCK_ASSIGN_OR_RETURN(std::unique_ptr<inference::Engine> engine, inference::Engine::Load(o.model_file, eo));
   // Real text, repeated: every client a different window of it, all of the same length.
   std::vector<int32_t> text;

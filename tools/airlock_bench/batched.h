@@ -21,7 +21,8 @@ struct BatchedOptions {
   std::vector<int> ntg = {128};       // generated tokens per sequence (repeatable)
   std::vector<int> npl = {1, 2, 4, 8, 16};  // parallel sequences (repeatable)
   std::string kv_type = "f16";
-  std::string device = "cpu";  // EngineOptions::device
+  std::string device = "cpu";  // EngineOptions::device, or several comma-separated (with --engine)
+  std::string placement;       // with several devices: replicas or layers
   bool json = false;
   // Instead of raw executor steps: N concurrent requests through Engine::Start (the scheduler, as
   // airlockd runs them), each a prompt of npp real-text tokens then ntg greedy tokens; reports

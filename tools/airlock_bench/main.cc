@@ -147,7 +147,10 @@ int main(int argc, char** argv) {
   batched->add_option("--ntg", bo.ntg, "generated tokens per sequence (repeatable)")->capture_default_str();
   batched->add_option("--npl", bo.npl, "parallel sequences (repeatable)")->capture_default_str();
   batched->add_option("--kv-type", bo.kv_type, "f16 or f32")->capture_default_str();
-  batched->add_option("--device", bo.device, "cpu, or a Vulkan device: vulkan:N or vulkan:NAME")->capture_default_str();
+  batched->add_option("--device", bo.device,
+                      "cpu, or a Vulkan device: vulkan:N or vulkan:NAME; with --engine several, comma-separated")
+      ->capture_default_str();
+  batched->add_option("--placement", bo.placement, "with several devices: replicas or layers");
   batched->add_flag("--json", bo.json, "JSON lines output");
   batched->add_option("--rounds", bo.rounds, "with --engine: requests per client, back to back")->capture_default_str();
   batched->add_flag("--engine", bo.engine,

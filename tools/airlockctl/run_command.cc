@@ -25,6 +25,7 @@ struct RunFlags {
   int32_t ctx = 0;
   std::string kv_type = "f16";
   std::string device = "cpu";
+  std::string placement;
   std::vector<std::string> stop;
   bool json = false;
 };
@@ -33,7 +34,10 @@ int Run(const RunFlags& f) {
   inference::EngineOptions options;
   options.n_threads = f.threads > 0 ? f.threads : static_cast<int32_t>(std::max(1u, std::thread::hardware_concurrency()));
   options.n_ctx = f.ctx;
-  options.device = f.device;
+  if (absl::Status s = inference::SetDevicesFromFlags(f.device, f.placement, &options); !s.ok()) {
+    std::fprintf(stderr, "airlockctl run: %s\n", std::string(s.message()).c_str());
+    return 2;
+  }
   if (f.kv_type == "f16") {
     options.kv_type = inference::KvCacheType::kF16;
   } else if (f.kv_type == "f32") {
@@ -122,8 +126,12 @@ void AddRunCommand(CLI::App& app) {
   run->add_option("--threads", flags->threads, "CPU threads (default: all cores)");
   run->add_option("--ctx", flags->ctx, "Context size in tokens (default: model's, at most 4096)");
   run->add_option("--kv-type", flags->kv_type, "KV cache type: f16 or f32")->capture_default_str();
-  run->add_option("--device", flags->device, "cpu, or a Vulkan device: vulkan:N or vulkan:NAME (see airlockctl devices)")
+  run->add_option("--device", flags->device,
+                  "cpu, or a Vulkan device: vulkan:N or vulkan:NAME (see airlockctl devices); several, comma-separated, "
+                  "with --placement")
       ->capture_default_str();
+  run->add_option("--placement", flags->placement,
+                  "with several devices: replicas (a copy of the model on each) or layers (its layers split over them)");
   run->add_option("--stop", flags->stop, "Stop string (repeatable)");
   run->add_flag("--json", flags->json, "Print one JSON object instead of streaming text");
   run->callback([flags] { SetExitCode(Run(*flags)); });

@@ -4,15 +4,14 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <utility>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "inference/backend/cpu/ops.h"
 #include "inference/backend/vulkan/vulkan_device.h"
 #include "inference/backend/vulkan/vulkan_ops.h"
@@ -25,6 +24,7 @@ namespace {
 
 using vulkan::Buffer;
 using vulkan::Device;
+using vulkan::DeviceInfo;
 using vulkan::Dispatch;
 using vulkan::Memory;
 using vulkan::Ops;
@@ -62,30 +62,72 @@ std::vector<const WeightMatrix*> Matrices(const Model& model) {
 
 bool Supported(TensorType t) { return t == TensorType::kF32 || t == TensorType::kF16 || Ops::Quantized(t); }
 
+// The weights and per-step buffers of one device: the whole model, or a run of consecutive layers
+// (placement `layers`), the last of which also holds the output norm and matrix.
+struct Stage {
+  std::unique_ptr<Device> device;
+  std::unique_ptr<Ops> ops;
+  int32_t first = 0, end = 0;  // its layers: [first, end)
+  bool last = false;           // holds the output (norm, matrix, logits)
+  Ops::KvLayout kv;            // its layers' part of the KV cache
+  std::vector<DeviceLayer> layers;
+  DeviceMatrix output;
+  std::unique_ptr<Buffer> output_norm, k_cache, v_cache;
+  std::unique_ptr<Buffer> x, xn, gathered, q, attn, k, v, gate, up, rope, meta, out_index, logits, tables, act_q8_0,
+      act_q8_k;
+  std::string Describe() const {
+    return absl::StrCat(device->label(), " layers ", first, "-", end - 1, last ? " and the output" : "");
+  }
+};
+
+// The bytes of a layer's matrices.
+uint64_t LayerBytes(const LayerWeights& L) {
+  uint64_t bytes = 0;
+  for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) {
+    bytes += static_cast<uint64_t>(w->rows) * w->row_bytes;
+  }
+  return bytes;
+}
+
 class VulkanExecutor : public ModelExecutor {
  public:
-  // `label` receives the device's label ("vulkan:0 (name)").
-  // `lose_after_steps` > 0 injects a device loss at that step (tests of the failure path).
+  // One stage per selector (placement `layers` when several). `label` receives the devices'
+  // labels and, with several, the layers each holds. `lose_after_steps` > 0 injects a loss of the
+  // first device at that step (tests of the failure path).
   static absl::StatusOr<std::unique_ptr<ModelExecutor>> Create(const Model& model, const ExecutorOptions& options,
-                                                               std::string_view selector, int64_t lose_after_steps,
-                                                               std::string* label) {
+                                                               const std::vector<std::string>& selectors,
+                                                               int64_t lose_after_steps, std::string* label) {
     std::unique_ptr<VulkanExecutor> e(new VulkanExecutor(model, options));
-    AIRLOCK_RETURN_IF_ERROR(e->Init(selector));
+    AIRLOCK_RETURN_IF_ERROR(e->Init(selectors));
     e->lose_after_steps_ = lose_after_steps;
-    *label = e->device_->label();
+    if (e->stages_.size() == 1) {
+      *label = e->stages_[0].device->label();
+    } else {
+      std::vector<std::string> parts;
+      for (const Stage& st : e->stages_) parts.push_back(st.Describe());
+      *label = absl::StrJoin(parts, " + ");
+    }
     if (lose_after_steps > 0) absl::StrAppend(label, " [test fault: lost at step ", lose_after_steps, "]");
     return std::unique_ptr<ModelExecutor>(std::move(e));
   }
 
-  std::optional<DeviceUsage> device_usage() const override {
-    return DeviceUsage{device_->label(), device_->device_local_bytes_used(), device_->info().device_local_bytes,
-                       device_->busy_seconds()};
+  std::vector<DeviceUsage> device_usage() const override {
+    std::vector<DeviceUsage> out;
+    for (const Stage& st : stages_) {
+      out.push_back(DeviceUsage{st.device->label(), st.device->device_local_bytes_used(),
+                                st.device->info().device_local_bytes, st.device->busy_seconds()});
+    }
+    return out;
   }
 
   absl::Status Health() const override {
-    if (!device_->lost()) return absl::OkStatus();
-    return absl::UnavailableError(
-        absl::StrCat(device_->label(), " was lost; the model stays unavailable until airlockd restarts"));
+    for (const Stage& st : stages_) {
+      if (st.device->lost()) {
+        return absl::UnavailableError(
+            absl::StrCat(st.device->label(), " was lost; the model stays unavailable until airlockd restarts"));
+      }
+    }
+    return absl::OkStatus();
   }
 
   const ExecutorOptions& options() const override { return options_; }
@@ -95,8 +137,10 @@ class VulkanExecutor : public ModelExecutor {
   absl::Status ForwardBatch(std::span<const BatchEntry> batch) override {
     AIRLOCK_ASSIGN_OR_RETURN(const int64_t total, CheckBatch(batch, kv_pool_, c_.n_vocab, options_.n_batch));
     if (!copy_error_.ok()) return copy_error_;
-    if (lose_after_steps_ > 0 && ++steps_ == lose_after_steps_) device_->SimulateLossForTesting();
-    if (device_->lost()) return absl::UnavailableError(absl::StrCat(device_->label(), " was lost"));
+    if (lose_after_steps_ > 0 && ++steps_ == lose_after_steps_) stages_[0].device->SimulateLossForTesting();
+    for (const Stage& st : stages_) {
+      if (st.device->lost()) return absl::UnavailableError(absl::StrCat(st.device->label(), " was lost"));
+    }
     const int32_t n_embd = c_.n_embd;
     const int32_t bt = options_.kv_block_tokens;
     const WeightMatrix& embd = model_.token_embd();
@@ -125,80 +169,38 @@ class VulkanExecutor : public ModelExecutor {
         if (entry.logits != nullptr && (entry.all_logits || i == len - 1)) out_rows.push_back(static_cast<uint32_t>(t));
       }
     }
-    if (tables.size() * sizeof(uint32_t) > tables_->size()) {
+    if (tables.size() * sizeof(uint32_t) > stages_[0].tables->size()) {
       return absl::InternalError("forward: block tables larger than their buffer");  // bounded by n_batch * blocks
-    }
-    AIRLOCK_RETURN_IF_ERROR(device_->Upload(*x_, x.data(), x.size() * sizeof(float)));
-    AIRLOCK_RETURN_IF_ERROR(device_->Upload(*rope_, rope.data(), rope.size() * sizeof(float)));
-    AIRLOCK_RETURN_IF_ERROR(device_->Upload(*meta_, meta.data(), meta.size() * sizeof(uint32_t)));
-    if (!tables.empty()) AIRLOCK_RETURN_IF_ERROR(device_->Upload(*tables_, tables.data(), tables.size() * sizeof(uint32_t)));
-    if (!out_rows.empty()) {
-      AIRLOCK_RETURN_IF_ERROR(device_->Upload(*out_index_, out_rows.data(), out_rows.size() * sizeof(uint32_t)));
     }
 
     const uint32_t n = static_cast<uint32_t>(total);
-    const uint32_t q_dim = static_cast<uint32_t>(c_.n_embd_q());
-    const uint32_t kv_dim = static_cast<uint32_t>(c_.n_embd_kv());
-    const uint32_t e = static_cast<uint32_t>(n_embd);
-    const uint32_t ff = static_cast<uint32_t>(c_.n_ff);
-    const float kq_scale = 1.0f / std::sqrt(static_cast<float>(c_.head_dim));
-    std::vector<Dispatch> steps;
-    auto add = [&steps](absl::StatusOr<Dispatch> d) { return Append(steps, std::move(d)); };
-    for (uint32_t il = 0; il < static_cast<uint32_t>(c_.n_layer); ++il) {
-      const DeviceLayer& L = layers_[il];
-      for (const LayerOp op : c_.recipe->layer) {
-        switch (op) {
-          case LayerOp::kAttnNorm:
-            AIRLOCK_RETURN_IF_ERROR(add(ops_->RmsNorm(*x_, *L.attn_norm, *xn_, n, e, c_.rms_eps)));
-            break;
-          case LayerOp::kQkvProject:
-            AIRLOCK_RETURN_IF_ERROR(Products({&L.wq, &L.wk, &L.wv}, *xn_, {q_.get(), k_.get(), v_.get()}, n, false, steps));
-            break;
-          case LayerOp::kQkvBias:
-            AIRLOCK_RETURN_IF_ERROR(add(ops_->AddBias(*q_, *L.bq, n, q_dim)));
-            AIRLOCK_RETURN_IF_ERROR(add(ops_->AddBias(*k_, *L.bk, n, kv_dim)));
-            AIRLOCK_RETURN_IF_ERROR(add(ops_->AddBias(*v_, *L.bv, n, kv_dim)));
-            break;
-          case LayerOp::kRope:
-            AIRLOCK_RETURN_IF_ERROR(add(ops_->Rope(*q_, *rope_, n, static_cast<uint32_t>(c_.n_head), kv_.head_dim,
-                                                   static_cast<uint32_t>(c_.n_rot), q_dim, c_.rope_neox)));
-            AIRLOCK_RETURN_IF_ERROR(add(ops_->Rope(*k_, *rope_, n, static_cast<uint32_t>(c_.n_head_kv), kv_.head_dim,
-                                                   static_cast<uint32_t>(c_.n_rot), kv_dim, c_.rope_neox)));
-            break;
-          case LayerOp::kAttention:
-            AIRLOCK_RETURN_IF_ERROR(add(ops_->KvStore(*k_, *v_, *meta_, *k_cache_, *v_cache_, kv_, il, n)));
-            AIRLOCK_RETURN_IF_ERROR(
-                add(ops_->Attention(*q_, *k_cache_, *v_cache_, *meta_, *tables_, *attn_, kv_, il, n, kq_scale)));
-            break;
-          case LayerOp::kAttnOutputAdd:
-            AIRLOCK_RETURN_IF_ERROR(Products({&L.wo}, *attn_, {x_.get()}, n, true, steps));
-            break;
-          case LayerOp::kFfnNorm:
-            AIRLOCK_RETURN_IF_ERROR(add(ops_->RmsNorm(*x_, *L.ffn_norm, *xn_, n, e, c_.rms_eps)));
-            break;
-          case LayerOp::kGateUpProject:
-            AIRLOCK_RETURN_IF_ERROR(Products({&L.w_gate, &L.w_up}, *xn_, {gate_.get(), up_.get()}, n, false, steps));
-            break;
-          case LayerOp::kSwiGlu:
-            AIRLOCK_RETURN_IF_ERROR(add(ops_->SwiGlu(*gate_, *up_, n * ff)));
-            break;
-          case LayerOp::kFfnDownAdd:
-            AIRLOCK_RETURN_IF_ERROR(Products({&L.w_down}, *gate_, {x_.get()}, n, true, steps));
-            break;
-        }
-      }
-    }
     const uint32_t n_out = static_cast<uint32_t>(out_rows.size());
-    const size_t n_vocab = static_cast<size_t>(c_.n_vocab);
-    if (n_out > 0) {
-      AIRLOCK_RETURN_IF_ERROR(add(ops_->GatherRows(*x_, *out_index_, *gathered_, n_out, e)));
-      AIRLOCK_RETURN_IF_ERROR(add(ops_->RmsNorm(*gathered_, *output_norm_, *xn_, n_out, e, c_.rms_eps)));
-      AIRLOCK_RETURN_IF_ERROR(Products({&output_}, *xn_, {logits_.get()}, n_out, false, steps));
+    // Stage after stage; the hidden state goes from one device to the next through the host.
+    for (Stage& st : stages_) {
+      AIRLOCK_RETURN_IF_ERROR(st.device->Upload(*st.x, x.data(), x.size() * sizeof(float)));
+      AIRLOCK_RETURN_IF_ERROR(st.device->Upload(*st.rope, rope.data(), rope.size() * sizeof(float)));
+      AIRLOCK_RETURN_IF_ERROR(st.device->Upload(*st.meta, meta.data(), meta.size() * sizeof(uint32_t)));
+      if (!tables.empty()) {
+        AIRLOCK_RETURN_IF_ERROR(st.device->Upload(*st.tables, tables.data(), tables.size() * sizeof(uint32_t)));
+      }
+      if (st.last && n_out > 0) {
+        AIRLOCK_RETURN_IF_ERROR(st.device->Upload(*st.out_index, out_rows.data(), out_rows.size() * sizeof(uint32_t)));
+      }
+      std::vector<Dispatch> steps;
+      AIRLOCK_RETURN_IF_ERROR(RecordLayers(st, n, steps));
+      if (st.last && n_out > 0) {
+        const uint32_t e = static_cast<uint32_t>(n_embd);
+        AIRLOCK_RETURN_IF_ERROR(Append(steps, st.ops->GatherRows(*st.x, *st.out_index, *st.gathered, n_out, e)));
+        AIRLOCK_RETURN_IF_ERROR(Append(steps, st.ops->RmsNorm(*st.gathered, *st.output_norm, *st.xn, n_out, e, c_.rms_eps)));
+        AIRLOCK_RETURN_IF_ERROR(Products(st, {&st.output}, *st.xn, {st.logits.get()}, n_out, false, steps));
+      }
+      AIRLOCK_RETURN_IF_ERROR(st.device->Run(steps));
+      if (!st.last) AIRLOCK_RETURN_IF_ERROR(st.device->Download(*st.x, x.data(), x.size() * sizeof(float)));
     }
-    AIRLOCK_RETURN_IF_ERROR(device_->Run(steps));
     if (n_out > 0) {
-      std::vector<float> logits(static_cast<size_t>(n_out) * n_vocab);
-      AIRLOCK_RETURN_IF_ERROR(device_->Download(*logits_, logits.data(), logits.size() * sizeof(float)));
+      std::vector<float> logits(static_cast<size_t>(n_out) * static_cast<size_t>(c_.n_vocab));
+      AIRLOCK_RETURN_IF_ERROR(stages_.back().device->Download(*stages_.back().logits, logits.data(),
+                                                              logits.size() * sizeof(float)));
       CopyLogitsOut(batch, logits.data(), c_.n_vocab);
     }
     for (const BatchEntry& entry : batch) entry.seq->Commit(entry.tokens);
@@ -211,9 +213,68 @@ class VulkanExecutor : public ModelExecutor {
         kv_pool_(options.kv_pool_tokens / options.kv_block_tokens, options.kv_block_tokens, options.prefix_cache,
                  [this](int32_t src, int32_t dst) { CopyBlock(src, dst); }) {}
 
+  // The dispatches of a stage's layers for a step of n rows (its x, rope, meta and tables filled).
+  absl::Status RecordLayers(Stage& st, uint32_t n, std::vector<Dispatch>& steps) {
+    auto add = [&steps](absl::StatusOr<Dispatch> d) { return Append(steps, std::move(d)); };
+    const Ops& ops = *st.ops;
+    const uint32_t q_dim = static_cast<uint32_t>(c_.n_embd_q());
+    const uint32_t kv_dim = static_cast<uint32_t>(c_.n_embd_kv());
+    const uint32_t e = static_cast<uint32_t>(c_.n_embd);
+    const uint32_t ff = static_cast<uint32_t>(c_.n_ff);
+    const float kq_scale = 1.0f / std::sqrt(static_cast<float>(c_.head_dim));
+    // il: the layer's index in this stage's part of the KV cache.
+    for (uint32_t il = 0; il < static_cast<uint32_t>(st.layers.size()); ++il) {
+      const DeviceLayer& L = st.layers[il];
+      for (const LayerOp op : c_.recipe->layer) {
+        switch (op) {
+          case LayerOp::kAttnNorm:
+            AIRLOCK_RETURN_IF_ERROR(add(ops.RmsNorm(*st.x, *L.attn_norm, *st.xn, n, e, c_.rms_eps)));
+            break;
+          case LayerOp::kQkvProject:
+            AIRLOCK_RETURN_IF_ERROR(
+                Products(st, {&L.wq, &L.wk, &L.wv}, *st.xn, {st.q.get(), st.k.get(), st.v.get()}, n, false, steps));
+            break;
+          case LayerOp::kQkvBias:
+            AIRLOCK_RETURN_IF_ERROR(add(ops.AddBias(*st.q, *L.bq, n, q_dim)));
+            AIRLOCK_RETURN_IF_ERROR(add(ops.AddBias(*st.k, *L.bk, n, kv_dim)));
+            AIRLOCK_RETURN_IF_ERROR(add(ops.AddBias(*st.v, *L.bv, n, kv_dim)));
+            break;
+          case LayerOp::kRope:
+            AIRLOCK_RETURN_IF_ERROR(add(ops.Rope(*st.q, *st.rope, n, static_cast<uint32_t>(c_.n_head), st.kv.head_dim,
+                                                 static_cast<uint32_t>(c_.n_rot), q_dim, c_.rope_neox)));
+            AIRLOCK_RETURN_IF_ERROR(add(ops.Rope(*st.k, *st.rope, n, static_cast<uint32_t>(c_.n_head_kv), st.kv.head_dim,
+                                                 static_cast<uint32_t>(c_.n_rot), kv_dim, c_.rope_neox)));
+            break;
+          case LayerOp::kAttention:
+            AIRLOCK_RETURN_IF_ERROR(add(ops.KvStore(*st.k, *st.v, *st.meta, *st.k_cache, *st.v_cache, st.kv, il, n)));
+            AIRLOCK_RETURN_IF_ERROR(add(ops.Attention(*st.q, *st.k_cache, *st.v_cache, *st.meta, *st.tables, *st.attn,
+                                                      st.kv, il, n, kq_scale)));
+            break;
+          case LayerOp::kAttnOutputAdd:
+            AIRLOCK_RETURN_IF_ERROR(Products(st, {&L.wo}, *st.attn, {st.x.get()}, n, true, steps));
+            break;
+          case LayerOp::kFfnNorm:
+            AIRLOCK_RETURN_IF_ERROR(add(ops.RmsNorm(*st.x, *L.ffn_norm, *st.xn, n, e, c_.rms_eps)));
+            break;
+          case LayerOp::kGateUpProject:
+            AIRLOCK_RETURN_IF_ERROR(
+                Products(st, {&L.w_gate, &L.w_up}, *st.xn, {st.gate.get(), st.up.get()}, n, false, steps));
+            break;
+          case LayerOp::kSwiGlu:
+            AIRLOCK_RETURN_IF_ERROR(add(ops.SwiGlu(*st.gate, *st.up, n * ff)));
+            break;
+          case LayerOp::kFfnDownAdd:
+            AIRLOCK_RETURN_IF_ERROR(Products(st, {&L.w_down}, *st.gate, {st.x.get()}, n, true, steps));
+            break;
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+
   // y_i (=, or += with accumulate) W_i x for weights sharing one input of n rows: the input is
   // quantised once per activation format the quantised weights among them need (Q8_0, Q8_K).
-  absl::Status Products(std::initializer_list<const DeviceMatrix*> ws, const Buffer& x,
+  absl::Status Products(Stage& st, std::initializer_list<const DeviceMatrix*> ws, const Buffer& x,
                         std::initializer_list<const Buffer*> ys, uint32_t n, bool accumulate,
                         std::vector<Dispatch>& steps) {
     auto add = [&steps](absl::StatusOr<Dispatch> d) { return Append(steps, std::move(d)); };
@@ -223,10 +284,10 @@ class VulkanExecutor : public ModelExecutor {
     for (const DeviceMatrix* w : ws) {
       switch (w->type) {
         case TensorType::kF32:
-          AIRLOCK_RETURN_IF_ERROR(add(ops_->MatMulF32(*w->data, x, **y, w->rows, w->cols, n, accumulate)));
+          AIRLOCK_RETURN_IF_ERROR(add(st.ops->MatMulF32(*w->data, x, **y, w->rows, w->cols, n, accumulate)));
           break;
         case TensorType::kF16:
-          AIRLOCK_RETURN_IF_ERROR(add(ops_->MatMulF16(*w->data, x, **y, w->rows, w->cols, n, accumulate)));
+          AIRLOCK_RETURN_IF_ERROR(add(st.ops->MatMulF16(*w->data, x, **y, w->rows, w->cols, n, accumulate)));
           break;
         case TensorType::kQ4_0:
         case TensorType::kQ8_0:
@@ -234,13 +295,13 @@ class VulkanExecutor : public ModelExecutor {
         case TensorType::kQ6_K: {
           const bool q8_0 = kernels::ActivationType(w->type) == TensorType::kQ8_0;
           bool& done = q8_0 ? quantized_q8_0 : quantized_q8_k;
-          const Buffer& act = q8_0 ? *act_q8_0_ : *act_q8_k_;
+          const Buffer& act = q8_0 ? *st.act_q8_0 : *st.act_q8_k;
           if (!done) {
-            AIRLOCK_RETURN_IF_ERROR(add(ops_->QuantizeActivations(w->type, x, act, n, cols)));
+            AIRLOCK_RETURN_IF_ERROR(add(st.ops->QuantizeActivations(w->type, x, act, n, cols)));
             done = true;
           }
           AIRLOCK_RETURN_IF_ERROR(
-              add(ops_->MatMulQuantized(w->type, *w->data, act, **y, w->rows, w->cols, n, accumulate)));
+              add(st.ops->MatMulQuantized(w->type, *w->data, act, **y, w->rows, w->cols, n, accumulate)));
           break;
         }
         default:
@@ -251,15 +312,15 @@ class VulkanExecutor : public ModelExecutor {
     return absl::OkStatus();
   }
 
-  // Refuses what this backend does not run yet, plans the device memory, then uploads.
-  absl::Status Init(std::string_view selector) {
+  // Refuses what this backend does not run yet, opens the devices, splits the layers over them,
+  // plans each device's memory, then uploads.
+  absl::Status Init(const std::vector<std::string>& selectors) {
     if (options_.n_ctx > static_cast<int32_t>(Ops::kMaxAttentionPositions)) {
       return absl::UnimplementedError(absl::StrCat("the Vulkan backend attends over at most ", Ops::kMaxAttentionPositions,
                                                    " positions so far; context ", options_.n_ctx, " asked"));
     }
     if (c_.n_head % c_.n_head_kv != 0) return absl::InvalidArgumentError("n_head is not a multiple of n_head_kv");
-    const std::vector<const WeightMatrix*> matrices = Matrices(model_);
-    for (const WeightMatrix* w : matrices) {
+    for (const WeightMatrix* w : Matrices(model_)) {
       if (!Supported(w->type)) {
         return absl::UnimplementedError(absl::StrCat(
             "the Vulkan backend multiplies F32, F16, Q4_0, Q8_0, Q4_K and Q6_K weights so far; ", w->name, " is ",
@@ -271,63 +332,116 @@ class VulkanExecutor : public ModelExecutor {
             absl::StrCat(w->name, ": ", TensorTypeName(w->type), " rows of ", w->cols, " columns"));
       }
     }
+    if (selectors.empty()) return absl::InvalidArgumentError("no device to place the model on");
+    if (static_cast<size_t>(c_.n_layer) < selectors.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("the model has ", c_.n_layer, " layers: too few to place over ",
+                                                     selectors.size(), " devices"));
+    }
+    std::vector<uint64_t> memory, layer_bytes;
+    for (const std::string& selector : selectors) {
+      Stage st;
+      AIRLOCK_ASSIGN_OR_RETURN(st.device, Device::Open(selector));
+      AIRLOCK_ASSIGN_OR_RETURN(st.ops, Ops::Create(*st.device));
+      memory.push_back(st.device->info().device_local_bytes);
+      stages_.push_back(std::move(st));
+    }
+    for (const LayerWeights& L : model_.layers()) layer_bytes.push_back(LayerBytes(L));
+    const std::vector<int32_t> starts = SplitLayers(layer_bytes, memory);
+    for (size_t i = 0; i < stages_.size(); ++i) {
+      stages_[i].first = starts[i];
+      stages_[i].end = starts[i + 1];
+      stages_[i].last = i + 1 == stages_.size();
+    }
+    // Every device's plan first, so that a model that does not fit is refused before any upload.
+    for (Stage& st : stages_) AIRLOCK_RETURN_IF_ERROR(Plan(st));
+    for (Stage& st : stages_) AIRLOCK_RETURN_IF_ERROR(Upload(st));
+    return absl::OkStatus();
+  }
 
-    AIRLOCK_ASSIGN_OR_RETURN(device_, Device::Open(selector));
-    AIRLOCK_ASSIGN_OR_RETURN(ops_, Ops::Create(*device_));
-    kv_.n_blocks = static_cast<uint32_t>(kv_pool_.n_blocks());
-    kv_.n_layer = static_cast<uint32_t>(c_.n_layer);
-    kv_.block_tokens = static_cast<uint32_t>(options_.kv_block_tokens);
-    kv_.n_head = static_cast<uint32_t>(c_.n_head);
-    kv_.n_head_kv = static_cast<uint32_t>(c_.n_head_kv);
-    kv_.head_dim = static_cast<uint32_t>(c_.head_dim);
-    kv_.f16 = options_.kv_type == KvCacheType::kF16;
+  // A stage's part of the KV cache: its layers only, every block of the pool.
+  Ops::KvLayout Layout(const Stage& st) const {
+    Ops::KvLayout kv;
+    kv.n_blocks = static_cast<uint32_t>(kv_pool_.n_blocks());
+    kv.n_layer = static_cast<uint32_t>(st.end - st.first);
+    kv.block_tokens = static_cast<uint32_t>(options_.kv_block_tokens);
+    kv.n_head = static_cast<uint32_t>(c_.n_head);
+    kv.n_head_kv = static_cast<uint32_t>(c_.n_head_kv);
+    kv.head_dim = static_cast<uint32_t>(c_.head_dim);
+    kv.f16 = options_.kv_type == KvCacheType::kF16;
+    return kv;
+  }
 
-    // Memory plan: every buffer within the device's per-buffer limit, all of them within its memory.
+  uint64_t Widest() const {
+    return std::max<uint64_t>({static_cast<uint64_t>(c_.n_embd), static_cast<uint64_t>(c_.n_embd_q()),
+                               static_cast<uint64_t>(c_.n_ff)});
+  }
+
+  // Memory plan of a stage: every buffer within the device's per-buffer limit, all of them within
+  // its memory; RESOURCE_EXHAUSTED with the numbers otherwise.
+  absl::Status Plan(Stage& st) {
+    st.kv = Layout(st);
     const uint64_t nb = static_cast<uint64_t>(options_.n_batch);
-    const uint64_t widest = std::max<uint64_t>({static_cast<uint64_t>(c_.n_embd), static_cast<uint64_t>(c_.n_embd_q()),
-                                                static_cast<uint64_t>(c_.n_ff)});
     struct Planned {
       std::string what;
       uint64_t bytes;
     };
     std::vector<Planned> plan;
-    for (const WeightMatrix* w : matrices) plan.push_back({w->name, static_cast<uint64_t>(w->rows) * w->row_bytes});
-    plan.push_back({"K cache", kv_.bytes()});
-    plan.push_back({"V cache", kv_.bytes()});
-    plan.push_back({"logits", nb * static_cast<uint64_t>(c_.n_vocab) * 4});
-    plan.push_back({"activations", 8 * nb * widest * 4});
+    for (int32_t l = st.first; l < st.end; ++l) {
+      const LayerWeights& L = model_.layers()[static_cast<size_t>(l)];
+      for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) {
+        plan.push_back({w->name, static_cast<uint64_t>(w->rows) * w->row_bytes});
+      }
+    }
+    if (st.last) {
+      plan.push_back({model_.output().name, static_cast<uint64_t>(model_.output().rows) * model_.output().row_bytes});
+      plan.push_back({"logits", nb * static_cast<uint64_t>(c_.n_vocab) * 4});
+    }
+    plan.push_back({"K cache", st.kv.bytes()});
+    plan.push_back({"V cache", st.kv.bytes()});
+    plan.push_back({"activations", 8 * nb * Widest() * 4});
     uint64_t total = 0;
+    const DeviceInfo& info = st.device->info();
     for (const Planned& p : plan) {
-      if (p.bytes > device_->info().max_buffer_bytes) {
+      if (p.bytes > info.max_buffer_bytes) {
         return absl::ResourceExhaustedError(absl::StrCat(p.what, " needs ", MiB(p.bytes), " in one buffer; ",
-                                                         device_->label(), " allows ", MiB(device_->info().max_buffer_bytes)));
+                                                         st.device->label(), " allows ", MiB(info.max_buffer_bytes)));
       }
       total += p.bytes;
     }
-    if (device_->info().device_local_bytes > 0 && total > device_->info().device_local_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat("the model needs ", MiB(total), " on the device; ", device_->label(),
-                                                       " has ", MiB(device_->info().device_local_bytes)));
+    if (info.device_local_bytes > 0 && total > info.device_local_bytes) {
+      const std::string what = stages_.size() == 1 ? std::string("the model")
+                                                   : absl::StrCat("layers ", st.first, "-", st.end - 1,
+                                                                  st.last ? " and the output" : "");
+      return absl::ResourceExhaustedError(absl::StrCat(what, " need", stages_.size() == 1 ? "s " : " ", MiB(total),
+                                                       " on the device; ", st.device->label(), " has ",
+                                                       MiB(info.device_local_bytes)));
     }
+    return absl::OkStatus();
+  }
 
-    // Weights, in the file's layout.
+  // Weights, KV cache and per-step buffers of a stage, on its device.
+  absl::Status Upload(Stage& st) {
+    Device& device = *st.device;
+    const uint64_t nb = static_cast<uint64_t>(options_.n_batch);
     auto upload_matrix = [&](const WeightMatrix& w) -> absl::StatusOr<DeviceMatrix> {
       const size_t bytes = static_cast<size_t>(w.rows) * w.row_bytes;
       DeviceMatrix d;
-      AIRLOCK_ASSIGN_OR_RETURN(d.data, device_->CreateBuffer(bytes, Memory::kDeviceLocal));
-      AIRLOCK_RETURN_IF_ERROR(device_->Upload(*d.data, w.data, bytes));
+      AIRLOCK_ASSIGN_OR_RETURN(d.data, device.CreateBuffer(bytes, Memory::kDeviceLocal));
+      AIRLOCK_RETURN_IF_ERROR(device.Upload(*d.data, w.data, bytes));
       d.type = w.type;
       d.rows = static_cast<uint32_t>(w.rows);
       d.cols = static_cast<uint32_t>(w.cols);
       return d;
     };
     auto upload_vector = [&](const std::vector<float>& v) -> absl::StatusOr<std::unique_ptr<Buffer>> {
-      AIRLOCK_ASSIGN_OR_RETURN(std::unique_ptr<Buffer> b, device_->CreateBuffer(v.size() * sizeof(float), Memory::kDeviceLocal));
-      AIRLOCK_RETURN_IF_ERROR(device_->Upload(*b, v.data(), v.size() * sizeof(float)));
+      AIRLOCK_ASSIGN_OR_RETURN(std::unique_ptr<Buffer> b, device.CreateBuffer(v.size() * sizeof(float), Memory::kDeviceLocal));
+      AIRLOCK_RETURN_IF_ERROR(device.Upload(*b, v.data(), v.size() * sizeof(float)));
       return b;
     };
     const bool has_bias = std::find(c_.recipe->layer.begin(), c_.recipe->layer.end(), LayerOp::kQkvBias) !=
                           c_.recipe->layer.end();
-    for (const LayerWeights& L : model_.layers()) {
+    for (int32_t l = st.first; l < st.end; ++l) {
+      const LayerWeights& L = model_.layers()[static_cast<size_t>(l)];
       DeviceLayer d;
       AIRLOCK_ASSIGN_OR_RETURN(d.attn_norm, upload_vector(L.attn_norm));
       AIRLOCK_ASSIGN_OR_RETURN(d.ffn_norm, upload_vector(L.ffn_norm));
@@ -343,50 +457,55 @@ class VulkanExecutor : public ModelExecutor {
       AIRLOCK_ASSIGN_OR_RETURN(d.w_gate, upload_matrix(L.w_gate));
       AIRLOCK_ASSIGN_OR_RETURN(d.w_up, upload_matrix(L.w_up));
       AIRLOCK_ASSIGN_OR_RETURN(d.w_down, upload_matrix(L.w_down));
-      layers_.push_back(std::move(d));
+      st.layers.push_back(std::move(d));
     }
-    AIRLOCK_ASSIGN_OR_RETURN(output_, upload_matrix(model_.output()));
-    AIRLOCK_ASSIGN_OR_RETURN(output_norm_, upload_vector(model_.output_norm()));
+    auto rows_of = [&](uint64_t width, Memory memory) { return device.CreateBuffer(nb * width * 4, memory); };
+    if (st.last) {
+      AIRLOCK_ASSIGN_OR_RETURN(st.output, upload_matrix(model_.output()));
+      AIRLOCK_ASSIGN_OR_RETURN(st.output_norm, upload_vector(model_.output_norm()));
+      AIRLOCK_ASSIGN_OR_RETURN(st.gathered, rows_of(c_.n_embd, Memory::kDeviceLocal));
+      AIRLOCK_ASSIGN_OR_RETURN(st.out_index, rows_of(1, Memory::kHostVisible));
+      AIRLOCK_ASSIGN_OR_RETURN(st.logits, rows_of(c_.n_vocab, Memory::kHostVisible));
+    }
 
     // The KV cache (a block's slots are read only after this sequence's own step wrote them).
-    AIRLOCK_ASSIGN_OR_RETURN(k_cache_, device_->CreateBuffer(kv_.bytes(), Memory::kDeviceLocal));
-    AIRLOCK_ASSIGN_OR_RETURN(v_cache_, device_->CreateBuffer(kv_.bytes(), Memory::kDeviceLocal));
+    AIRLOCK_ASSIGN_OR_RETURN(st.k_cache, device.CreateBuffer(st.kv.bytes(), Memory::kDeviceLocal));
+    AIRLOCK_ASSIGN_OR_RETURN(st.v_cache, device.CreateBuffer(st.kv.bytes(), Memory::kDeviceLocal));
 
     // Per-step buffers for n_batch rows.
-    auto rows_of = [&](uint64_t width, Memory memory) { return device_->CreateBuffer(nb * width * 4, memory); };
-    AIRLOCK_ASSIGN_OR_RETURN(x_, rows_of(c_.n_embd, Memory::kDeviceLocal));
-    AIRLOCK_ASSIGN_OR_RETURN(xn_, rows_of(c_.n_embd, Memory::kDeviceLocal));
-    AIRLOCK_ASSIGN_OR_RETURN(gathered_, rows_of(c_.n_embd, Memory::kDeviceLocal));
-    AIRLOCK_ASSIGN_OR_RETURN(q_, rows_of(c_.n_embd_q(), Memory::kDeviceLocal));
-    AIRLOCK_ASSIGN_OR_RETURN(attn_, rows_of(c_.n_embd_q(), Memory::kDeviceLocal));
-    AIRLOCK_ASSIGN_OR_RETURN(k_, rows_of(c_.n_embd_kv(), Memory::kDeviceLocal));
-    AIRLOCK_ASSIGN_OR_RETURN(v_, rows_of(c_.n_embd_kv(), Memory::kDeviceLocal));
-    AIRLOCK_ASSIGN_OR_RETURN(gate_, rows_of(c_.n_ff, Memory::kDeviceLocal));
-    AIRLOCK_ASSIGN_OR_RETURN(up_, rows_of(c_.n_ff, Memory::kDeviceLocal));
-    AIRLOCK_ASSIGN_OR_RETURN(rope_, rows_of(c_.n_rot, Memory::kHostVisible));
-    AIRLOCK_ASSIGN_OR_RETURN(meta_, rows_of(Ops::kMetaWords, Memory::kHostVisible));
-    AIRLOCK_ASSIGN_OR_RETURN(out_index_, rows_of(1, Memory::kHostVisible));
-    AIRLOCK_ASSIGN_OR_RETURN(logits_, rows_of(c_.n_vocab, Memory::kHostVisible));
+    AIRLOCK_ASSIGN_OR_RETURN(st.x, rows_of(c_.n_embd, Memory::kDeviceLocal));
+    AIRLOCK_ASSIGN_OR_RETURN(st.xn, rows_of(c_.n_embd, Memory::kDeviceLocal));
+    AIRLOCK_ASSIGN_OR_RETURN(st.q, rows_of(c_.n_embd_q(), Memory::kDeviceLocal));
+    AIRLOCK_ASSIGN_OR_RETURN(st.attn, rows_of(c_.n_embd_q(), Memory::kDeviceLocal));
+    AIRLOCK_ASSIGN_OR_RETURN(st.k, rows_of(c_.n_embd_kv(), Memory::kDeviceLocal));
+    AIRLOCK_ASSIGN_OR_RETURN(st.v, rows_of(c_.n_embd_kv(), Memory::kDeviceLocal));
+    AIRLOCK_ASSIGN_OR_RETURN(st.gate, rows_of(c_.n_ff, Memory::kDeviceLocal));
+    AIRLOCK_ASSIGN_OR_RETURN(st.up, rows_of(c_.n_ff, Memory::kDeviceLocal));
+    AIRLOCK_ASSIGN_OR_RETURN(st.rope, rows_of(c_.n_rot, Memory::kHostVisible));
+    AIRLOCK_ASSIGN_OR_RETURN(st.meta, rows_of(Ops::kMetaWords, Memory::kHostVisible));
     // Quantised activations (Q8_0 and Q8_K blocks) of the widest input, one row per batch entry.
     const auto quantised_rows = [&](TensorType type) {
       const TensorTypeTraits& t = Traits(type);
-      return nb * (widest / static_cast<uint64_t>(t.block_size) + 1) * t.block_bytes;
+      return nb * (Widest() / static_cast<uint64_t>(t.block_size) + 1) * t.block_bytes;
     };
-    AIRLOCK_ASSIGN_OR_RETURN(act_q8_0_, device_->CreateBuffer(quantised_rows(TensorType::kQ8_0), Memory::kDeviceLocal));
-    AIRLOCK_ASSIGN_OR_RETURN(act_q8_k_, device_->CreateBuffer(quantised_rows(TensorType::kQ8_K), Memory::kDeviceLocal));
+    AIRLOCK_ASSIGN_OR_RETURN(st.act_q8_0, device.CreateBuffer(quantised_rows(TensorType::kQ8_0), Memory::kDeviceLocal));
+    AIRLOCK_ASSIGN_OR_RETURN(st.act_q8_k, device.CreateBuffer(quantised_rows(TensorType::kQ8_K), Memory::kDeviceLocal));
     // Every entry has at least one token, so a step has at most n_batch block tables.
-    const uint64_t blocks_per_seq = (static_cast<uint64_t>(options_.n_ctx) + kv_.block_tokens - 1) / kv_.block_tokens;
-    AIRLOCK_ASSIGN_OR_RETURN(tables_, device_->CreateBuffer(nb * blocks_per_seq * 4, Memory::kHostVisible));
+    const uint64_t blocks_per_seq = (static_cast<uint64_t>(options_.n_ctx) + st.kv.block_tokens - 1) / st.kv.block_tokens;
+    AIRLOCK_ASSIGN_OR_RETURN(st.tables, device.CreateBuffer(nb * blocks_per_seq * 4, Memory::kHostVisible));
     return absl::OkStatus();
   }
 
-  // Copy-on-write of a shared block (KvPool): every layer's K and V of block src into dst.
+  // Copy-on-write of a shared block (KvPool): every layer's K and V of block src into dst, on
+  // every device.
   void CopyBlock(int32_t src, int32_t dst) {
-    const size_t block_bytes = static_cast<size_t>(kv_.bytes() / kv_.n_blocks);
-    for (Buffer* cache : {k_cache_.get(), v_cache_.get()}) {
-      absl::Status s = device_->Copy(*cache, static_cast<size_t>(src) * block_bytes, *cache,
-                                     static_cast<size_t>(dst) * block_bytes, block_bytes);
-      if (!s.ok() && copy_error_.ok()) copy_error_ = s;  // reported by the next ForwardBatch
+    for (Stage& st : stages_) {
+      const size_t block_bytes = static_cast<size_t>(st.kv.bytes() / st.kv.n_blocks);
+      for (Buffer* cache : {st.k_cache.get(), st.v_cache.get()}) {
+        absl::Status s = st.device->Copy(*cache, static_cast<size_t>(src) * block_bytes, *cache,
+                                         static_cast<size_t>(dst) * block_bytes, block_bytes);
+        if (!s.ok() && copy_error_.ok()) copy_error_ = s;  // reported by the next ForwardBatch
+      }
     }
   }
 
@@ -394,14 +513,7 @@ class VulkanExecutor : public ModelExecutor {
   const ModelConfig& c_;
   ExecutorOptions options_;
   KvPool kv_pool_;
-  std::unique_ptr<Device> device_;
-  std::unique_ptr<Ops> ops_;
-  Ops::KvLayout kv_;
-  std::vector<DeviceLayer> layers_;
-  DeviceMatrix output_;
-  std::unique_ptr<Buffer> output_norm_, k_cache_, v_cache_;
-  std::unique_ptr<Buffer> x_, xn_, gathered_, q_, attn_, k_, v_, gate_, up_, rope_, meta_, out_index_, logits_, tables_,
-      act_q8_0_, act_q8_k_;
+  std::vector<Stage> stages_;
   absl::Status copy_error_;
   int64_t lose_after_steps_ = 0;
   int64_t steps_ = 0;
@@ -409,20 +521,38 @@ class VulkanExecutor : public ModelExecutor {
 
 class VulkanBackend : public Backend {
  public:
-  explicit VulkanBackend(std::string_view selector) : selector_(selector) {}
-  // The device's label once an executor has opened it ("vulkan:0 (name)"), else the selector.
-  std::string name() const override { return label_.empty() ? selector_ : label_; }
+  explicit VulkanBackend(std::vector<std::string> selectors) : selectors_(std::move(selectors)) {}
+  // The devices' labels once an executor has opened them ("vulkan:0 (name)"), else the selectors.
+  std::string name() const override { return label_.empty() ? absl::StrJoin(selectors_, " + ") : label_; }
 
   absl::StatusOr<uint64_t> DefaultKvPoolBytes(const Model& model) const override {
     AIRLOCK_ASSIGN_OR_RETURN(const std::vector<vulkan::DeviceInfo> devices, vulkan::ListDevices());
-    AIRLOCK_ASSIGN_OR_RETURN(const int index, vulkan::ResolveDevice(selector_, devices));
-    const vulkan::DeviceInfo& info = devices[static_cast<size_t>(index)];
-    uint64_t weights = 0;
-    for (const WeightMatrix* w : Matrices(model)) weights += static_cast<uint64_t>(w->rows) * w->row_bytes;
-    // Nothing left beside the weights: CreateExecutor's memory plan says so with the numbers.
-    const uint64_t beside = info.device_local_bytes > weights ? info.device_local_bytes - weights : 0;
-    // K and V are one buffer each.
-    return std::min(beside / 2, 2 * info.max_buffer_bytes);
+    std::vector<const vulkan::DeviceInfo*> infos;
+    std::vector<uint64_t> memory, layer_bytes;
+    for (const std::string& selector : selectors_) {
+      AIRLOCK_ASSIGN_OR_RETURN(const int index, vulkan::ResolveDevice(selector, devices));
+      infos.push_back(&devices[static_cast<size_t>(index)]);
+      memory.push_back(infos.back()->device_local_bytes);
+    }
+    for (const LayerWeights& L : model.layers()) layer_bytes.push_back(LayerBytes(L));
+    if (layer_bytes.size() < infos.size()) return uint64_t{0};  // CreateExecutor says why
+    const std::vector<int32_t> starts = SplitLayers(layer_bytes, memory);
+    // Each device holds its layers' share of every position; the pool is as large as the device
+    // with the least room for its share allows.
+    const double n_layer = static_cast<double>(layer_bytes.size());
+    double pool = 0;
+    for (size_t i = 0; i < infos.size(); ++i) {
+      uint64_t weights = 0;
+      for (int32_t l = starts[i]; l < starts[i + 1]; ++l) weights += layer_bytes[static_cast<size_t>(l)];
+      if (i + 1 == infos.size()) weights += static_cast<uint64_t>(model.output().rows) * model.output().row_bytes;
+      // Nothing left beside the weights: CreateExecutor's memory plan says so with the numbers.
+      const uint64_t beside = infos[i]->device_local_bytes > weights ? infos[i]->device_local_bytes - weights : 0;
+      // K and V are one buffer each.
+      const double share = static_cast<double>(starts[i + 1] - starts[i]) / n_layer;
+      const double here = static_cast<double>(std::min(beside / 2, 2 * infos[i]->max_buffer_bytes)) / share;
+      pool = i == 0 ? here : std::min(pool, here);
+    }
+    return static_cast<uint64_t>(pool);
   }
 
   absl::StatusOr<std::unique_ptr<ModelExecutor>> CreateExecutor(const Model& model,
@@ -431,26 +561,54 @@ class VulkanBackend : public Backend {
     if (o.kv_pool_tokens > (int64_t{1} << 24)) {
       return absl::InvalidArgumentError(absl::StrCat("a KV pool of ", o.kv_pool_tokens, " tokens is too large"));
     }
-    // Fault injection for the end-to-end tests of a lost device: the variable's value is the step
-    // at which the device counts as lost. Named in the device label, so the start-up log shows it.
-    int64_t lose_after_steps = 0;
-    if (const char* v = std::getenv("AIRLOCK_TEST_VULKAN_LOST_AT_STEP"); v != nullptr) {
-      if (!absl::SimpleAtoi(v, &lose_after_steps) || lose_after_steps <= 0) {
-        return absl::InvalidArgumentError("AIRLOCK_TEST_VULKAN_LOST_AT_STEP must be a positive step number");
-      }
-    }
-    return VulkanExecutor::Create(model, o, selector_, lose_after_steps, &label_);
+    return VulkanExecutor::Create(model, o, selectors_, o.test_device_lost_at_step, &label_);
   }
 
  private:
-  std::string selector_;
+  std::vector<std::string> selectors_;
   std::string label_;
 };
 
 }  // namespace
 
 std::unique_ptr<Backend> CreateVulkanBackend(std::string_view selector) {
-  return std::make_unique<VulkanBackend>(selector);
+  return std::make_unique<VulkanBackend>(std::vector<std::string>{std::string(selector)});
+}
+
+std::unique_ptr<Backend> CreateVulkanLayersBackend(std::vector<std::string> selectors) {
+  return std::make_unique<VulkanBackend>(std::move(selectors));
+}
+
+std::vector<int32_t> SplitLayers(std::span<const uint64_t> layer_bytes, std::span<const uint64_t> device_memory) {
+  const size_t n_dev = device_memory.size();
+  const size_t n_layer = layer_bytes.size();
+  std::vector<int32_t> starts = {0};
+  if (n_dev == 0) return starts;
+  // Shares by memory; equal shares when any device's memory is unknown.
+  const bool known = std::all_of(device_memory.begin(), device_memory.end(), [](uint64_t m) { return m > 0; });
+  double all_memory = 0, all_bytes = 0;
+  for (size_t d = 0; d < n_dev; ++d) all_memory += known ? static_cast<double>(device_memory[d]) : 1.0;
+  for (uint64_t b : layer_bytes) all_bytes += static_cast<double>(b);
+  double memory_so_far = 0, bytes_so_far = 0;
+  size_t next = 0;
+  for (size_t d = 0; d + 1 < n_dev; ++d) {
+    memory_so_far += known ? static_cast<double>(device_memory[d]) : 1.0;
+    const double target = all_bytes * memory_so_far / all_memory;
+    // At least one layer here, and one left for each later device.
+    const size_t lo = next + 1;
+    const size_t hi = n_layer >= n_dev - d - 1 ? n_layer - (n_dev - d - 1) : lo;
+    size_t end = std::min(lo, n_layer);
+    bytes_so_far += end > next ? static_cast<double>(layer_bytes[next]) : 0;
+    // Take the next layer while that leaves the running total nearer its target.
+    while (end < hi && bytes_so_far + static_cast<double>(layer_bytes[end]) / 2 <= target) {
+      bytes_so_far += static_cast<double>(layer_bytes[end]);
+      ++end;
+    }
+    starts.push_back(static_cast<int32_t>(end));
+    next = end;
+  }
+  starts.push_back(static_cast<int32_t>(n_layer));
+  return starts;
 }
 
 }  // namespace airlock::inference

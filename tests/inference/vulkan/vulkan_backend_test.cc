@@ -277,27 +277,141 @@ TEST_F(VulkanBackendTest, DeviceUsageCountsItsMemoryAndBusyTime) {
   auto gpu = CreateVulkanBackend(vulkan::TestDeviceSelector());
   auto ex = Make(*gpu);
   ASSERT_TRUE(ex);
-  const std::optional<ModelExecutor::DeviceUsage> before = ex->device_usage();
-  ASSERT_TRUE(before.has_value());
-  EXPECT_THAT(before->device, ::testing::StartsWith("vulkan:"));
+  const std::vector<ModelExecutor::DeviceUsage> before_all = ex->device_usage();
+  ASSERT_EQ(before_all.size(), 1u);
+  const ModelExecutor::DeviceUsage& before = before_all[0];
+  EXPECT_THAT(before.device, ::testing::StartsWith("vulkan:"));
   uint64_t weights = static_cast<uint64_t>(model_->output().rows) * model_->output().row_bytes;
   for (const LayerWeights& L : model_->layers()) {
     for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) {
       weights += static_cast<uint64_t>(w->rows) * w->row_bytes;
     }
   }
-  EXPECT_GE(before->memory_used_bytes, weights);
-  if (before->memory_total_bytes > 0) {
-    EXPECT_LE(before->memory_used_bytes, before->memory_total_bytes);
+  EXPECT_GE(before.memory_used_bytes, weights);
+  if (before.memory_total_bytes > 0) {
+    EXPECT_LE(before.memory_used_bytes, before.memory_total_bytes);
   }
   AllLogits(*ex, prompt_);
-  const std::optional<ModelExecutor::DeviceUsage> after = ex->device_usage();
-  ASSERT_TRUE(after.has_value());
-  EXPECT_GT(after->busy_seconds, before->busy_seconds);
-  EXPECT_EQ(after->memory_used_bytes, before->memory_used_bytes);  // steps allocate nothing
+  const std::vector<ModelExecutor::DeviceUsage> after = ex->device_usage();
+  ASSERT_EQ(after.size(), 1u);
+  EXPECT_GT(after[0].busy_seconds, before.busy_seconds);
+  EXPECT_EQ(after[0].memory_used_bytes, before.memory_used_bytes);  // steps allocate nothing
   auto cpu = Make(*CreateCpuBackend());
   ASSERT_TRUE(cpu);
-  EXPECT_FALSE(cpu->device_usage().has_value());
+  EXPECT_TRUE(cpu->device_usage().empty());
+}
+
+// Placement `layers`: how a model's layers are split over devices.
+TEST(SplitLayersTest, ConsecutiveLayersInProportionToEachDevicesMemory) {
+  const std::vector<uint64_t> eight(8, 100);
+  EXPECT_EQ(SplitLayers(eight, std::vector<uint64_t>{16, 16}), (std::vector<int32_t>{0, 4, 8}));
+  EXPECT_EQ(SplitLayers(eight, std::vector<uint64_t>{48, 16}), (std::vector<int32_t>{0, 6, 8}));
+  EXPECT_EQ(SplitLayers(eight, std::vector<uint64_t>{16, 48}), (std::vector<int32_t>{0, 2, 8}));
+  // Memory unknown (0) on any device: equal shares.
+  EXPECT_EQ(SplitLayers(eight, std::vector<uint64_t>{0, 48}), (std::vector<int32_t>{0, 4, 8}));
+  // By bytes, not by count: one heavy layer fills the first device's half.
+  EXPECT_EQ(SplitLayers(std::vector<uint64_t>{400, 100, 100, 100, 100}, std::vector<uint64_t>{1, 1}),
+            (std::vector<int32_t>{0, 1, 5}));
+  // At least one layer each, however lopsided the memory.
+  EXPECT_EQ(SplitLayers(std::vector<uint64_t>{100, 100, 100}, std::vector<uint64_t>{1000, 1, 1}),
+            (std::vector<int32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(SplitLayers(std::vector<uint64_t>{100, 100, 100}, std::vector<uint64_t>{1, 1, 1000}),
+            (std::vector<int32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(SplitLayers(std::vector<uint64_t>(7, 1), std::vector<uint64_t>{1, 1, 1}),
+            (std::vector<int32_t>{0, 2, 5, 7}));
+}
+
+// Two logical devices on the one test device, each holding consecutive layers: the hidden state
+// crosses from one to the next through the host, and every logit is the one a single device
+// computes, bit for bit: teacher-forced, batched, and after a copy-on-write of a shared block
+// (which must reach both devices' parts of the KV cache).
+TEST_F(VulkanBackendTest, LayersOverTwoDevicesComputeExactlyWhatOneDeviceDoes) {
+  const std::string sel = vulkan::TestDeviceSelector();
+  ExecutorOptions o = F32Options();
+  o.kv_block_tokens = 4;
+  o.prefix_cache = true;
+  // The same work on an executor: a prompt, a batch of three with one sharing its prefix and
+  // diverging inside a shared block, then a decode step of each.
+  auto run = [&](ModelExecutor& ex) {
+    std::vector<float> out = AllLogits(ex, prompt_);
+    auto a = *ex.NewSequence();
+    auto b = *ex.NewSequence();
+    auto c = *ex.NewSequence();
+    std::vector<float> la(nv_), lb(2 * nv_), lc(nv_);
+    EXPECT_TRUE(ex.Forward(*a, prompt_, la.data(), false).ok());
+    EXPECT_EQ(b->AdoptPrefix(prompt_, 12), 12);
+    b->Truncate(10);
+    const std::vector<int32_t> tail = {42, 43}, other = {1, 300, 301, 302, 303};
+    EXPECT_TRUE(b->Reserve(2) && c->Reserve(5));
+    std::vector<BatchEntry> batch(2);
+    batch[0].seq = b.get();
+    batch[0].tokens = tail;
+    batch[0].logits = lb.data();
+    batch[0].all_logits = true;
+    batch[1].seq = c.get();
+    batch[1].tokens = other;
+    batch[1].logits = lc.data();
+    EXPECT_TRUE(ex.ForwardBatch(batch).ok());
+    out.insert(out.end(), la.begin(), la.end());
+    out.insert(out.end(), lb.begin(), lb.end());
+    out.insert(out.end(), lc.begin(), lc.end());
+    const int32_t next = 7;
+    for (Sequence* s : {a.get(), b.get(), c.get()}) {
+      EXPECT_TRUE(ex.Forward(*s, std::span<const int32_t>(&next, 1), la.data(), false).ok());
+      out.insert(out.end(), la.begin(), la.end());
+    }
+    return out;
+  };
+  auto one_backend = CreateVulkanBackend(sel);
+  auto one = Make(*one_backend, o);
+  auto two_backend = CreateVulkanLayersBackend({sel, sel});
+  auto two = Make(*two_backend, o);
+  ASSERT_TRUE(one && two);
+  EXPECT_THAT(two_backend->name(), ::testing::MatchesRegex("vulkan:.* layers 0-[0-9]+ \\+ vulkan:.* layers [0-9]+-[0-9]+ and the output"));
+  const std::vector<float> want = run(*one);
+  EXPECT_EQ(run(*two), want);
+  // Both devices did part of every step and hold part of the weights.
+  const std::vector<ModelExecutor::DeviceUsage> usage = two->device_usage();
+  ASSERT_EQ(usage.size(), 2u);
+  for (const ModelExecutor::DeviceUsage& u : usage) {
+    EXPECT_GT(u.busy_seconds, 0);
+    EXPECT_GT(u.memory_used_bytes, 0u);
+  }
+  // A quantised model (Q4_K and Q6_K products) with one layer per device.
+  const std::string path = testing::SharedPath("models/synth-llama-2L-256d-q4_k_m.gguf");
+  AIRLOCK_REQUIRE_SHARED_FILE(path);
+  auto q = Model::Load(path);
+  ASSERT_TRUE(q.ok()) << q.status();
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 40; ++i) tokens.push_back((i * 7919 + 13) % (*q)->config().n_vocab);
+  auto q_one = one_backend->CreateExecutor(**q, F32Options());
+  auto q_two = CreateVulkanLayersBackend({sel, sel})->CreateExecutor(**q, F32Options());
+  ASSERT_TRUE(q_one.ok() && q_two.ok()) << q_one.status() << " " << q_two.status();
+  EXPECT_EQ(Logits(**q_two, tokens, (*q)->config().n_vocab), Logits(**q_one, tokens, (*q)->config().n_vocab));
+}
+
+TEST_F(VulkanBackendTest, LayersPlacementRefusesWhatItCannotPlaceWithTheNumbers) {
+  const std::string sel = vulkan::TestDeviceSelector();
+  // More devices than layers.
+  std::vector<std::string> many(static_cast<size_t>(model_->config().n_layer) + 1, sel);
+  auto ex = CreateVulkanLayersBackend(many)->CreateExecutor(*model_, F32Options());
+  EXPECT_EQ(ex.status().code(), absl::StatusCode::kInvalidArgument) << ex.status();
+  EXPECT_THAT(std::string(ex.status().message()), ::testing::HasSubstr("too few to place over"));
+  // A KV cache whose part on a device exceeds the device's per-buffer limit: named, with sizes.
+  std::unique_ptr<vulkan::Device> device;
+  AIRLOCK_OPEN_TEST_DEVICE(device);
+  const double per_token_per_device = KvBytesPerToken(model_->config(), KvCacheType::kF32) / 2;
+  ExecutorOptions o = F32Options();
+  o.kv_pool_tokens = static_cast<int64_t>(static_cast<double>(device->info().max_buffer_bytes) / per_token_per_device * 2.5);
+  o.kv_pool_tokens -= o.kv_pool_tokens % o.kv_block_tokens;
+  if (o.kv_pool_tokens <= (int64_t{1} << 24)) {
+    ex = CreateVulkanLayersBackend({sel, sel})->CreateExecutor(*model_, o);
+    EXPECT_EQ(ex.status().code(), absl::StatusCode::kResourceExhausted) << ex.status();
+    EXPECT_THAT(std::string(ex.status().message()), ::testing::ContainsRegex("K cache needs [0-9.]+ MiB in one buffer; vulkan:"));
+  }
+  // A device that is not there.
+  ex = CreateVulkanLayersBackend({sel, "vulkan:no-such-device"})->CreateExecutor(*model_, F32Options());
+  EXPECT_EQ(ex.status().code(), absl::StatusCode::kNotFound) << ex.status();
 }
 
 TEST(VulkanEngineTest, TheDefaultKvPoolIsSizedForTheDevice) {
@@ -390,6 +504,154 @@ TEST(VulkanEngineTest, ALostDeviceEndsItsRequestsAndRefusesLaterOnes) {
   absl::StatusOr<GenerateResult> later = (*engine)->Generate(r, nullptr);
   EXPECT_EQ(later.status().code(), absl::StatusCode::kUnavailable) << later.status();
   EXPECT_THAT(later.status().message(), ::testing::HasSubstr("was lost"));
+}
+
+// Runs `requests` at once on `engine` and returns each one's result (in request order).
+std::vector<absl::StatusOr<GenerateResult>> RunTogether(Engine& engine, const std::vector<GenerateRequest>& requests) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::optional<absl::StatusOr<GenerateResult>>> done(requests.size());
+  size_t finished = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const absl::Status started = engine.Start(requests[i], nullptr, [&, i](absl::StatusOr<GenerateResult> result) {
+      std::lock_guard<std::mutex> lock(mu);
+      done[i] = std::move(result);
+      ++finished;
+      cv.notify_all();
+    });
+    if (!started.ok()) {
+      std::lock_guard<std::mutex> lock(mu);
+      done[i] = started;
+      ++finished;
+    }
+  }
+  std::unique_lock<std::mutex> lock(mu);
+  EXPECT_TRUE(cv.wait_for(lock, std::chrono::seconds(120), [&] { return finished == requests.size(); }));
+  std::vector<absl::StatusOr<GenerateResult>> out;
+  for (auto& d : done) out.push_back(d.has_value() ? std::move(*d) : absl::DeadlineExceededError("no answer"));
+  return out;
+}
+
+// Twelve requests with mixed prompts, lengths, greedy and seeded sampling.
+std::vector<GenerateRequest> MixedRequests() {
+  const std::vector<std::string> prompts = {"Once upon a time", "The little dog", "Lily and Ben went to the park",
+                                            "One day"};
+  std::vector<GenerateRequest> out;
+  for (int i = 0; i < 12; ++i) {
+    GenerateRequest r;
+    r.prompt = prompts[static_cast<size_t>(i) % prompts.size()];
+    r.max_tokens = 12 + 7 * (i % 5);
+    r.sampling.temperature = i % 3 == 0 ? 0.0f : 0.8f;
+    r.sampling.seed = 1000 + static_cast<uint64_t>(i);
+    out.push_back(r);
+  }
+  return out;
+}
+
+// Placement over two logical devices on the one test device, through the engine: replicas share
+// the requests between them, layers pass each step through both; either way every request gets
+// exactly the tokens a single device gives it.
+TEST(VulkanEngineTest, ReplicasAndLayersGiveEachRequestWhatOneDeviceGives) {
+  std::unique_ptr<vulkan::Device> device;
+  AIRLOCK_OPEN_TEST_DEVICE(device);
+  device.reset();
+  const std::string path = testing::SharedPath("models/stories260K-f32.gguf");
+  AIRLOCK_REQUIRE_SHARED_FILE(path);
+  const std::string sel = vulkan::TestDeviceSelector();
+  EngineOptions o;
+  o.kv_type = KvCacheType::kF32;
+  o.n_ctx = 256;
+  o.max_sequences = 4;
+  o.device = sel;
+  auto single = Engine::Load(path, o);
+  ASSERT_TRUE(single.ok()) << single.status();
+  const std::vector<GenerateRequest> requests = MixedRequests();
+  std::vector<std::vector<int32_t>> want;
+  for (const GenerateRequest& r : requests) {
+    absl::StatusOr<GenerateResult> alone = (*single)->Generate(r, nullptr);
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    want.push_back(alone->output_tokens);
+  }
+  single->reset();
+
+  o.devices = {sel, sel};
+  for (const EngineOptions::Placement placement : {EngineOptions::Placement::kReplicas, EngineOptions::Placement::kLayers}) {
+    SCOPED_TRACE(PlacementName(placement));
+    o.placement = placement;
+    auto engine = Engine::Load(path, o);
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    const bool replicas = placement == EngineOptions::Placement::kReplicas;
+    EXPECT_EQ((*engine)->replicas(), replicas ? 2 : 1);
+    EXPECT_EQ((*engine)->max_sequences(), replicas ? 8 : 4);
+    EXPECT_THAT((*engine)->device_name(),
+                ::testing::MatchesRegex(replicas ? "replicas: vulkan:.* \\+ vulkan:.*" : "vulkan:.* layers 0-.*"));
+    const std::vector<absl::StatusOr<GenerateResult>> got = RunTogether(**engine, requests);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+      ASSERT_TRUE(got[i].ok()) << "request " << i << ": " << got[i].status();
+      EXPECT_EQ(got[i]->output_tokens, want[i]) << "request " << i;
+    }
+    // Both devices worked: replicas each took requests, layers each ran part of every step.
+    const std::vector<ModelExecutor::DeviceUsage> usage = (*engine)->device_usage();
+    ASSERT_EQ(usage.size(), 2u);
+    EXPECT_GT(usage[0].busy_seconds, 0);
+    EXPECT_GT(usage[1].busy_seconds, 0);
+    const EngineStats stats = (*engine)->stats();
+    EXPECT_EQ(stats.running, 0);
+    EXPECT_EQ(stats.kv_blocks_used, 0);
+    EXPECT_TRUE((*engine)->degraded().empty());
+  }
+  // Several devices are Vulkan devices only.
+  o.devices = {sel, "cpu"};
+  auto mixed = Engine::Load(path, o);
+  EXPECT_EQ(mixed.status().code(), absl::StatusCode::kInvalidArgument) << mixed.status();
+}
+
+// One replica's device lost mid-request (injected at its third step): its request ends with
+// UNAVAILABLE naming the device, the other replica's request completes, the engine keeps serving
+// (degraded names the lost one) and later requests go to the replica that works.
+TEST(VulkanEngineTest, ALostReplicaEndsItsRequestsAndTheOtherKeepsServing) {
+  std::unique_ptr<vulkan::Device> device;
+  AIRLOCK_OPEN_TEST_DEVICE(device);
+  device.reset();
+  const std::string path = testing::SharedPath("models/stories260K-f32.gguf");
+  AIRLOCK_REQUIRE_SHARED_FILE(path);
+  const std::string sel = vulkan::TestDeviceSelector();
+  EngineOptions o;
+  o.kv_type = KvCacheType::kF32;
+  o.n_ctx = 256;
+  o.devices = {sel, sel};
+  o.placement = EngineOptions::Placement::kReplicas;
+  ::setenv("AIRLOCK_TEST_VULKAN_LOST_AT_STEP", "3:x", 1);
+  absl::StatusOr<std::unique_ptr<Engine>> refused = Engine::Load(path, o);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  ::setenv("AIRLOCK_TEST_VULKAN_LOST_AT_STEP", "3:1", 1);
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Load(path, o);
+  ::unsetenv("AIRLOCK_TEST_VULKAN_LOST_AT_STEP");
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  EXPECT_THAT((*engine)->device_name(), ::testing::HasSubstr("test fault: lost at step 3"));
+  GenerateRequest r;
+  r.prompt = "Once upon a time";
+  r.max_tokens = 30;
+  r.sampling.temperature = 0;
+  // Two at once: the least-loaded rule gives one to each replica.
+  const std::vector<absl::StatusOr<GenerateResult>> got = RunTogether(**engine, {r, r});
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_TRUE(got[0].ok()) << got[0].status();
+  EXPECT_EQ(got[1].status().code(), absl::StatusCode::kUnavailable) << got[1].status();
+  EXPECT_THAT(std::string(got[1].status().message()), ::testing::HasSubstr("was lost"));
+  EXPECT_TRUE((*engine)->Health().ok()) << (*engine)->Health();
+  const std::vector<std::string> degraded = (*engine)->degraded();
+  ASSERT_EQ(degraded.size(), 1u);
+  EXPECT_THAT(degraded[0], ::testing::HasSubstr("was lost"));
+  // Later requests, even several at once, all go to the replica that works.
+  const std::vector<absl::StatusOr<GenerateResult>> later = RunTogether(**engine, {r, r, r});
+  for (const absl::StatusOr<GenerateResult>& l : later) {
+    ASSERT_TRUE(l.ok()) << l.status();
+    if (got[0].ok()) {
+      EXPECT_EQ(l->output_tokens, got[0]->output_tokens);
+    }
+  }
 }
 
 }  // namespace
