@@ -28,6 +28,9 @@ struct SyntheticModelSpec {
   float weight_std = 0.02f;         // normal(0, std) for every 2-D weight; norms are 1
   // Copy the tokenizer from this GGUF (e.g. a vocab-only file); else a byte-level SPM vocabulary.
   std::string vocab_from;
+  // Threads drawing and quantising a large tensor's rows (the bytes are the same for any number).
+  // 0 = the machine's hardware threads.
+  int32_t threads = 0;
 };
 
 // Validates the spec (errors name the field) and writes the model to `path`.

@@ -2,10 +2,14 @@
 #include "inference/model/model.h"
 
 #include <algorithm>
+#include <fstream>
+#include <iterator>
+#include <string>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "inference/gguf/gguf_writer.h"
 #include "inference/model/architecture.h"
 #include "inference/model/synthetic_model.h"
@@ -141,6 +145,31 @@ TEST(ModelTest, UnsupportedTypeMessageNamesType) {
   const absl::Status s = WriteSyntheticModel(spec, testing::MakeTempDir() + "/x.gguf");
   ASSERT_FALSE(s.ok());
   EXPECT_THAT(std::string(s.message()), HasSubstr("'q2_K'"));
+}
+
+// Large tensors are drawn and quantised on several threads; the file is the same bytes as one
+// thread writes (each row's normals come from the point of the tensor's stream one thread reaches).
+TEST(ModelTest, SyntheticFilesAreTheSameBytesOnAnyNumberOfThreads) {
+  SyntheticModelSpec spec;
+  spec.n_layer = 1;
+  spec.n_embd = 512;
+  spec.n_head = 8;
+  spec.n_head_kv = 4;
+  spec.n_ff = 2048;  // 1 Mi elements per FF matrix: split by rows
+  spec.weight_type = "q4_K_M";
+  const std::string dir = testing::MakeTempDir();
+  auto bytes_with = [&](int32_t threads) {
+    spec.threads = threads;
+    const std::string path = absl::StrCat(dir, "/t", threads, ".gguf");
+    const absl::Status s = WriteSyntheticModel(spec, path);
+    EXPECT_TRUE(s.ok()) << s;
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  const std::string one = bytes_with(1);
+  ASSERT_GT(one.size(), size_t{1} << 20);
+  EXPECT_TRUE(one == bytes_with(3)) << "three threads wrote other bytes";
+  EXPECT_TRUE(one == bytes_with(8)) << "eight threads wrote other bytes";
 }
 
 TEST(ModelTest, MissingFileNamesPath) {
