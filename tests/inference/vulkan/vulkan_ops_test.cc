@@ -3,6 +3,7 @@
 // backend's result on random inputs of awkward sizes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include "inference/backend/cpu/ops.h"
 #include "inference/backend/vulkan/vulkan_device.h"
 #include "inference/backend/vulkan/vulkan_ops.h"
+#include "inference/base/fp16.h"
 #include "inference/base/tensor_type.h"
 #include "inference/kernels/quants.h"
 #include "tests/inference/vulkan/vulkan_test_util.h"
@@ -192,6 +194,105 @@ TEST(VulkanOpsTest, RmsNormMatchesTheCpuBackend) {
     for (uint32_t r = 0; r < s.rows; ++r) cpu::RmsNorm(&x[size_t{r} * s.n], w.data(), &want[size_t{r} * s.n], s.n, 1e-5f);
     for (size_t i = 0; i < count; ++i) {
       ASSERT_NEAR(y[i], want[i], 2e-6f * (1.0f + std::fabs(want[i]))) << "rows " << s.rows << " n " << s.n << " at " << i;
+    }
+  }
+}
+
+// Attention over a paged cache of random K and V (blocks in shuffled order, so every row reads
+// through its block table), against a double precision reference, for rows from the first
+// position to the last the shader holds (4,096), several head sizes (GQA included) and both
+// cache types.
+TEST(VulkanOpsTest, AttentionMatchesADoublePrecisionReference) {
+  std::unique_ptr<Device> device;
+  AIRLOCK_OPEN_TEST_DEVICE(device);
+  auto ops = *Ops::Create(*device);
+  struct Shape {
+    uint32_t n_head, n_head_kv, head_dim;
+  };
+  const std::vector<uint32_t> positions = {0, 37, 1000, 4095};
+  for (const bool f16 : {false, true}) {
+    for (const Shape s : {Shape{4, 2, 64}, Shape{2, 1, 256}, Shape{3, 3, 8}}) {
+      SCOPED_TRACE(::testing::Message() << (f16 ? "f16" : "f32") << " heads " << s.n_head << "/" << s.n_head_kv
+                                        << " head_dim " << s.head_dim);
+      Ops::KvLayout kv;
+      kv.block_tokens = 16;
+      kv.n_blocks = 4096 / 16 + 3;
+      kv.n_layer = 2;
+      kv.n_head = s.n_head;
+      kv.n_head_kv = s.n_head_kv;
+      kv.head_dim = s.head_dim;
+      kv.f16 = f16;
+      const uint32_t layer = 1;
+      const uint32_t kv_dim = kv.kv_dim();
+      // The cache's values, as the shader reads them (F16-rounded for an F16 cache).
+      std::vector<float> k = RandomFloats(kv.elements(), 11 + s.head_dim, -1.0f, 1.0f);
+      std::vector<float> v = RandomFloats(kv.elements(), 12 + s.head_dim, -1.0f, 1.0f);
+      std::vector<uint16_t> k16(f16 ? k.size() : 0), v16(f16 ? v.size() : 0);
+      if (f16) {
+        for (size_t i = 0; i < k.size(); ++i) {
+          k16[i] = F32ToF16(k[i]);
+          v16[i] = F32ToF16(v[i]);
+          k[i] = F16ToF32(k16[i]);
+          v[i] = F16ToF32(v16[i]);
+        }
+      }
+      std::vector<uint32_t> table(kv.n_blocks);
+      for (uint32_t b = 0; b < kv.n_blocks; ++b) table[b] = b;
+      std::shuffle(table.begin(), table.end(), std::mt19937(5));
+      const uint32_t rows = static_cast<uint32_t>(positions.size());
+      std::vector<uint32_t> meta;
+      for (uint32_t pos : positions) meta.insert(meta.end(), {pos, table[pos / 16], pos % 16, 0u});
+      const std::vector<float> q = RandomFloats(size_t{rows} * s.n_head * s.head_dim, 13, -1.0f, 1.0f);
+      const size_t cache_bytes = kv.bytes();
+      auto kb = *device->CreateBuffer(cache_bytes, Memory::kDeviceLocal);
+      auto vb = *device->CreateBuffer(cache_bytes, Memory::kDeviceLocal);
+      ASSERT_TRUE(device->Upload(*kb, f16 ? static_cast<const void*>(k16.data()) : k.data(), cache_bytes).ok());
+      ASSERT_TRUE(device->Upload(*vb, f16 ? static_cast<const void*>(v16.data()) : v.data(), cache_bytes).ok());
+      auto qb = *device->CreateBuffer(q.size() * 4, Memory::kDeviceLocal);
+      auto ob = *device->CreateBuffer(q.size() * 4, Memory::kDeviceLocal);
+      auto mb = *device->CreateBuffer(meta.size() * 4, Memory::kHostVisible);
+      auto tb = *device->CreateBuffer(table.size() * 4, Memory::kHostVisible);
+      ASSERT_TRUE(device->Upload(*qb, q.data(), q.size() * 4).ok());
+      ASSERT_TRUE(device->Upload(*mb, meta.data(), meta.size() * 4).ok());
+      ASSERT_TRUE(device->Upload(*tb, table.data(), table.size() * 4).ok());
+      const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
+      absl::StatusOr<Dispatch> d = ops->Attention(*qb, *kb, *vb, *mb, *tb, *ob, kv, layer, rows, scale);
+      ASSERT_TRUE(d.ok()) << d.status();
+      ASSERT_TRUE(device->Run({&*d, 1}).ok());
+      std::vector<float> out(q.size());
+      ASSERT_TRUE(device->Download(*ob, out.data(), out.size() * 4).ok());
+      const auto at = [&](const std::vector<float>& cache, uint32_t pos, uint32_t kvh, uint32_t i) {
+        const size_t base = ((size_t{table[pos / 16]} * kv.n_layer + layer) * 16 + pos % 16) * kv_dim;
+        return static_cast<double>(cache[base + size_t{kvh} * s.head_dim + i]);
+      };
+      double worst = 0;  // the largest difference, as a fraction of its bound
+      for (uint32_t r = 0; r < rows; ++r) {
+        for (uint32_t h = 0; h < s.n_head; ++h) {
+          const uint32_t kvh = h / (s.n_head / s.n_head_kv);
+          const float* qr = &q[(size_t{r} * s.n_head + h) * s.head_dim];
+          std::vector<double> w(positions[r] + 1);
+          double mx = -1e300, sum = 0;
+          for (uint32_t p = 0; p <= positions[r]; ++p) {
+            double dot = 0;
+            for (uint32_t i = 0; i < s.head_dim; ++i) dot += static_cast<double>(qr[i]) * at(k, p, kvh, i);
+            w[p] = dot * scale;
+            mx = std::max(mx, w[p]);
+          }
+          for (double& x : w) sum += (x = std::exp(x - mx));
+          for (uint32_t i = 0; i < s.head_dim; ++i) {
+            double want = 0;
+            for (uint32_t p = 0; p <= positions[r]; ++p) want += w[p] / sum * at(v, p, kvh, i);
+            const float got = out[(size_t{r} * s.n_head + h) * s.head_dim + i];
+            // Float sums over up to 4,096 positions; with F16, q and the probabilities are also
+            // rounded to F16 on the device (as on the CPU).
+            const double bound = (f16 ? 3e-4 : 2e-6) + 1e-9 * positions[r];
+            ASSERT_NEAR(got, want, bound) << "position " << positions[r] << " head " << h << " dim " << i;
+            worst = std::max(worst, std::fabs(got - want) / bound);
+          }
+        }
+      }
+      std::printf("[ vulkan ] attention %s, head_dim %u: worst difference %.2f of its bound\n", f16 ? "f16" : "f32",
+                  s.head_dim, worst);
     }
   }
 }
