@@ -292,6 +292,7 @@ class VulkanExecutor : public ModelExecutor {
         case TensorType::kQ4_0:
         case TensorType::kQ8_0:
         case TensorType::kQ4_K:
+        case TensorType::kQ5_K:
         case TensorType::kQ6_K: {
           const bool q8_0 = kernels::ActivationType(w->type) == TensorType::kQ8_0;
           bool& done = q8_0 ? quantized_q8_0 : quantized_q8_k;
@@ -323,7 +324,7 @@ class VulkanExecutor : public ModelExecutor {
     for (const WeightMatrix* w : Matrices(model_)) {
       if (!Supported(w->type)) {
         return absl::UnimplementedError(absl::StrCat(
-            "the Vulkan backend multiplies F32, F16, Q4_0, Q8_0, Q4_K and Q6_K weights so far; ", w->name, " is ",
+            "the Vulkan backend multiplies F32, F16, Q4_0, Q8_0, Q4_K, Q5_K and Q6_K weights so far; ", w->name, " is ",
             TensorTypeName(w->type)));
       }
       const int64_t block = Ops::Quantized(w->type) ? Ops::QuantBlock(w->type) : 1;

@@ -52,6 +52,9 @@ constexpr uint32_t kQuantizeQ8KSpirv[] = {
 constexpr uint32_t kMatMulQ4KSpirv[] = {
 #include "matmul_q4_k.spv.inc"
 };
+constexpr uint32_t kMatMulQ5KSpirv[] = {
+#include "matmul_q5_k.spv.inc"
+};
 constexpr uint32_t kMatMulQ6KSpirv[] = {
 #include "matmul_q6_k.spv.inc"
 };
@@ -95,6 +98,7 @@ absl::StatusOr<std::unique_ptr<Ops>> Ops::Create(Device& device) {
   AIRLOCK_ASSIGN_OR_RETURN(ops->quantize_q8_k_, device.CreatePipeline(kQuantizeQ8KSpirv, 2, 4));
   AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q4_0_, device.CreatePipeline(kMatMulQ4_0Spirv, 3, 16));
   AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q4_k_, device.CreatePipeline(kMatMulQ4KSpirv, 3, 16));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q5_k_, device.CreatePipeline(kMatMulQ5KSpirv, 3, 16));
   AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q6_k_, device.CreatePipeline(kMatMulQ6KSpirv, 3, 16));
   AIRLOCK_ASSIGN_OR_RETURN(ops->kv_store_f16_, device.CreatePipeline(kKvStoreF16Spirv, 5, 20));
   AIRLOCK_ASSIGN_OR_RETURN(ops->attention_f16_, device.CreatePipeline(kAttentionF16Spirv, 6, 32));
@@ -131,7 +135,7 @@ absl::StatusOr<Dispatch> Ops::RmsNorm(const Buffer& x, const Buffer& w, const Bu
 
 bool Ops::Quantized(TensorType type) {
   return type == TensorType::kQ4_0 || type == TensorType::kQ8_0 || type == TensorType::kQ4_K ||
-         type == TensorType::kQ6_K;
+         type == TensorType::kQ5_K || type == TensorType::kQ6_K;
 }
 
 uint32_t Ops::QuantBlock(TensorType type) {
@@ -151,6 +155,7 @@ absl::StatusOr<Dispatch> Ops::MatMulQuantized(TensorType type, const Buffer& w, 
   const Pipeline& pipeline = type == TensorType::kQ4_0   ? *matmul_q4_0_
                              : type == TensorType::kQ8_0 ? *matmul_q8_0_
                              : type == TensorType::kQ4_K ? *matmul_q4_k_
+                             : type == TensorType::kQ5_K ? *matmul_q5_k_
                                                          : *matmul_q6_k_;
   return MatMul(pipeline, TensorTypeName(type), cols / block, *RowBytes(type, cols),
                 *RowBytes(kernels::ActivationType(type), cols), w, a, y, rows, m, accumulate);

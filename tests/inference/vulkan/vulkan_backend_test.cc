@@ -163,6 +163,32 @@ TEST_F(VulkanBackendTest, QuantizedModelsTrackTheCpuBackend) {
   }
 }
 
+// Q5_K_M files (Q5_K matrices, Q6_K for the output and half of attn_v / ffn_down), synthetic:
+// the same bound as the shared quantised files above.
+TEST_F(VulkanBackendTest, Q5KMModelsTrackTheCpuBackend) {
+  SyntheticModelSpec spec;
+  spec.weight_type = "q5_K_M";
+  spec.n_vocab = 300;
+  const std::string path = testing::MakeTempDir() + "/q5_k_m.gguf";
+  ASSERT_TRUE(WriteSyntheticModel(spec, path).ok());
+  auto m = Model::Load(path);
+  ASSERT_TRUE(m.ok()) << m.status();
+  bool has_q5_k = false;
+  for (const LayerWeights& L : (*m)->layers()) has_q5_k |= L.wq.type == TensorType::kQ5_K;
+  ASSERT_TRUE(has_q5_k);
+  const int32_t nv = (*m)->config().n_vocab;
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 48; ++i) tokens.push_back((i * 7919 + 13) % nv);
+  const CpuAndDevice r = CpuAndDeviceLogits(**m, tokens);
+  ASSERT_EQ(r.device.size(), tokens.size() * static_cast<size_t>(nv));
+  int agree = 0;
+  for (size_t t = 0; t < tokens.size(); ++t) agree += Argmax(&r.device[t * nv], nv) == Argmax(&r.cpu[t * nv], nv);
+  std::printf("[ vulkan ] synthetic q5_K_M teacher-forced max |diff| vs CPU: %g, argmax agrees %d/%zu\n", r.max_diff,
+              agree, tokens.size());
+  EXPECT_LT(r.max_diff, 1.1f);
+  EXPECT_GE(agree, static_cast<int>(tokens.size()) - 2);
+}
+
 TEST_F(VulkanBackendTest, Qwen2WithItsBiasesMatchesTheCpuBackend) {
   // qwen2's recipe adds Q/K/V biases after the projections (and rotates NeoX pairs); F32 weights, so
   // only the order of float sums differs. Tied embeddings too (the token embedding as the output).

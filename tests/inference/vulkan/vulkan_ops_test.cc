@@ -380,7 +380,7 @@ TEST_P(VulkanQuantizedTest, QuantizedActivationsAreTheCpuBackendsBytes) {
 
 INSTANTIATE_TEST_SUITE_P(Types, VulkanQuantizedTest,
                          ::testing::Values(TensorType::kQ4_0, TensorType::kQ8_0, TensorType::kQ4_K,
-                                           TensorType::kQ6_K),
+                                           TensorType::kQ5_K, TensorType::kQ6_K),
                          [](const ::testing::TestParamInfo<TensorType>& info) {
                            return std::string(TensorTypeName(info.param));
                          });
