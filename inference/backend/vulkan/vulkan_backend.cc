@@ -74,7 +74,7 @@ struct Stage {
   DeviceMatrix output;
   std::unique_ptr<Buffer> output_norm, k_cache, v_cache;
   std::unique_ptr<Buffer> x, xn, gathered, q, attn, k, v, gate, up, rope, meta, out_index, logits, tables, act_q8_0,
-      act_q8_k;
+      act_q8_1, act_q8_k;
   std::string Describe() const {
     return absl::StrCat(device->label(), " layers ", first, "-", end - 1, last ? " and the output" : "");
   }
@@ -279,7 +279,8 @@ class VulkanExecutor : public ModelExecutor {
                         std::vector<Dispatch>& steps) {
     auto add = [&steps](absl::StatusOr<Dispatch> d) { return Append(steps, std::move(d)); };
     const uint32_t cols = (*ws.begin())->cols;
-    bool quantized_q8_0 = false, quantized_q8_k = false;
+    // The activation formats the input has been quantised to so far (Q8_0, Q8_1, Q8_K).
+    std::vector<TensorType> quantized;
     auto y = ys.begin();
     for (const DeviceMatrix* w : ws) {
       switch (w->type) {
@@ -290,16 +291,20 @@ class VulkanExecutor : public ModelExecutor {
           AIRLOCK_RETURN_IF_ERROR(add(st.ops->MatMulF16(*w->data, x, **y, w->rows, w->cols, n, accumulate)));
           break;
         case TensorType::kQ4_0:
+        case TensorType::kQ4_1:
+        case TensorType::kQ5_0:
+        case TensorType::kQ5_1:
         case TensorType::kQ8_0:
         case TensorType::kQ4_K:
         case TensorType::kQ5_K:
         case TensorType::kQ6_K: {
-          const bool q8_0 = kernels::ActivationType(w->type) == TensorType::kQ8_0;
-          bool& done = q8_0 ? quantized_q8_0 : quantized_q8_k;
-          const Buffer& act = q8_0 ? *st.act_q8_0 : *st.act_q8_k;
-          if (!done) {
+          const TensorType act_type = kernels::ActivationType(w->type);
+          const Buffer& act = act_type == TensorType::kQ8_0   ? *st.act_q8_0
+                              : act_type == TensorType::kQ8_1 ? *st.act_q8_1
+                                                              : *st.act_q8_k;
+          if (std::find(quantized.begin(), quantized.end(), act_type) == quantized.end()) {
             AIRLOCK_RETURN_IF_ERROR(add(st.ops->QuantizeActivations(w->type, x, act, n, cols)));
-            done = true;
+            quantized.push_back(act_type);
           }
           AIRLOCK_RETURN_IF_ERROR(
               add(st.ops->MatMulQuantized(w->type, *w->data, act, **y, w->rows, w->cols, n, accumulate)));
@@ -324,7 +329,8 @@ class VulkanExecutor : public ModelExecutor {
     for (const WeightMatrix* w : Matrices(model_)) {
       if (!Supported(w->type)) {
         return absl::UnimplementedError(absl::StrCat(
-            "the Vulkan backend multiplies F32, F16, Q4_0, Q8_0, Q4_K, Q5_K and Q6_K weights so far; ", w->name, " is ",
+            "the Vulkan backend multiplies F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K weights so far; ",
+            w->name, " is ",
             TensorTypeName(w->type)));
       }
       const int64_t block = Ops::Quantized(w->type) ? Ops::QuantBlock(w->type) : 1;
@@ -484,12 +490,13 @@ class VulkanExecutor : public ModelExecutor {
     AIRLOCK_ASSIGN_OR_RETURN(st.up, rows_of(c_.n_ff, Memory::kDeviceLocal));
     AIRLOCK_ASSIGN_OR_RETURN(st.rope, rows_of(c_.n_rot, Memory::kHostVisible));
     AIRLOCK_ASSIGN_OR_RETURN(st.meta, rows_of(Ops::kMetaWords, Memory::kHostVisible));
-    // Quantised activations (Q8_0 and Q8_K blocks) of the widest input, one row per batch entry.
+    // Quantised activations (Q8_0, Q8_1 and Q8_K blocks) of the widest input, one row per batch entry.
     const auto quantised_rows = [&](TensorType type) {
       const TensorTypeTraits& t = Traits(type);
       return nb * (Widest() / static_cast<uint64_t>(t.block_size) + 1) * t.block_bytes;
     };
     AIRLOCK_ASSIGN_OR_RETURN(st.act_q8_0, device.CreateBuffer(quantised_rows(TensorType::kQ8_0), Memory::kDeviceLocal));
+    AIRLOCK_ASSIGN_OR_RETURN(st.act_q8_1, device.CreateBuffer(quantised_rows(TensorType::kQ8_1), Memory::kDeviceLocal));
     AIRLOCK_ASSIGN_OR_RETURN(st.act_q8_k, device.CreateBuffer(quantised_rows(TensorType::kQ8_K), Memory::kDeviceLocal));
     // Every entry has at least one token, so a step has at most n_batch block tables.
     const uint64_t blocks_per_seq = (static_cast<uint64_t>(options_.n_ctx) + st.kv.block_tokens - 1) / st.kv.block_tokens;

@@ -46,6 +46,18 @@ constexpr uint32_t kQuantizeQ8_0Spirv[] = {
 constexpr uint32_t kMatMulQ4_0Spirv[] = {
 #include "matmul_q4_0.spv.inc"
 };
+constexpr uint32_t kQuantizeQ8_1Spirv[] = {
+#include "quantize_q8_1.spv.inc"
+};
+constexpr uint32_t kMatMulQ4_1Spirv[] = {
+#include "matmul_q4_1.spv.inc"
+};
+constexpr uint32_t kMatMulQ5_0Spirv[] = {
+#include "matmul_q5_0.spv.inc"
+};
+constexpr uint32_t kMatMulQ5_1Spirv[] = {
+#include "matmul_q5_1.spv.inc"
+};
 constexpr uint32_t kQuantizeQ8KSpirv[] = {
 #include "quantize_q8_k.spv.inc"
 };
@@ -96,6 +108,10 @@ absl::StatusOr<std::unique_ptr<Ops>> Ops::Create(Device& device) {
   AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_f16_, device.CreatePipeline(kMatMulF16Spirv, 3, 16));
   AIRLOCK_ASSIGN_OR_RETURN(ops->quantize_q8_0_, device.CreatePipeline(kQuantizeQ8_0Spirv, 2, 4));
   AIRLOCK_ASSIGN_OR_RETURN(ops->quantize_q8_k_, device.CreatePipeline(kQuantizeQ8KSpirv, 2, 4));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->quantize_q8_1_, device.CreatePipeline(kQuantizeQ8_1Spirv, 2, 4));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q4_1_, device.CreatePipeline(kMatMulQ4_1Spirv, 3, 16));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q5_0_, device.CreatePipeline(kMatMulQ5_0Spirv, 3, 16));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q5_1_, device.CreatePipeline(kMatMulQ5_1Spirv, 3, 16));
   AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q4_0_, device.CreatePipeline(kMatMulQ4_0Spirv, 3, 16));
   AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q4_k_, device.CreatePipeline(kMatMulQ4KSpirv, 3, 16));
   AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q5_k_, device.CreatePipeline(kMatMulQ5KSpirv, 3, 16));
@@ -134,13 +150,22 @@ absl::StatusOr<Dispatch> Ops::RmsNorm(const Buffer& x, const Buffer& w, const Bu
 }
 
 bool Ops::Quantized(TensorType type) {
-  return type == TensorType::kQ4_0 || type == TensorType::kQ8_0 || type == TensorType::kQ4_K ||
-         type == TensorType::kQ5_K || type == TensorType::kQ6_K;
+  switch (type) {
+    case TensorType::kQ4_0:
+    case TensorType::kQ4_1:
+    case TensorType::kQ5_0:
+    case TensorType::kQ5_1:
+    case TensorType::kQ8_0:
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K:
+      return true;
+    default:
+      return false;
+  }
 }
 
-uint32_t Ops::QuantBlock(TensorType type) {
-  return type == TensorType::kQ4_0 || type == TensorType::kQ8_0 ? 32 : 256;
-}
+uint32_t Ops::QuantBlock(TensorType type) { return static_cast<uint32_t>(Traits(type).block_size); }
 
 absl::StatusOr<Dispatch> Ops::MatMulQuantized(TensorType type, const Buffer& w, const Buffer& a, const Buffer& y,
                                               uint32_t rows, uint32_t cols, uint32_t m, bool accumulate) const {
@@ -153,6 +178,9 @@ absl::StatusOr<Dispatch> Ops::MatMulQuantized(TensorType type, const Buffer& w, 
         absl::StrCat(TensorTypeName(type), " rows need a multiple of ", block, " columns, not ", cols));
   }
   const Pipeline& pipeline = type == TensorType::kQ4_0   ? *matmul_q4_0_
+                             : type == TensorType::kQ4_1 ? *matmul_q4_1_
+                             : type == TensorType::kQ5_0 ? *matmul_q5_0_
+                             : type == TensorType::kQ5_1 ? *matmul_q5_1_
                              : type == TensorType::kQ8_0 ? *matmul_q8_0_
                              : type == TensorType::kQ4_K ? *matmul_q4_k_
                              : type == TensorType::kQ5_K ? *matmul_q5_k_
@@ -215,7 +243,9 @@ absl::StatusOr<Dispatch> Ops::QuantizeActivations(TensorType weight_type, const 
     uint32_t blocks;
   } push{static_cast<uint32_t>(blocks)};
   Dispatch d;
-  d.pipeline = act == TensorType::kQ8_0 ? quantize_q8_0_.get() : quantize_q8_k_.get();
+  d.pipeline = act == TensorType::kQ8_0   ? quantize_q8_0_.get()
+               : act == TensorType::kQ8_1 ? quantize_q8_1_.get()
+                                          : quantize_q8_k_.get();
   d.buffers = {&x, &q};
   d.push = PushBytes(push);
   const uint32_t groups = Groups(blocks, 64);

@@ -23,7 +23,8 @@ class Ops {
   absl::StatusOr<Dispatch> RmsNorm(const Buffer& x, const Buffer& w, const Buffer& y, uint32_t rows, uint32_t n,
                                    float eps) const;
 
-  // Whether MatMulQuantized takes weights of this type: Q4_0, Q8_0, Q4_K, Q5_K and Q6_K.
+  // Whether MatMulQuantized takes weights of this type: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K
+  // and Q6_K.
   static bool Quantized(TensorType type);
   // Elements per block of such a type's rows and of its activation rows (32, or 256 for K-quants).
   static uint32_t QuantBlock(TensorType type);
@@ -95,9 +96,9 @@ class Ops {
   absl::StatusOr<Dispatch> MatMul(const Pipeline& pipeline, const char* what, uint32_t param, uint64_t w_row_bytes,
                                   uint64_t a_row_bytes, const Buffer& w, const Buffer& a, const Buffer& y,
                                   uint32_t rows, uint32_t m, bool accumulate) const;
-  std::unique_ptr<Pipeline> rms_norm_, matmul_q4_0_, matmul_q8_0_, matmul_q4_k_, matmul_q5_k_, matmul_q6_k_, matmul_f32_, matmul_f16_,
-      quantize_q8_0_, quantize_q8_k_, add_bias_, rope_, kv_store_, kv_store_f16_, attention_, attention_f16_, swiglu_,
-      gather_rows_;
+  std::unique_ptr<Pipeline> rms_norm_, matmul_q4_0_, matmul_q4_1_, matmul_q5_0_, matmul_q5_1_, matmul_q8_0_,
+      matmul_q4_k_, matmul_q5_k_, matmul_q6_k_, matmul_f32_, matmul_f16_, quantize_q8_0_, quantize_q8_1_,
+      quantize_q8_k_, add_bias_, rope_, kv_store_, kv_store_f16_, attention_, attention_f16_, swiglu_, gather_rows_;
   uint32_t max_groups_ = 65535;  // maxComputeWorkGroupCount per dimension (at least 65535)
 };
 

@@ -379,7 +379,8 @@ TEST_P(VulkanQuantizedTest, QuantizedActivationsAreTheCpuBackendsBytes) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, VulkanQuantizedTest,
-                         ::testing::Values(TensorType::kQ4_0, TensorType::kQ8_0, TensorType::kQ4_K,
+                         ::testing::Values(TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0,
+                                           TensorType::kQ5_1, TensorType::kQ8_0, TensorType::kQ4_K,
                                            TensorType::kQ5_K, TensorType::kQ6_K),
                          [](const ::testing::TestParamInfo<TensorType>& info) {
                            return std::string(TensorTypeName(info.param));
