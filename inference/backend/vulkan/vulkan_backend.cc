@@ -60,7 +60,9 @@ std::vector<const WeightMatrix*> Matrices(const Model& model) {
   return matrices;
 }
 
-bool Supported(TensorType t) { return t == TensorType::kF32 || t == TensorType::kF16 || Ops::Quantized(t); }
+bool Supported(TensorType t) {
+  return t == TensorType::kF32 || t == TensorType::kF16 || t == TensorType::kBF16 || Ops::Quantized(t);
+}
 
 // The weights and per-step buffers of one device: the whole model, or a run of consecutive layers
 // (placement `layers`), the last of which also holds the output norm and matrix.
@@ -290,6 +292,9 @@ class VulkanExecutor : public ModelExecutor {
         case TensorType::kF16:
           AIRLOCK_RETURN_IF_ERROR(add(st.ops->MatMulF16(*w->data, x, **y, w->rows, w->cols, n, accumulate)));
           break;
+        case TensorType::kBF16:
+          AIRLOCK_RETURN_IF_ERROR(add(st.ops->MatMulBF16(*w->data, x, **y, w->rows, w->cols, n, accumulate)));
+          break;
         case TensorType::kQ4_0:
         case TensorType::kQ4_1:
         case TensorType::kQ5_0:
@@ -329,8 +334,8 @@ class VulkanExecutor : public ModelExecutor {
     for (const WeightMatrix* w : Matrices(model_)) {
       if (!Supported(w->type)) {
         return absl::UnimplementedError(absl::StrCat(
-            "the Vulkan backend multiplies F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K weights so far; ",
-            w->name, " is ",
+            "the Vulkan backend multiplies F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K weights "
+            "so far; ", w->name, " is ",
             TensorTypeName(w->type)));
       }
       const int64_t block = Ops::Quantized(w->type) ? Ops::QuantBlock(w->type) : 1;

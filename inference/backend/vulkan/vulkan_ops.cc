@@ -40,6 +40,9 @@ constexpr uint32_t kAttentionF16Spirv[] = {
 constexpr uint32_t kMatMulF16Spirv[] = {
 #include "matmul_f16.spv.inc"
 };
+constexpr uint32_t kMatMulBF16Spirv[] = {
+#include "matmul_bf16.spv.inc"
+};
 constexpr uint32_t kQuantizeQ8_0Spirv[] = {
 #include "quantize_q8_0.spv.inc"
 };
@@ -106,6 +109,7 @@ absl::StatusOr<std::unique_ptr<Ops>> Ops::Create(Device& device) {
   AIRLOCK_ASSIGN_OR_RETURN(ops->rms_norm_, device.CreatePipeline(kRmsNormSpirv, 3, 12));
   AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_q8_0_, device.CreatePipeline(kMatMulQ8_0Spirv, 3, 16));
   AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_f16_, device.CreatePipeline(kMatMulF16Spirv, 3, 16));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->matmul_bf16_, device.CreatePipeline(kMatMulBF16Spirv, 3, 16));
   AIRLOCK_ASSIGN_OR_RETURN(ops->quantize_q8_0_, device.CreatePipeline(kQuantizeQ8_0Spirv, 2, 4));
   AIRLOCK_ASSIGN_OR_RETURN(ops->quantize_q8_k_, device.CreatePipeline(kQuantizeQ8KSpirv, 2, 4));
   AIRLOCK_ASSIGN_OR_RETURN(ops->quantize_q8_1_, device.CreatePipeline(kQuantizeQ8_1Spirv, 2, 4));
@@ -222,6 +226,12 @@ absl::StatusOr<Dispatch> Ops::MatMulF16(const Buffer& w, const Buffer& x, const 
                                         uint32_t cols, uint32_t m, bool accumulate) const {
   if (cols == 0) return absl::InvalidArgumentError("F16 product of an empty matrix");
   return MatMul(*matmul_f16_, "F16", cols, uint64_t{cols} * 2, uint64_t{cols} * 4, w, x, y, rows, m, accumulate);
+}
+
+absl::StatusOr<Dispatch> Ops::MatMulBF16(const Buffer& w, const Buffer& x, const Buffer& y, uint32_t rows,
+                                         uint32_t cols, uint32_t m, bool accumulate) const {
+  if (cols == 0) return absl::InvalidArgumentError("BF16 product of an empty matrix");
+  return MatMul(*matmul_bf16_, "BF16", cols, uint64_t{cols} * 2, uint64_t{cols} * 4, w, x, y, rows, m, accumulate);
 }
 
 absl::StatusOr<Dispatch> Ops::QuantizeActivations(TensorType weight_type, const Buffer& x, const Buffer& q,

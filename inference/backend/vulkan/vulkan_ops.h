@@ -44,6 +44,9 @@ class Ops {
   // As MatMulF32 for F16 weights (decoded to F32; the activations stay F32).
   absl::StatusOr<Dispatch> MatMulF16(const Buffer& w, const Buffer& x, const Buffer& y, uint32_t rows, uint32_t cols,
                                      uint32_t m, bool accumulate) const;
+  // As MatMulF16 for BF16 weights (the activations rounded to BF16).
+  absl::StatusOr<Dispatch> MatMulBF16(const Buffer& w, const Buffer& x, const Buffer& y, uint32_t rows, uint32_t cols,
+                                      uint32_t m, bool accumulate) const;
 
   // y[t * rows + r] = dot(weight row r, x row t) for F32 weights (rows x cols) and m rows of x;
   // with `accumulate`, y += instead (the residual connection).
@@ -97,7 +100,8 @@ class Ops {
                                   uint64_t a_row_bytes, const Buffer& w, const Buffer& a, const Buffer& y,
                                   uint32_t rows, uint32_t m, bool accumulate) const;
   std::unique_ptr<Pipeline> rms_norm_, matmul_q4_0_, matmul_q4_1_, matmul_q5_0_, matmul_q5_1_, matmul_q8_0_,
-      matmul_q4_k_, matmul_q5_k_, matmul_q6_k_, matmul_f32_, matmul_f16_, quantize_q8_0_, quantize_q8_1_,
+      matmul_q4_k_, matmul_q5_k_, matmul_q6_k_, matmul_f32_, matmul_f16_, matmul_bf16_,
+      quantize_q8_0_, quantize_q8_1_,
       quantize_q8_k_, add_bias_, rope_, kv_store_, kv_store_f16_, attention_, attention_f16_, swiglu_, gather_rows_;
   uint32_t max_groups_ = 65535;  // maxComputeWorkGroupCount per dimension (at least 65535)
 };

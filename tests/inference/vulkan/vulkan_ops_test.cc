@@ -154,9 +154,9 @@ TEST(VulkanOpsTest, DispatchesRefuseShapesTheirBuffersDoNotHold) {
   // K-quant rows are whole super-blocks of 256; a type without a product is named.
   EXPECT_EQ(ops->MatMulQuantized(TensorType::kQ4_K, *big, *big, *big, 4, 128, 1).status().code(),
             absl::StatusCode::kInvalidArgument);
-  absl::StatusOr<Dispatch> q5 = ops->MatMulQuantized(TensorType::kQ5_K, *big, *big, *big, 4, 256, 1);
-  EXPECT_EQ(q5.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(q5.status().message().find("q5_K"), std::string::npos) << q5.status();
+  absl::StatusOr<Dispatch> bf16 = ops->MatMulQuantized(TensorType::kBF16, *big, *big, *big, 4, 256, 1);
+  EXPECT_EQ(bf16.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bf16.status().message().find("bf16"), std::string::npos) << bf16.status();
   EXPECT_EQ(ops->QuantizeActivations(TensorType::kQ6_K, *big, *big, 2, 32).status().code(),
             absl::StatusCode::kInvalidArgument);
   // A dispatch whose buffers do not match its pipeline is refused before anything is recorded.
@@ -386,33 +386,38 @@ INSTANTIATE_TEST_SUITE_P(Types, VulkanQuantizedTest,
                            return std::string(TensorTypeName(info.param));
                          });
 
-TEST(VulkanOpsTest, MatMulF16MatchesVecDot) {
+// F16 and BF16 weights against activations rounded to their type.
+TEST(VulkanOpsTest, MatMulF16AndBF16MatchVecDot) {
   std::unique_ptr<Device> device;
   AIRLOCK_OPEN_TEST_DEVICE(device);
   auto ops = *Ops::Create(*device);
+  for (const TensorType type : {TensorType::kF16, TensorType::kBF16}) {
+  SCOPED_TRACE(TensorTypeName(type));
   const uint32_t rows = 19, cols = 333, m = 3;
   const std::vector<float> wf = RandomFloats(size_t{rows} * cols, 41);
   const std::vector<float> x = RandomFloats(size_t{m} * cols, 42, -3.0f, 3.0f);
   std::vector<uint16_t> w(wf.size());
-  kernels::QuantizeRow(TensorType::kF16, wf.data(), w.data(), static_cast<int64_t>(wf.size()));
+  kernels::QuantizeRow(type, wf.data(), w.data(), static_cast<int64_t>(wf.size()));
   auto wb = *device->CreateBuffer(w.size() * 2, Memory::kDeviceLocal);
   auto xb = *device->CreateBuffer(x.size() * 4, Memory::kDeviceLocal);
   auto yb = *device->CreateBuffer(size_t{rows} * m * 4, Memory::kDeviceLocal);
   ASSERT_TRUE(device->Upload(*wb, w.data(), w.size() * 2).ok());
   ASSERT_TRUE(device->Upload(*xb, x.data(), x.size() * 4).ok());
-  absl::StatusOr<Dispatch> d = ops->MatMulF16(*wb, *xb, *yb, rows, cols, m, false);
+  absl::StatusOr<Dispatch> d = type == TensorType::kF16 ? ops->MatMulF16(*wb, *xb, *yb, rows, cols, m, false)
+                                                        : ops->MatMulBF16(*wb, *xb, *yb, rows, cols, m, false);
   ASSERT_TRUE(d.ok()) << d.status();
   ASSERT_TRUE(device->Run({&*d, 1}).ok());
   std::vector<float> y(size_t{rows} * m);
   ASSERT_TRUE(device->Download(*yb, y.data(), y.size() * 4).ok());
-  const TensorType act = kernels::ActivationType(TensorType::kF16);
+  const TensorType act = kernels::ActivationType(type);
   std::vector<uint8_t> a(*RowBytes(act, cols));
   for (uint32_t t = 0; t < m; ++t) {
     kernels::QuantizeActivationRow(act, &x[size_t{t} * cols], a.data(), cols);
     for (uint32_t r = 0; r < rows; ++r) {
-      const float want = kernels::VecDot(TensorType::kF16, cols, &w[size_t{r} * cols], a.data());
+      const float want = kernels::VecDot(type, cols, &w[size_t{r} * cols], a.data());
       ASSERT_NEAR(y[size_t{t} * rows + r], want, 2e-5f * (1.0f + std::fabs(want))) << "row " << r << ", activation row " << t;
     }
+  }
   }
 }
 

@@ -1,7 +1,8 @@
-// The body of matmul_f32.comp and matmul_f16.comp (WEIGHT_F16 defined): y[t * rows + r] (=, or
-// += when accumulate) dot(weight row r, x row t) for m activation rows of cols floats. F16 weights
-// pair with activations rounded to F16, as the CPU backend (and ggml) pair them; products are
-// summed in F32.
+// The body of matmul_f32.comp, matmul_f16.comp (WEIGHT_F16 defined) and matmul_bf16.comp
+// (WEIGHT_BF16): y[t * rows + r] (=, or += when accumulate) dot(weight row r, x row t) for m
+// activation rows of cols floats. F16 (BF16) weights pair with activations rounded to F16 (BF16,
+// to nearest even, NaN kept quiet), as the CPU backend (and ggml) pair them; products are summed
+// in F32.
 //
 // A workgroup of 64 computes 8 weight rows for one activation row: 8 invocations per row take
 // columns in turn, then a shared-memory tree adds their 8 partial sums. Each row's sum is formed
@@ -13,6 +14,16 @@
 #define WEIGHT_TYPE uint16_t
 float Weight(uint16_t h) { return unpackHalf2x16(uint(h)).x; }
 float Activation(float x) { return F16Round(x); }
+#elif defined(WEIGHT_BF16)
+#extension GL_EXT_shader_16bit_storage : require
+#extension GL_EXT_shader_explicit_arithmetic_types_int16 : require
+#define WEIGHT_TYPE uint16_t
+float Weight(uint16_t h) { return uintBitsToFloat(uint(h) << 16); }
+float Activation(float x) {
+  const uint u = floatBitsToUint(x);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return uintBitsToFloat((u | 0x400000u) & 0xFFFF0000u);
+  return uintBitsToFloat((u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u);
+}
 #else
 #define WEIGHT_TYPE float
 float Weight(float w) { return w; }
