@@ -77,6 +77,7 @@ struct Stage {
   std::unique_ptr<Buffer> output_norm, k_cache, v_cache;
   std::unique_ptr<Buffer> x, xn, gathered, q, attn, k, v, gate, up, rope, meta, out_index, logits, tables, act_q8_0,
       act_q8_1, act_q8_k;
+  std::unique_ptr<Buffer> attn_scratch;  // with a context beyond 4,096 positions (Ops::AttentionLong)
   std::string Describe() const {
     return absl::StrCat(device->label(), " layers ", first, "-", end - 1, last ? " and the output" : "");
   }
@@ -251,6 +252,14 @@ class VulkanExecutor : public ModelExecutor {
             AIRLOCK_RETURN_IF_ERROR(add(ops.KvStore(*st.k, *st.v, *st.meta, *st.k_cache, *st.v_cache, st.kv, il, n)));
             AIRLOCK_RETURN_IF_ERROR(add(ops.Attention(*st.q, *st.k_cache, *st.v_cache, *st.meta, *st.tables, *st.attn,
                                                       st.kv, il, n, kq_scale)));
+            if (st.attn_scratch) {
+              // Rows past 4,096 positions (the dispatches skip the others).
+              AIRLOCK_ASSIGN_OR_RETURN(std::vector<Dispatch> long_rows,
+                                       ops.AttentionLong(*st.q, *st.k_cache, *st.v_cache, *st.meta, *st.tables,
+                                                         *st.attn, *st.attn_scratch, st.kv, il, n, kq_scale,
+                                                         static_cast<uint32_t>(options_.n_ctx)));
+              for (Dispatch& d : long_rows) steps.push_back(std::move(d));
+            }
             break;
           case LayerOp::kAttnOutputAdd:
             AIRLOCK_RETURN_IF_ERROR(Products(st, {&L.wo}, *st.attn, {st.x.get()}, n, true, steps));
@@ -326,10 +335,6 @@ class VulkanExecutor : public ModelExecutor {
   // Refuses what this backend does not run yet, opens the devices, splits the layers over them,
   // plans each device's memory, then uploads.
   absl::Status Init(const std::vector<std::string>& selectors) {
-    if (options_.n_ctx > static_cast<int32_t>(Ops::kMaxAttentionPositions)) {
-      return absl::UnimplementedError(absl::StrCat("the Vulkan backend attends over at most ", Ops::kMaxAttentionPositions,
-                                                   " positions so far; context ", options_.n_ctx, " asked"));
-    }
     if (c_.n_head % c_.n_head_kv != 0) return absl::InvalidArgumentError("n_head is not a multiple of n_head_kv");
     for (const WeightMatrix* w : Matrices(model_)) {
       if (!Supported(w->type)) {
@@ -383,6 +388,9 @@ class VulkanExecutor : public ModelExecutor {
     return kv;
   }
 
+  // Sequences may hold more positions than the one-pass attention shader takes.
+  bool LongContext() const { return options_.n_ctx > static_cast<int32_t>(Ops::kMaxAttentionPositions); }
+
   uint64_t Widest() const {
     return std::max<uint64_t>({static_cast<uint64_t>(c_.n_embd), static_cast<uint64_t>(c_.n_embd_q()),
                                static_cast<uint64_t>(c_.n_ff)});
@@ -411,6 +419,10 @@ class VulkanExecutor : public ModelExecutor {
     plan.push_back({"K cache", st.kv.bytes()});
     plan.push_back({"V cache", st.kv.bytes()});
     plan.push_back({"activations", 8 * nb * Widest() * 4});
+    if (LongContext()) {
+      plan.push_back({"attention scratch", Ops::AttentionScratchBytes(st.kv, static_cast<uint32_t>(nb),
+                                                                      static_cast<uint32_t>(options_.n_ctx))});
+    }
     uint64_t total = 0;
     const DeviceInfo& info = st.device->info();
     for (const Planned& p : plan) {
@@ -506,6 +518,12 @@ class VulkanExecutor : public ModelExecutor {
     // Every entry has at least one token, so a step has at most n_batch block tables.
     const uint64_t blocks_per_seq = (static_cast<uint64_t>(options_.n_ctx) + st.kv.block_tokens - 1) / st.kv.block_tokens;
     AIRLOCK_ASSIGN_OR_RETURN(st.tables, device.CreateBuffer(nb * blocks_per_seq * 4, Memory::kHostVisible));
+    if (LongContext()) {
+      AIRLOCK_ASSIGN_OR_RETURN(st.attn_scratch,
+                               device.CreateBuffer(Ops::AttentionScratchBytes(st.kv, static_cast<uint32_t>(nb),
+                                                                              static_cast<uint32_t>(options_.n_ctx)),
+                                                   Memory::kDeviceLocal));
+    }
     return absl::OkStatus();
   }
 

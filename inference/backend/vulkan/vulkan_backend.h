@@ -4,8 +4,8 @@
 //
 // So far: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K and Q6_K weights (every type
 // the CPU backend runs), an F32 or F16 KV cache, the llama and qwen2 recipes' ops (qwen2's Q/K/V
-// biases included), at most 4,096 positions per sequence. Anything else is refused at
-// CreateExecutor with an error that names it, never silently run on the CPU.
+// biases included), any context (beyond 4,096 positions attention is split into chunks). Anything
+// else is refused at CreateExecutor with an error that names it, never silently run on the CPU.
 #pragma once
 
 #include <cstdint>

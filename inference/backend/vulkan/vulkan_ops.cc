@@ -34,6 +34,12 @@ constexpr uint32_t kAttentionSpirv[] = {
 constexpr uint32_t kKvStoreF16Spirv[] = {
 #include "kv_store_f16.spv.inc"
 };
+constexpr uint32_t kAttentionLongSpirv[] = {
+#include "attention_long.spv.inc"
+};
+constexpr uint32_t kAttentionLongF16Spirv[] = {
+#include "attention_long_f16.spv.inc"
+};
 constexpr uint32_t kAttentionF16Spirv[] = {
 #include "attention_f16.spv.inc"
 };
@@ -126,6 +132,8 @@ absl::StatusOr<std::unique_ptr<Ops>> Ops::Create(Device& device) {
   AIRLOCK_ASSIGN_OR_RETURN(ops->rope_, device.CreatePipeline(kRopeSpirv, 2, 24));
   AIRLOCK_ASSIGN_OR_RETURN(ops->kv_store_, device.CreatePipeline(kKvStoreSpirv, 5, 20));
   AIRLOCK_ASSIGN_OR_RETURN(ops->attention_, device.CreatePipeline(kAttentionSpirv, 6, 32));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->attention_long_, device.CreatePipeline(kAttentionLongSpirv, 7, 40));
+  AIRLOCK_ASSIGN_OR_RETURN(ops->attention_long_f16_, device.CreatePipeline(kAttentionLongF16Spirv, 7, 40));
   AIRLOCK_ASSIGN_OR_RETURN(ops->swiglu_, device.CreatePipeline(kSwiGluSpirv, 2, 4));
   AIRLOCK_ASSIGN_OR_RETURN(ops->add_bias_, device.CreatePipeline(kAddBiasSpirv, 2, 8));
   AIRLOCK_ASSIGN_OR_RETURN(ops->gather_rows_, device.CreatePipeline(kGatherRowsSpirv, 3, 8));
@@ -333,6 +341,40 @@ absl::StatusOr<Dispatch> Ops::Attention(const Buffer& q, const Buffer& k_cache, 
   d.groups_x = kv.n_head;
   d.groups_y = rows;
   return d;
+}
+
+uint64_t Ops::AttentionScratchBytes(const KvLayout& kv, uint32_t rows, uint32_t n_ctx) {
+  const uint64_t chunks = (uint64_t{n_ctx} + kMaxAttentionPositions - 1) / kMaxAttentionPositions;
+  return uint64_t{rows} * kv.n_head * chunks * (2 + kv.head_dim) * 4;
+}
+
+absl::StatusOr<std::vector<Dispatch>> Ops::AttentionLong(const Buffer& q, const Buffer& k_cache,
+                                                         const Buffer& v_cache, const Buffer& meta,
+                                                         const Buffer& blocks, const Buffer& out,
+                                                         const Buffer& scratch, const KvLayout& kv, uint32_t layer,
+                                                         uint32_t rows, float scale, uint32_t n_ctx) const {
+  // The shapes and buffers the short attention checks, then the scratch.
+  AIRLOCK_ASSIGN_OR_RETURN(Dispatch first, Attention(q, k_cache, v_cache, meta, blocks, out, kv, layer, rows, scale));
+  const uint32_t chunks = (n_ctx + kMaxAttentionPositions - 1) / kMaxAttentionPositions;
+  if (chunks == 0 || chunks > max_groups_) return absl::InvalidArgumentError("AttentionLong: bad context");
+  AIRLOCK_RETURN_IF_ERROR(CheckBytes(scratch, AttentionScratchBytes(kv, rows, n_ctx), "AttentionLong scratch"));
+  std::vector<Dispatch> out_dispatches;
+  for (uint32_t phase = 0; phase < 3; ++phase) {
+    struct {
+      uint32_t rows, n_head, n_head_kv, head_dim, layer, n_layer, block_tokens;
+      float scale;
+      uint32_t chunks, phase;
+    } push{rows, kv.n_head, kv.n_head_kv, kv.head_dim, layer, kv.n_layer, kv.block_tokens, scale, chunks, phase};
+    Dispatch d;
+    d.pipeline = kv.f16 ? attention_long_f16_.get() : attention_long_.get();
+    d.buffers = {&q, &k_cache, &v_cache, &meta, &blocks, &out, &scratch};
+    d.push = PushBytes(push);
+    d.groups_x = first.groups_x;
+    d.groups_y = first.groups_y;
+    d.groups_z = phase == 2 ? 1 : chunks;
+    out_dispatches.push_back(std::move(d));
+  }
+  return out_dispatches;
 }
 
 absl::StatusOr<Dispatch> Ops::AddBias(const Buffer& x, const Buffer& b, uint32_t rows, uint32_t n) const {

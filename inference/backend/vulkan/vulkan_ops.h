@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "inference/backend/vulkan/vulkan_device.h"
@@ -76,11 +77,21 @@ class Ops {
                                    const Buffer& v_cache, const KvLayout& kv, uint32_t layer, uint32_t rows) const;
 
   // Causal attention of every (row, head) over its sequence's positions 0..pos in layer `layer`:
-  // q and out are rows of n_head * head_dim floats. Positions per sequence: at most 4096.
+  // q and out are rows of n_head * head_dim floats. Rows of more than kMaxAttentionPositions
+  // positions are left alone: AttentionLong computes those.
   absl::StatusOr<Dispatch> Attention(const Buffer& q, const Buffer& k_cache, const Buffer& v_cache, const Buffer& meta,
                                      const Buffer& blocks, const Buffer& out, const KvLayout& kv, uint32_t layer,
                                      uint32_t rows, float scale) const;
   static constexpr uint32_t kMaxAttentionPositions = 4096;
+  // The same for the rows Attention leaves (more than kMaxAttentionPositions positions, up to
+  // n_ctx), split into chunks of kMaxAttentionPositions: three dispatches to record after
+  // Attention's (chunk statistics, chunk outputs, their sum), with `scratch` of at least
+  // AttentionScratchBytes.
+  absl::StatusOr<std::vector<Dispatch>> AttentionLong(const Buffer& q, const Buffer& k_cache, const Buffer& v_cache,
+                                                      const Buffer& meta, const Buffer& blocks, const Buffer& out,
+                                                      const Buffer& scratch, const KvLayout& kv, uint32_t layer,
+                                                      uint32_t rows, float scale, uint32_t n_ctx) const;
+  static uint64_t AttentionScratchBytes(const KvLayout& kv, uint32_t rows, uint32_t n_ctx);
 
   // x row r += b for `rows` rows of n floats (Q/K/V biases).
   absl::StatusOr<Dispatch> AddBias(const Buffer& x, const Buffer& b, uint32_t rows, uint32_t n) const;
@@ -102,7 +113,8 @@ class Ops {
   std::unique_ptr<Pipeline> rms_norm_, matmul_q4_0_, matmul_q4_1_, matmul_q5_0_, matmul_q5_1_, matmul_q8_0_,
       matmul_q4_k_, matmul_q5_k_, matmul_q6_k_, matmul_f32_, matmul_f16_, matmul_bf16_,
       quantize_q8_0_, quantize_q8_1_,
-      quantize_q8_k_, add_bias_, rope_, kv_store_, kv_store_f16_, attention_, attention_f16_, swiglu_, gather_rows_;
+      quantize_q8_k_, add_bias_, rope_, kv_store_, kv_store_f16_, attention_, attention_f16_,
+      attention_long_, attention_long_f16_, swiglu_, gather_rows_;
   uint32_t max_groups_ = 65535;  // maxComputeWorkGroupCount per dimension (at least 65535)
 };
 

@@ -200,8 +200,8 @@ TEST(VulkanOpsTest, RmsNormMatchesTheCpuBackend) {
 
 // Attention over a paged cache of random K and V (blocks in shuffled order, so every row reads
 // through its block table), against a double precision reference, for rows from the first
-// position to the last the shader holds (4,096), several head sizes (GQA included) and both
-// cache types.
+// position to 9,000 (past 4,096, AttentionLong's chunked dispatches take the rows the one-pass
+// shader leaves), several head sizes (GQA included) and both cache types.
 TEST(VulkanOpsTest, AttentionMatchesADoublePrecisionReference) {
   std::unique_ptr<Device> device;
   AIRLOCK_OPEN_TEST_DEVICE(device);
@@ -209,14 +209,15 @@ TEST(VulkanOpsTest, AttentionMatchesADoublePrecisionReference) {
   struct Shape {
     uint32_t n_head, n_head_kv, head_dim;
   };
-  const std::vector<uint32_t> positions = {0, 37, 1000, 4095};
+  const std::vector<uint32_t> positions = {0, 37, 1000, 4095, 4096, 4100, 8191, 8999};
+  const uint32_t n_ctx = 9000;
   for (const bool f16 : {false, true}) {
     for (const Shape s : {Shape{4, 2, 64}, Shape{2, 1, 256}, Shape{3, 3, 8}}) {
       SCOPED_TRACE(::testing::Message() << (f16 ? "f16" : "f32") << " heads " << s.n_head << "/" << s.n_head_kv
                                         << " head_dim " << s.head_dim);
       Ops::KvLayout kv;
       kv.block_tokens = 16;
-      kv.n_blocks = 4096 / 16 + 3;
+      kv.n_blocks = n_ctx / 16 + 3;
       kv.n_layer = 2;
       kv.n_head = s.n_head;
       kv.n_head_kv = s.n_head_kv;
@@ -258,7 +259,15 @@ TEST(VulkanOpsTest, AttentionMatchesADoublePrecisionReference) {
       const float scale = 1.0f / std::sqrt(static_cast<float>(s.head_dim));
       absl::StatusOr<Dispatch> d = ops->Attention(*qb, *kb, *vb, *mb, *tb, *ob, kv, layer, rows, scale);
       ASSERT_TRUE(d.ok()) << d.status();
-      ASSERT_TRUE(device->Run({&*d, 1}).ok());
+      auto scratch = *device->CreateBuffer(Ops::AttentionScratchBytes(kv, rows, n_ctx), Memory::kDeviceLocal);
+      absl::StatusOr<std::vector<Dispatch>> long_rows =
+          ops->AttentionLong(*qb, *kb, *vb, *mb, *tb, *ob, *scratch, kv, layer, rows, scale, n_ctx);
+      ASSERT_TRUE(long_rows.ok()) << long_rows.status();
+      std::vector<Dispatch> all = {*d};
+      all.insert(all.end(), long_rows->begin(), long_rows->end());
+      ASSERT_TRUE(device->Run(all).ok());
+      // Too small a scratch buffer is refused.
+      EXPECT_FALSE(ops->AttentionLong(*qb, *kb, *vb, *mb, *tb, *ob, *mb, kv, layer, rows, scale, n_ctx).ok());
       std::vector<float> out(q.size());
       ASSERT_TRUE(device->Download(*ob, out.data(), out.size() * 4).ok());
       const auto at = [&](const std::vector<float>& cache, uint32_t pos, uint32_t kvh, uint32_t i) {
@@ -283,7 +292,7 @@ TEST(VulkanOpsTest, AttentionMatchesADoublePrecisionReference) {
             double want = 0;
             for (uint32_t p = 0; p <= positions[r]; ++p) want += w[p] / sum * at(v, p, kvh, i);
             const float got = out[(size_t{r} * s.n_head + h) * s.head_dim + i];
-            // Float sums over up to 4,096 positions; with F16, q and the probabilities are also
+            // Float sums over up to 9,000 positions; with F16, q and the probabilities are also
             // rounded to F16 on the device (as on the CPU).
             const double bound = (f16 ? 3e-4 : 2e-6) + 1e-9 * positions[r];
             ASSERT_NEAR(got, want, bound) << "position " << positions[r] << " head " << h << " dim " << i;

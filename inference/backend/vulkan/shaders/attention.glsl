@@ -2,7 +2,8 @@
 // attention of one query head of one row over its own sequence's positions 0..pos, read through
 // the sequence's block table: scores = (q . k_p) * scale, softmax, out = sum_p w_p v_p. With an
 // F16 cache, q and the probabilities are rounded to F16 first, as ggml (and the CPU backend) do.
-// One workgroup per (head, row); the scores live in shared memory (at most 4096 positions).
+// One workgroup per (head, row); the scores live in shared memory (at most 4096 positions: longer
+// rows are left to attention_long.glsl).
 #include "f16.glsl"
 #ifdef KV_F16
 #extension GL_EXT_shader_16bit_storage : require
@@ -53,6 +54,7 @@ void main() {
   const uint kv_dim = p.n_head_kv * p.head_dim;
   const uint kvh = h / (p.n_head / p.n_head_kv);
   const uint n_kv = meta[4 * t] + 1;
+  if (n_kv > kMaxPositions) return;  // attention_long.glsl's (uniform over the workgroup)
   const uint table = meta[4 * t + 3];
   const uint qb = (t * p.n_head + h) * p.head_dim;
 
