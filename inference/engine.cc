@@ -4,15 +4,14 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <string_view>
 #include <chrono>
+#include <cstdlib>
 #include <future>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "absl/strings/numbers.h"
 #include "inference/base/status.h"
 #include "inference/scheduler.h"
 #ifdef AIRLOCK_HAVE_VULKAN

@@ -26,6 +26,7 @@ struct WeightMatrix {
   size_t row_bytes = 0;
 
   const uint8_t* row(int64_t r) const { return data + static_cast<size_t>(r) * row_bytes; }
+  size_t bytes() const { return static_cast<size_t>(rows) * row_bytes; }
 };
 
 // The weights of one layer; each is loaded when the architecture's recipe has the op that uses it

@@ -60,6 +60,23 @@ class VulkanServingTest : public LabDaemonTest {
     std::signal(SIGPIPE, SIG_IGN);  // httplib's client does not ignore it itself
     SetUpLab(kAliceMayCallAnything, {"alice", "prometheus"});
   }
+  // The metrics listener (mTLS; the prometheus identity scrapes).
+  std::string MetricsYaml() const {
+    return absl::StrCat("metrics:\n  listen: \"127.0.0.1:0\"\n  port_file: \"", dir_,
+                        "/metrics-port\"\n  scrapers: [prometheus]\n");
+  }
+  // GET `path` from the metrics listener as the prometheus scraper.
+  httplib::Result Scrape(const std::string& path) {
+    int metrics_port = 0;
+    std::ifstream(dir_ + "/metrics-port") >> metrics_port;
+    EXPECT_GT(metrics_port, 0) << daemon_->Log();
+    httplib::SSLClient client("localhost", metrics_port, pki_.cert("prometheus"), pki_.key("prometheus"));
+    client.set_ca_cert_path((pki_.dir + "/ca.crt").c_str());
+    client.enable_server_certificate_verification(true);
+    client.set_connection_timeout(10);
+    client.set_read_timeout(10);
+    return client.Get(path);
+  }
   std::string device_;
   std::string devices_;  // what airlockctl devices printed
 };
@@ -98,8 +115,7 @@ TEST_F(VulkanServingTest, ALostDeviceEndsItsRequestsAndLeavesTheOtherModelsServi
   std::string error;
   const std::string config =
       BaseConfig(dir_, pki_, ModelYaml("stories-cpu", "cpu") + ModelYaml("stories-gpu", device_), access_,
-                 absl::StrCat("metrics:\n  listen: \"127.0.0.1:0\"\n  port_file: \"", dir_,
-                              "/metrics-port\"\n  scrapers: [prometheus]\n"));
+                 MetricsYaml());
   daemon_ = DaemonProcess::Start(dir_, config, &error, absl::Seconds(60),
                                  {"/usr/bin/env", "AIRLOCK_TEST_VULKAN_LOST_AT_STEP=4"});
   ASSERT_NE(daemon_, nullptr) << error;
@@ -128,19 +144,11 @@ TEST_F(VulkanServingTest, ALostDeviceEndsItsRequestsAndLeavesTheOtherModelsServi
     }
   }
 
-  int metrics_port = 0;
-  std::ifstream(dir_ + "/metrics-port") >> metrics_port;
-  ASSERT_GT(metrics_port, 0) << daemon_->Log();
-  httplib::SSLClient client("localhost", metrics_port, pki_.cert("prometheus"), pki_.key("prometheus"));
-  client.set_ca_cert_path((pki_.dir + "/ca.crt").c_str());
-  client.enable_server_certificate_verification(true);
-  client.set_connection_timeout(10);
-  client.set_read_timeout(10);
-  httplib::Result ready = client.Get("/readyz");
+  httplib::Result ready = Scrape("/readyz");
   ASSERT_TRUE(ready) << httplib::to_string(ready.error());
   EXPECT_EQ(ready->status, 200) << ready->body;  // the CPU model still serves
   EXPECT_THAT(ready->body, HasSubstr("unavailable: stories-gpu"));
-  httplib::Result metrics = client.Get("/metrics");
+  httplib::Result metrics = Scrape("/metrics");
   ASSERT_TRUE(metrics) << httplib::to_string(metrics.error());
   EXPECT_THAT(metrics->body, HasSubstr("airlock_model_state{model=\"stories-gpu\",state=\"unavailable\"} 1"));
   EXPECT_THAT(metrics->body, HasSubstr("airlock_model_state{model=\"stories-cpu\",state=\"loaded\"} 1"));
@@ -205,8 +213,7 @@ TEST_F(VulkanServingTest, ALostReplicaLeavesTheModelServingDegraded) {
   const std::string config =
       BaseConfig(dir_, pki_, ModelYaml("stories-cpu", "cpu") + PlacedModelYaml("stories-2gpu", device_, "replicas"),
                  access_,
-                 absl::StrCat("metrics:\n  listen: \"127.0.0.1:0\"\n  port_file: \"", dir_,
-                              "/metrics-port\"\n  scrapers: [prometheus]\n"));
+                 MetricsYaml());
   daemon_ = DaemonProcess::Start(dir_, config, &error, absl::Seconds(60),
                                  {"/usr/bin/env", "AIRLOCK_TEST_VULKAN_LOST_AT_STEP=4:0"});
   ASSERT_NE(daemon_, nullptr) << error;
@@ -225,20 +232,12 @@ TEST_F(VulkanServingTest, ALostReplicaLeavesTheModelServingDegraded) {
   ASSERT_EQ(served.exit_code, 0) << served.err;
   EXPECT_EQ(nlohmann::json::parse(served.out)["text"], nlohmann::json::parse(cpu.out)["text"]);
 
-  int metrics_port = 0;
-  std::ifstream(dir_ + "/metrics-port") >> metrics_port;
-  ASSERT_GT(metrics_port, 0) << daemon_->Log();
-  httplib::SSLClient client("localhost", metrics_port, pki_.cert("prometheus"), pki_.key("prometheus"));
-  client.set_ca_cert_path((pki_.dir + "/ca.crt").c_str());
-  client.enable_server_certificate_verification(true);
-  client.set_connection_timeout(10);
-  client.set_read_timeout(10);
-  httplib::Result ready = client.Get("/readyz");
+  httplib::Result ready = Scrape("/readyz");
   ASSERT_TRUE(ready) << httplib::to_string(ready.error());
   EXPECT_EQ(ready->status, 200) << ready->body;
   EXPECT_THAT(ready->body, HasSubstr("degraded: stories-2gpu ("));
   EXPECT_THAT(ready->body, HasSubstr("was lost"));
-  httplib::Result metrics = client.Get("/metrics");
+  httplib::Result metrics = Scrape("/metrics");
   ASSERT_TRUE(metrics) << httplib::to_string(metrics.error());
   EXPECT_THAT(metrics->body, HasSubstr("airlock_model_state{model=\"stories-2gpu\",state=\"degraded\"} 1"));
   EXPECT_THAT(metrics->body, HasSubstr("airlock_model_state{model=\"stories-cpu\",state=\"loaded\"} 1"));

@@ -3,6 +3,7 @@
 #include "inference/backend/vulkan/vulkan_backend.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <initializer_list>
@@ -51,11 +52,16 @@ absl::Status Append(std::vector<Dispatch>& steps, absl::StatusOr<Dispatch> dispa
   return absl::OkStatus();
 }
 
+// A layer's matrices.
+std::array<const WeightMatrix*, 7> LayerMatrices(const LayerWeights& L) {
+  return {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down};
+}
+
 // Every matrix the executor multiplies (and uploads).
 std::vector<const WeightMatrix*> Matrices(const Model& model) {
   std::vector<const WeightMatrix*> matrices = {&model.output()};
   for (const LayerWeights& L : model.layers()) {
-    for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) matrices.push_back(w);
+    for (const WeightMatrix* w : LayerMatrices(L)) matrices.push_back(w);
   }
   return matrices;
 }
@@ -86,9 +92,7 @@ struct Stage {
 // The bytes of a layer's matrices.
 uint64_t LayerBytes(const LayerWeights& L) {
   uint64_t bytes = 0;
-  for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) {
-    bytes += static_cast<uint64_t>(w->rows) * w->row_bytes;
-  }
+  for (const WeightMatrix* w : LayerMatrices(L)) bytes += w->bytes();
   return bytes;
 }
 
@@ -408,12 +412,10 @@ class VulkanExecutor : public ModelExecutor {
     std::vector<Planned> plan;
     for (int32_t l = st.first; l < st.end; ++l) {
       const LayerWeights& L = model_.layers()[static_cast<size_t>(l)];
-      for (const WeightMatrix* w : {&L.wq, &L.wk, &L.wv, &L.wo, &L.w_gate, &L.w_up, &L.w_down}) {
-        plan.push_back({w->name, static_cast<uint64_t>(w->rows) * w->row_bytes});
-      }
+      for (const WeightMatrix* w : LayerMatrices(L)) plan.push_back({w->name, w->bytes()});
     }
     if (st.last) {
-      plan.push_back({model_.output().name, static_cast<uint64_t>(model_.output().rows) * model_.output().row_bytes});
+      plan.push_back({model_.output().name, model_.output().bytes()});
       plan.push_back({"logits", nb * static_cast<uint64_t>(c_.n_vocab) * 4});
     }
     plan.push_back({"K cache", st.kv.bytes()});
@@ -448,7 +450,7 @@ class VulkanExecutor : public ModelExecutor {
     Device& device = *st.device;
     const uint64_t nb = static_cast<uint64_t>(options_.n_batch);
     auto upload_matrix = [&](const WeightMatrix& w) -> absl::StatusOr<DeviceMatrix> {
-      const size_t bytes = static_cast<size_t>(w.rows) * w.row_bytes;
+      const size_t bytes = w.bytes();
       DeviceMatrix d;
       AIRLOCK_ASSIGN_OR_RETURN(d.data, device.CreateBuffer(bytes, Memory::kDeviceLocal));
       AIRLOCK_RETURN_IF_ERROR(device.Upload(*d.data, w.data, bytes));
@@ -575,7 +577,7 @@ class VulkanBackend : public Backend {
     for (size_t i = 0; i < infos.size(); ++i) {
       uint64_t weights = 0;
       for (int32_t l = starts[i]; l < starts[i + 1]; ++l) weights += layer_bytes[static_cast<size_t>(l)];
-      if (i + 1 == infos.size()) weights += static_cast<uint64_t>(model.output().rows) * model.output().row_bytes;
+      if (i + 1 == infos.size()) weights += model.output().bytes();
       // Nothing left beside the weights: CreateExecutor's memory plan says so with the numbers.
       const uint64_t beside = infos[i]->device_local_bytes > weights ? infos[i]->device_local_bytes - weights : 0;
       // K and V are one buffer each.

@@ -8,57 +8,16 @@
 //   2, a workgroup per (head, row): the chunks' parts added in chunk order.
 // The scratch buffer holds, for p.rows rows: (m_c, sum_c) per (row, head, chunk), then the parts.
 // Rows of at most kChunk positions are attention.glsl's, and this skips them.
-#include "f16.glsl"
-#ifdef KV_F16
-#extension GL_EXT_shader_16bit_storage : require
-#extension GL_EXT_shader_explicit_arithmetic_types_int16 : require
-#define KV_TYPE uint16_t
-float Kv(uint16_t h) { return unpackHalf2x16(uint(h)).x; }
-float Round(float x) { return F16Round(x); }
-#else
-#define KV_TYPE float
-float Kv(float x) { return x; }
-float Round(float x) { return x; }
-#endif
+#define ATTENTION_PUSH_EXTRA \
+  uint chunks; /* chunks per row the scratch buffer holds (the context / kChunk, rounded up) */ \
+  uint phase;
+#include "attention_common.glsl"
 
-layout(local_size_x = 64) in;
-
-layout(std430, binding = 0) readonly buffer Q { float q[]; };
-layout(std430, binding = 1) readonly buffer KCache { KV_TYPE kc[]; };
-layout(std430, binding = 2) readonly buffer VCache { KV_TYPE vc[]; };
-layout(std430, binding = 3) readonly buffer Meta { uint meta[]; };
-layout(std430, binding = 4) readonly buffer Blocks { uint blocks[]; };
 layout(std430, binding = 5) buffer Out { float o[]; };
 layout(std430, binding = 6) buffer Scratch { float scratch[]; };
 
-layout(push_constant) uniform Push {
-  uint rows;
-  uint n_head;
-  uint n_head_kv;
-  uint head_dim;
-  uint layer;
-  uint n_layer;
-  uint block_tokens;
-  float scale;
-  uint chunks;  // chunks per row the scratch buffer holds (the context / kChunk, rounded up)
-  uint phase;
-} p;
-
 const uint kChunk = 4096;
 shared float scores[kChunk];
-shared float red[64];
-
-uint KvBase(uint table, uint pos, uint kvh, uint kv_dim) {
-  const uint block = blocks[table + pos / p.block_tokens];
-  return ((block * p.n_layer + p.layer) * p.block_tokens + pos % p.block_tokens) * kv_dim + kvh * p.head_dim;
-}
-
-float Score(uint qb, uint table, uint pos, uint kvh, uint kv_dim) {
-  const uint kb = KvBase(table, pos, kvh, kv_dim);
-  float d = 0.0;
-  for (uint i = 0; i < p.head_dim; ++i) d = fma(Round(q[qb + i]), Kv(kc[kb + i]), d);
-  return d * p.scale;
-}
 
 void main() {
   const uint h = gl_WorkGroupID.x;
@@ -93,25 +52,13 @@ void main() {
       scores[pos - c0] = s;
       local_max = max(local_max, s);
     }
-    red[lid] = local_max;
-    barrier();
-    for (uint k = 32; k > 0; k >>= 1) {
-      if (lid < k) red[lid] = max(red[lid], red[lid + k]);
-      barrier();
-    }
-    const float m = red[0];
-    barrier();
+    const float m = GroupMax(local_max, lid);
     float local_sum = 0.0;
     for (uint pos = c0 + lid; pos < c1; pos += 64) local_sum += exp(scores[pos - c0] - m);
-    red[lid] = local_sum;
-    barrier();
-    for (uint k = 32; k > 0; k >>= 1) {
-      if (lid < k) red[lid] += red[lid + k];
-      barrier();
-    }
+    const float sum = GroupSum(local_sum, lid);
     if (lid == 0) {
       scratch[stats + 2 * c] = m;
-      scratch[stats + 2 * c + 1] = red[0];
+      scratch[stats + 2 * c + 1] = sum;
     }
     return;
   }
