@@ -73,6 +73,20 @@ absl::StatusOr<std::vector<float>> Vector(const GgufFile& f, const std::string& 
   return out;
 }
 
+size_t FloatBytes(const std::vector<float>& v) { return v.size() * sizeof(float); }
+
+// Model::decode_weight_bytes(): what one single-token step reads of the weights.
+size_t DecodeWeightBytes(const Model& m) {
+  size_t bytes = FloatBytes(m.output_norm()) + m.output().bytes();
+  const bool tied = &m.output() == &m.token_embd();
+  if (!tied) bytes += m.token_embd().row_bytes;
+  for (const LayerWeights& l : m.layers()) {
+    for (const WeightMatrix* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) bytes += w->bytes();
+    for (const std::vector<float>* v : {&l.attn_norm, &l.ffn_norm, &l.bq, &l.bk, &l.bv}) bytes += FloatBytes(*v);
+  }
+  return bytes;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path) {
@@ -146,6 +160,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromGguf(std::unique_ptr<GgufFile>
     }
   }
   for (const GgufTensorInfo& t : f.tensors()) m->weight_bytes_ += t.bytes;
+  m->decode_weight_bytes_ = DecodeWeightBytes(*m);
   m->file_ = std::move(file);
   return m;
 }

@@ -54,6 +54,11 @@ class Model {
   const std::vector<LayerWeights>& layers() const { return layers_; }
   // Total bytes of weight data (for reports and memory planning).
   size_t weight_bytes() const { return weight_bytes_; }
+  // Bytes of weights one single-token step reads: every layer's matrices, norms and biases, the
+  // output norm and matrix, and one row of the token embedding (all of it where the output is tied
+  // to it, as the logits read every row). Decode is bound by this over the memory's read
+  // bandwidth; airlock-bench reports the fraction reached.
+  size_t decode_weight_bytes() const { return decode_weight_bytes_; }
 
  private:
   Model() = default;
@@ -67,6 +72,7 @@ class Model {
   std::vector<float> rope_freqs_;
   std::vector<LayerWeights> layers_;
   size_t weight_bytes_ = 0;
+  size_t decode_weight_bytes_ = 0;
 };
 
 }  // namespace airlock::inference

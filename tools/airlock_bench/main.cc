@@ -3,7 +3,9 @@
 // steps from an empty context), with peak memory; `overhead` (alias `serve`): what a running
 // airlockd adds per request over the same work in-process (overhead.h); and `load`: concurrent
 // streaming clients against a running airlockd (load.h); and `batched`: N sequences prefilled and
-// decoded together, like llama-batched-bench (batched.h).
+// decoded together, like llama-batched-bench (batched.h); `memory`: the memory read bandwidth
+// (memory_bandwidth.h), which the tg test also measures over the model's own weights to report the
+// fraction of it that decode reaches.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -11,6 +13,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <random>
 #include <string>
@@ -23,6 +26,7 @@
 #include "inference/model/model.h"
 #include "tools/airlock_bench/batched.h"
 #include "tools/airlock_bench/load.h"
+#include "tools/airlock_bench/memory_bandwidth.h"
 #include "tools/airlock_bench/scheduler_bench.h"
 #include "tools/airlock_bench/overhead.h"
 
@@ -71,6 +75,21 @@ int main(int argc, char** argv) {
   std::string device = "cpu";
   app.add_option("--device", device, "cpu, or a Vulkan device: vulkan:N or vulkan:NAME")->capture_default_str();
   app.add_flag("--json", json, "JSON lines output");
+  bool no_bandwidth = false;
+  app.add_flag("--no-bandwidth", no_bandwidth,
+               "tg: skip reading the model's weights after each run (the read bandwidth its decode is compared with)");
+
+  std::vector<int> mem_threads = {1};
+  size_t mem_mib = 1024;
+  int mem_reps = 5;
+  bool mem_json = false;
+  CLI::App* memory = app.add_subcommand(
+      "memory", "Memory read bandwidth, STREAM-like: T threads each stream their own part of a buffer far larger "
+                "than the caches (decode's access pattern)");
+  memory->add_option("--threads,-t", mem_threads, "thread counts (repeatable)")->capture_default_str();
+  memory->add_option("--size-mib", mem_mib, "buffer size in MiB")->capture_default_str()->check(CLI::Range(1, 1 << 20));
+  memory->add_option("--reps,-r", mem_reps, "measured passes")->capture_default_str()->check(CLI::Range(1, 1000));
+  memory->add_flag("--json", mem_json, "JSON lines output");
 
   airlock::bench::OverheadOptions ov;
   CLI::App* overhead = app.add_subcommand(
@@ -172,6 +191,25 @@ int main(int argc, char** argv) {
   scheduler->add_flag("--json", so.json, "JSON lines output");
   CLI11_PARSE(app, argc, argv);
 
+  if (memory->parsed()) {
+    if (!mem_json) std::printf("| threads | MiB | best GB/s | mean GB/s |\n|---|---|---|---|\n");
+    for (int t : mem_threads) {
+      auto bw = airlock::bench::MeasureReadBandwidth(t, mem_mib << 20, mem_reps);
+      if (!bw.ok()) {
+        std::fprintf(stderr, "airlock-bench memory: %s\n", std::string(bw.status().message()).c_str());
+        return 1;
+      }
+      if (mem_json) {
+        std::printf("{\"threads\":%d,\"bytes\":%zu,\"best_gb_per_s\":%.3f,\"mean_gb_per_s\":%.3f}\n", t, bw->bytes,
+                    bw->best(), bw->mean());
+      } else {
+        std::printf("| %d | %zu | %.2f | %.2f |\n", t, bw->bytes >> 20, bw->best(), bw->mean());
+      }
+      std::fflush(stdout);
+    }
+    return 0;
+  }
+
   if (scheduler->parsed()) {
     const absl::Status status = airlock::bench::RunSchedulerBench(so);
     if (!status.ok()) {
@@ -229,7 +267,8 @@ int main(int argc, char** argv) {
   std::uniform_int_distribution<int32_t> dist(0, cfg.n_vocab - 1);
   std::vector<float> logits(static_cast<size_t>(cfg.n_vocab));
   if (!json) {
-    std::printf("| model | size | threads | test | t/s | peak RSS MiB |\n|---|---|---|---|---|---|\n");
+    std::printf("| model | size | threads | test | t/s | peak RSS MiB | decode weights GB/s | read GB/s | of read |\n"
+                "|---|---|---|---|---|---|---|---|---|\n");
   }
   for (int t : threads) {
     ExecutorOptions o;
@@ -242,9 +281,18 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "airlock-bench: %s\n", std::string(ex.status().message()).c_str());
       return 1;
     }
+    // The weights as mapped: one contiguous data section, read after each tg run with the same
+    // threads as the reference decode is compared with (the same pages, the same moment).
+    const uint8_t* weights_begin = nullptr;
+    const uint8_t* weights_end = nullptr;
+    for (const auto& info : (*model)->file().tensors()) {
+      if (weights_begin == nullptr || info.data < weights_begin) weights_begin = info.data;
+      if (info.data + info.bytes > weights_end) weights_end = info.data + info.bytes;
+    }
+    const double decode_gb = static_cast<double>((*model)->decode_weight_bytes()) / 1e9;
     auto run = [&](const std::string& test, int n, bool batch) {
       if (n <= 0) return;
-      std::vector<double> rates;
+      std::vector<double> rates, fractions, read_rates;
       for (int r = -1; r < reps; ++r) {  // r = -1 is a warm-up run
         std::vector<int32_t> tokens(static_cast<size_t>(n));
         for (int32_t& tok : tokens) tok = dist(rng);
@@ -258,17 +306,42 @@ int main(int argc, char** argv) {
           }
         }
         const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        if (r >= 0) rates.push_back(n / s);
+        if (r < 0) continue;
+        rates.push_back(n / s);
+        if (!batch && !no_bandwidth && device == "cpu") {  // a GPU reads its own memory
+          auto bw = airlock::bench::MeasureReadBandwidthOf(weights_begin, static_cast<size_t>(weights_end - weights_begin),
+                                                           t, 3);
+          if (!bw.ok()) {
+            std::fprintf(stderr, "airlock-bench: %s\n", std::string(bw.status().message()).c_str());
+            std::exit(1);
+          }
+          read_rates.push_back(bw->best());
+          fractions.push_back(n / s * decode_gb / bw->best());
+        }
       }
       const Stats st = Summarize(rates);
+      const bool with_bw = !read_rates.empty();
+      const double weights_gbps = st.mean * decode_gb;
+      const double read_gbps = with_bw ? Summarize(read_rates).mean : 0.0;
+      const double fraction = with_bw ? Summarize(fractions).mean : 0.0;
       if (json) {
         std::printf("{\"model\":\"%s\",\"threads\":%d,\"test\":\"%s\",\"tokens_per_second\":%.3f,\"stddev\":%.3f,"
-                    "\"peak_rss_mib\":%.1f}\n",
+                    "\"peak_rss_mib\":%.1f",
                     model_path.c_str(), t, test.c_str(), st.mean, st.stddev, PeakRssMiB());
+        if (!batch) std::printf(",\"decode_weight_gb_per_s\":%.3f", weights_gbps);
+        if (with_bw) std::printf(",\"read_gb_per_s\":%.3f,\"fraction_of_read\":%.4f", read_gbps, fraction);
+        std::printf("}\n");
       } else {
-        std::printf("| %s | %.1f MiB | %d | %s | %.2f ± %.2f | %.1f |\n", model_path.c_str(),
+        std::printf("| %s | %.1f MiB | %d | %s | %.2f ± %.2f | %.1f |", model_path.c_str(),
                     static_cast<double>((*model)->weight_bytes()) / (1 << 20), t, test.c_str(), st.mean, st.stddev,
                     PeakRssMiB());
+        if (batch) {
+          std::printf(" | | |\n");
+        } else if (with_bw) {
+          std::printf(" %.2f | %.2f | %.0f %% |\n", weights_gbps, read_gbps, 100.0 * fraction);
+        } else {
+          std::printf(" %.2f | | |\n", weights_gbps);
+        }
       }
       std::fflush(stdout);
     };

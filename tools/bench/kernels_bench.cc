@@ -18,6 +18,7 @@
 
 #include "inference/base/tensor_type.h"
 #include "inference/kernels/quants.h"
+#include "tools/airlock_bench/memory_bandwidth.h"
 
 namespace airlock::inference::kernels {
 namespace {
@@ -153,38 +154,14 @@ void AttentionDot(benchmark::State& state, Isa isa) {
   }
 }
 
-// A wrapping sum of 32-bit words with eight independent accumulators: the compiler vectorizes it
-// for the target given, and the adds far outrun memory.
-template <int kUnused>
-uint32_t SumWords(const uint32_t* words, size_t n) {
-  uint32_t acc[8] = {};
-  for (size_t i = 0; i + 8 <= n; i += 8) {
-    for (int k = 0; k < 8; ++k) acc[k] += words[i + k];
-  }
-  uint32_t sum = 0;
-  for (uint32_t a : acc) sum += a;
-  return sum;
-}
-
-__attribute__((target("avx2"))) uint32_t SumWordsAvx2(const uint32_t* words, size_t n) {
-  uint32_t acc[16] = {};
-  for (size_t i = 0; i + 16 <= n; i += 16) {
-    for (int k = 0; k < 16; ++k) acc[k] += words[i + k];
-  }
-  uint32_t sum = 0;
-  for (uint32_t a : acc) sum += a;
-  return sum;
-}
-
 // The bandwidth reference: one streaming read over kColdBytes, the access pattern of decode.
 void StreamRead(benchmark::State& state) {
   AlignedBuffer buf(kColdBytes);
   std::memset(buf.data, 1, kColdBytes);
   const auto* words = reinterpret_cast<const uint32_t*>(buf.data);
   const size_t n = kColdBytes / sizeof(uint32_t);
-  const bool avx2 = IsaSupported(Isa::kAvx2);
   for (auto _ : state) {
-    benchmark::DoNotOptimize(avx2 ? SumWordsAvx2(words, n) : SumWords<0>(words, n));
+    benchmark::DoNotOptimize(bench::SumWords(words, n));
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
                           static_cast<int64_t>(kColdBytes));

@@ -52,6 +52,35 @@ TEST(ModelTest, SynthTiedAndRopeBase) {
   EXPECT_EQ((*model)->layers()[1].w_down.type, TensorType::kQ6_K);
 }
 
+// decode_weight_bytes() against the file's own tensor list: every tensor of a single-token step
+// (blocks, output norm, output or the tied embedding in full) plus one embedding row otherwise.
+size_t DecodeBytesFromTensorList(const GgufFile& f) {
+  size_t bytes = 0, embd_bytes = 0, embd_rows = 1;
+  bool has_output = false;
+  for (const GgufTensorInfo& t : f.tensors()) {
+    if (t.name == "token_embd.weight") {
+      embd_bytes = t.bytes;
+      embd_rows = static_cast<size_t>(t.ne(1));
+    } else {
+      has_output = has_output || t.name == "output.weight";
+      if (t.name != "rope_freqs.weight") bytes += t.bytes;
+    }
+  }
+  return bytes + (has_output ? embd_bytes / embd_rows : embd_bytes);
+}
+
+TEST(ModelTest, DecodeWeightBytesCountsWhatOneStepReads) {
+  for (const char* name : {"models/stories260K-f32.gguf", "models/synth-llama-2L-256d-q4_k_m.gguf"}) {
+    const std::string path = testing::SharedPath(name);
+    AIRLOCK_REQUIRE_SHARED_FILE(path);
+    auto model = Model::Load(path);
+    ASSERT_TRUE(model.ok()) << model.status();
+    const size_t expected = DecodeBytesFromTensorList((*model)->file());
+    EXPECT_EQ((*model)->decode_weight_bytes(), expected) << name;
+    EXPECT_LE((*model)->decode_weight_bytes(), (*model)->weight_bytes()) << name;
+  }
+}
+
 // The file image must outlive the model built from it (weights point into it).
 struct Loaded {
   std::unique_ptr<std::string> image;
