@@ -111,6 +111,23 @@ void MatVec(benchmark::State& state, TensorType type, Isa isa, bool cold) {
                  (cold ? " from memory" : " in cache"));
 }
 
+// m = 1 over the first kL2Rows rows only (about 0.3-1 MB): the weights stay in L2, so this is the
+// kernel's own speed, the ceiling decode would reach if memory kept up.
+constexpr int64_t kL2Rows = 256;
+void MatVecL2(benchmark::State& state, TensorType type, Isa isa) {
+  if (!UseIsa(state, isa)) return;
+  size_t w_row_bytes, x_row_bytes;
+  const auto w = MakeWeights(type, 1, &w_row_bytes);
+  const std::vector<uint8_t> x = MakeActivations(type, 1, &x_row_bytes);
+  std::vector<float> y(kL2Rows);
+  for (auto _ : state) {
+    MatMulRows(type, kCols, w->data, w_row_bytes, 0, kL2Rows, x.data(), x_row_bytes, 1, y.data(), kL2Rows);
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(w_row_bytes) * kL2Rows);
+  state.SetLabel(std::string(TensorTypeName(type)) + " " + IsaName(isa) + " in L2");
+}
+
 // m activation rows (a prefill batch): floating-point operations (2 per multiply-add) per second.
 void MatMulBatch(benchmark::State& state, TensorType type, Isa isa, int64_t m) {
   if (!UseIsa(state, isa)) return;
@@ -188,6 +205,12 @@ int main(int argc, char** argv) {
       const std::string suffix = std::string(TensorTypeName(t)) + "/" + IsaName(isa);
       benchmark::RegisterBenchmark(("MatVecHot/" + suffix).c_str(), MatVec, t, isa, false)
           ->Unit(benchmark::kMillisecond);
+    }
+  }
+  for (TensorType t : kWeightTypes) {
+    for (Isa isa : isas) {
+      const std::string suffix = std::string(TensorTypeName(t)) + "/" + IsaName(isa);
+      benchmark::RegisterBenchmark(("MatVecL2/" + suffix).c_str(), MatVecL2, t, isa)->Unit(benchmark::kMicrosecond);
     }
   }
   for (TensorType t : kWeightTypes) {
