@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "inference/backend/cpu/ops_simd.h"
 
@@ -103,58 +104,119 @@ float ScalarF32(float x) { return x; }
 // Heads per pass: two accumulators each must stay in the 16 ymm registers with the row's values.
 constexpr int32_t kHeadsPerPass = 4;
 
+// Rows of type T against M queries of type Q (Q = float: F16 queries converted once, below). M is
+// a constant so that the accumulators live in registers (with a run-time count the compiler kept
+// them on the stack and cleared them with `rep stos` at every position).
+template <typename T, __m256 (*kLoad)(const T*), float (*kScalar)(T), typename Q, __m256 (*kLoadQ)(const Q*),
+          float (*kScalarQ)(Q), int M>
+void DotRowsPass(const T* rows, size_t stride, int32_t n_pos, const Q* const* q, int64_t n, float* const* scores) {
+  for (int32_t p = 0; p < n_pos; ++p) {
+    const T* a = rows + p * stride;
+    __m256 acc0[M], acc1[M];
+    for (int j = 0; j < M; ++j) acc0[j] = acc1[j] = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+      const __m256 a0 = kLoad(a + i), a1 = kLoad(a + i + 8);
+      for (int j = 0; j < M; ++j) {
+        acc0[j] = _mm256_fmadd_ps(a0, kLoadQ(q[j] + i), acc0[j]);
+        acc1[j] = _mm256_fmadd_ps(a1, kLoadQ(q[j] + i + 8), acc1[j]);
+      }
+    }
+    for (; i + 8 <= n; i += 8) {
+      const __m256 a0 = kLoad(a + i);
+      for (int j = 0; j < M; ++j) acc0[j] = _mm256_fmadd_ps(a0, kLoadQ(q[j] + i), acc0[j]);
+    }
+    for (int j = 0; j < M; ++j) {
+      float sum = HorizontalSum(_mm256_add_ps(acc0[j], acc1[j]));
+      for (int64_t k = i; k < n; ++k) sum = std::fma(kScalar(a[k]), kScalarQ(q[j][k]), sum);
+      scores[j][p] = sum;
+    }
+  }
+}
+
+template <typename T, __m256 (*kLoad)(const T*), float (*kScalar)(T), typename Q, __m256 (*kLoadQ)(const Q*),
+          float (*kScalarQ)(Q)>
+void DotRowsHeads(const T* rows, size_t stride, int32_t n_pos, const Q* const* q, int32_t m, int64_t n,
+                  float* const* scores) {
+  switch (m) {
+    case 4: DotRowsPass<T, kLoad, kScalar, Q, kLoadQ, kScalarQ, 4>(rows, stride, n_pos, q, n, scores); break;
+    case 3: DotRowsPass<T, kLoad, kScalar, Q, kLoadQ, kScalarQ, 3>(rows, stride, n_pos, q, n, scores); break;
+    case 2: DotRowsPass<T, kLoad, kScalar, Q, kLoadQ, kScalarQ, 2>(rows, stride, n_pos, q, n, scores); break;
+    default: DotRowsPass<T, kLoad, kScalar, Q, kLoadQ, kScalarQ, 1>(rows, stride, n_pos, q, n, scores); break;
+  }
+}
+
+// F16 queries up to this length are converted to F32 once per call (exactly: every F16 value is a
+// float), instead of once per position and head.
+constexpr int64_t kMaxConvertedQuery = 256;
+
 template <typename T, __m256 (*kLoad)(const T*), float (*kScalar)(T)>
 void DotRows(const T* rows, size_t stride, int32_t n_pos, const T* const* q, int32_t n_q, int64_t n,
              float* const* scores) {
   for (int32_t j0 = 0; j0 < n_q; j0 += kHeadsPerPass) {
     const int32_t m = std::min(kHeadsPerPass, n_q - j0);
-    for (int32_t p = 0; p < n_pos; ++p) {
-      const T* a = rows + p * stride;
-      __m256 acc0[kHeadsPerPass], acc1[kHeadsPerPass];
-      for (int32_t j = 0; j < m; ++j) acc0[j] = acc1[j] = _mm256_setzero_ps();
-      int64_t i = 0;
-      for (; i + 16 <= n; i += 16) {
-        const __m256 a0 = kLoad(a + i), a1 = kLoad(a + i + 8);
+    if constexpr (std::is_same_v<T, uint16_t>) {
+      if (n <= kMaxConvertedQuery) {
+        alignas(32) float converted[kHeadsPerPass][kMaxConvertedQuery];
+        const float* qf[kHeadsPerPass];
         for (int32_t j = 0; j < m; ++j) {
-          acc0[j] = _mm256_fmadd_ps(a0, kLoad(q[j0 + j] + i), acc0[j]);
-          acc1[j] = _mm256_fmadd_ps(a1, kLoad(q[j0 + j] + i + 8), acc1[j]);
+          F16ToF32Row(q[j0 + j], converted[j], n);
+          qf[j] = converted[j];
         }
-      }
-      for (; i + 8 <= n; i += 8) {
-        const __m256 a0 = kLoad(a + i);
-        for (int32_t j = 0; j < m; ++j) acc0[j] = _mm256_fmadd_ps(a0, kLoad(q[j0 + j] + i), acc0[j]);
-      }
-      for (int32_t j = 0; j < m; ++j) {
-        float sum = HorizontalSum(_mm256_add_ps(acc0[j], acc1[j]));
-        for (int64_t k = i; k < n; ++k) sum = std::fma(kScalar(a[k]), kScalar(q[j0 + j][k]), sum);
-        scores[j0 + j][p] = sum;
+        DotRowsHeads<T, kLoad, kScalar, float, LoadF32, ScalarF32>(rows, stride, n_pos, qf, m, n, scores + j0);
+        continue;
       }
     }
+    DotRowsHeads<T, kLoad, kScalar, T, kLoad, kScalar>(rows, stride, n_pos, q + j0, m, n, scores + j0);
   }
 }
 
-// y[j] chunk by chunk of 64 values (8 registers), every position in order for each chunk.
+// M heads' y over R registers (8 R values from `c`), every position in order: each row's values
+// are loaded (and converted) once for the M heads.
+template <typename T, __m256 (*kLoad)(const T*), int M, int R>
+void AxpyGroup(const T* rows, size_t stride, int32_t n_pos, const float* const* w, int64_t c, float* const* y) {
+  __m256 acc[M][R];
+  for (int j = 0; j < M; ++j) {
+    for (int r = 0; r < R; ++r) acc[j][r] = _mm256_loadu_ps(y[j] + c + 8 * r);
+  }
+  for (int32_t p = 0; p < n_pos; ++p) {
+    const T* x = rows + p * stride + c;
+    __m256 v[R];
+    for (int r = 0; r < R; ++r) v[r] = kLoad(x + 8 * r);
+    for (int j = 0; j < M; ++j) {
+      const __m256 va = _mm256_set1_ps(w[j][p]);
+      for (int r = 0; r < R; ++r) acc[j][r] = _mm256_fmadd_ps(va, v[r], acc[j][r]);
+    }
+  }
+  for (int j = 0; j < M; ++j) {
+    for (int r = 0; r < R; ++r) _mm256_storeu_ps(y[j] + c + 8 * r, acc[j][r]);
+  }
+}
+
+template <typename T, __m256 (*kLoad)(const T*), int M>
+void AxpyHeads(const T* rows, size_t stride, int32_t n_pos, const float* const* w, int64_t vec_end, float* const* y) {
+  int64_t c = 0;
+  for (; c + 16 <= vec_end; c += 16) AxpyGroup<T, kLoad, M, 2>(rows, stride, n_pos, w, c, y);
+  if (c < vec_end) AxpyGroup<T, kLoad, M, 1>(rows, stride, n_pos, w, c, y);
+}
+
+// Up to four heads at a time, 16 values of each y in registers: y[j][i] = fma(w[j][p], row_p[i],
+// y[j][i]) for every position p in order, as AxpyF16/AxpyF32 per position.
 template <typename T, __m256 (*kLoad)(const T*), float (*kScalar)(T)>
 void AxpyRows(const T* rows, size_t stride, int32_t n_pos, const float* const* w, int32_t n_q, int64_t n,
               float* const* y) {
-  constexpr int kChunk = 8;  // registers of y
   const int64_t vec_end = n / 8 * 8;
-  for (int32_t j = 0; j < n_q; ++j) {
-    float* yj = y[j];
-    const float* wj = w[j];
-    for (int64_t c = 0; c < vec_end; c += 8 * kChunk) {
-      const int regs = static_cast<int>(std::min<int64_t>(kChunk, (vec_end - c) / 8));
-      __m256 acc[kChunk];
-      for (int r = 0; r < regs; ++r) acc[r] = _mm256_loadu_ps(yj + c + 8 * r);
-      for (int32_t p = 0; p < n_pos; ++p) {
-        const __m256 va = _mm256_set1_ps(wj[p]);
-        const T* x = rows + p * stride + c;
-        for (int r = 0; r < regs; ++r) acc[r] = _mm256_fmadd_ps(va, kLoad(x + 8 * r), acc[r]);
-      }
-      for (int r = 0; r < regs; ++r) _mm256_storeu_ps(yj + c + 8 * r, acc[r]);
+  for (int32_t j0 = 0; j0 < n_q; j0 += kHeadsPerPass) {
+    switch (std::min(kHeadsPerPass, n_q - j0)) {
+      case 4: AxpyHeads<T, kLoad, 4>(rows, stride, n_pos, w + j0, vec_end, y + j0); break;
+      case 3: AxpyHeads<T, kLoad, 3>(rows, stride, n_pos, w + j0, vec_end, y + j0); break;
+      case 2: AxpyHeads<T, kLoad, 2>(rows, stride, n_pos, w + j0, vec_end, y + j0); break;
+      default: AxpyHeads<T, kLoad, 1>(rows, stride, n_pos, w + j0, vec_end, y + j0); break;
     }
+  }
+  for (int32_t j = 0; j < n_q; ++j) {
     for (int64_t i = vec_end; i < n; ++i) {
-      for (int32_t p = 0; p < n_pos; ++p) yj[i] = std::fma(wj[p], kScalar(rows[p * stride + i]), yj[i]);
+      for (int32_t p = 0; p < n_pos; ++p) y[j][i] = std::fma(w[j][p], kScalar(rows[p * stride + i]), y[j][i]);
     }
   }
 }

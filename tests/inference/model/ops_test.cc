@@ -70,8 +70,8 @@ TEST_F(OpsIsaTest, SimdMatchesScalarBitForBit) {
 TEST_F(OpsIsaTest, RowFunctionsEqualTheSingleRowOnesBitForBit) {
   for (bool scalar : {false, true}) {
     ForceScalarOpsForTesting(scalar);
-    for (int64_t hd : {8, 16, 24, 64, 100, 128}) {
-      for (int32_t n_q : {1, 3, 4, 5, 8}) {
+    for (int64_t hd : {8, 16, 24, 64, 100, 128, 256, 264}) {
+      for (int32_t n_q : {1, 2, 3, 4, 5, 8}) {
         SCOPED_TRACE(::testing::Message() << "scalar " << scalar << " hd " << hd << " heads " << n_q);
         const int32_t n_pos = 13;
         const size_t stride = static_cast<size_t>(hd) * 3 + 5;  // rows of a wider KV row
