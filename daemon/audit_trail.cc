@@ -14,6 +14,7 @@
 #include "audit/privacy.h"
 #include "audit/witness.h"
 #include "auth/bounded_text.h"
+#include "auth/digest.h"
 #include "auth/dev_pki.h"
 #include "daemon/log.h"
 #include "daemon/metrics.h"
@@ -57,6 +58,17 @@ std::string CanonicalSampling(const inference::SamplingParams& p) {
       "frequency_penalty=%.6g;presence_penalty=%.6g;seed=%u",
       p.temperature, p.top_k, p.top_p, p.min_p, p.repeat_penalty, p.repeat_last_n, p.frequency_penalty,
       p.presence_penalty, p.seed);
+}
+
+std::string CanonicalResponseFormat(const inference::ResponseFormat& format) {
+  switch (format.type) {
+    case inference::ResponseFormat::Type::kText: return "";
+    case inference::ResponseFormat::Type::kJsonObject: return ";response_format=json_object";
+    case inference::ResponseFormat::Type::kJsonSchema:
+      return absl::StrCat(";response_format=json_schema;json_schema_sha256=",
+                          auth::HexLower(auth::Sha256(format.json_schema)));
+  }
+  return "";
 }
 
 namespace {

@@ -133,5 +133,9 @@ class AuditTrail {
 
 // "temperature=0.8;top_k=40;..." for a record (fixed order, fixed precision).
 std::string CanonicalSampling(const inference::SamplingParams& params);
+// What CanonicalSampling's text gains for structured output: "" for free text,
+// ";response_format=json_object", or ";response_format=json_schema;json_schema_sha256=<hex>"
+// (the schema itself is request content and is not stored; its hash identifies it).
+std::string CanonicalResponseFormat(const inference::ResponseFormat& format);
 
 }  // namespace airlock::daemon

@@ -434,7 +434,7 @@ Reactor* StartGeneration(grpc::CallbackServerContext* context, const Request& re
   }
   // The begin record is durable before any work starts; no record, no generation.
   state->prompt_text = PromptText(request);
-  state->sampling = CanonicalSampling(prepared->sampling);
+  state->sampling = CanonicalSampling(prepared->sampling) + CanonicalResponseFormat(prepared->response_format);
   if (AuditTrail* audit = state->call.config->audit; audit != nullptr) {
     AuditTrail::Outcome begin;
     begin.sampling = state->sampling;

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "auth/bounded_text.h"
 #include "inference/base/status.h"
 #include "inference/tokenizer/utf8.h"
 
@@ -46,6 +47,42 @@ absl::Status ApplyCommon(bool has_max_tokens, int32_t max_tokens, const airlock:
     }
     out.stop.push_back(stop[i]);
   }
+  return absl::OkStatus();
+}
+
+// response_format: its type and schema checked, then compiled for the model (so that a schema the
+// engine cannot honour is refused before the request is queued, charged or recorded as started).
+absl::Status ApplyResponseFormat(const airlock::v1::ResponseFormat& format, const inference::Engine& engine,
+                                 inference::GenerateRequest& out) {
+  using Type = airlock::v1::ResponseFormat;
+  inference::ResponseFormat f;
+  switch (format.type()) {
+    case Type::TYPE_UNSPECIFIED:
+    case Type::TYPE_TEXT: f.type = inference::ResponseFormat::Type::kText; break;
+    case Type::TYPE_JSON_OBJECT: f.type = inference::ResponseFormat::Type::kJsonObject; break;
+    case Type::TYPE_JSON_SCHEMA: f.type = inference::ResponseFormat::Type::kJsonSchema; break;
+    default:
+      return Invalid("response_format.type", absl::StrCat("unknown value ", static_cast<int>(format.type())));
+  }
+  if (f.type == inference::ResponseFormat::Type::kJsonSchema) {
+    AIRLOCK_RETURN_IF_ERROR(CheckText("response_format.json_schema", format.json_schema(), false));
+    if (format.json_schema().size() > kMaxJsonSchemaBytes) {
+      return Invalid("response_format.json_schema",
+                     absl::StrCat("is ", format.json_schema().size(), " bytes; at most ", kMaxJsonSchemaBytes));
+    }
+    f.json_schema = format.json_schema();
+  } else if (!format.json_schema().empty()) {
+    return Invalid("response_format.json_schema", "must be empty unless type is TYPE_JSON_SCHEMA");
+  }
+  absl::StatusOr<std::shared_ptr<inference::TokenMaskCache>> masks = engine.PrepareConstraint(f);
+  if (!masks.ok()) {
+    // The compiler names the keyword and where it is, both the caller's text: bounded here too.
+    return absl::Status(masks.status().code(),
+                        absl::StrCat("response_format.json_schema: ",
+                                     ToAbsl(auth::BoundedForRecord(std::string(masks.status().message()), kMaxSchemaErrorBytes))));
+  }
+  out.response_format = std::move(f);
+  out.constraint = std::move(*masks);
   return absl::OkStatus();
 }
 
@@ -136,6 +173,7 @@ absl::StatusOr<inference::GenerateRequest> PrepareGenerate(const airlock::v1::Ge
   out.prompt_tokens = engine.tokenizer().Encode(request.prompt(), /*add_special=*/true, /*parse_special=*/false);
   AIRLOCK_RETURN_IF_ERROR(CheckPromptLength("prompt", out.prompt_tokens.size(), engine, limits));
   AIRLOCK_RETURN_IF_ERROR(CheckKvPool(out.prompt_tokens.size(), out.max_tokens, engine));
+  AIRLOCK_RETURN_IF_ERROR(ApplyResponseFormat(request.response_format(), engine, out));
   return out;
 }
 
@@ -181,6 +219,7 @@ absl::StatusOr<inference::GenerateRequest> PrepareChat(const airlock::v1::ChatRe
   out.prompt_tokens = engine.tokenizer().EncodeSegments(segments, /*add_special=*/true);
   AIRLOCK_RETURN_IF_ERROR(CheckPromptLength("messages", out.prompt_tokens.size(), engine, limits));
   AIRLOCK_RETURN_IF_ERROR(CheckKvPool(out.prompt_tokens.size(), out.max_tokens, engine));
+  AIRLOCK_RETURN_IF_ERROR(ApplyResponseFormat(request.response_format(), engine, out));
   return out;
 }
 

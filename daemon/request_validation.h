@@ -33,6 +33,10 @@ inline constexpr int kMaxChatMessages = 256;
 // anywhere (docs/security.md, "Bounds on what a caller sends").
 inline constexpr size_t kMaxModelNameBytes = 128;
 inline constexpr size_t kMaxChatRoleBytes = 32;
+// Longest JSON schema a response_format may carry.
+inline constexpr size_t kMaxJsonSchemaBytes = 65536;
+// Longest part of a schema error (which quotes keywords and pointers of the schema) echoed back.
+inline constexpr size_t kMaxSchemaErrorBytes = 512;
 
 // INVALID_ARGUMENT "model: is N bytes; at most 128" for a longer model name (an empty one is
 // left to the method, which may not need a model). Called when the call is admitted, before the

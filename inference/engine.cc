@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "inference/base/status.h"
+#include "inference/sampling/json_schema.h"
 #include "inference/scheduler.h"
 #ifdef AIRLOCK_HAVE_VULKAN
 #include "inference/backend/vulkan/vulkan_backend.h"
@@ -319,7 +320,11 @@ absl::Status Engine::Start(GenerateRequest request, PieceCallback on_piece, Done
   }
   AIRLOCK_ASSIGN_OR_RETURN(Sampler sampler, Sampler::Create(request.sampling, model_->config().n_vocab, n_ctx));
   AIRLOCK_RETURN_IF_ERROR(sampler.AcceptPrompt(prompt));
+  if (request.constraint == nullptr) {
+    AIRLOCK_ASSIGN_OR_RETURN(request.constraint, PrepareConstraint(request.response_format));
+  }
   auto job = std::make_unique<GenerationJob>(*tokenizer_, std::move(sampler), std::move(stop));
+  if (request.constraint != nullptr) job->constraint.emplace(request.constraint);
   job->tokens = prompt;
   job->result.prompt_tokens = std::move(prompt);
   job->request = std::move(request);
@@ -327,6 +332,53 @@ absl::Status Engine::Start(GenerateRequest request, PieceCallback on_piece, Done
   job->on_done = std::move(on_done);
   replica->scheduler->Submit(std::move(job));
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<TokenMaskCache>> Engine::PrepareConstraint(const ResponseFormat& format) const {
+  if (format.type == ResponseFormat::Type::kText) return std::shared_ptr<TokenMaskCache>();
+  const std::string& schema = format.type == ResponseFormat::Type::kJsonSchema ? format.json_schema : std::string();
+  std::shared_ptr<const TokenVocabulary> vocabulary;
+  {
+    std::lock_guard<std::mutex> lock(constraint_mutex_);
+    for (size_t i = 0; i < constraints_.size(); ++i) {
+      if (constraints_[i].type == format.type && constraints_[i].schema == schema) {
+        std::rotate(constraints_.begin(), constraints_.begin() + static_cast<std::ptrdiff_t>(i),
+                    constraints_.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+        return constraints_.front().masks;
+      }
+    }
+    if (constraint_vocabulary_ == nullptr) {
+      // The bytes each token adds to the text (as the detokenizer writes them); control tokens are
+      // never produced under a constraint, end-of-generation tokens end it.
+      const Tokenizer& t = *tokenizer_;
+      std::vector<std::string> bytes(static_cast<size_t>(t.n_vocab()));
+      std::vector<int32_t> never;
+      for (int32_t id = 0; id < t.n_vocab(); ++id) {
+        if (t.IsEndOfGeneration(id)) continue;
+        if (t.IsControl(id)) {
+          never.push_back(id);
+          continue;
+        }
+        bytes[static_cast<size_t>(id)] = std::string(t.PieceView(id));
+      }
+      AIRLOCK_ASSIGN_OR_RETURN(constraint_vocabulary_,
+                               TokenVocabulary::Create(std::move(bytes), t.end_of_generation_tokens(), never));
+    }
+    vocabulary = constraint_vocabulary_;
+  }
+  std::shared_ptr<const Grammar> grammar;
+  if (format.type == ResponseFormat::Type::kJsonObject) {
+    grammar = AnyJsonObjectGrammar();
+  } else {
+    AIRLOCK_ASSIGN_OR_RETURN(grammar, CompileJsonSchema(schema));
+  }
+  TokenMaskCacheOptions options;
+  options.max_bytes = kConstraintMaskBytes;
+  auto masks = std::make_shared<TokenMaskCache>(std::move(grammar), std::move(vocabulary), options);
+  std::lock_guard<std::mutex> lock(constraint_mutex_);
+  constraints_.insert(constraints_.begin(), ConstraintEntry{format.type, schema, masks});
+  if (constraints_.size() > kConstraintCacheEntries) constraints_.pop_back();
+  return masks;
 }
 
 absl::StatusOr<GenerateResult> Engine::Generate(const GenerateRequest& request, const PieceCallback& on_piece) {

@@ -22,6 +22,7 @@
 #include "inference/backend/backend.h"
 #include "inference/model/model.h"
 #include "inference/sampling/sampling_params.h"
+#include "inference/sampling/token_constraint.h"
 #include "inference/tokenizer/tokenizer.h"
 
 namespace airlock::inference {
@@ -91,6 +92,14 @@ enum class StopReason {
 };
 const char* StopReasonName(StopReason reason);
 
+// Structured output: what the generated text must be (inference/sampling/json_schema.h says
+// which JSON Schema keywords are honoured and what the JSON looks like).
+struct ResponseFormat {
+  enum class Type { kText, kJsonObject, kJsonSchema };
+  Type type = Type::kText;
+  std::string json_schema;  // kJsonSchema: the schema, as JSON text
+};
+
 struct GenerateRequest {
   std::string prompt;
   // When non-empty, the prompt already tokenized (chat prompts); `prompt`, add_special and
@@ -110,6 +119,12 @@ struct GenerateRequest {
   // the caller's identity unless configured to share model-wide): the time to first token shows
   // whether a prefix was cached, so sharing across scopes lets one caller probe another's prompts.
   std::string cache_scope;
+  // Structured output: each token is drawn only among those that keep the text a prefix of a
+  // valid instance, and the end of generation comes only once it is complete. Start() compiles
+  // the format unless `constraint` is already set (Engine::PrepareConstraint, which a caller uses
+  // to refuse a bad schema before queueing the request).
+  ResponseFormat response_format;
+  std::shared_ptr<TokenMaskCache> constraint;
 };
 
 struct GeneratedPiece {
@@ -165,6 +180,15 @@ class Engine {
   // sequence in the batch waits for them) and must not call into the engine.
   absl::Status Start(GenerateRequest request, PieceCallback on_piece, DoneCallback on_done);
 
+  // The token masks of `format` for this model's vocabulary (null for text): compiled on first use
+  // and kept for the last kConstraintCacheEntries distinct formats, so that requests repeating a
+  // schema share its masks. INVALID_ARGUMENT naming what the schema uses that cannot be honoured.
+  // Any thread.
+  static constexpr size_t kConstraintCacheEntries = 8;
+  // Memory the masks of one format may take (TokenMaskCacheOptions::max_bytes).
+  static constexpr size_t kConstraintMaskBytes = size_t{16} << 20;
+  absl::StatusOr<std::shared_ptr<TokenMaskCache>> PrepareConstraint(const ResponseFormat& format) const;
+
   // Start() and wait for the result (on_piece runs on the step thread).
   absl::StatusOr<GenerateResult> Generate(const GenerateRequest& request, const PieceCallback& on_piece);
 
@@ -204,6 +228,17 @@ class Engine {
   std::unique_ptr<Tokenizer> tokenizer_;
   std::string device_name_;
   std::vector<Replica> replicas_;
+
+  // Structured output: the vocabulary's bytes (built on first use) and the masks of recent
+  // formats, most recently used first.
+  mutable std::mutex constraint_mutex_;
+  mutable std::shared_ptr<const TokenVocabulary> constraint_vocabulary_;
+  struct ConstraintEntry {
+    ResponseFormat::Type type;
+    std::string schema;
+    std::shared_ptr<TokenMaskCache> masks;
+  };
+  mutable std::vector<ConstraintEntry> constraints_;
 };
 
 }  // namespace airlock::inference

@@ -282,9 +282,18 @@ Scheduler::Outcome Scheduler::AfterLogits(GenerationJob& job) {
   GenerateResult& result = job.result;
   const int32_t i = static_cast<int32_t>(result.output_tokens.size());
   if (i >= job.request.max_tokens) return Outcome::End(StopReason::kMaxTokens, false);
+  if (job.constraint) job.constraint->Apply(job.logits.data(), n_vocab_);
   const int32_t token = job.sampler.Sample(job.logits.data(), n_vocab_);
   if (token == Sampler::kNoToken) {
-    return Outcome::Error(absl::InternalError("the model produced no usable logits (all NaN or -inf)"));
+    return Outcome::Error(absl::InternalError(
+        job.constraint ? "no token the response format allows has a usable logit"
+                       : "the model produced no usable logits (all NaN or -inf)"));
+  }
+  if (job.constraint) {
+    if (absl::Status accepted = job.constraint->Accept(token); !accepted.ok()) {
+      return Outcome::Error(absl::InternalError(absl::StrCat("the response format refused token ", token, ": ",
+                                                             accepted.message())));
+    }
   }
   job.sampler.Accept(token);
   result.output_tokens.push_back(token);

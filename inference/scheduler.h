@@ -24,6 +24,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -55,6 +56,10 @@ struct GenerationJob {
   std::chrono::steady_clock::time_point started, first_logits;
   bool have_first_logits = false;
   bool prefix_counted = false;  // in the prefix-cache statistics (once, whatever the readmissions)
+  // Structured output (GenerateRequest::response_format): masks each row of logits before the
+  // draw and follows the tokens drawn. Kept across a preemption (it follows the output, not the
+  // KV cache).
+  std::optional<TokenConstraint> constraint;
 };
 
 class Scheduler {

@@ -109,3 +109,18 @@ TEST_F(AuditTrailTest, ASoundStoreStaysHealthyAfterItsVerification) {
 
 }  // namespace
 }  // namespace airlock::daemon
+
+namespace airlock::daemon {
+namespace {
+
+TEST(CanonicalResponseFormatTest, NamesTheFormatAndHashesTheSchema) {
+  EXPECT_EQ(CanonicalResponseFormat({}), "");
+  EXPECT_EQ(CanonicalResponseFormat({inference::ResponseFormat::Type::kJsonObject, ""}), ";response_format=json_object");
+  // SHA-256 of "{}" (echo -n '{}' | sha256sum).
+  EXPECT_EQ(CanonicalResponseFormat({inference::ResponseFormat::Type::kJsonSchema, "{}"}),
+            ";response_format=json_schema;json_schema_sha256="
+            "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a");
+}
+
+}  // namespace
+}  // namespace airlock::daemon

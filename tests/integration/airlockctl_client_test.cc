@@ -57,6 +57,33 @@ TEST_F(AirlockctlClientTest, GenerateStreamsAndJsonAgree) {
   EXPECT_FALSE(j["text"].get<std::string>().empty());
 }
 
+TEST_F(AirlockctlClientTest, GenerateAndChatFollowAJsonSchema) {
+  const std::string schema = dir_ + "/schema.json";
+  {
+    std::ofstream out(schema);
+    out << R"({"type":"object","properties":{"ok":{"type":"boolean"},"n":{"enum":[1,2,3]}},"required":["ok","n"]})";
+  }
+  for (const char* command : {"generate", "chat"}) {
+    SCOPED_TRACE(command);
+    std::vector<std::string> args = {command, "--model", "stories", "--max-tokens", "100", "--temperature", "0",
+                                     "--json-schema", schema, "--json"};
+    args.push_back(std::string(command) == "chat" ? "--message" : "--prompt");
+    args.push_back("Once upon a time");
+    const CommandResult r = Ctl(args);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const nlohmann::json reply = nlohmann::json::parse(r.out);
+    const nlohmann::json j = nlohmann::json::parse(reply["text"].get<std::string>(), nullptr, false);
+    ASSERT_TRUE(j.is_object()) << reply["text"];
+    EXPECT_TRUE(j["ok"].is_boolean());
+    EXPECT_TRUE(j["n"] == 1 || j["n"] == 2 || j["n"] == 3);
+    EXPECT_EQ(reply["stop_reason"], "end_of_generation");
+  }
+  const CommandResult both = Ctl({"generate", "--model", "stories", "--prompt", "x", "--json-schema", schema,
+                                  "--json-object"});
+  EXPECT_NE(both.exit_code, 0);
+  EXPECT_THAT(both.err, HasSubstr("excludes"));
+}
+
 TEST_F(AirlockctlClientTest, PromptFromStdin) {
   const CommandResult r = Ctl({"generate", "--model", "stories", "--max-tokens", "5", "--temperature", "0", "--json"},
                               "alice", "Once upon a time\n");

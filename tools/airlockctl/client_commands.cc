@@ -92,6 +92,8 @@ struct GenerationFlags {
   std::vector<std::string> stop;
   bool no_stream = false;
   bool json = false;
+  std::string json_schema_file;  // structured output: response_format TYPE_JSON_SCHEMA
+  bool json_object = false;      // structured output: response_format TYPE_JSON_OBJECT
 };
 
 void AddGenerationFlags(CLI::App& cmd, GenerationFlags& f) {
@@ -103,6 +105,10 @@ void AddGenerationFlags(CLI::App& cmd, GenerationFlags& f) {
   cmd.add_option("--stop", f.stop, "Stop string (repeatable, at most 8)");
   cmd.add_flag("--no-stream", f.no_stream, "Wait for the whole reply instead of streaming it");
   cmd.add_flag("--json", f.json, "Print one JSON object (text, token ids, usage, timings) instead of text");
+  CLI::Option* schema =
+      cmd.add_option("--json-schema", f.json_schema_file, "Structured output: an instance of the JSON schema in this file")
+          ->check(CLI::ExistingFile);
+  cmd.add_flag("--json-object", f.json_object, "Structured output: a JSON object")->excludes(schema);
   AddConnectionFlags(cmd, f.conn);
 }
 
@@ -112,6 +118,15 @@ void FillGenerationFields(const GenerationFlags& f, Request* req) {
   if (f.max_tokens_option->count() > 0) req->set_max_tokens(f.max_tokens);
   SamplingToProto(f.sampling_options, f.sampling, req->mutable_sampling());
   for (const std::string& s : f.stop) req->add_stop(s);
+  if (f.json_object) req->mutable_response_format()->set_type(v1::ResponseFormat::TYPE_JSON_OBJECT);
+  if (!f.json_schema_file.empty()) {
+    // An unreadable file leaves the schema empty, which the daemon refuses by name.
+    std::ifstream in(f.json_schema_file, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    req->mutable_response_format()->set_type(v1::ResponseFormat::TYPE_JSON_SCHEMA);
+    req->mutable_response_format()->set_json_schema(text.str());
+  }
 }
 
 // One generation call, streamed or not. Prints text (or the JSON object) and usage; the whole

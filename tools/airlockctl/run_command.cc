@@ -1,6 +1,8 @@
 // `airlockctl run`: generate text with the engine in-process, streamed to stdout or as one JSON object.
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,6 +30,8 @@ struct RunFlags {
   std::string placement;
   std::vector<std::string> stop;
   bool json = false;
+  std::string json_schema_file;  // structured output: a JSON schema
+  bool json_object = false;      // structured output: any JSON object
 };
 
 int Run(const RunFlags& f) {
@@ -56,6 +60,18 @@ int Run(const RunFlags& f) {
   req.max_tokens = f.max_tokens;
   req.stop = f.stop;
   req.sampling = f.sampling;
+  if (f.json_object) req.response_format.type = inference::ResponseFormat::Type::kJsonObject;
+  if (!f.json_schema_file.empty()) {
+    std::ifstream in(f.json_schema_file, std::ios::binary);
+    std::stringstream text;
+    text << in.rdbuf();
+    if (!in) {
+      std::fprintf(stderr, "airlockctl run: --json-schema: cannot read %s\n", f.json_schema_file.c_str());
+      return 2;
+    }
+    req.response_format.type = inference::ResponseFormat::Type::kJsonSchema;
+    req.response_format.json_schema = text.str();
+  }
   auto stream = [&](const inference::GeneratedPiece& piece) {
     if (!f.json) {
       std::fwrite(piece.text.data(), 1, piece.text.size(), stdout);
@@ -134,6 +150,10 @@ void AddRunCommand(CLI::App& app) {
                   "with several devices: replicas (a copy of the model on each) or layers (its layers split over them)");
   run->add_option("--stop", flags->stop, "Stop string (repeatable)");
   run->add_flag("--json", flags->json, "Print one JSON object instead of streaming text");
+  CLI::Option* schema = run->add_option("--json-schema", flags->json_schema_file,
+                                        "Structured output: the text is an instance of the JSON schema in this file")
+                            ->check(CLI::ExistingFile);
+  run->add_flag("--json-object", flags->json_object, "Structured output: the text is a JSON object")->excludes(schema);
   run->callback([flags] { SetExitCode(Run(*flags)); });
 
   auto devices_json = std::make_shared<bool>(false);
