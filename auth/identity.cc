@@ -184,23 +184,32 @@ absl::Status CheckSubjectUnambiguous(const std::string& cert_pem) {
   return RequireOneCommonNameAtMost(parsed->get());
 }
 
+absl::StatusOr<Identity> IdentityFromPeerCertificate(std::string_view cert_pem, IdentitySource source) {
+  if (cert_pem.empty()) return absl::UnauthenticatedError("the connection carries no client certificate");
+  return Identities().Get(cert_pem, source);
+}
+
+std::string PeerCertificatePem(const grpc::AuthContext& context) {
+  std::vector<grpc::string_ref> pems = context.FindPropertyValues("x509_pem_cert");
+  if (pems.empty()) return "";
+  return std::string(pems[0].data(), pems[0].size());
+}
+
 absl::StatusOr<Identity> IdentityFromAuthContext(const grpc::AuthContext& context,
                                                  IdentitySource source) {
   std::vector<grpc::string_ref> pems = context.FindPropertyValues("x509_pem_cert");
-  if (pems.empty() || pems[0].empty()) {
-    return absl::UnauthenticatedError("the connection carries no client certificate");
-  }
-  return Identities().Get(std::string_view(pems[0].data(), pems[0].size()), source);
+  return IdentityFromPeerCertificate(
+      pems.empty() ? std::string_view() : std::string_view(pems[0].data(), pems[0].size()), source);
 }
 
-Identity CertificateDetails(const grpc::AuthContext& context) {
-  std::vector<grpc::string_ref> pems = context.FindPropertyValues("x509_pem_cert");
-  if (pems.empty() || pems[0].empty()) return Identity{};
-  absl::StatusOr<X509Ptr> parsed =
-      ossl::ParseCertificate(std::string(pems[0].data(), pems[0].size()), "the client");
+Identity CertificateDetails(std::string_view cert_pem) {
+  if (cert_pem.empty()) return Identity{};
+  absl::StatusOr<X509Ptr> parsed = ossl::ParseCertificate(std::string(cert_pem), "the client");
   if (!parsed.ok()) return Identity{};
   absl::StatusOr<Identity> details = Details(parsed->get());
   return details.ok() ? *std::move(details) : Identity{};
 }
+
+Identity CertificateDetails(const grpc::AuthContext& context) { return CertificateDetails(PeerCertificatePem(context)); }
 
 }  // namespace airlock::auth

@@ -37,16 +37,24 @@ absl::StatusOr<Identity> IdentityFromCertificate(const std::string& cert_pem,
 // refuses such a certificate too, whatever the source; the TLS handshake checks it with this).
 absl::Status CheckSubjectUnambiguous(const std::string& cert_pem);
 
-// From a call's auth context (its x509_pem_cert property). UNAUTHENTICATED when there is none.
-// Remembers the identities of the last few hundred certificates (a process-wide, thread-safe
-// cache keyed by the certificate bytes and the source), so a call on a known certificate does not
-// parse it again.
+// From the PEM of a connection's verified client certificate, whatever the transport.
+// UNAUTHENTICATED when `cert_pem` is empty. Remembers the identities of the last few hundred
+// certificates (a process-wide, thread-safe cache keyed by the certificate bytes and the source),
+// so a call on a known certificate does not parse it again.
+absl::StatusOr<Identity> IdentityFromPeerCertificate(std::string_view cert_pem,
+                                                     airlock::v1::config::IdentitySource source);
+
+// The same from a gRPC call's auth context (its x509_pem_cert property).
 absl::StatusOr<Identity> IdentityFromAuthContext(const grpc::AuthContext& context,
                                                  airlock::v1::config::IdentitySource source);
 
-// What a call's certificate says when it names no identity (IdentityFromAuthContext failed): the
-// subject (bounded) and the fingerprint, for the record of the refusal; `name` stays empty. All
-// empty when the connection carries no certificate or it cannot be parsed.
+// The PEM of a gRPC call's client certificate; empty when it carries none.
+std::string PeerCertificatePem(const grpc::AuthContext& context);
+
+// What a call's certificate says when it names no identity (IdentityFromPeerCertificate failed):
+// the subject (bounded) and the fingerprint, for the record of the refusal; `name` stays empty.
+// All empty when there is no certificate or it cannot be parsed.
+Identity CertificateDetails(std::string_view cert_pem);
 Identity CertificateDetails(const grpc::AuthContext& context);
 
 }  // namespace airlock::auth

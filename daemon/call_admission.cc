@@ -78,27 +78,40 @@ void LogDenied(const CallInfo& call, const absl::Status& status, std::string_vie
 
 }  // namespace
 
+CallOrigin OriginOf(const grpc::ServerContextBase& context) {
+  CallOrigin origin;
+  origin.peer = context.peer();
+  if (std::shared_ptr<const grpc::AuthContext> auth = context.auth_context(); auth != nullptr) {
+    origin.client_cert_pem = auth::PeerCertificatePem(*auth);
+  }
+  return origin;
+}
+
 absl::StatusOr<CallInfo> AdmitCall(const grpc::ServerContextBase& context, std::string_view method,
                                    std::string_view model, const RuntimeConfigHolder& holder) {
+  return AdmitCall(OriginOf(context), method, model, holder);
+}
+
+absl::StatusOr<CallInfo> AdmitCall(const CallOrigin& origin, std::string_view method, std::string_view model,
+                                   const RuntimeConfigHolder& holder) {
   CallInfo call;
   call.start = std::chrono::steady_clock::now();
   call.request_id = NewRequestId();
   // The one place these caller-influenced strings enter a call's logs, records and errors.
   call.method = auth::BoundedForRecord(method, kMaxCallFieldBytes);
   call.model = auth::BoundedForRecord(model, kMaxModelNameBytes);
-  call.peer = auth::BoundedForRecord(context.peer(), kMaxCallFieldBytes);
+  call.peer = auth::BoundedForRecord(origin.peer, kMaxCallFieldBytes);
   call.config = holder.Get();
   const auto refuse = [&call](const absl::Status& status, std::string_view reason) {
     const absl::Status recorded = AuditSingle(call, status);
     LogDenied(call, status, reason);
     return recorded;
   };
-  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
-  absl::StatusOr<auth::Identity> identity = auth ? auth::IdentityFromAuthContext(*auth, call.config->identity_source)
-                                                 : absl::UnauthenticatedError("no client certificate");
+  absl::StatusOr<auth::Identity> identity =
+      auth::IdentityFromPeerCertificate(origin.client_cert_pem, call.config->identity_source);
   if (!identity.ok()) {
     // No identity, but the record still says which certificate was presented.
-    if (auth) call.identity = auth::CertificateDetails(*auth);
+    call.identity = auth::CertificateDetails(origin.client_cert_pem);
     return refuse(absl::UnauthenticatedError(identity.status().message()), "unauthenticated");
   }
   call.identity = std::move(*identity);
@@ -106,11 +119,7 @@ absl::StatusOr<CallInfo> AdmitCall(const grpc::ServerContextBase& context, std::
   // against. After the identity, so that the refusal names who was refused.
   auth::RevocationList::Leaf issuer;  // stays empty without a checker: a CA-bound user is refused
   if (call.config->revocation != nullptr) {
-    const std::vector<grpc::string_ref> pems = auth->FindPropertyValues("x509_pem_cert");
-    const absl::Status checked = pems.empty() ? absl::FailedPreconditionError("no client certificate")
-                                              : call.config->revocation->Check(
-                                                    std::string(pems[0].data(), pems[0].size()), absl::Now(),
-                                                    &issuer);
+    const absl::Status checked = call.config->revocation->Check(origin.client_cert_pem, absl::Now(), &issuer);
     if (!checked.ok()) {
       return refuse(absl::UnauthenticatedError(absl::StrCat("client certificate serial ", call.identity.serial_hex,
                                                             " refused: ", checked.message())),

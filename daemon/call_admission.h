@@ -90,6 +90,21 @@ inline constexpr size_t kMaxCallFieldBytes = 256;
 // kMaxModelNameBytes; PERMISSION_DENIED when no role grants the method (and the model, when
 // `model` is non-empty). Refusals are logged, counted and audited here (UNAVAILABLE instead when
 // the audit record cannot be written).
+//
+// Transport-neutral: `origin` is what the transport knows of the caller (gRPC: OriginOf(context);
+// another listener fills it from its own TLS session), so every transport admits calls with this
+// one function, refusals recorded and counted alike.
+struct CallOrigin {
+  std::string peer;             // "ipv4:127.0.0.1:51234"; bounded by AdmitCall
+  std::string client_cert_pem;  // the verified client certificate (leaf), PEM; empty when none
+};
+absl::StatusOr<CallInfo> AdmitCall(const CallOrigin& origin, std::string_view method, std::string_view model,
+                                   const RuntimeConfigHolder& holder);
+
+// What a gRPC call's context says of its caller.
+CallOrigin OriginOf(const grpc::ServerContextBase& context);
+
+// AdmitCall(OriginOf(context), ...).
 absl::StatusOr<CallInfo> AdmitCall(const grpc::ServerContextBase& context, std::string_view method,
                                    std::string_view model, const RuntimeConfigHolder& holder);
 
