@@ -148,6 +148,7 @@ class TokenMaskCache {
   const Grammar& grammar() const { return *grammar_; }
   const std::shared_ptr<const Grammar>& grammar_ptr() const { return grammar_; }
   const TokenVocabulary& vocabulary() const { return *vocabulary_; }
+  const std::shared_ptr<const TokenVocabulary>& vocabulary_ptr() const { return vocabulary_; }
 
  private:
   struct Entry {

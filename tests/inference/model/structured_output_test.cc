@@ -2,8 +2,11 @@
 // alone or batched with others (the same tokens either way), a JSON object request gives an object,
 // a schema the engine cannot honour is refused at Start with the keyword named, and requests
 // repeating a schema share its masks.
+#include <atomic>
+#include <cmath>
 #include <future>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gmock/gmock.h>
@@ -117,6 +120,55 @@ TEST_F(StructuredOutputTest, EveryGenerationIsAnInstanceAloneAndBatched) {
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_EQ(a->get(), b->get());
   EXPECT_GT((*a)->stats().hits, 0);
+}
+
+// One mask cache shared by sequences on several threads (as the engine's replicas share a
+// schema's masks): every mask each thread gets equals the one computed without the cache, and the
+// cache, kept small, evicts while others read.
+TEST_F(StructuredOutputTest, OneMaskCacheServesManyThreads) {
+  TokenMaskCacheOptions small;
+  small.max_bytes = 4 * 1024;  // a few masks of the 512-token vocabulary: constant eviction
+  auto base = engine_->PrepareConstraint(Request(0).response_format);
+  ASSERT_TRUE(base.ok());
+  auto shared = std::make_shared<TokenMaskCache>((*base)->grammar_ptr(), (*base)->vocabulary_ptr(), small);
+  std::atomic<int> mismatches{0}, steps{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      TokenConstraint constraint(shared);
+      MaskWalker walker;
+      TokenMask reference;
+      std::vector<float> logits;
+      uint32_t rng = 17u + static_cast<uint32_t>(t);
+      for (int generation = 0; generation < 20; ++generation) {
+        constraint.Reset();
+        for (int i = 0; i < 200 && !constraint.IsFinished(); ++i) {
+          const int32_t n = shared->vocabulary().n_vocab();
+          logits.assign(static_cast<size_t>(n), 0.0f);
+          constraint.Apply(logits.data(), n);
+          shared->Compute(constraint.state(), &walker, &reference);
+          std::vector<int32_t> allowed;
+          for (int32_t id = 0; id < n; ++id) {
+            const bool masked = std::isinf(logits[static_cast<size_t>(id)]);
+            const bool eog = shared->vocabulary().IsEndOfGeneration(id);
+            if (!eog && masked == reference.Allows(id)) mismatches.fetch_add(1);
+            if (!masked) allowed.push_back(id);
+          }
+          if (allowed.empty()) {
+            mismatches.fetch_add(1);
+            break;
+          }
+          rng = rng * 1664525u + 1013904223u;
+          if (!constraint.Accept(allowed[(rng >> 8) % allowed.size()]).ok()) mismatches.fetch_add(1);
+          steps.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  EXPECT_EQ(mismatches.load(), 0);
+  EXPECT_GT(steps.load(), 400);
+  EXPECT_GT(shared->stats().evictions, 0);
 }
 
 TEST_F(StructuredOutputTest, JsonObjectGivesAnObject) {
