@@ -20,9 +20,16 @@ constexpr LayerOp kQwen2Layer[] = {
     LayerOp::kAttnOutputAdd, LayerOp::kFfnNorm, LayerOp::kGateUpProject, LayerOp::kSwiGlu, LayerOp::kFfnDownAdd,
 };
 
-constexpr std::array<ArchitectureRecipe, 2> kArchitectures = {{
+// Qwen3: Qwen2's layer without the Q/K/V biases, each head of Q and K RMS-normed before RoPE.
+constexpr LayerOp kQwen3Layer[] = {
+    LayerOp::kAttnNorm, LayerOp::kQkvProject,    LayerOp::kQkNorm, LayerOp::kRope,       LayerOp::kAttention,
+    LayerOp::kAttnOutputAdd, LayerOp::kFfnNorm, LayerOp::kGateUpProject, LayerOp::kSwiGlu, LayerOp::kFfnDownAdd,
+};
+
+constexpr std::array<ArchitectureRecipe, 3> kArchitectures = {{
     {"llama", kLlamaLayer, RopeStyle::kAdjacent},
     {"qwen2", kQwen2Layer, RopeStyle::kNeox},
+    {"qwen3", kQwen3Layer, RopeStyle::kNeox},
 }};
 
 }  // namespace
@@ -32,6 +39,7 @@ const char* LayerOpName(LayerOp op) {
     case LayerOp::kAttnNorm: return "attn_norm";
     case LayerOp::kQkvProject: return "qkv_project";
     case LayerOp::kQkvBias: return "qkv_bias";
+    case LayerOp::kQkNorm: return "qk_norm";
     case LayerOp::kRope: return "rope";
     case LayerOp::kAttention: return "attention";
     case LayerOp::kAttnOutputAdd: return "attn_output_add";

@@ -20,6 +20,7 @@ enum class LayerOp : uint8_t {
   kAttnNorm,         // xn = RMSNorm(x) * attn_norm                           (attn_norm)
   kQkvProject,       // q, k, v = xn Wq, xn Wk, xn Wv                           (attn_q, attn_k, attn_v)
   kQkvBias,          // q, k, v += bq, bk, bv                                   (attn_{q,k,v}.bias)
+  kQkNorm,           // each head of q and of k: RMSNorm(head) * weight         (attn_q_norm, attn_k_norm)
   kRope,             // rotate q and k by position (the architecture's RopeStyle)
   kAttention,        // store k, v at the token's position; attn = softmax(q K^T / sqrt(d)) V,
                      // causal, over the token's own sequence

@@ -82,7 +82,9 @@ size_t DecodeWeightBytes(const Model& m) {
   if (!tied) bytes += m.token_embd().row_bytes;
   for (const LayerWeights& l : m.layers()) {
     for (const WeightMatrix* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) bytes += w->bytes();
-    for (const std::vector<float>* v : {&l.attn_norm, &l.ffn_norm, &l.bq, &l.bk, &l.bv}) bytes += FloatBytes(*v);
+    for (const std::vector<float>* v : {&l.attn_norm, &l.ffn_norm, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm}) {
+      bytes += FloatBytes(*v);
+    }
   }
   return bytes;
 }
@@ -133,6 +135,11 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromGguf(std::unique_ptr<GgufFile>
           AIRLOCK_ASSIGN_OR_RETURN(l.bq, Vector(f, b + "attn_q.bias", c.n_embd_q()));
           AIRLOCK_ASSIGN_OR_RETURN(l.bk, Vector(f, b + "attn_k.bias", c.n_embd_kv()));
           AIRLOCK_ASSIGN_OR_RETURN(l.bv, Vector(f, b + "attn_v.bias", c.n_embd_kv()));
+          break;
+        }
+        case LayerOp::kQkNorm: {
+          AIRLOCK_ASSIGN_OR_RETURN(l.q_norm, Vector(f, b + "attn_q_norm.weight", c.head_dim));
+          AIRLOCK_ASSIGN_OR_RETURN(l.k_norm, Vector(f, b + "attn_k_norm.weight", c.head_dim));
           break;
         }
         case LayerOp::kAttnOutputAdd: {

@@ -35,6 +35,7 @@ struct LayerWeights {
   std::vector<float> attn_norm;  // [n_embd]                     kAttnNorm
   WeightMatrix wq, wk, wv, wo;   //                              kQkvProject, kAttnOutputAdd
   std::vector<float> bq, bk, bv; // [n_embd_q], [n_embd_kv] x 2  kQkvBias
+  std::vector<float> q_norm, k_norm;  // [head_dim] each          kQkNorm
   std::vector<float> ffn_norm;   // [n_embd]                     kFfnNorm
   WeightMatrix w_gate, w_up, w_down;  //                         kGateUpProject, kFfnDownAdd
 };

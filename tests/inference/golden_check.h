@@ -23,9 +23,12 @@ struct GoldenCase {
   std::string kv;     // "kv-f32" or "kv-f16"
   std::string model;  // file stem
   float tolerance;    // max |our logit - llama.cpp logit| (../shared/golden/README.md, measured)
+  std::string dir = "";  // or "arch/" (the other architectures: ../shared/golden/arch/README.md)
+  std::string ModelPath() const { return "models/" + dir + model + ".gguf"; }
+  std::string GoldenPath() const { return "golden/" + dir + kv + "/" + model + ".jsonl"; }
 };
 
-inline void PrintTo(const GoldenCase& c, std::ostream* os) { *os << c.kv << "/" << c.model; }
+inline void PrintTo(const GoldenCase& c, std::ostream* os) { *os << c.dir << c.kv << "/" << c.model; }
 
 inline std::string GoldenCaseName(const GoldenCase& c) {
   std::string s = c.kv + "_" + c.model;
@@ -54,7 +57,9 @@ inline std::vector<GoldenCase> GoldenCases() {
           GoldenCase{"kv-f32", "synth-llama-2L-256d-q4_k_m", 1.1f},
           GoldenCase{"kv-f16", "synth-llama-2L-256d-q4_k_m", 1.1f},
           GoldenCase{"kv-f32", "synth-llama-2L-256d-q6_k", 1.1f},
-          GoldenCase{"kv-f16", "synth-llama-2L-256d-q6_k", 1.1f}};
+          GoldenCase{"kv-f16", "synth-llama-2L-256d-q6_k", 1.1f},
+          // qwen3 (Q/K norms): a float64 NumPy reference (../shared/golden/arch/README.md), F32 only.
+          GoldenCase{"kv-f32", "synth-qwen3-2L-256d-f32", 1e-4f, "arch/"}};
 }
 
 inline void CheckTeacherForcedGolden(inference::ModelExecutor& executor, const std::string& golden, float tolerance,

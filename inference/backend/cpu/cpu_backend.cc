@@ -181,6 +181,19 @@ class CpuExecutor : public ModelExecutor {
               }
             });
             break;
+          case LayerOp::kQkNorm:
+            // In place, head by head: RmsNorm reads each value before it writes it.
+            pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
+              for (int64_t t = t0; t < t1; ++t) {
+                float* q = &q_[t * q_dim];
+                float* k = &k_[t * kv_dim];
+                for (int32_t h = 0; h < c_.n_head; ++h) cpu::RmsNorm(q + h * hd, L.q_norm.data(), q + h * hd, hd, c_.rms_eps);
+                for (int32_t h = 0; h < c_.n_head_kv; ++h) {
+                  cpu::RmsNorm(k + h * hd, L.k_norm.data(), k + h * hd, hd, c_.rms_eps);
+                }
+              }
+            });
+            break;
           case LayerOp::kRope:
             pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
               for (int64_t t = t0; t < t1; ++t) {

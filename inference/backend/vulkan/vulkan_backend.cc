@@ -42,6 +42,7 @@ struct DeviceMatrix {
 struct DeviceLayer {
   std::unique_ptr<Buffer> attn_norm, ffn_norm;
   std::unique_ptr<Buffer> bq, bk, bv;  // with kQkvBias in the recipe
+  std::unique_ptr<Buffer> q_norm, k_norm;  // with kQkNorm
   DeviceMatrix wq, wk, wv, wo, w_gate, w_up, w_down;
 };
 
@@ -245,6 +246,13 @@ class VulkanExecutor : public ModelExecutor {
             AIRLOCK_RETURN_IF_ERROR(add(ops.AddBias(*st.q, *L.bq, n, q_dim)));
             AIRLOCK_RETURN_IF_ERROR(add(ops.AddBias(*st.k, *L.bk, n, kv_dim)));
             AIRLOCK_RETURN_IF_ERROR(add(ops.AddBias(*st.v, *L.bv, n, kv_dim)));
+            break;
+          case LayerOp::kQkNorm:
+            // Each head's row of head_dim values, in place (each value is read before it is written).
+            AIRLOCK_RETURN_IF_ERROR(add(ops.RmsNorm(*st.q, *L.q_norm, *st.q, n * static_cast<uint32_t>(c_.n_head),
+                                                    st.kv.head_dim, c_.rms_eps)));
+            AIRLOCK_RETURN_IF_ERROR(add(ops.RmsNorm(*st.k, *L.k_norm, *st.k, n * static_cast<uint32_t>(c_.n_head_kv),
+                                                    st.kv.head_dim, c_.rms_eps)));
             break;
           case LayerOp::kRope:
             AIRLOCK_RETURN_IF_ERROR(add(ops.Rope(*st.q, *st.rope, n, static_cast<uint32_t>(c_.n_head), st.kv.head_dim,
@@ -471,6 +479,10 @@ class VulkanExecutor : public ModelExecutor {
       DeviceLayer d;
       AIRLOCK_ASSIGN_OR_RETURN(d.attn_norm, upload_vector(L.attn_norm));
       AIRLOCK_ASSIGN_OR_RETURN(d.ffn_norm, upload_vector(L.ffn_norm));
+      if (!L.q_norm.empty()) {
+        AIRLOCK_ASSIGN_OR_RETURN(d.q_norm, upload_vector(L.q_norm));
+        AIRLOCK_ASSIGN_OR_RETURN(d.k_norm, upload_vector(L.k_norm));
+      }
       if (has_bias) {
         AIRLOCK_ASSIGN_OR_RETURN(d.bq, upload_vector(L.bq));
         AIRLOCK_ASSIGN_OR_RETURN(d.bk, upload_vector(L.bk));

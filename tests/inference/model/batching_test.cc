@@ -96,11 +96,12 @@ TEST_P(ForwardBatchTest, EachSequenceGetsTheLogitsItGetsAlone) {
 
 INSTANTIATE_TEST_SUITE_P(Models, ForwardBatchTest,
                          ::testing::Combine(::testing::Values("stories260K-f32", "synth-llama-2L-256d-q4_k_m",
-                                                              "synth-llama-2L-256d-q8_0"),
+                                                              "synth-llama-2L-256d-q8_0",
+                                                              "arch/synth-qwen3-2L-256d-f32"),
                                             ::testing::Values(KvCacheType::kF32, KvCacheType::kF16)),
                          [](const auto& info) {
                            std::string n = std::get<0>(info.param) + "_" + KvCacheTypeName(std::get<1>(info.param));
-                           std::replace(n.begin(), n.end(), '-', '_');
+                           std::replace_if(n.begin(), n.end(), [](char c) { return c == '-' || c == '/'; }, '_');
                            return n;
                          });
 
@@ -166,10 +167,11 @@ INSTANTIATE_TEST_SUITE_P(Models, ForwardIsaTest,
                                            std::make_tuple("synth-llama-2L-256d-q4_0", KvCacheType::kF16),
                                            std::make_tuple("synth-llama-2L-256d-q4_k_m", KvCacheType::kF32),
                                            std::make_tuple("synth-llama-2L-256d-q6_k", KvCacheType::kF16),
-                                           std::make_tuple("synth-llama-2L-256d-q8_0", KvCacheType::kF16)),
+                                           std::make_tuple("synth-llama-2L-256d-q8_0", KvCacheType::kF16),
+                                           std::make_tuple("arch/synth-qwen3-2L-256d-f32", KvCacheType::kF16)),
                          [](const auto& info) {
                            std::string n = std::get<0>(info.param) + "_" + KvCacheTypeName(std::get<1>(info.param));
-                           std::replace(n.begin(), n.end(), '-', '_');
+                           std::replace_if(n.begin(), n.end(), [](char c) { return c == '-' || c == '/'; }, '_');
                            return n;
                          });
 
@@ -347,10 +349,11 @@ TEST_P(EngineBatchingTest, PreemptedSequencesRecomputeToTheSameTokens) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, EngineBatchingTest,
-                         ::testing::Values("stories260K-f32", "stories260K-q8_0", "synth-llama-2L-256d-q4_k_m"),
+                         ::testing::Values("stories260K-f32", "stories260K-q8_0", "synth-llama-2L-256d-q4_k_m",
+                                           "arch/synth-qwen3-2L-256d-f32"),
                          [](const auto& info) {
                            std::string n = info.param;
-                           std::replace(n.begin(), n.end(), '-', '_');
+                           std::replace_if(n.begin(), n.end(), [](char c) { return c == '-' || c == '/'; }, '_');
                            return n;
                          });
 

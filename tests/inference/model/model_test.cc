@@ -225,8 +225,16 @@ TEST(ArchitectureTest, TheTableDescribesEachArchitecture) {
   EXPECT_LT(at(qwen2, LayerOp::kQkvProject), at(qwen2, LayerOp::kQkvBias));
   EXPECT_LT(at(qwen2, LayerOp::kQkvBias), at(qwen2, LayerOp::kRope));
   EXPECT_LT(at(llama, LayerOp::kAttention), at(llama, LayerOp::kAttnOutputAdd));
+  // Qwen3: no biases; each head of Q and K normed after the projection and before RoPE.
+  const ArchitectureRecipe* qwen3 = FindArchitecture("qwen3");
+  ASSERT_NE(qwen3, nullptr);
+  EXPECT_FALSE(has(qwen3, LayerOp::kQkvBias));
+  EXPECT_FALSE(has(llama, LayerOp::kQkNorm) || has(qwen2, LayerOp::kQkNorm));
+  EXPECT_EQ(qwen3->rope, RopeStyle::kNeox);
+  EXPECT_LT(at(qwen3, LayerOp::kQkvProject), at(qwen3, LayerOp::kQkNorm));
+  EXPECT_LT(at(qwen3, LayerOp::kQkNorm), at(qwen3, LayerOp::kRope));
   EXPECT_EQ(FindArchitecture("gpt2"), nullptr);
-  EXPECT_EQ(SupportedArchitectures(), "llama, qwen2");
+  EXPECT_EQ(SupportedArchitectures(), "llama, qwen2, qwen3");
 }
 
 }  // namespace airlock::inference

@@ -29,9 +29,9 @@ TEST_P(VulkanGoldenTest, TeacherForcedLogitsWithinTolerance) {
   AIRLOCK_OPEN_TEST_DEVICE(device);
   device.reset();
   const GoldenCase& gc = GetParam();
-  const std::string golden = testing::SharedPath("golden/" + gc.kv + "/" + gc.model + ".jsonl");
+  const std::string golden = testing::SharedPath(gc.GoldenPath());
   AIRLOCK_REQUIRE_SHARED_FILE(golden);
-  const std::string path = testing::SharedPath("models/" + gc.model + ".gguf");
+  const std::string path = testing::SharedPath(gc.ModelPath());
   AIRLOCK_REQUIRE_SHARED_FILE(path);
   auto model = Model::Load(path);
   ASSERT_TRUE(model.ok()) << model.status();
