@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_format.h"
 #include "airlock/v1/inference.grpc.pb.h"
+#include "auth/dev_pki.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tools/airlockctl/client_connection.h"
 #include "tools/airlockctl/commands.h"
@@ -121,11 +122,8 @@ void FillGenerationFields(const GenerationFlags& f, Request* req) {
   if (f.json_object) req->mutable_response_format()->set_type(v1::ResponseFormat::TYPE_JSON_OBJECT);
   if (!f.json_schema_file.empty()) {
     // An unreadable file leaves the schema empty, which the daemon refuses by name.
-    std::ifstream in(f.json_schema_file, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
     req->mutable_response_format()->set_type(v1::ResponseFormat::TYPE_JSON_SCHEMA);
-    req->mutable_response_format()->set_json_schema(text.str());
+    req->mutable_response_format()->set_json_schema(auth::ReadTextFile(f.json_schema_file).value_or(""));
   }
 }
 

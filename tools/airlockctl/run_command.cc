@@ -1,14 +1,13 @@
 // `airlockctl run`: generate text with the engine in-process, streamed to stdout or as one JSON object.
 #include <cstdio>
-#include <fstream>
 #include <iostream>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "auth/dev_pki.h"
 #include "inference/engine.h"
 #include "tools/airlockctl/commands.h"
 #include "tools/airlockctl/sampling_flags.h"
@@ -62,15 +61,13 @@ int Run(const RunFlags& f) {
   req.sampling = f.sampling;
   if (f.json_object) req.response_format.type = inference::ResponseFormat::Type::kJsonObject;
   if (!f.json_schema_file.empty()) {
-    std::ifstream in(f.json_schema_file, std::ios::binary);
-    std::stringstream text;
-    text << in.rdbuf();
-    if (!in) {
-      std::fprintf(stderr, "airlockctl run: --json-schema: cannot read %s\n", f.json_schema_file.c_str());
+    absl::StatusOr<std::string> schema = auth::ReadTextFile(f.json_schema_file);
+    if (!schema.ok()) {
+      std::fprintf(stderr, "airlockctl run: --json-schema: %s\n", std::string(schema.status().message()).c_str());
       return 2;
     }
     req.response_format.type = inference::ResponseFormat::Type::kJsonSchema;
-    req.response_format.json_schema = text.str();
+    req.response_format.json_schema = *std::move(schema);
   }
   auto stream = [&](const inference::GeneratedPiece& piece) {
     if (!f.json) {
