@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "daemon/audit_trail.h"
+#include "daemon/generation_call.h"
 #include "daemon/log.h"
 #include "daemon/metrics.h"
 #include "inference/tokenizer/utf8.h"
@@ -36,80 +37,11 @@ airlock::v1::StopReason ToProto(inference::StopReason reason) {
   return airlock::v1::STOP_REASON_UNSPECIFIED;
 }
 
-// State shared by a call's reactor and its generation job.
-struct CallState {
-  CallInfo call;
-  std::atomic<bool> client_gone{false};  // the client cancelled, disconnected or its deadline passed
-  std::atomic<bool> over_time{false};    // limits.max_request_duration passed
-  // When the daemon's drain cancels what still runs (unix nanoseconds, 0 while not draining):
-  // InferenceService::drain_cancel_at_, which outlives every call.
-  const std::atomic<int64_t>* drain_cancel_at = nullptr;
-  std::chrono::steady_clock::time_point deadline;
-  std::chrono::steady_clock::time_point first_piece{};
-  std::atomic<bool> saw_first_piece{false};
-  // The model's token timing histograms (none without metrics), and when the last token came
-  // (the engine's step thread only).
-  Metrics::TokenTimers timers;
-  std::chrono::steady_clock::time_point last_token{};
-  // For the audit records: the prompt as the client sent it (HMAC'd, never stored) and the
-  // sampling parameters in canonical text.
-  std::string prompt_text;
-  std::string sampling;
-  // The quota reservation, settled with the actual usage when the job ends (or released with the
-  // state when it never ran).
-  std::unique_ptr<auth::QuotaLedger::Reservation> quota;
-
-  bool ShouldStop() {
-    if (client_gone.load(std::memory_order_relaxed)) return true;
-    if (std::chrono::steady_clock::now() >= deadline) {
-      over_time.store(true);
-      return true;
-    }
-    return false;
-  }
-  // On the engine's step thread, for every piece: the first one's time, and the token timings.
-  void NotePiece(const inference::GeneratedPiece& piece) {
-    const auto now = std::chrono::steady_clock::now();
-    const auto seconds = [](auto d) { return std::chrono::duration<double>(d).count(); };
-    if (!saw_first_piece.exchange(true)) {
-      first_piece = now;
-      if (timers.first_token != nullptr) timers.first_token->Observe(seconds(now - call.start));
-    } else if (piece.token >= 0 && timers.inter_token != nullptr) {
-      timers.inter_token->Observe(seconds(now - last_token));
-    }
-    if (piece.token >= 0) last_token = now;
-  }
-};
-
-// Deadline: the client's, capped by limits.max_request_duration.
-std::chrono::steady_clock::time_point CallDeadline(const grpc::CallbackServerContext& context, const CallInfo& call) {
-  const auto cap = call.start + absl::ToChronoNanoseconds(call.config->max_request_duration);
-  const auto client = context.deadline();  // system_clock; max() when the client set none
-  if (client == std::chrono::system_clock::time_point::max()) return cap;
-  const auto remaining = client - std::chrono::system_clock::now();
-  const auto client_steady = std::chrono::steady_clock::now() + remaining;
-  return std::min(cap, client_steady);
-}
-
-// The status a job ends with, before its end record.
-absl::Status Outcome(const absl::StatusOr<inference::GenerateResult>& result, const CallState& state) {
-  if (!result.ok()) return result.status();
-  if (result->stop_reason == inference::StopReason::kCancelled) {
-    if (state.over_time.load()) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "the request ran past its deadline (the client's, or limits.max_request_duration = ",
-          absl::FormatDuration(state.call.config->max_request_duration), ")"));
-    }
-    // gRPC cancels the calls still running when the drain's deadline passes: the client got
-    // UNAVAILABLE, and the record must say that, not that the client cancelled.
-    const int64_t drain_at = state.drain_cancel_at != nullptr ? state.drain_cancel_at->load() : 0;
-    if (drain_at != 0 && absl::Now() >= absl::FromUnixNanos(drain_at)) {
-      return absl::UnavailableError(
-          "airlockd is shutting down: the request was still running when server.drain_timeout ran out");
-    }
-    return absl::CancelledError("the client cancelled the request");
-  }
-  return absl::OkStatus();
+// The client's deadline (system_clock; nullopt when it set none).
+std::optional<std::chrono::system_clock::time_point> ClientDeadline(const grpc::CallbackServerContext& context) {
+  const auto client = context.deadline();  // max() when the client set none
+  if (client == std::chrono::system_clock::time_point::max()) return std::nullopt;
+  return client;
 }
 
 void FillUsageAndTimings(const inference::GenerateResult& result, double queue_seconds, const CallState& state,
@@ -120,94 +52,9 @@ void FillUsageAndTimings(const inference::GenerateResult& result, double queue_s
   timings->set_queue_seconds(queue_seconds);
   timings->set_prompt_seconds(result.prompt_seconds);
   timings->set_generation_seconds(result.generation_seconds);
-  if (state.saw_first_piece.load()) {
-    timings->set_time_to_first_token_seconds(
-        std::chrono::duration<double>(state.first_piece - state.call.start).count());
+  if (const std::optional<double> ttft = state.TimeToFirstPiece(); ttft.has_value()) {
+    timings->set_time_to_first_token_seconds(*ttft);
   }
-}
-
-// Settles the quota reservation with what the job used, counts it in the metrics, then writes the
-// end record of a generation. The result is acknowledged only if it is recorded: an unwritable audit log turns
-// success into UNAVAILABLE.
-absl::Status AuditEnd(CallState& state, const absl::StatusOr<inference::GenerateResult>& result,
-                      const absl::Status& status, double queue_seconds) {
-  if (state.quota != nullptr) {
-    const uint64_t prompt = result.ok() ? result->prompt_tokens.size() : 0;
-    const uint64_t completion = result.ok() ? result->output_tokens.size() : 0;
-    if (absl::Status settled = state.quota->Settle(prompt, completion); !settled.ok()) {
-      LogError("quota usage not saved", {{"request_id", state.call.request_id},
-                                         {"error", std::string(settled.message())}});
-    }
-  }
-  if (Metrics* metrics = state.call.config->metrics; metrics != nullptr && result.ok()) {
-    metrics->GenerationEnded(state.call.model, result->prompt_tokens.size(), result->output_tokens.size(),
-                             queue_seconds);
-  }
-  AuditTrail* audit = state.call.config->audit;
-  if (audit == nullptr) return status;
-  AuditTrail::Outcome outcome;
-  outcome.status = status;
-  outcome.sampling = state.sampling;
-  if (result.ok()) {
-    outcome.prompt_tokens = static_cast<uint32_t>(result->prompt_tokens.size());
-    outcome.completion_tokens = static_cast<uint32_t>(result->output_tokens.size());
-    outcome.stop_reason = inference::StopReasonName(result->stop_reason);
-    outcome.output = result->text;
-  }
-  if (absl::Status recorded = audit->End(state.call, outcome); !recorded.ok()) return recorded;
-  return status;
-}
-
-nlohmann::json UsageFields(const absl::StatusOr<inference::GenerateResult>& result, double queue_seconds) {
-  if (!result.ok()) return {{"queue_seconds", queue_seconds}};
-  return {{"prompt_tokens", result->prompt_tokens.size()},
-          {"completion_tokens", result->output_tokens.size()},
-          {"stop_reason", inference::StopReasonName(result->stop_reason)},
-          {"queue_seconds", queue_seconds},
-          {"prompt_seconds", result->prompt_seconds},
-          {"generation_seconds", result->generation_seconds}};
-}
-
-// Validation shared by the four generation methods (after AdmitCall authorised method and model).
-// On success `model` is set.
-template <typename Request>
-absl::StatusOr<inference::GenerateRequest> Prepare(const Request& request, CallInfo& call, const ModelRegistry& models,
-                                                   const ServedModel*& model) {
-  if (request.model().empty()) return absl::InvalidArgumentError("model: required");
-  if (!inference::utf8::IsValid(request.model())) return absl::InvalidArgumentError("model: is not valid UTF-8");
-  model = models.Find(request.model());
-  if (model == nullptr) return absl::NotFoundError(absl::StrCat("model: \"", request.model(), "\" is not served here"));
-  RequestLimits limits = call.config->limits;
-  if constexpr (std::is_same_v<Request, airlock::v1::ChatRequest>) {
-    if (!model->chat_template) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("model \"", model->name, "\" has no usable chat template: ", model->chat_template_error));
-    }
-    return PrepareChat(request, *model->engine, *model->chat_template, limits);
-  } else {
-    return PrepareGenerate(request, *model->engine, limits);
-  }
-}
-
-std::string PromptText(const airlock::v1::GenerateRequest& request) { return request.prompt(); }
-
-// A chat as one text for its HMAC: "role\ncontent\n" per message (documented in docs/audit.md).
-std::string PromptText(const airlock::v1::ChatRequest& request) {
-  std::string text;
-  for (const airlock::v1::ChatMessage& m : request.messages()) absl::StrAppend(&text, m.role(), "\n", m.content(), "\n");
-  return text;
-}
-
-// Who may reuse the prompt prefixes this call caches (models[].prefix_cache). Per identity by
-// default: the time to first token shows whether a prefix was cached, so a shared cache would let
-// one caller probe another's prompts.
-std::string CacheScope(const ServedModel& model, const CallState& state) {
-  switch (model.prefix_cache) {
-    case PrefixCacheScope::kModel: return "model";
-    case PrefixCacheScope::kOff: return "off";  // the engine caches nothing then
-    case PrefixCacheScope::kIdentity: break;
-  }
-  return absl::StrCat("identity:", state.call.identity.name);
 }
 
 // ---- Unary generation ------------------------------------------------------------------------
@@ -218,20 +65,13 @@ class UnaryGeneration final : public grpc::ServerUnaryReactor {
       : state_(std::move(state)), response_(response) {}
 
   // Submits the job or finishes with the error.
-  void Start(const ServedModel& model, inference::GenerateRequest request) {
-    auto job = std::make_unique<GenerationJob>();
-    job->owner = state_->call.identity.name;
-    job->request = std::move(request);
-    job->request.cache_scope = CacheScope(model, *state_);
-    std::shared_ptr<CallState> state = state_;
-    job->request.cancelled = [state] { return state->ShouldStop(); };
-    job->on_piece = [state](const inference::GeneratedPiece& piece) {
-      state->NotePiece(piece);
-      return true;
-    };
-    job->on_done = [this, name = model.name](absl::StatusOr<inference::GenerateResult> result, double queue_seconds) {
-      Complete(name, result, queue_seconds);
-    };
+  void Start(PreparedGeneration prepared) {
+    const ServedModel& model = *prepared.model;
+    auto job = MakeGenerationJob(
+        state_, model, std::move(prepared.request), [](const inference::GeneratedPiece&) { return true; },
+        [this, name = model.name](absl::StatusOr<inference::GenerateResult> result, double queue_seconds) {
+          Complete(name, result, queue_seconds);
+        });
     if (absl::Status submitted = model.queue->Submit(std::move(job)); !submitted.ok()) End(submitted);
   }
 
@@ -246,7 +86,7 @@ class UnaryGeneration final : public grpc::ServerUnaryReactor {
  private:
   void Complete(const std::string& model_name, const absl::StatusOr<inference::GenerateResult>& result,
                 double queue_seconds) {
-    const absl::Status status = AuditEnd(*state_, result, Outcome(result, *state_), queue_seconds);
+    const absl::Status status = EndGeneration(*state_, result, queue_seconds);
     if (status.ok()) {
       response_->set_request_id(state_->call.request_id);
       response_->set_model(model_name);
@@ -255,7 +95,7 @@ class UnaryGeneration final : public grpc::ServerUnaryReactor {
       response_->set_stop_reason(ToProto(result->stop_reason));
       FillUsageAndTimings(*result, queue_seconds, *state_, response_->mutable_usage(), response_->mutable_timings());
     }
-    End(status, UsageFields(result, queue_seconds));
+    End(status, GenerationLogFields(result, queue_seconds));
   }
 
   std::shared_ptr<CallState> state_;
@@ -281,21 +121,17 @@ class StreamGeneration final : public grpc::ServerWriteReactor<GenerateStreamRes
     Unref();
   }
 
-  void Start(const ServedModel& model, inference::GenerateRequest request) {
-    auto job = std::make_unique<GenerationJob>();
-    job->owner = state_->call.identity.name;
-    job->request = std::move(request);
-    job->request.cache_scope = CacheScope(model, *state_);
-    std::shared_ptr<CallState> state = state_;
-    job->request.cancelled = [state] { return state->ShouldStop(); };
-    job->on_piece = [this](const inference::GeneratedPiece& piece) {
-      state_->NotePiece(piece);
-      AddPiece(piece);
-      return !state_->client_gone.load(std::memory_order_relaxed);
-    };
-    job->on_done = [this, name = model.name](absl::StatusOr<inference::GenerateResult> result, double queue_seconds) {
-      Complete(name, result, queue_seconds);
-    };
+  void Start(PreparedGeneration prepared) {
+    const ServedModel& model = *prepared.model;
+    auto job = MakeGenerationJob(
+        state_, model, std::move(prepared.request),
+        [this](const inference::GeneratedPiece& piece) {
+          AddPiece(piece);
+          return !state_->client_gone.load(std::memory_order_relaxed);
+        },
+        [this, name = model.name](absl::StatusOr<inference::GenerateResult> result, double queue_seconds) {
+          Complete(name, result, queue_seconds);
+        });
     if (absl::Status submitted = model.queue->Submit(std::move(job)); !submitted.ok()) End(submitted);
   }
 
@@ -341,7 +177,7 @@ class StreamGeneration final : public grpc::ServerWriteReactor<GenerateStreamRes
 
   void Complete(const std::string& model_name, const absl::StatusOr<inference::GenerateResult>& result,
                 double queue_seconds) {
-    const absl::Status status = AuditEnd(*state_, result, Outcome(result, *state_), queue_seconds);
+    const absl::Status status = EndGeneration(*state_, result, queue_seconds);
     if (status.ok()) {
       std::lock_guard<std::mutex> lock(mutex_);
       airlock::v1::Completion* done = pending_.emplace_back().mutable_done();
@@ -350,7 +186,7 @@ class StreamGeneration final : public grpc::ServerWriteReactor<GenerateStreamRes
       done->set_stop_reason(ToProto(result->stop_reason));
       FillUsageAndTimings(*result, queue_seconds, *state_, done->mutable_usage(), done->mutable_timings());
     }
-    End(status, UsageFields(result, queue_seconds));
+    End(status, GenerationLogFields(result, queue_seconds));
   }
 
   // Starts the next write, or Finish once everything is written and the job has ended. gRPC
@@ -390,65 +226,20 @@ template <typename Request, typename Reactor, typename... Extra>
 Reactor* StartGeneration(grpc::CallbackServerContext* context, const Request& request, const char* method,
                          const ModelRegistry& models, const RuntimeConfigHolder& config,
                          const std::atomic<int64_t>& drain_cancel_at, Extra... extra) {
-  // Method and model are authorised together, once (an empty model is refused by Prepare).
-  absl::StatusOr<CallInfo> call = AdmitCall(*context, method, request.model(), config);
-  if (!call.ok()) {
+  absl::StatusOr<std::shared_ptr<CallState>> state =
+      AdmitGeneration(OriginOf(*context), method, request.model(), config, drain_cancel_at, ClientDeadline(*context));
+  if (!state.ok()) {
     auto* reactor = new Reactor(std::make_shared<CallState>(), extra...);
-    reactor->Finish(ToGrpcStatus(call.status()));
+    reactor->Finish(ToGrpcStatus(state.status()));
     return reactor;
   }
-  auto state = std::make_shared<CallState>();
-  state->drain_cancel_at = &drain_cancel_at;
-  state->call = std::move(*call);
-  state->deadline = CallDeadline(*context, state->call);
-  auto* reactor = new Reactor(state, extra...);
-  const ServedModel* model = nullptr;
-  absl::StatusOr<inference::GenerateRequest> prepared = Prepare(request, state->call, models, model);
+  auto* reactor = new Reactor(*state, extra...);
+  absl::StatusOr<PreparedGeneration> prepared = BeginGeneration(**state, request, models);
   if (!prepared.ok()) {
-    reactor->End(AuditSingle(state->call, prepared.status()));
+    reactor->End(prepared.status());
     return reactor;
   }
-  // Quota: the worst case (prompt + max_tokens) is reserved before anything is recorded as begun.
-  if (auth::QuotaLedger* ledger = state->call.config->ledger; ledger != nullptr) {
-    const CallInfo& c = state->call;
-    absl::StatusOr<std::unique_ptr<auth::QuotaLedger::Reservation>> reserved =
-        ledger->Reserve(c.identity.name, c.config->quotas->LimitsOf(c.identity.name), prepared->prompt_tokens.size(),
-                        static_cast<uint64_t>(std::max(prepared->max_tokens, 0)));
-    if (!reserved.ok()) {
-      if (auto limit = reserved.status().GetPayload(auth::kQuotaLimitPayloadUrl); limit && c.config->metrics) {
-        c.config->metrics->QuotaRefused(std::string(*limit));
-      }
-      const absl::Status recorded = AuditSingle(state->call, reserved.status());
-      if (auto cause = reserved.status().GetPayload(auth::kQuotaStoreErrorPayloadUrl); cause.has_value()) {
-        LogError("quota usage not saved; refusing the call",
-                 {{"request_id", c.request_id}, {"identity", c.identity.name}, {"error", std::string(*cause)}});
-      } else if (!c.refusal_counted) {
-        LogWarning("call refused by quota", {{"request_id", c.request_id},
-                                             {"identity", c.identity.name},
-                                             {"reason", std::string(reserved.status().message())}});
-      }
-      reactor->End(recorded);
-      return reactor;
-    }
-    state->quota = *std::move(reserved);
-  }
-  // The begin record is durable before any work starts; no record, no generation.
-  state->prompt_text = PromptText(request);
-  state->sampling = CanonicalSampling(prepared->sampling) + CanonicalResponseFormat(prepared->response_format);
-  if (AuditTrail* audit = state->call.config->audit; audit != nullptr) {
-    AuditTrail::Outcome begin;
-    begin.sampling = state->sampling;
-    begin.prompt = state->prompt_text;
-    begin.prompt_tokens = static_cast<uint32_t>(prepared->prompt_tokens.size());
-    if (absl::Status recorded = audit->Begin(state->call, begin); !recorded.ok()) {
-      reactor->End(recorded);
-      return reactor;
-    }
-  }
-  if (Metrics* metrics = state->call.config->metrics; metrics != nullptr) {
-    state->timers = metrics->TimersFor(model->name);
-  }
-  reactor->Start(*model, std::move(*prepared));
+  reactor->Start(*std::move(prepared));
   return reactor;
 }
 
