@@ -55,7 +55,8 @@ class AccessPolicy {
   std::unique_ptr<Impl> impl_;
 };
 
-// Every method the daemon serves, as full gRPC names; roles may name only these (or wildcards).
+// Every method the daemon serves, as full gRPC names, then the OpenAI-compatible listener's routes
+// ("openai/v1/chat/completions"); roles may name only these (or wildcards).
 const std::vector<std::string>& ServedMethods();
 
 }  // namespace airlock::auth

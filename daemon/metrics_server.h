@@ -36,6 +36,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "daemon/config/daemon_options.h"
+#include "daemon/tls_listener.h"
 
 namespace httplib {
 class Server;
@@ -79,30 +80,14 @@ class MetricsServer {
   // The earliest notAfter of the certificate chain in use; InfiniteFuture for plain HTTP.
   absl::Time certificate_not_after() const;
 
-  struct Credentials;  // one loaded set of TLS files (metrics_server.cc)
-
  private:
   MetricsServer() = default;
-  // OpenSSL's verify callback: check_client_ on the leaf certificate.
-  static int VerifyClient(int preverify_ok, X509_STORE_CTX* store);
-  // OpenSSL's certificate callback, at each handshake: the current credentials for this connection.
-  static int UseCurrentCredentials(SSL* ssl, void* arg);
-  // OpenSSL's info callback: notes when a handshake starts and, each time the handshake stops to
-  // wait for the client, cuts the connection (shutdown) once handshake_timeout has passed.
-  static void HandshakeClock(const SSL* ssl, int where, int ret);
-  std::shared_ptr<const Credentials> credentials() const;
 
   MetricsOptions options_;
   Policy policy_;
-  mutable absl::Mutex mu_;
-  std::shared_ptr<const Credentials> credentials_ ABSL_GUARDED_BY(mu_);  // null for plain HTTP
-  std::string last_refusal_ ABSL_GUARDED_BY(mu_);                         // the last reload error logged
-  absl::Notification stop_watching_;
-  std::thread watcher_;
-
+  std::unique_ptr<TlsListenerContext> tls_;  // null for plain HTTP
   std::unique_ptr<httplib::Server> server_;
   Handlers handlers_;
-  ClientCheck check_client_;
   std::thread listener_;
   std::atomic<bool> listen_returned_{false};
   int port_ = 0;

@@ -56,6 +56,7 @@ std::vector<std::string> RestartOnlyChanges(const DaemonOptions& a, const Daemon
   if (a.handshake_timeout != b.handshake_timeout) changed.push_back("server.handshake_timeout");
   if (a.port_file != b.port_file) changed.push_back("server.port_file");
   if (a.metrics != b.metrics) changed.push_back("metrics");
+  if (a.openai != b.openai) changed.push_back("openai");
   if (a.require_signed_models != b.require_signed_models || a.trusted_publisher_keys != b.trusted_publisher_keys) {
     changed.push_back("model_signatures");
   }
@@ -242,6 +243,29 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
       return absl::PermissionDeniedError(absl::StrCat("server.port_file: cannot write ", options.port_file));
     }
   }
+  // The OpenAI-compatible listener: the gRPC port's TLS files and policy; a certificate refused by
+  // the CRLs is refused at the handshake, as on gRPC (and every call checks it again).
+  if (!options.openai.listen.empty()) {
+    Daemon* self = d.get();
+    OpenAiServer::Settings settings;
+    settings.tls_files = {options.tls.cert_file, options.tls.key_file, options.tls.client_ca_file,
+                          "tls.cert_file",       "tls.key_file",       "tls.client_ca_file",
+                          "openai"};
+    settings.tls_policy = {options.tls.watch_interval, options.tls.min_tls13, options.handshake_timeout};
+    settings.check_client = [self](const std::string& pem) {
+      absl::Status checked = auth::CheckClientCertificate(self->revocation_.get(), pem);
+      if (!checked.ok()) self->CertificateRefused("openai", std::string(checked.message()));
+      return checked;
+    };
+    settings.max_request_bytes = options.limits.max_request_bytes;
+    absl::StatusOr<std::unique_ptr<OpenAiServer>> openai =
+        OpenAiServer::Start(options.openai, std::move(settings), *d->models_, *d->runtime_);
+    if (!openai.ok()) {
+      d->Drain();
+      return openai.status();
+    }
+    d->openai_server_ = *std::move(openai);
+  }
   d->SetWatchedFiles(options);
   d->trust_watcher_ = std::thread([self = d.get()] { self->WatchTrustAnchors(); });
   LogInfo("listening", {{"address", options.listen},
@@ -333,6 +357,7 @@ absl::Status Daemon::Reload() {
   // The metrics listener's certificate files, now rather than at its next check (logged there; a
   // set that does not load leaves the current one, as the gRPC listener does).
   if (metrics_server_ != nullptr) metrics_server_->ReloadCertificates().IgnoreError();
+  if (openai_server_ != nullptr) openai_server_->ReloadCertificates().IgnoreError();
   const std::vector<std::string> ignored = RestartOnlyChanges(options_, options);
   if (!ignored.empty()) {
     LogWarning("reload: these changes need a restart and were not applied", {{"fields", ignored}});
@@ -546,10 +571,13 @@ void Daemon::Drain() {
     // stops their generation within one token.
     const absl::Time forced_at = absl::Now() + options_.drain_timeout;
     if (inference_ != nullptr) inference_->DrainCancelsAt(forced_at);
+    if (openai_server_ != nullptr) openai_server_->BeginDrain(forced_at);
     server_->Shutdown(absl::ToChronoTime(forced_at));
+    if (openai_server_ != nullptr) openai_server_->AwaitCalls(forced_at);
   }
   if (models_ != nullptr) models_->Shutdown();
   if (server_ != nullptr) server_->Wait();
+  openai_server_.reset();  // after the queues: no job of its calls is left
   metrics_server_.reset();
   LogInfo("drained");
 }

@@ -24,6 +24,7 @@
 #include "daemon/config/daemon_options.h"
 #include "daemon/health_service.h"
 #include "daemon/inference_service.h"
+#include "daemon/openai_server.h"
 #include "daemon/metrics.h"
 #include "daemon/metrics_server.h"
 #include "daemon/model_registry.h"
@@ -99,6 +100,8 @@ class Daemon {
   std::unique_ptr<HealthService> health_;
   std::unique_ptr<AdminService> admin_;
   std::unique_ptr<grpc::Server> server_;
+  // The OpenAI-compatible listener (config openai:); null when not configured.
+  std::unique_ptr<OpenAiServer> openai_server_;
   std::unique_ptr<MetricsServer> metrics_server_;  // stopped first: its handlers read the above
   // metrics_server_, for its handlers' scrapes: set once Start has returned (a scrape before that
   // has no metrics_server certificate series).

@@ -16,6 +16,7 @@ packages=(
   libyaml-cpp-dev        # the configuration file
   librocksdb-dev         # the daemon's durable state: the audit log
   prometheus-cpp-dev libcpp-httplib-dev  # the metrics endpoint (registry; HTTPS listener)
+  libevent-dev           # the OpenAI-compatible HTTPS listener (evhttp, OpenSSL bufferevents)
   libseccomp-dev         # the daemon's network lock-down
   libvulkan-dev glslc    # the Vulkan compute backend: loader + headers, GLSL -> SPIR-V at build time
   mesa-vulkan-drivers    # lavapipe: the same shaders on the CPU, for the Vulkan tests

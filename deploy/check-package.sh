@@ -24,7 +24,7 @@ field() { dpkg-deb -f "$deb" "$1"; }
 [ "$(field Architecture)" = amd64 ] || fail "Architecture is $(field Architecture)"
 depends=$(field Depends)
 for dep in adduser procps libc6 libgrpc++1.51 libprotobuf32 librocksdb7.8 libssl3 libyaml-cpp0.7 libseccomp2 \
-           libprometheus-cpp-core1.0 libcpp-httplib0.11; do
+           libprometheus-cpp-core1.0 libcpp-httplib0.11 libevent-openssl-2.1-7; do
   case ", $depends," in *", $dep "*|*", $dep,"*) ;; *) fail "Depends lacks $dep: $depends" ;; esac
 done
 

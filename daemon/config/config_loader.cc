@@ -850,7 +850,7 @@ const std::vector<std::string>& ConfigurableMethods() {
   static const std::vector<std::string>* const kMethods = [] {
     auto* methods = new std::vector<std::string>(auth::ServedMethods());
     for (const char* wildcard : {"airlock.v1.Inference/*", "grpc.health.v1.Health/*", "airlock.v1.Admin/*",
-                                 "*"}) {  // "*": every method except the Admin service's, which must be named
+                                 "openai/v1/*", "*"}) {  // "*": every method except the Admin service's, which must be named
       methods->emplace_back(wildcard);
     }
     return methods;
@@ -950,6 +950,24 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
     if (parsed.Has(key) && !parsed.Has("metrics.listen")) {
       check.Error(key, "set metrics.listen too (without it there is no metrics endpoint)");
     }
+  }
+
+  // openai
+  const auto& openai = config.openai();
+  if (parsed.Has("openai.listen")) {
+    if (!IsListenAddress(openai.listen())) {
+      check.Error("openai.listen",
+                  absl::StrCat("expected host:port (e.g. \"0.0.0.0:8443\"; port 0 picks a free one), got ",
+                               Quote(openai.listen())));
+    } else if (!absl::EndsWith(openai.listen(), ":0") &&
+               (openai.listen() == (server.listen().empty() ? "127.0.0.1:7443" : server.listen()) ||
+                openai.listen() == metrics.listen())) {
+      check.Error("openai.listen",
+                  "must differ from server.listen and metrics.listen: the OpenAI endpoint is a listener of its own");
+    }
+  }
+  if (parsed.Has("openai.port_file") && !parsed.Has("openai.listen")) {
+    check.Error("openai.port_file", "set openai.listen too (without it there is no OpenAI endpoint)");
   }
 
   // model_signatures

@@ -108,6 +108,8 @@ DaemonOptions ResolveOptions(const ParsedConfig& parsed) {
   m.key_file = metrics.key_file().empty() ? options.tls.key_file : metrics.key_file();
   m.client_ca_file = metrics.client_ca_file().empty() ? options.tls.client_ca_file : metrics.client_ca_file();
   m.port_file = metrics.port_file();
+  options.openai.listen = config.openai().listen();
+  options.openai.port_file = config.openai().port_file();
 
   options.require_signed_models = config.model_signatures().required();
   options.trusted_publisher_keys.assign(config.model_signatures().trusted_keys().begin(),

@@ -139,6 +139,15 @@ struct MetricsOptions {
   bool operator==(const MetricsOptions&) const = default;
 };
 
+// The OpenAI-compatible endpoint (config OpenAiConfig); `listen` empty: no endpoint. Its TLS
+// settings are the gRPC listener's (`tls`).
+struct OpenAiOptions {
+  std::string listen;
+  std::string port_file;
+
+  bool operator==(const OpenAiOptions&) const = default;
+};
+
 struct DaemonOptions {
   // host:port of the mTLS gRPC listener; port 0 picks a free port. Default: "127.0.0.1:7443".
   std::string listen = "127.0.0.1:7443";
@@ -159,6 +168,7 @@ struct DaemonOptions {
   LimitsOptions limits;
   AuditOptions audit;
   MetricsOptions metrics;
+  OpenAiOptions openai;
   // model_signatures: when true, every model must come from a bundle signed by one of
   // trusted_keys (Ed25519 public key PEM files). Default: false.
   bool require_signed_models = false;

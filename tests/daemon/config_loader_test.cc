@@ -306,7 +306,7 @@ TEST(ConfigLoaderTest, RefusalRecordsPerMinuteDefaultsTo60AndZeroMeansEveryRefus
 TEST(ConfigLoaderTest, UnknownKeyAtTopLevel) {
   EXPECT_EQ(ErrorOfFull("identity:\n", "identiy:\n"),
             "cfg.yaml:24:1: identiy: unknown key (known top-level keys: server, tls, models, "
-            "identity, users, groups, roles, limits, audit, quota_defaults, metrics, model_signatures); "
+            "identity, users, groups, roles, limits, audit, quota_defaults, metrics, model_signatures, openai); "
             "did you mean \"identity\"?");
 }
 
@@ -339,7 +339,7 @@ TEST(ConfigLoaderTest, WrongNodeKinds) {
   EXPECT_EQ(ErrorOf(Edit(kMinimalConfig, "tls:\n", "tls: yes\nx:\n")),
             "cfg.yaml:1:6: tls: expected a mapping, got \"yes\"\n"
             "cfg.yaml:2:1: x: unknown key (known top-level keys: server, tls, models, identity, "
-            "users, groups, roles, limits, audit, quota_defaults, metrics, model_signatures)");
+            "users, groups, roles, limits, audit, quota_defaults, metrics, model_signatures, openai)");
   EXPECT_EQ(ErrorOfFull("  cert_file: /etc/airlock/server.crt\n",
                         "  cert_file: [/etc/airlock/server.crt]\n"),
             "cfg.yaml:7:14: tls.cert_file: expected a string, got a sequence");
@@ -859,6 +859,8 @@ TEST(ConfigRulesTest, RoleMethods) {
       "airlock.v1.Admin/ListUsage",    "airlock.v1.Admin/SetQuotaOverride",
       "airlock.v1.Admin/ResetUsage",   "airlock.v1.Inference/*",
       "grpc.health.v1.Health/*",       "airlock.v1.Admin/*",
+      "openai/v1/chat/completions",    "openai/v1/completions",
+      "openai/v1/models",              "openai/v1/*",
       "*"};
   for (const std::string& method : served) {
     EXPECT_EQ(ErrorOfFull("    methods: [grpc.health.v1.Health/Check, grpc.health.v1.Health/Watch]\n",
@@ -901,6 +903,10 @@ TEST(ConfigRulesTest, AgreesWithTheAccessPolicy) {
       declared.push_back(absl::StrCat(service->full_name(), "/", service->method(i)->name()));
     }
   }
+  // The OpenAI-compatible listener's routes are methods too (no proto service declares them).
+  for (const char* route : {"openai/v1/chat/completions", "openai/v1/completions", "openai/v1/models"}) {
+    declared.push_back(route);
+  }
   EXPECT_THAT(declared, ::testing::UnorderedElementsAreArray(auth::ServedMethods()));
   absl::StatusOr<ParsedConfig> parsed = ParseConfig(kFullConfig, "cfg.yaml");
   ASSERT_TRUE(parsed.ok()) << parsed.status();
@@ -933,6 +939,24 @@ TEST(ConfigRulesTest, MetricsEndpoint) {
               HasSubstr("metrics.cert_file: set metrics.listen too"));
   EXPECT_THAT(with("  listen: \"127.0.0.1:9464\"\n  plaintext: true\n  client_ca_file: /etc/ca.crt\n"),
               HasSubstr("metrics.client_ca_file: metrics.plaintext serves plain HTTP"));
+}
+
+TEST(ConfigRulesTest, OpenAiEndpoint) {
+  const auto with = [](const std::string& yaml) {
+    return ErrorOfFull("  port_file: /run/airlock/port\n", absl::StrCat("  port_file: /run/airlock/port\n", yaml));
+  };
+  EXPECT_EQ(with("openai:\n  listen: \"0.0.0.0:8443\"\n  port_file: /run/airlock/openai-port\n"), "OK");
+  EXPECT_THAT(with("openai:\n  listen: \"8443\"\n"), HasSubstr("openai.listen: expected host:port"));
+  // A listener of its own: not the gRPC port, not the metrics port.
+  EXPECT_THAT(ErrorOf(Edit(Edit(kFullConfig, "  listen: \"127.0.0.1:0\"\n", "  listen: \"127.0.0.1:7443\"\n"),
+                           "  port_file: /run/airlock/port\n",
+                           "  port_file: /run/airlock/port\nopenai:\n  listen: \"127.0.0.1:7443\"\n")),
+              HasSubstr("openai.listen: must differ from server.listen and metrics.listen"));
+  EXPECT_THAT(with("metrics:\n  listen: \"127.0.0.1:9464\"\n  plaintext: true\nopenai:\n  listen: \"127.0.0.1:9464\"\n"),
+              HasSubstr("openai.listen: must differ from server.listen and metrics.listen"));
+  EXPECT_THAT(with("openai:\n  port_file: /run/airlock/openai-port\n"),
+              HasSubstr("openai.port_file: set openai.listen too"));
+  EXPECT_THAT(with("openai:\n  listen: \"0.0.0.0:8443\"\n  plaintext: true\n"), HasSubstr("openai.plaintext"));
 }
 
 TEST(ConfigRulesTest, ModelSignatures) {

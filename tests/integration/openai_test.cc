@@ -1,0 +1,334 @@
+// The OpenAI-compatible HTTPS listener end to end, probed as its users and attackers would: the
+// real airlockd with `openai:` configured, clients over mutual TLS (cpp-httplib). The same request
+// gives the same text as on gRPC; streams carry what the unary reply carries; refusals come in
+// OpenAI's error shape with the matching status (401/403/404/400/413/429 with Retry-After); every
+// call is recorded under its route; a client without a certificate gets no HTTP at all.
+#include <httplib.h>
+
+#include <csignal>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "airlock/v1/inference.grpc.pb.h"
+#include "gmock/gmock.h"
+#include "grpcpp/client_context.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/daemon_harness.h"
+#include "tests/support/test_data.h"
+
+namespace airlock::testing {
+namespace {
+
+using ::testing::HasSubstr;
+namespace v1 = ::airlock::v1;
+
+// alice may call everything; bob only the gRPC inference service; carol only the OpenAI routes,
+// and her quota is one request a minute.
+constexpr char kAccess[] = R"(users:
+  - name: alice
+    roles: [user]
+  - name: bob
+    roles: [grpc-only]
+  - name: carol
+    roles: [openai]
+    quota:
+      requests_per_minute: 1
+roles:
+  - name: user
+    methods: ["*"]
+    models: ["*"]
+  - name: grpc-only
+    methods: ["airlock.v1.Inference/*"]
+    models: ["*"]
+  - name: openai
+    methods: ["openai/v1/*"]
+    models: ["*"]
+)";
+
+class OpenAiTest : public LabDaemonTest {
+ protected:
+  void SetUp() override {
+    // A refused handshake closes the socket under the client's write: an error, not a SIGPIPE.
+    std::signal(SIGPIPE, SIG_IGN);
+    AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
+    SetUpLab(kAccess, {"alice", "bob", "carol"});
+    StartDaemon("", StoriesModelYaml() + "    chat_template: chatml\n",
+                absl::StrCat("openai:\n  listen: \"127.0.0.1:0\"\n  port_file: \"", dir_, "/openai-port\"\n"));
+    ASSERT_TRUE(PollUntil([&] { return ReadPort() > 0; }, absl::Seconds(10)));
+    port_ = ReadPort();
+  }
+
+  int ReadPort() const {
+    std::ifstream in(dir_ + "/openai-port");
+    int port = 0;
+    in >> port;
+    return port;
+  }
+
+  std::unique_ptr<httplib::SSLClient> Client(const std::string& user) const {
+    auto client = user.empty() ? std::make_unique<httplib::SSLClient>("localhost", port_)
+                               : std::make_unique<httplib::SSLClient>("localhost", port_, pki_.cert(user), pki_.key(user));
+    client->set_ca_cert_path((pki_.dir + "/ca.crt").c_str());
+    client->enable_server_certificate_verification(true);
+    client->set_connection_timeout(10);
+    client->set_read_timeout(60);
+    return client;
+  }
+
+  httplib::Result Post(const std::string& user, const std::string& path, const std::string& body) const {
+    return Client(user)->Post(path.c_str(), body, "application/json");
+  }
+
+  static nlohmann::json Json(const httplib::Result& r) { return nlohmann::json::parse(r->body); }
+
+  // The text of a greedy gRPC Chat, for parity.
+  std::string GrpcChat(const std::string& content, int max_tokens) const {
+    v1::ChatRequest request;
+    request.set_model("stories");
+    v1::ChatMessage* m = request.add_messages();
+    m->set_role("user");
+    m->set_content(content);
+    request.set_max_tokens(max_tokens);
+    request.mutable_sampling()->set_temperature(0);
+    grpc::ClientContext context;
+    context.set_deadline(DeadlineIn(absl::Seconds(60)));
+    v1::GenerateResponse response;
+    const grpc::Status s =
+        v1::Inference::NewStub(Connect(daemon_->port(), pki_, "alice"))->Chat(&context, request, &response);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return response.text();
+  }
+
+  int port_ = 0;
+};
+
+std::string ChatBody(const std::string& content, int max_tokens, const std::string& extra = "") {
+  return nlohmann::json{{"model", "stories"},
+                        {"messages", {{{"role", "user"}, {"content", content}}}},
+                        {"max_tokens", max_tokens},
+                        {"temperature", 0}}
+             .dump() +
+         extra;
+}
+
+// `body` with `key` set (or replaced) to `value`.
+std::string With(std::string body, const std::string& key, const nlohmann::json& value) {
+  nlohmann::json j = nlohmann::json::parse(body);
+  j[key] = value;
+  return j.dump();
+}
+
+void ExpectOpenAiError(const httplib::Result& r, int status, const std::string& message_part) {
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  EXPECT_EQ(r->status, status) << r->body;
+  const nlohmann::json j = nlohmann::json::parse(r->body, nullptr, false);
+  ASSERT_TRUE(j.is_object() && j.contains("error")) << r->body;
+  EXPECT_THAT(j["error"]["message"].get<std::string>(), HasSubstr(message_part));
+  EXPECT_TRUE(j["error"].contains("type"));
+  EXPECT_LT(r->body.size(), 2048u);  // never an unbounded echo
+}
+
+TEST_F(OpenAiTest, ChatCompletionMatchesGrpcAndTheAuditRecordNamesTheRoute) {
+  const std::string grpc_text = GrpcChat("Tell me a story", 24);
+  httplib::Result r = Post("alice", "/v1/chat/completions", ChatBody("Tell me a story", 24));
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_THAT(r->get_header_value("Content-Type"), HasSubstr("application/json"));
+  const nlohmann::json j = Json(r);
+  EXPECT_EQ(j["object"], "chat.completion");
+  EXPECT_EQ(j["model"], "stories");
+  EXPECT_EQ(j["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(j["choices"][0]["message"]["content"], grpc_text);
+  EXPECT_FALSE(grpc_text.empty());
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(j["usage"]["completion_tokens"], 24);
+  EXPECT_EQ(j["usage"]["total_tokens"], j["usage"]["prompt_tokens"].get<int>() + 24);
+  const std::string id = j["id"];
+  ASSERT_TRUE(id.starts_with("chatcmpl-")) << id;
+  const std::string request_id = id.substr(9);
+  EXPECT_EQ(r->get_header_value("X-Request-Id"), request_id);
+
+  StopDaemon();
+  const AuditIndex audit = IndexAudit(ExportAudit(dir_ + "/state"));
+  ASSERT_TRUE(audit.begins.contains(request_id));
+  ASSERT_TRUE(audit.ends.contains(request_id));
+  EXPECT_EQ(audit.ends.at(request_id)["method"], "openai/v1/chat/completions");
+  EXPECT_EQ(audit.ends.at(request_id)["identity"], "alice");
+  EXPECT_EQ(audit.ends.at(request_id)["completion_tokens"], 24);
+  EXPECT_TRUE(audit.repeated.empty());
+}
+
+TEST_F(OpenAiTest, StreamCarriesTheUnaryTextThenFinishUsageAndDone) {
+  const std::string unary = Json(Post("alice", "/v1/chat/completions", ChatBody("Once", 20)))["choices"][0]["message"]
+                                ["content"];
+  std::string body = With(ChatBody("Once", 20), "stream", true);
+  body = With(body, "stream_options", {{"include_usage", true}});
+  std::string raw;
+  httplib::Result r = Client("alice")->Post(
+      "/v1/chat/completions", httplib::Headers{}, body, "application/json");
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_THAT(r->get_header_value("Content-Type"), HasSubstr("text/event-stream"));
+  raw = r->body;
+  std::vector<std::string> events;
+  for (size_t at = 0; at < raw.size();) {
+    const size_t end = raw.find("\n\n", at);
+    ASSERT_NE(end, std::string::npos) << "an event without its blank line: " << raw.substr(at);
+    const std::string e = raw.substr(at, end - at);
+    ASSERT_TRUE(e.starts_with("data: ")) << e;
+    events.push_back(e.substr(6));
+    at = end + 2;
+  }
+  ASSERT_GE(events.size(), 4u) << raw;
+  EXPECT_EQ(events.back(), "[DONE]");
+  std::string text;
+  std::string finish;
+  bool saw_role = false, saw_usage = false;
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    const nlohmann::json j = nlohmann::json::parse(events[i]);
+    EXPECT_EQ(j["object"], "chat.completion.chunk");
+    if (j["choices"].empty()) {  // the usage chunk, last before [DONE]
+      EXPECT_EQ(i + 2, events.size());
+      EXPECT_EQ(j["usage"]["completion_tokens"], 20);
+      saw_usage = true;
+      continue;
+    }
+    const nlohmann::json& delta = j["choices"][0]["delta"];
+    if (delta.contains("role")) saw_role = true;
+    if (delta.contains("content")) text += delta["content"].get<std::string>();
+    if (!j["choices"][0]["finish_reason"].is_null()) finish = j["choices"][0]["finish_reason"];
+  }
+  EXPECT_TRUE(saw_role);
+  EXPECT_TRUE(saw_usage);
+  EXPECT_EQ(finish, "length");
+  EXPECT_EQ(text, unary);
+}
+
+TEST_F(OpenAiTest, CompletionsAndModels) {
+  httplib::Result r = Post("alice", "/v1/completions", R"({"model":"stories","prompt":"Once upon a time","temperature":0})");
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  ASSERT_EQ(r->status, 200) << r->body;
+  const nlohmann::json j = Json(r);
+  EXPECT_EQ(j["object"], "text_completion");
+  EXPECT_EQ(j["usage"]["completion_tokens"], 16);  // OpenAI's default max_tokens for completions
+  EXPECT_FALSE(j["choices"][0]["text"].get<std::string>().empty());
+
+  httplib::Result models = Client("alice")->Get("/v1/models");
+  ASSERT_TRUE(models);
+  ASSERT_EQ(models->status, 200) << models->body;
+  EXPECT_EQ(Json(models)["data"][0]["id"], "stories");
+  httplib::Result one = Client("carol")->Get("/v1/models/stories");
+  ASSERT_TRUE(one);
+  EXPECT_EQ(one->status, 200) << one->body;
+  ExpectOpenAiError(Client("alice")->Get("/v1/models/nope"), 404, "model");
+}
+
+TEST_F(OpenAiTest, RefusalsComeInOpenAisShapeWithTheRightStatus) {
+  // bob's roles grant gRPC only.
+  ExpectOpenAiError(Post("bob", "/v1/chat/completions", ChatBody("hi", 4)), 403, "openai/v1/chat/completions");
+  ExpectOpenAiError(Client("bob")->Get("/v1/models"), 403, "openai/v1/models");
+  // Bad bodies, after admission.
+  ExpectOpenAiError(Post("alice", "/v1/chat/completions", "{not json"), 400, "not valid JSON");
+  ExpectOpenAiError(Post("alice", "/v1/chat/completions", std::string(100000, '[')), 400, "");
+  ExpectOpenAiError(Post("alice", "/v1/chat/completions", With(ChatBody("hi", 4), std::string(20000, 'x'), 1)), 400,
+                    "unrecognized request argument");
+  ExpectOpenAiError(Post("alice", "/v1/chat/completions", ChatBody("hi", 1 << 30)), 400, "max_tokens");
+  ExpectOpenAiError(Post("alice", "/v1/chat/completions", With(ChatBody("hi", 4), "model", "nope")), 404, "nope");
+  // Larger than limits.max_request_bytes (1 MiB by default): refused before it is parsed.
+  httplib::Result big = Post("alice", "/v1/chat/completions", ChatBody(std::string(2 << 20, 'a'), 4));
+  ASSERT_TRUE(big) << httplib::to_string(big.error());
+  EXPECT_EQ(big->status, 413);
+  ExpectOpenAiError(Client("alice")->Get("/v1/chat/completions"), 405, "POST");
+  ExpectOpenAiError(Client("alice")->Get("/v1/nothing"), 404, "route");
+  // A response_format the engine cannot honour names the keyword.
+  ExpectOpenAiError(
+      Post("alice", "/v1/chat/completions",
+           With(ChatBody("hi", 4), "response_format",
+                {{"type", "json_schema"}, {"json_schema", {{"name", "x"}, {"schema", {{"type", "string"}, {"pattern", "a+"}}}}}})),
+      400, "pattern");
+  // carol's quota: one request a minute; the second gets 429 with Retry-After.
+  httplib::Result first = Post("carol", "/v1/chat/completions", ChatBody("hi", 2));
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->status, 200) << first->body;
+  httplib::Result second = Post("carol", "/v1/chat/completions", ChatBody("hi", 2));
+  ExpectOpenAiError(second, 429, "");
+  ASSERT_TRUE(second);
+  int retry_after = 0;
+  EXPECT_TRUE(absl::SimpleAtoi(second->get_header_value("Retry-After"), &retry_after)) << second->get_header_value("Retry-After");
+  EXPECT_GE(retry_after, 1);
+  EXPECT_LE(retry_after, 60);
+}
+
+// The text of a streamed chat completion (the deltas joined), or "" with a test failure.
+std::string StreamedText(const httplib::Result& r) {
+  EXPECT_TRUE(r) << httplib::to_string(r.error());
+  if (!r || r->status != 200) return "";
+  std::string text;
+  for (size_t at = 0; at < r->body.size();) {
+    const size_t end = r->body.find("\n\n", at);
+    if (end == std::string::npos) break;
+    const std::string data = r->body.substr(at + 6, end - at - 6);
+    at = end + 2;
+    if (data == "[DONE]") return text;
+    const nlohmann::json j = nlohmann::json::parse(data);
+    if (!j["choices"].empty() && j["choices"][0]["delta"].contains("content")) {
+      text += j["choices"][0]["delta"]["content"].get<std::string>();
+    }
+  }
+  ADD_FAILURE() << "no [DONE]: " << r->body;
+  return text;
+}
+
+// Twelve streams at once on one loop thread: each gives exactly what it gives alone (seeded
+// sampling, batched with the others in the engine).
+TEST_F(OpenAiTest, TwelveConcurrentStreamsEachGiveTheirSoloText) {
+  const auto body = [](int i) {
+    std::string b = With(ChatBody(absl::StrCat("Story number ", i), 24 + i), "stream", true);
+    b = With(b, "temperature", 0.9);
+    return With(b, "seed", 100 + i);
+  };
+  std::vector<std::string> alone;
+  for (int i = 0; i < 12; ++i) alone.push_back(StreamedText(Post("alice", "/v1/chat/completions", body(i))));
+  std::vector<std::string> together(12);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 12; ++i) {
+    threads.emplace_back([&, i] { together[i] = StreamedText(Post("alice", "/v1/chat/completions", body(i))); });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int i = 0; i < 12; ++i) {
+    EXPECT_FALSE(alone[i].empty()) << i;
+    EXPECT_EQ(together[i], alone[i]) << i;
+  }
+  if (HasFailure()) ADD_FAILURE() << daemon_->Log();
+}
+
+TEST_F(OpenAiTest, AClientWithoutACertificateGetsNoHttp) {
+  httplib::Result r = Client("")->Get("/v1/models");
+  EXPECT_FALSE(r && r->status > 0) << "answered without a client certificate";
+}
+
+TEST_F(OpenAiTest, JsonSchemaOutputParses) {
+  const nlohmann::json schema = {{"type", "object"},
+                                 {"properties", {{"mood", {{"enum", {"happy", "sad"}}}}, {"ok", {{"type", "boolean"}}}}},
+                                 {"required", {"mood", "ok"}}};
+  std::string body = With(ChatBody("Mood?", 200), "response_format",
+                          {{"type", "json_schema"}, {"json_schema", {{"name", "m"}, {"schema", schema}, {"strict", true}}}});
+  body = With(body, "temperature", 1.0);
+  body = With(body, "seed", 7);
+  httplib::Result r = Post("alice", "/v1/chat/completions", body);
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  ASSERT_EQ(r->status, 200) << r->body;
+  const std::string content = Json(r)["choices"][0]["message"]["content"];
+  const nlohmann::json parsed = nlohmann::json::parse(content, nullptr, false);
+  ASSERT_TRUE(parsed.is_object()) << content;
+  EXPECT_TRUE(parsed["mood"] == "happy" || parsed["mood"] == "sad") << content;
+  EXPECT_TRUE(parsed["ok"].is_boolean()) << content;
+}
+
+}  // namespace
+}  // namespace airlock::testing
