@@ -233,7 +233,19 @@ absl::StatusOr<std::unique_ptr<TlsListenerContext>> TlsListenerContext::Attach(S
       SSL_CTX_set_cipher_list(ctx, kTls12Ciphers) != 1) {
     return ossl::OpenSslError(t->files_.listener + ": TLS version and cipher suites");
   }
-  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                               SSL_OP_NO_TICKET);
+  // No session resumption: every connection is a full handshake, so its client certificate is
+  // verified (chain, CRLs, the daemon's check) each time. Resuming a session needs a session id
+  // context once peers are verified; without one OpenSSL failed every resumption attempt with an
+  // internal_error alert, which clients that resume (Node's undici, the official OpenAI client)
+  // saw as a connection error on every second request.
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  if (SSL_CTX_set_num_tickets(ctx, 0) != 1) return ossl::OpenSslError(t->files_.listener + ": session tickets");
+  static constexpr unsigned char kSessionContext[] = "airlockd";
+  if (SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof(kSessionContext) - 1) != 1) {
+    return ossl::OpenSslError(t->files_.listener + ": session id context");
+  }
   SSL_CTX_set_info_callback(ctx, &TlsListenerContext::HandshakeClock);
   SSL_CTX_set_ex_data(ctx, ServerIndex(), t.get());
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, &TlsListenerContext::VerifyClient);

@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/daemon_harness.h"
+#include "tests/support/run_command.h"
 #include "tests/support/test_data.h"
 
 namespace airlock::testing {
@@ -328,6 +329,54 @@ TEST_F(OpenAiTest, JsonSchemaOutputParses) {
   ASSERT_TRUE(parsed.is_object()) << content;
   EXPECT_TRUE(parsed["mood"] == "happy" || parsed["mood"] == "sad") << content;
   EXPECT_TRUE(parsed["ok"].is_boolean()) << content;
+}
+
+// The official OpenAI Node.js client (`openai` from the npm registry, installed by the test into its
+// own folder), over mutual TLS: listing, chat unary and streamed with usage, completions, a JSON
+// schema, and its error types for 404 and 400. Its HTTP stack (undici) keeps connections alive and
+// opens new ones that try to resume the TLS session, which once broke every second request.
+TEST_F(OpenAiTest, TheOfficialNodeClientWorks) {
+  if (RunCommand({"node", "--version"}).exit_code != 0 || RunCommand({"npm", "--version"}).exit_code != 0) {
+    if (RunningInCi()) GTEST_FAIL() << "node and npm are needed for this test (CI=true)";
+    GTEST_SKIP() << "node or npm is missing; this test installs the official openai client with npm";
+  }
+  const std::string npm_dir = dir_ + "/npm";
+  // Pinned: the newest openai release that runs on Debian 12's Node.js 20 (7.x needs Node 22), and
+  // undici for the client certificate.
+  const CommandResult install =
+      RunCommand({"npm", "install", "--prefix", npm_dir, "--no-audit", "--no-fund", "--save-exact", "openai@6.30.1",
+                  "undici@6.29.1"},
+                 absl::Seconds(300));
+  if (install.exit_code != 0) {
+    if (RunningInCi()) GTEST_FAIL() << "npm install failed (CI=true):\n" << install.err;
+    GTEST_SKIP() << "npm install failed (no registry?):\n" << install.err;
+  }
+  const std::string script = npm_dir + "/openai_node_client.mjs";
+  ASSERT_EQ(RunCommand({"cp", absl::StrCat(AIRLOCK_SOURCE_DIR, "/tests/integration/openai_node_client.mjs"), script})
+                .exit_code,
+            0);
+  const CommandResult run =
+      RunCommand({"node", script, std::to_string(port_), pki_.dir, "alice"}, absl::Seconds(120));
+  ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
+  const nlohmann::json r = nlohmann::json::parse(run.out, nullptr, false);
+  ASSERT_TRUE(r.is_object()) << run.out << run.err;
+  for (const char* step : {"models", "chat", "stream", "completion", "structured"}) {
+    EXPECT_TRUE(r[step].contains("ok")) << step << ": " << r[step].dump();
+  }
+  EXPECT_EQ(r["models"]["ok"], nlohmann::json::array({"stories"}));
+  const std::string grpc_text = GrpcChat("Tell me a story", 24);
+  EXPECT_EQ(r["chat"]["ok"]["text"], grpc_text);
+  EXPECT_EQ(r["chat"]["ok"]["finish"], "length");
+  EXPECT_EQ(r["chat"]["ok"]["usage"]["completion_tokens"], 24);
+  EXPECT_EQ(r["stream"]["ok"]["text"], grpc_text);
+  EXPECT_EQ(r["stream"]["ok"]["usage"]["completion_tokens"], 24);
+  EXPECT_EQ(r["completion"]["ok"]["usage"]["completion_tokens"], 12);
+  const nlohmann::json structured = nlohmann::json::parse(r["structured"].value("ok", ""), nullptr, false);
+  EXPECT_TRUE(structured.is_object() && structured.contains("mood") && structured["ok"].is_boolean())
+      << r["structured"].dump();
+  EXPECT_EQ(r["not_found"]["error"]["status"], 404) << r["not_found"].dump();
+  EXPECT_EQ(r["bad_request"]["error"]["status"], 400) << r["bad_request"].dump();
+  EXPECT_THAT(r["bad_request"]["error"]["message"].get<std::string>(), HasSubstr("max_tokens"));
 }
 
 }  // namespace
