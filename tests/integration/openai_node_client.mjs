@@ -3,7 +3,9 @@
 // installed the `openai` and `undici` packages from the npm registry. Prints one JSON object with
 // what each call returned (or the error the client raised), for the test to check.
 //
-// usage: node openai_node_client.mjs PORT PKI_DIR USER
+// usage: node openai_node_client.mjs PORT PKI_DIR USER [refusals]
+// With `refusals`, only: a chat on the model "secret" (not granted to USER), then two chats on
+// "stories" (USER's quota allows one request a minute).
 import fs from 'node:fs';
 import OpenAI from 'openai';
 import { Agent, fetch } from 'undici';
@@ -36,6 +38,13 @@ async function attempt(step) {
 }
 
 const out = {};
+if (process.argv[5] === 'refusals') {
+  out.forbidden = await attempt(() => client.chat.completions.create({ model: 'secret', messages, max_tokens: 4 }));
+  out.first = await attempt(async () => (await client.chat.completions.create({ model: 'stories', messages, max_tokens: 4 })).id);
+  out.second = await attempt(() => client.chat.completions.create({ model: 'stories', messages, max_tokens: 4 }));
+  console.log(JSON.stringify(out));
+  process.exit(0);
+}
 out.models = await attempt(async () => (await client.models.list()).data.map((m) => m.id));
 out.chat = await attempt(async () => {
   const r = await client.chat.completions.create({ model: 'stories', messages, max_tokens: 24, temperature: 0 });

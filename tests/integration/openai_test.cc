@@ -28,8 +28,8 @@ namespace {
 using ::testing::HasSubstr;
 namespace v1 = ::airlock::v1;
 
-// alice may call everything; bob only the gRPC inference service; carol only the OpenAI routes,
-// and her quota is one request a minute.
+// alice may call everything; bob only the gRPC inference service; carol only the OpenAI routes on
+// the model "stories" (not "secret"), and her quota is one request a minute.
 constexpr char kAccess[] = R"(users:
   - name: alice
     roles: [user]
@@ -48,7 +48,7 @@ roles:
     models: ["*"]
   - name: openai
     methods: ["openai/v1/*"]
-    models: ["*"]
+    models: ["stories"]
 )";
 
 class OpenAiTest : public LabDaemonTest {
@@ -58,7 +58,9 @@ class OpenAiTest : public LabDaemonTest {
     std::signal(SIGPIPE, SIG_IGN);
     AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
     SetUpLab(kAccess, {"alice", "bob", "carol"});
-    StartDaemon("", StoriesModelYaml() + "    chat_template: chatml\n",
+    StartDaemon("",
+                StoriesModelYaml() + "    chat_template: chatml\n" +
+                    absl::StrCat("  - name: secret\n    path: \"", SharedPath(kStoriesModel), "\"\n    threads: 1\n"),
                 absl::StrCat("openai:\n  listen: \"127.0.0.1:0\"\n  port_file: \"", dir_, "/openai-port\"\n"));
     ASSERT_TRUE(PollUntil([&] { return ReadPort() > 0; }, absl::Seconds(10)));
     port_ = ReadPort();
@@ -222,7 +224,13 @@ TEST_F(OpenAiTest, CompletionsAndModels) {
   httplib::Result models = Client("alice")->Get("/v1/models");
   ASSERT_TRUE(models);
   ASSERT_EQ(models->status, 200) << models->body;
+  EXPECT_EQ(Json(models)["data"].size(), 2u);
   EXPECT_EQ(Json(models)["data"][0]["id"], "stories");
+  // carol's roles grant "stories" only: "secret" is neither listed nor confirmed to exist.
+  httplib::Result carols = Client("carol")->Get("/v1/models");
+  ASSERT_TRUE(carols);
+  EXPECT_EQ(Json(carols)["data"].size(), 1u) << carols->body;
+  ExpectOpenAiError(Client("carol")->Get("/v1/models/secret"), 404, "model");
   httplib::Result one = Client("carol")->Get("/v1/models/stories");
   ASSERT_TRUE(one);
   EXPECT_EQ(one->status, 200) << one->body;
@@ -363,7 +371,7 @@ TEST_F(OpenAiTest, TheOfficialNodeClientWorks) {
   for (const char* step : {"models", "chat", "stream", "completion", "structured"}) {
     EXPECT_TRUE(r[step].contains("ok")) << step << ": " << r[step].dump();
   }
-  EXPECT_EQ(r["models"]["ok"], nlohmann::json::array({"stories"}));
+  EXPECT_EQ(r["models"]["ok"], nlohmann::json::array({"stories", "secret"}));
   const std::string grpc_text = GrpcChat("Tell me a story", 24);
   EXPECT_EQ(r["chat"]["ok"]["text"], grpc_text);
   EXPECT_EQ(r["chat"]["ok"]["finish"], "length");
@@ -377,6 +385,18 @@ TEST_F(OpenAiTest, TheOfficialNodeClientWorks) {
   EXPECT_EQ(r["not_found"]["error"]["status"], 404) << r["not_found"].dump();
   EXPECT_EQ(r["bad_request"]["error"]["status"], 400) << r["bad_request"].dump();
   EXPECT_THAT(r["bad_request"]["error"]["message"].get<std::string>(), HasSubstr("max_tokens"));
+
+  // carol: a model her roles do not grant, then her quota of one request a minute.
+  const CommandResult refusals =
+      RunCommand({"node", script, std::to_string(port_), pki_.dir, "carol", "refusals"}, absl::Seconds(120));
+  ASSERT_EQ(refusals.exit_code, 0) << refusals.out << refusals.err;
+  const nlohmann::json f = nlohmann::json::parse(refusals.out, nullptr, false);
+  ASSERT_TRUE(f.is_object()) << refusals.out;
+  EXPECT_EQ(f["forbidden"]["error"]["status"], 403) << f.dump();
+  EXPECT_EQ(f["forbidden"]["error"]["type"], "permission_error") << f.dump();
+  EXPECT_TRUE(f["first"].contains("ok")) << f.dump();
+  EXPECT_EQ(f["second"]["error"]["status"], 429) << f.dump();
+  EXPECT_THAT(f["second"]["error"]["message"].get<std::string>(), HasSubstr("per-minute request limit")) << f.dump();
 }
 
 }  // namespace
