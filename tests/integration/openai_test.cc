@@ -39,7 +39,11 @@ constexpr char kAccess[] = R"(users:
     roles: [openai]
     quota:
       requests_per_minute: 1
+  - name: root
+    roles: [admin]
 roles:
+  - name: admin
+    methods: ["airlock.v1.Admin/*"]
   - name: user
     methods: ["*"]
     models: ["*"]
@@ -57,7 +61,7 @@ class OpenAiTest : public LabDaemonTest {
     // A refused handshake closes the socket under the client's write: an error, not a SIGPIPE.
     std::signal(SIGPIPE, SIG_IGN);
     AIRLOCK_REQUIRE_SHARED_FILE(SharedPath(kStoriesModel));
-    SetUpLab(kAccess, {"alice", "bob", "carol"});
+    SetUpLab(kAccess, {"alice", "bob", "carol", "root"});
     StartDaemon("",
                 StoriesModelYaml() + "    chat_template: chatml\n" +
                     absl::StrCat("  - name: secret\n    path: \"", SharedPath(kStoriesModel), "\"\n    threads: 1\n"),
@@ -337,6 +341,81 @@ TEST_F(OpenAiTest, JsonSchemaOutputParses) {
   ASSERT_TRUE(parsed.is_object()) << content;
   EXPECT_TRUE(parsed["mood"] == "happy" || parsed["mood"] == "sad") << content;
   EXPECT_TRUE(parsed["ok"].is_boolean()) << content;
+}
+
+// alice's usage as the Admin API reports it: prompt and completion tokens of the day.
+std::pair<uint64_t, uint64_t> DayUsage(const CommandResult& shown) {
+  const nlohmann::json j = nlohmann::json::parse(shown.out, nullptr, false);
+  if (!j.is_object()) {
+    ADD_FAILURE() << shown.out << shown.err;
+    return {0, 0};
+  }
+  return {std::stoull(j["usage"]["day_prompt_tokens"].get<std::string>()),
+          std::stoull(j["usage"]["day_completion_tokens"].get<std::string>())};
+}
+
+// The same seeded request over HTTP and over gRPC (with OpenAI's sampling defaults spelled out):
+// the same text, the same quota charge, and end records that differ only in the route, the
+// request id, the peer and the time.
+TEST_F(OpenAiTest, TheSameSeededCallOverHttpAndGrpcGivesTheSameTokensRecordAndCharge) {
+  const auto usage = [&] { return DayUsage(Ctl("root", {"quota", "show", "alice", "--json"})); };
+  const auto before = usage();
+  std::string body = With(ChatBody("Tell me a story", 30), "temperature", 0.8);
+  body = With(body, "seed", 42);
+  httplib::Result r = Post("alice", "/v1/chat/completions", body);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const nlohmann::json http = Json(r);
+  const std::string http_id = http["id"].get<std::string>().substr(9);
+  const auto after_http = usage();
+
+  v1::ChatRequest request;
+  request.set_model("stories");
+  v1::ChatMessage* m = request.add_messages();
+  m->set_role("user");
+  m->set_content("Tell me a story");
+  request.set_max_tokens(30);
+  v1::SamplingParameters* sampling = request.mutable_sampling();
+  sampling->set_temperature(0.8f);
+  sampling->set_seed(42);
+  sampling->set_top_p(1);
+  sampling->set_top_k(0);
+  sampling->set_min_p(0);
+  sampling->set_repeat_penalty(1);
+  sampling->set_repeat_last_n(-1);
+  sampling->set_presence_penalty(0);
+  sampling->set_frequency_penalty(0);
+  grpc::ClientContext context;
+  context.set_deadline(DeadlineIn(absl::Seconds(60)));
+  v1::GenerateResponse grpc_response;
+  const grpc::Status s =
+      v1::Inference::NewStub(Connect(daemon_->port(), pki_, "alice"))->Chat(&context, request, &grpc_response);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  const auto after_grpc = usage();
+
+  EXPECT_EQ(http["choices"][0]["message"]["content"], grpc_response.text());
+  EXPECT_EQ(http["usage"]["completion_tokens"], grpc_response.usage().completion_tokens());
+  EXPECT_EQ(http["usage"]["prompt_tokens"], grpc_response.usage().prompt_tokens());
+  // The same charge: what each call added to alice's day.
+  EXPECT_EQ(after_http.first - before.first, after_grpc.first - after_http.first);
+  EXPECT_EQ(after_http.second - before.second, after_grpc.second - after_http.second);
+  EXPECT_EQ(after_http.second - before.second, grpc_response.usage().completion_tokens());
+
+  StopDaemon();
+  const AuditIndex audit = IndexAudit(ExportAudit(dir_ + "/state"));
+  ASSERT_TRUE(audit.ends.contains(http_id));
+  ASSERT_TRUE(audit.ends.contains(grpc_response.request_id()));
+  for (const auto* phase : {&audit.begins, &audit.ends}) {
+    nlohmann::json a = phase->at(http_id), b = phase->at(grpc_response.request_id());
+    EXPECT_EQ(a["method"], "openai/v1/chat/completions");
+    EXPECT_EQ(b["method"], "airlock.v1.Inference/Chat");
+    for (const char* differs : {"method", "request_id", "peer", "time", "sequence", "latency_micros", "prev_hash",
+                                "hash", "stored"}) {
+      a.erase(differs);
+      b.erase(differs);
+    }
+    EXPECT_EQ(a, b);
+  }
 }
 
 // The official OpenAI Node.js client (`openai` from the npm registry, installed by the test into its
