@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "airlock/v1/inference.grpc.pb.h"
+#include "auth/dev_pki.h"
 #include "gmock/gmock.h"
 #include "grpcpp/client_context.h"
 #include "gtest/gtest.h"
@@ -341,6 +342,75 @@ TEST_F(OpenAiTest, JsonSchemaOutputParses) {
   ASSERT_TRUE(parsed.is_object()) << content;
   EXPECT_TRUE(parsed["mood"] == "happy" || parsed["mood"] == "sad") << content;
   EXPECT_TRUE(parsed["ok"].is_boolean()) << content;
+}
+
+// curl, as a developer would try the endpoint: the raw server-sent events, then what a client
+// without a certificate and one whose certificate was revoked get (nothing over HTTP: the
+// handshake fails), and what a connection opened before the revocation gets (401).
+TEST_F(OpenAiTest, CurlSeesSseFramingAndNoCertificateOrARevokedOneGetsNoHttp) {
+  if (RunCommand({"curl", "--version"}).exit_code != 0) {
+    if (RunningInCi()) GTEST_FAIL() << "curl is needed for this test (CI=true)";
+    GTEST_SKIP() << "curl is missing";
+  }
+  const std::string url = absl::StrCat("https://localhost:", port_, "/v1/chat/completions");
+  const auto curl = [&](const std::string& user, const std::string& body) {
+    std::vector<std::string> args = {"curl", "-sS", "-N", "-D", "-", "--max-time", "60", "--cacert", pki_.dir + "/ca.crt",
+                                     "-H", "Content-Type: application/json", "-d", body, url};
+    if (!user.empty()) {
+      for (const std::string& a : {std::string("--cert"), pki_.cert(user), std::string("--key"), pki_.key(user)}) {
+        args.insert(args.end() - 1, a);
+      }
+    }
+    return RunCommand(args, absl::Seconds(90));
+  };
+  const std::string stream = With(ChatBody("Once", 10), "stream", true);
+  const CommandResult ok = curl("alice", stream);
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  const size_t head_end = ok.out.find("\r\n\r\n");
+  ASSERT_NE(head_end, std::string::npos) << ok.out;
+  const std::string head = ok.out.substr(0, head_end);
+  const std::string events = ok.out.substr(head_end + 4);
+  EXPECT_THAT(head, ::testing::StartsWith("HTTP/1.1 200 OK"));
+  EXPECT_THAT(head, HasSubstr("Content-Type: text/event-stream"));
+  EXPECT_THAT(head, HasSubstr("Transfer-Encoding: chunked"));
+  EXPECT_THAT(head, HasSubstr("X-Request-Id: "));
+  // Every event is one "data: " line and a blank line; the last is [DONE].
+  EXPECT_TRUE(events.ends_with("data: [DONE]\n\n")) << events;
+  size_t count = 0;
+  for (size_t at = 0; at < events.size(); ++count) {
+    ASSERT_EQ(events.compare(at, 6, "data: "), 0) << events.substr(at);
+    const size_t end = events.find("\n\n", at);
+    ASSERT_NE(end, std::string::npos);
+    EXPECT_EQ(events.substr(at, end - at).find('\n'), std::string::npos);  // one line per event
+    at = end + 2;
+  }
+  EXPECT_GE(count, 3u);
+
+  // No certificate: the handshake fails, no HTTP status comes back.
+  const CommandResult none = curl("", ChatBody("hi", 2));
+  EXPECT_NE(none.exit_code, 0);
+  EXPECT_EQ(none.out.find("HTTP/"), std::string::npos) << none.out;
+
+  // eve has a certificate of the site CA and no roles: 403. Her connection stays open while her
+  // certificate is revoked (the CRL file rewritten; tls.watch_interval is 1 s): the next call on it
+  // is refused with 401, and a new connection fails its handshake.
+  pki_.Issue("eve");
+  auto open = Client("eve");
+  open->set_keep_alive(true);
+  httplib::Result before = open->Post("/v1/chat/completions", ChatBody("hi", 2), "application/json");
+  ExpectOpenAiError(before, 403, "eve");
+  ASSERT_TRUE(auth::Revoke(pki_.dir, ReadFileOrDie(pki_.cert("eve"))).ok());
+  ASSERT_TRUE(PollUntil(
+      [&] {
+        httplib::Result again = open->Post("/v1/chat/completions", ChatBody("hi", 2), "application/json");
+        return again && again->status == 401;
+      },
+      absl::Seconds(15)))
+      << daemon_->Log();
+  const CommandResult revoked = curl("eve", ChatBody("hi", 2));
+  EXPECT_NE(revoked.exit_code, 0);
+  EXPECT_EQ(revoked.out.find("HTTP/"), std::string::npos) << revoked.out;
+  EXPECT_TRUE(daemon_->WaitForLog("\"listener\":\"openai\"", absl::Seconds(5))) << daemon_->Log();
 }
 
 // alice's usage as the Admin API reports it: prompt and completion tokens of the day.
