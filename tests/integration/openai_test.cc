@@ -413,6 +413,38 @@ TEST_F(OpenAiTest, CurlSeesSseFramingAndNoCertificateOrARevokedOneGetsNoHttp) {
   EXPECT_TRUE(daemon_->WaitForLog("\"listener\":\"openai\"", absl::Seconds(5))) << daemon_->Log();
 }
 
+// A client that goes away mid-stream stops its generation: the end record says CANCELLED, with
+// fewer tokens than asked for (the stories model writes the whole 400 in well under a second, so the
+// cut is the server noticing the closed connection, not the end of the generation).
+TEST_F(OpenAiTest, AClientThatLeavesMidStreamStopsItsGeneration) {
+  if (RunCommand({"curl", "--version"}).exit_code != 0) {
+    if (RunningInCi()) GTEST_FAIL() << "curl is needed for this test (CI=true)";
+    GTEST_SKIP() << "curl is missing";
+  }
+  std::string body = With(ChatBody("Once", 400), "stream", true);
+  body = With(body, "temperature", 1.0);
+  // `head` takes the headers and the first events, then exits; curl's next write fails and it
+  // closes the connection.
+  const CommandResult cut = RunCommand(
+      {"sh", "-c",
+       absl::StrCat("curl -sS -N -D - --cacert '", pki_.dir, "/ca.crt' --cert '", pki_.cert("alice"), "' --key '",
+                    pki_.key("alice"), "' -H 'Content-Type: application/json' -d '", body, "' https://localhost:", port_,
+                    "/v1/chat/completions | head -c 700")},
+      absl::Seconds(60));
+  const size_t at = cut.out.find("X-Request-Id: ");
+  ASSERT_NE(at, std::string::npos) << cut.out << cut.err;
+  const std::string request_id = cut.out.substr(at + 14, 32);
+  ASSERT_TRUE(PollUntil([&] { return daemon_->Log().find(request_id + "\"") != std::string::npos &&
+                                     daemon_->Log().find("\"code\":\"CANCELLED\"") != std::string::npos; },
+                        absl::Seconds(20)))
+      << daemon_->Log();
+  StopDaemon();
+  const AuditIndex audit = IndexAudit(ExportAudit(dir_ + "/state"));
+  ASSERT_TRUE(audit.ends.contains(request_id));
+  EXPECT_EQ(audit.ends.at(request_id)["status_code"], 1);  // CANCELLED
+  EXPECT_LT(audit.ends.at(request_id)["completion_tokens"].get<int>(), 400);
+}
+
 // alice's usage as the Admin API reports it: prompt and completion tokens of the day.
 std::pair<uint64_t, uint64_t> DayUsage(const CommandResult& shown) {
   const nlohmann::json j = nlohmann::json::parse(shown.out, nullptr, false);
