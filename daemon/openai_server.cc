@@ -20,6 +20,7 @@
 #include <event2/listener.h>
 #include <event2/thread.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
@@ -560,6 +561,13 @@ absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::Start(const OpenAiOp
   sockaddr_storage bound{};
   socklen_t length = sizeof(bound);
   const evutil_socket_t fd = evconnlistener_get_fd(evhttp_bound_socket_get_listener(impl.socket));
+  // Accepted connections inherit it: a reply's header and body records, and each stream event,
+  // leave at once instead of waiting for the client's delayed acknowledgement (Nagle), which cost
+  // about 40 ms per exchange.
+  const int one = 1;
+  if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0) {
+    return absl::InternalError("openai.listen: cannot set TCP_NODELAY");
+  }
   if (getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &length) != 0) {
     return absl::InternalError("openai.listen: cannot read the bound port");
   }

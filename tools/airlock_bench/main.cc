@@ -97,6 +97,8 @@ int main(int argc, char** argv) {
                   "the same Tokenize/Generate in-process, and the cost of a fresh mTLS connection");
   overhead->alias("serve");
   overhead->add_option("--server", ov.server, "host:port of the running airlockd")->required();
+  overhead->add_option("--openai", ov.openai,
+                       "host:port of its OpenAI listener: the Generate test also runs over HTTPS (/v1/completions)");
   overhead->add_option("--ca", ov.ca_file, "CA certificate (PEM) of the server")->required()->check(CLI::ExistingFile);
   overhead->add_option("--cert", ov.cert_file, "client certificate (PEM)")->required()->check(CLI::ExistingFile);
   overhead->add_option("--key", ov.key_file, "client private key (PEM)")->required()->check(CLI::ExistingFile);

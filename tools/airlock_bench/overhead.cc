@@ -15,9 +15,11 @@
 #include <thread>
 #include <vector>
 
+#include <httplib.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/algorithm/container.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "airlock/v1/inference.grpc.pb.h"
@@ -224,6 +226,46 @@ class Bench {
     return row;
   }
 
+  // Generate over the OpenAI listener: POST /v1/completions with the same prompt, one token,
+  // greedy (the same engine request as the gRPC Generate), one keep-alive connection per caller.
+  absl::StatusOr<Row> GenerateHttp(int callers) {
+    Row row;
+    row.test = "Generate max_tokens=1, HTTP /v1/completions";
+    row.callers = callers;
+    AIRLOCK_ASSIGN_OR_RETURN(row.in_process, RunLoad(o_.requests, o_.warmup, callers, [&](int, bool) -> absl::Status {
+                               return engine_->Generate(local_, nullptr).status();
+                             }));
+    const size_t colon = o_.openai.rfind(':');
+    int port = 0;
+    if (colon == std::string::npos || !absl::SimpleAtoi(o_.openai.substr(colon + 1), &port)) {
+      return absl::InvalidArgumentError(absl::StrCat("--openai: expected host:port, got ", o_.openai));
+    }
+    std::vector<std::unique_ptr<httplib::SSLClient>> clients;
+    for (int i = 0; i < callers; ++i) {
+      auto& c = clients.emplace_back(
+          std::make_unique<httplib::SSLClient>(o_.server_name, port, o_.cert_file, o_.key_file));
+      c->set_ca_cert_path(o_.ca_file.c_str());
+      c->enable_server_certificate_verification(true);
+      c->set_keep_alive(true);
+      c->set_tcp_nodelay(true);  // as curl and Node's undici do
+      c->set_read_timeout(30);
+    }
+    const std::string body = nlohmann::json{{"model", o_.model}, {"prompt", o_.prompt}, {"max_tokens", 1},
+                                            {"temperature", 0}}.dump();
+    AIRLOCK_ASSIGN_OR_RETURN(row.daemon,
+                             RunLoad(o_.requests, o_.warmup, callers, [&](int caller, bool) -> absl::Status {
+                               httplib::Result r = clients[caller]->Post("/v1/completions", body, "application/json");
+                               if (!r) return absl::UnavailableError(absl::StrCat("POST /v1/completions: ",
+                                                                                 httplib::to_string(r.error())));
+                               if (r->status != 200) {
+                                 return absl::InternalError(
+                                     absl::StrCat("POST /v1/completions: HTTP ", r->status, ": ", r->body.substr(0, 300)));
+                               }
+                               return absl::OkStatus();
+                             }));
+    return row;
+  }
+
   absl::StatusOr<Handshake> Connections() {
     std::vector<double> connect, first_call;
     for (int i = 0; i < o_.connections + o_.connections / 10; ++i) {  // the first tenth is warm-up
@@ -365,6 +407,10 @@ absl::Status RunOverhead(const OverheadOptions& o) {
     if (!wanted("generate")) break;
     AIRLOCK_ASSIGN_OR_RETURN(Row row, bench.Generate(c));
     rows.push_back(std::move(row));
+    if (!o.openai.empty()) {
+      AIRLOCK_ASSIGN_OR_RETURN(Row http, bench.GenerateHttp(c));
+      rows.push_back(std::move(http));
+    }
   }
   std::unique_ptr<Handshake> hs;
   if (o.connections > 0 && wanted("connect")) {

@@ -13,6 +13,7 @@ namespace airlock::bench {
 
 struct OverheadOptions {
   std::string server;                    // host:port of a running airlockd; required
+  std::string openai;                    // host:port of its OpenAI listener: Generate also over HTTP
   std::string ca_file;                   // PEM CA bundle the server certificate chains to; required
   std::string cert_file;                 // client certificate; required
   std::string key_file;                  // its private key; required
