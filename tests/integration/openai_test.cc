@@ -5,6 +5,7 @@
 // call is recorded under its route; a client without a certificate gets no HTTP at all.
 #include <httplib.h>
 
+#include <atomic>
 #include <csignal>
 #include <fstream>
 #include <string>
@@ -443,6 +444,46 @@ TEST_F(OpenAiTest, AClientThatLeavesMidStreamStopsItsGeneration) {
   ASSERT_TRUE(audit.ends.contains(request_id));
   EXPECT_EQ(audit.ends.at(request_id)["status_code"], 1);  // CANCELLED
   EXPECT_LT(audit.ends.at(request_id)["completion_tokens"].get<int>(), 400);
+}
+
+// SIGTERM while a stream runs: the stream finishes within server.drain_timeout (5 s here) with
+// its last events, as gRPC calls do, and the daemon then exits cleanly.
+TEST_F(OpenAiTest, ADrainLetsARunningStreamFinish) {
+  std::string body = With(ChatBody("Once", 480), "stream", true);
+  body = With(body, "temperature", 1.0);
+  std::atomic<bool> started{false};
+  std::string received;
+  bool sent = false;
+  std::thread stream([&] {
+    auto client = Client("alice");
+    httplib::Request request;
+    request.method = "POST";
+    request.path = "/v1/chat/completions";
+    request.body = body;
+    request.set_header("Content-Type", "application/json");
+    request.content_receiver = [&](const char* data, size_t length, uint64_t, uint64_t) {
+      received.append(data, length);
+      started.store(true);
+      return true;
+    };
+    httplib::Response response;
+    httplib::Error error = httplib::Error::Success;
+    sent = client->send(request, response, error);
+  });
+  ASSERT_TRUE(PollUntil([&] { return started.load(); }, absl::Seconds(30)));
+  daemon_->Signal(SIGTERM);
+  stream.join();
+  EXPECT_TRUE(sent);
+  EXPECT_TRUE(received.ends_with("data: [DONE]\n\n")) << received.substr(received.size() > 600 ? received.size() - 600 : 0);
+  EXPECT_EQ(received.find("\"error\""), std::string::npos) << received;
+  EXPECT_EQ(daemon_->WaitExit(absl::Seconds(30)), 0) << daemon_->Log();
+  // The stream was still running when the drain began (its call line comes after "draining").
+  const std::string log = daemon_->Log();
+  const size_t draining = log.find("\"msg\":\"draining\"");
+  const size_t call = log.find("\"method\":\"openai/v1/chat/completions\"");
+  ASSERT_NE(draining, std::string::npos) << log;
+  ASSERT_NE(call, std::string::npos) << log;
+  EXPECT_LT(draining, call) << log;
 }
 
 // alice's usage as the Admin API reports it: prompt and completion tokens of the day.
