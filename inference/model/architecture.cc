@@ -26,10 +26,13 @@ constexpr LayerOp kQwen3Layer[] = {
     LayerOp::kAttnOutputAdd, LayerOp::kFfnNorm, LayerOp::kGateUpProject, LayerOp::kSwiGlu, LayerOp::kFfnDownAdd,
 };
 
-constexpr std::array<ArchitectureRecipe, 3> kArchitectures = {{
+// Phi-3: Llama's layer with fused QKV and gate/up tensors and NeoX-style RoPE (with LongRoPE
+// frequency factors, model_config.h).
+constexpr std::array<ArchitectureRecipe, 4> kArchitectures = {{
     {"llama", kLlamaLayer, RopeStyle::kAdjacent},
     {"qwen2", kQwen2Layer, RopeStyle::kNeox},
     {"qwen3", kQwen3Layer, RopeStyle::kNeox},
+    {"phi3", kLlamaLayer, RopeStyle::kNeox, /*fused_qkv=*/true, /*fused_gate_up=*/true},
 }};
 
 }  // namespace

@@ -41,6 +41,11 @@ struct ArchitectureRecipe {
   std::string_view name;          // general.architecture
   std::span<const LayerOp> layer;  // every layer, in order
   RopeStyle rope = RopeStyle::kAdjacent;
+  // Fused projections in the file: kQkvProject reads one attn_qkv matrix whose output rows are Q,
+  // then K, then V; kGateUpProject reads one ffn_up matrix whose rows are gate, then up. The ops
+  // see the same three (two) matrices as for separate tensors: row ranges of the fused one.
+  bool fused_qkv = false;
+  bool fused_gate_up = false;
 };
 
 // The row for `name`, or nullptr when the architecture is not supported.

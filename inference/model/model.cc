@@ -73,6 +73,16 @@ absl::StatusOr<std::vector<float>> Vector(const GgufFile& f, const std::string& 
   return out;
 }
 
+// Output rows [first, first + count) of a matrix: a view into the same data (a fused tensor's part;
+// each row is independent in every weight type, so any row range is itself a matrix).
+WeightMatrix Rows(const WeightMatrix& m, int64_t first, int64_t count) {
+  WeightMatrix part = m;
+  part.name = absl::StrCat(m.name, "[rows ", first, "..", first + count, ")");
+  part.data = m.row(first);
+  part.rows = count;
+  return part;
+}
+
 size_t FloatBytes(const std::vector<float>& v) { return v.size() * sizeof(float); }
 
 // Model::decode_weight_bytes(): what one single-token step reads of the weights.
@@ -114,6 +124,10 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromGguf(std::unique_ptr<GgufFile>
   if (c.has_rope_freqs) {
     AIRLOCK_ASSIGN_OR_RETURN(m->rope_freqs_, Vector(f, "rope_freqs.weight", c.n_rot / 2));
   }
+  if (c.has_longrope) {
+    AIRLOCK_ASSIGN_OR_RETURN(m->rope_factors_long_, Vector(f, "rope_factors_long.weight", c.n_rot / 2));
+    AIRLOCK_ASSIGN_OR_RETURN(m->rope_factors_short_, Vector(f, "rope_factors_short.weight", c.n_rot / 2));
+  }
   m->layers_.resize(static_cast<size_t>(c.n_layer));
   for (int32_t i = 0; i < c.n_layer; ++i) {
     LayerWeights& l = m->layers_[static_cast<size_t>(i)];
@@ -126,6 +140,14 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromGguf(std::unique_ptr<GgufFile>
           break;
         }
         case LayerOp::kQkvProject: {
+          if (c.recipe->fused_qkv) {
+            AIRLOCK_ASSIGN_OR_RETURN(WeightMatrix qkv,
+                                     Matrix(f, b + "attn_qkv.weight", c.n_embd, c.n_embd_q() + 2 * c.n_embd_kv()));
+            l.wq = Rows(qkv, 0, c.n_embd_q());
+            l.wk = Rows(qkv, c.n_embd_q(), c.n_embd_kv());
+            l.wv = Rows(qkv, c.n_embd_q() + c.n_embd_kv(), c.n_embd_kv());
+            break;
+          }
           AIRLOCK_ASSIGN_OR_RETURN(l.wq, Matrix(f, b + "attn_q.weight", c.n_embd, c.n_embd_q()));
           AIRLOCK_ASSIGN_OR_RETURN(l.wk, Matrix(f, b + "attn_k.weight", c.n_embd, c.n_embd_kv()));
           AIRLOCK_ASSIGN_OR_RETURN(l.wv, Matrix(f, b + "attn_v.weight", c.n_embd, c.n_embd_kv()));
@@ -151,6 +173,12 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromGguf(std::unique_ptr<GgufFile>
           break;
         }
         case LayerOp::kGateUpProject: {
+          if (c.recipe->fused_gate_up) {
+            AIRLOCK_ASSIGN_OR_RETURN(WeightMatrix gate_up, Matrix(f, b + "ffn_up.weight", c.n_embd, 2 * c.n_ff));
+            l.w_gate = Rows(gate_up, 0, c.n_ff);
+            l.w_up = Rows(gate_up, c.n_ff, c.n_ff);
+            break;
+          }
           AIRLOCK_ASSIGN_OR_RETURN(l.w_gate, Matrix(f, b + "ffn_gate.weight", c.n_embd, c.n_ff));
           AIRLOCK_ASSIGN_OR_RETURN(l.w_up, Matrix(f, b + "ffn_up.weight", c.n_embd, c.n_ff));
           break;
@@ -170,6 +198,13 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromGguf(std::unique_ptr<GgufFile>
   m->decode_weight_bytes_ = DecodeWeightBytes(*m);
   m->file_ = std::move(file);
   return m;
+}
+
+const float* Model::rope_factors(int32_t n_ctx) const {
+  if (config_.has_longrope) {
+    return n_ctx > config_.rope_original_ctx ? rope_factors_long_.data() : rope_factors_short_.data();
+  }
+  return rope_freqs_.empty() ? nullptr : rope_freqs_.data();
 }
 
 }  // namespace airlock::inference

@@ -52,6 +52,10 @@ class Model {
   const WeightMatrix& output() const { return tied_ ? token_embd_ : output_; }
   const std::vector<float>& output_norm() const { return output_norm_; }
   const std::vector<float>& rope_freqs() const { return rope_freqs_; }  // empty unless present
+  // The RoPE frequency factors for a model run with a context of `n_ctx` tokens: rope_freqs.weight
+  // (Llama 3.1), or with LongRoPE (phi3) the long factors when n_ctx exceeds
+  // rope.scaling.original_context_length, else the short ones; null when the file has none.
+  const float* rope_factors(int32_t n_ctx) const;
   const std::vector<LayerWeights>& layers() const { return layers_; }
   // Total bytes of weight data (for reports and memory planning).
   size_t weight_bytes() const { return weight_bytes_; }
@@ -71,6 +75,7 @@ class Model {
   bool tied_ = false;
   std::vector<float> output_norm_;
   std::vector<float> rope_freqs_;
+  std::vector<float> rope_factors_long_, rope_factors_short_;  // LongRoPE
   std::vector<LayerWeights> layers_;
   size_t weight_bytes_ = 0;
   size_t decode_weight_bytes_ = 0;

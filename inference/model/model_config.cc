@@ -93,8 +93,11 @@ absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& f) {
       return absl::InvalidArgumentError("model: rope.scaling.factor must be >= 1");
     }
     c.rope_freq_scale = 1.0f / factor;
-  } else if (scaling != "none" && scaling != "llama3") {
-    // llama3 scaling arrives as the rope_freqs.weight tensor; yarn/longrope are not implemented.
+  } else if (scaling == "longrope" && f.FindTensor("rope_factors_long.weight") == nullptr) {
+    return absl::InvalidArgumentError("model: rope scaling 'longrope' without rope_factors_long.weight");
+  } else if (scaling != "none" && scaling != "llama3" && scaling != "longrope") {
+    // llama3 scaling arrives as the rope_freqs.weight tensor, LongRoPE as the rope_factors tensors;
+    // yarn is not implemented.
     return absl::UnimplementedError(absl::StrCat("model: rope scaling '", scaling, "' is not supported"));
   }
   // The vocabulary size comes from the embedding tensor (vocab_size keys are optional and sometimes
@@ -110,6 +113,29 @@ absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& f) {
   c.n_vocab = static_cast<int32_t>(embd->shape[1]);
   c.tied_embeddings = f.FindTensor("output.weight") == nullptr;
   c.has_rope_freqs = f.FindTensor("rope_freqs.weight") != nullptr;
+  const bool long_factors = f.FindTensor("rope_factors_long.weight") != nullptr;
+  const bool short_factors = f.FindTensor("rope_factors_short.weight") != nullptr;
+  if (long_factors != short_factors) {
+    return absl::InvalidArgumentError("model: LongRoPE needs both rope_factors_long.weight and rope_factors_short.weight");
+  }
+  c.has_longrope = long_factors;
+  if (c.has_longrope && c.has_rope_freqs) {
+    return absl::InvalidArgumentError("model: rope_freqs.weight and LongRoPE factors in one file");
+  }
+  AIRLOCK_ASSIGN_OR_RETURN(uint32_t original, f.GetU32Or(p + "rope.scaling.original_context_length", 0));
+  if (original > (1u << 24)) return absl::InvalidArgumentError("model: rope.scaling.original_context_length out of range");
+  c.rope_original_ctx = static_cast<int32_t>(original);
+  AIRLOCK_ASSIGN_OR_RETURN(c.rope_attn_factor, f.GetF32Or(p + "rope.scaling.attn_factor", 1.0f));
+  if (!(c.rope_attn_factor > 0.0f) || !(c.rope_attn_factor <= 16.0f)) {
+    return absl::InvalidArgumentError("model: rope.scaling.attn_factor must be in (0, 16]");
+  }
+  // llama.cpp applies a phi3 file's window (on every layer); it ignores the key elsewhere, and so
+  // do we.
+  if (c.arch_name == "phi3") {
+    AIRLOCK_ASSIGN_OR_RETURN(uint32_t window, f.GetU32Or(p + "attention.sliding_window", 0));
+    if (window > (1u << 24)) return absl::InvalidArgumentError("model: attention.sliding_window out of range");
+    c.sliding_window = static_cast<int32_t>(window);
+  }
   return c;
 }
 

@@ -31,6 +31,13 @@ struct ModelConfig {
   bool rope_neox = false;        // RopeStyle::kNeox: (i, i + n_rot/2) pairs (qwen2); else adjacent
   bool tied_embeddings = false;  // output.weight absent: logits use token_embd
   bool has_rope_freqs = false;   // rope_freqs.weight present (Llama 3.1 rope scaling)
+  // LongRoPE (phi3): rope_factors_long/short.weight present. The long factors apply when the
+  // context the model runs with exceeds rope.scaling.original_context_length, the short ones
+  // otherwise (as llama.cpp); cos and sin are both scaled by rope.scaling.attn_factor.
+  bool has_longrope = false;
+  int32_t rope_original_ctx = 0;   // rope.scaling.original_context_length; 0 when absent
+  float rope_attn_factor = 1.0f;   // rope.scaling.attn_factor
+  int32_t sliding_window = 0;      // attention.sliding_window; 0 when absent (no window)
 
   int32_t n_embd_kv() const { return n_head_kv * head_dim; }
   int32_t n_embd_q() const { return n_head * head_dim; }

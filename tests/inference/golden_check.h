@@ -59,7 +59,14 @@ inline std::vector<GoldenCase> GoldenCases() {
           GoldenCase{"kv-f32", "synth-llama-2L-256d-q6_k", 1.1f},
           GoldenCase{"kv-f16", "synth-llama-2L-256d-q6_k", 1.1f},
           // qwen3 (Q/K norms): a float64 NumPy reference (../shared/golden/arch/README.md), F32 only.
-          GoldenCase{"kv-f32", "synth-qwen3-2L-256d-f32", 1e-4f, "arch/"}};
+          GoldenCase{"kv-f32", "synth-qwen3-2L-256d-f32", 1e-4f, "arch/"},
+          // phi3 (fused QKV and gate/up, LongRoPE factors and attn_factor): llama.cpp c392e509.
+          GoldenCase{"kv-f32", "synth-phi3-2L-256d-f32", 1e-4f, "arch/"},
+          GoldenCase{"kv-f16", "synth-phi3-2L-256d-f32", 0.03f, "arch/"},
+          GoldenCase{"kv-f32", "synth-phi3-2L-256d-q8_0", 1.1f, "arch/"},
+          GoldenCase{"kv-f16", "synth-phi3-2L-256d-q8_0", 1.1f, "arch/"},
+          GoldenCase{"kv-f32", "synth-phi3-2L-256d-q4_k_m", 1.1f, "arch/"},
+          GoldenCase{"kv-f16", "synth-phi3-2L-256d-q4_k_m", 1.1f, "arch/"}};
 }
 
 inline void CheckTeacherForcedGolden(inference::ModelExecutor& executor, const std::string& golden, float tolerance,

@@ -156,9 +156,10 @@ class CpuExecutor : public ModelExecutor {
       }
     });
     // RoPE angles per row (shared by every layer and head).
-    const float* freq_factors = model_.rope_freqs().empty() ? nullptr : model_.rope_freqs().data();
+    const float* freq_factors = model_.rope_factors(options_.n_ctx);
     for (int64_t t = 0; t < n; ++t) {
-      cpu::RopeCache(row_pos_[t], c_.n_rot, c_.rope_freq_base, c_.rope_freq_scale, freq_factors, &rope_[t * c_.n_rot]);
+      cpu::RopeCache(row_pos_[t], c_.n_rot, c_.rope_freq_base, c_.rope_freq_scale, freq_factors, &rope_[t * c_.n_rot],
+                     c_.rope_attn_factor);
     }
 
     for (int32_t il = 0; il < c_.n_layer; ++il) {

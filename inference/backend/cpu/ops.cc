@@ -40,14 +40,14 @@ void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps
 }
 
 void RopeCache(int32_t pos, int32_t n_rot, float freq_base, float freq_scale,
-               const float* freq_factors, float* cos_sin) {
+               const float* freq_factors, float* cos_sin, float attn_factor) {
   const float theta_scale = std::pow(freq_base, -2.0f / static_cast<float>(n_rot));
   float theta = static_cast<float>(pos);
   for (int32_t i = 0; i < n_rot / 2; ++i) {
     const float factor = freq_factors != nullptr ? freq_factors[i] : 1.0f;
     const float angle = freq_scale * (theta / factor);
-    cos_sin[2 * i] = std::cos(angle);
-    cos_sin[2 * i + 1] = std::sin(angle);
+    cos_sin[2 * i] = std::cos(angle) * attn_factor;
+    cos_sin[2 * i + 1] = std::sin(angle) * attn_factor;
     theta *= theta_scale;
   }
 }

@@ -13,9 +13,10 @@ void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps
 
 // Fills cos_sin[2*i], cos_sin[2*i+1] with cos/sin of pair i's angle at `pos` (n_rot/2 pairs).
 // The angle is pos * base^(-2i/n_rot) * freq_scale / freq_factors[i], with the per-pair factor
-// built by repeated multiplication exactly as ggml builds its RoPE cache.
+// built by repeated multiplication exactly as ggml builds its RoPE cache. Both are scaled by
+// `attn_factor` (LongRoPE's rope.scaling.attn_factor; 1 otherwise, which changes nothing).
 void RopeCache(int32_t pos, int32_t n_rot, float freq_base, float freq_scale,
-               const float* freq_factors, float* cos_sin);
+               const float* freq_factors, float* cos_sin, float attn_factor = 1.0f);
 
 // Rotates the first n_rot values of one head in place: adjacent pairs (llama) or halves (neox).
 void ApplyRope(float* head, int32_t n_rot, const float* cos_sin, bool neox);

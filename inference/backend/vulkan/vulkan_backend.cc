@@ -152,7 +152,7 @@ class VulkanExecutor : public ModelExecutor {
     const int32_t n_embd = c_.n_embd;
     const int32_t bt = options_.kv_block_tokens;
     const WeightMatrix& embd = model_.token_embd();
-    const float* freq_factors = model_.rope_freqs().empty() ? nullptr : model_.rope_freqs().data();
+    const float* freq_factors = model_.rope_factors(options_.n_ctx);
 
     // The step's rows on the host: embeddings, RoPE tables, where each row's K/V go, block tables.
     std::vector<float> x(static_cast<size_t>(total) * n_embd);
@@ -168,7 +168,8 @@ class VulkanExecutor : public ModelExecutor {
       for (int64_t i = 0; i < len; ++i, ++t) {
         const int32_t pos = entry.seq->n_past() + static_cast<int32_t>(i);
         kernels::DequantizeRow(embd.type, embd.row(entry.tokens[static_cast<size_t>(i)]), &x[t * n_embd], n_embd);
-        cpu::RopeCache(pos, c_.n_rot, c_.rope_freq_base, c_.rope_freq_scale, freq_factors, &rope[t * c_.n_rot]);
+        cpu::RopeCache(pos, c_.n_rot, c_.rope_freq_base, c_.rope_freq_scale, freq_factors, &rope[t * c_.n_rot],
+                       c_.rope_attn_factor);
         uint32_t* m = &meta[static_cast<size_t>(t) * Ops::kMetaWords];
         m[0] = static_cast<uint32_t>(pos);
         m[1] = static_cast<uint32_t>(entry.seq->blocks()[static_cast<size_t>(pos / bt)]);

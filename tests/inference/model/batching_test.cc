@@ -97,7 +97,8 @@ TEST_P(ForwardBatchTest, EachSequenceGetsTheLogitsItGetsAlone) {
 INSTANTIATE_TEST_SUITE_P(Models, ForwardBatchTest,
                          ::testing::Combine(::testing::Values("stories260K-f32", "synth-llama-2L-256d-q4_k_m",
                                                               "synth-llama-2L-256d-q8_0",
-                                                              "arch/synth-qwen3-2L-256d-f32"),
+                                                              "arch/synth-qwen3-2L-256d-f32",
+                                                              "arch/synth-phi3-2L-256d-q4_k_m"),
                                             ::testing::Values(KvCacheType::kF32, KvCacheType::kF16)),
                          [](const auto& info) {
                            std::string n = std::get<0>(info.param) + "_" + KvCacheTypeName(std::get<1>(info.param));
@@ -168,7 +169,8 @@ INSTANTIATE_TEST_SUITE_P(Models, ForwardIsaTest,
                                            std::make_tuple("synth-llama-2L-256d-q4_k_m", KvCacheType::kF32),
                                            std::make_tuple("synth-llama-2L-256d-q6_k", KvCacheType::kF16),
                                            std::make_tuple("synth-llama-2L-256d-q8_0", KvCacheType::kF16),
-                                           std::make_tuple("arch/synth-qwen3-2L-256d-f32", KvCacheType::kF16)),
+                                           std::make_tuple("arch/synth-qwen3-2L-256d-f32", KvCacheType::kF16),
+                                           std::make_tuple("arch/synth-phi3-2L-256d-q4_k_m", KvCacheType::kF16)),
                          [](const auto& info) {
                            std::string n = std::get<0>(info.param) + "_" + KvCacheTypeName(std::get<1>(info.param));
                            std::replace_if(n.begin(), n.end(), [](char c) { return c == '-' || c == '/'; }, '_');
@@ -350,7 +352,7 @@ TEST_P(EngineBatchingTest, PreemptedSequencesRecomputeToTheSameTokens) {
 
 INSTANTIATE_TEST_SUITE_P(Models, EngineBatchingTest,
                          ::testing::Values("stories260K-f32", "stories260K-q8_0", "synth-llama-2L-256d-q4_k_m",
-                                           "arch/synth-qwen3-2L-256d-f32"),
+                                           "arch/synth-qwen3-2L-256d-f32", "arch/synth-phi3-2L-256d-q4_k_m"),
                          [](const auto& info) {
                            std::string n = info.param;
                            std::replace_if(n.begin(), n.end(), [](char c) { return c == '-' || c == '/'; }, '_');

@@ -183,3 +183,26 @@ TEST(EngineContextTest, HugePromptIsRefusedAndContextFullIsReported) {
 
 }  // namespace
 }  // namespace airlock::inference
+
+namespace airlock::inference {
+namespace {
+
+// phi3 declares a sliding window, which the engine does not implement: a context within it serves
+// (no token is ever masked), a longer one is refused at load, naming the key and the way out.
+TEST(EngineSlidingWindowTest, AContextBeyondPhi3sWindowIsRefusedAtLoad) {
+  const std::string path = testing::SharedPath("models/arch/synth-phi3-2L-256d-f32.gguf");
+  AIRLOCK_REQUIRE_SHARED_FILE(path);
+  EngineOptions o;
+  o.n_threads = 1;
+  o.n_ctx = 2047;  // the file's attention.sliding_window
+  EXPECT_TRUE(Engine::Load(path, o).ok());
+  o.n_ctx = 2048;
+  absl::StatusOr<std::unique_ptr<Engine>> refused = Engine::Load(path, o);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("attention.sliding_window is 2047 tokens"));
+  EXPECT_THAT(std::string(refused.status().message()), HasSubstr("context of at most 2047"));
+}
+
+}  // namespace
+}  // namespace airlock::inference

@@ -233,8 +233,49 @@ TEST(ArchitectureTest, TheTableDescribesEachArchitecture) {
   EXPECT_EQ(qwen3->rope, RopeStyle::kNeox);
   EXPECT_LT(at(qwen3, LayerOp::kQkvProject), at(qwen3, LayerOp::kQkNorm));
   EXPECT_LT(at(qwen3, LayerOp::kQkNorm), at(qwen3, LayerOp::kRope));
+  // Phi-3: Llama's ops on fused tensors, NeoX RoPE.
+  const ArchitectureRecipe* phi3 = FindArchitecture("phi3");
+  ASSERT_NE(phi3, nullptr);
+  EXPECT_TRUE(phi3->fused_qkv && phi3->fused_gate_up);
+  EXPECT_FALSE(llama->fused_qkv || llama->fused_gate_up || qwen3->fused_qkv);
+  EXPECT_TRUE(std::equal(phi3->layer.begin(), phi3->layer.end(), llama->layer.begin(), llama->layer.end()));
+  EXPECT_EQ(phi3->rope, RopeStyle::kNeox);
   EXPECT_EQ(FindArchitecture("gpt2"), nullptr);
-  EXPECT_EQ(SupportedArchitectures(), "llama, qwen2, qwen3");
+  EXPECT_EQ(SupportedArchitectures(), "llama, qwen2, qwen3, phi3");
+}
+
+// phi3's fused tensors become row ranges of one matrix (no copy), and its LongRoPE factors follow
+// the context the model runs with: long beyond rope.scaling.original_context_length (128 in the
+// synthetic file), short up to it.
+TEST(ModelTest, Phi3FusedTensorsAreRowViewsAndLongRopeFollowsTheContext) {
+  const std::string path = testing::SharedPath("models/arch/synth-phi3-2L-256d-q4_k_m.gguf");
+  AIRLOCK_REQUIRE_SHARED_FILE(path);
+  absl::StatusOr<std::unique_ptr<Model>> m = Model::Load(path);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const ModelConfig& c = (*m)->config();
+  EXPECT_TRUE(c.has_longrope);
+  EXPECT_EQ(c.rope_original_ctx, 128);
+  EXPECT_NEAR(c.rope_attn_factor, 1.1338934f, 1e-6f);
+  EXPECT_EQ(c.sliding_window, 2047);
+  const LayerWeights& l = (*m)->layers()[0];
+  EXPECT_EQ(l.wq.rows, 256);
+  EXPECT_EQ(l.wk.rows, 128);
+  EXPECT_EQ(l.wv.rows, 128);
+  EXPECT_EQ(l.wk.data, l.wq.data + 256 * l.wq.row_bytes);
+  EXPECT_EQ(l.wv.data, l.wk.data + 128 * l.wk.row_bytes);
+  EXPECT_EQ(l.w_gate.rows, 256);
+  EXPECT_EQ(l.w_up.data, l.w_gate.data + 256 * l.w_gate.row_bytes);
+  const float* long_factors = (*m)->rope_factors(129);
+  const float* short_factors = (*m)->rope_factors(128);
+  ASSERT_NE(long_factors, nullptr);
+  ASSERT_NE(short_factors, nullptr);
+  EXPECT_NE(long_factors, short_factors);
+  EXPECT_EQ((*m)->rope_factors(512), long_factors);
+  EXPECT_GT(long_factors[31], short_factors[31]);  // long = 1 ... 40, short = 1 ... 1.25
+  // A file without LongRoPE has no factors.
+  absl::StatusOr<std::unique_ptr<Model>> stories = Model::Load(testing::SharedPath("models/stories260K-f32.gguf"));
+  ASSERT_TRUE(stories.ok()) << stories.status();
+  EXPECT_EQ((*stories)->rope_factors(512), nullptr);
 }
 
 }  // namespace airlock::inference
