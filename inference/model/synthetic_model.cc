@@ -157,8 +157,9 @@ absl::StatusOr<int32_t> CopyVocabulary(GgufWriter& w, const std::string& path) {
 }  // namespace
 
 absl::Status WriteSyntheticModel(const SyntheticModelSpec& spec, const std::string& path) {
-  if (spec.arch != "llama" && spec.arch != "qwen2") {
-    return absl::InvalidArgumentError(absl::StrCat("arch must be llama or qwen2, got '", spec.arch, "'"));
+  if (spec.arch != "llama" && spec.arch != "qwen2" && spec.arch != "qwen3" && spec.arch != "phi3") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("arch must be llama, qwen2, qwen3 or phi3, got '", spec.arch.substr(0, 32), "'"));
   }
   AIRLOCK_RETURN_IF_ERROR(CheckRange("layers", spec.n_layer, 1, 512));
   AIRLOCK_RETURN_IF_ERROR(CheckRange("embd", spec.n_embd, 2, 65536));
@@ -188,6 +189,13 @@ absl::Status WriteSyntheticModel(const SyntheticModelSpec& spec, const std::stri
   w.SetU32(a + "rope.dimension_count", spec.n_embd / spec.n_head);
   w.SetF32(a + "rope.freq_base", spec.rope_freq_base);
   w.SetF32(a + "attention.layer_norm_rms_epsilon", spec.rms_eps);
+  if (spec.arch == "phi3") {
+    // LongRoPE as llama.cpp's converter writes it for a model trained at its full context: the
+    // short factors (all 1) apply at any context up to n_ctx; a window as wide as the context.
+    w.SetU32(a + "rope.scaling.original_context_length", spec.n_ctx);
+    w.SetF32(a + "rope.scaling.attn_factor", 1.0f);
+    w.SetU32(a + "attention.sliding_window", spec.n_ctx);
+  }
   int32_t n_vocab = spec.n_vocab;
   if (!spec.vocab_from.empty()) {
     AIRLOCK_ASSIGN_OR_RETURN(n_vocab, CopyVocabulary(w, spec.vocab_from));
@@ -251,13 +259,26 @@ absl::Status WriteSyntheticModel(const SyntheticModelSpec& spec, const std::stri
   const TensorType base = plan.base;
   const TensorType more = plan.mix ? TensorType::kQ6_K : base;
   AIRLOCK_RETURN_IF_ERROR(matrix("token_embd.weight", spec.n_embd, n_vocab, spec.tied_embeddings ? more : base));
+  const bool phi3 = spec.arch == "phi3";
+  if (phi3) {
+    AIRLOCK_RETURN_IF_ERROR(vector("rope_factors_long.weight", head_dim / 2, 1.0f));
+    AIRLOCK_RETURN_IF_ERROR(vector("rope_factors_short.weight", head_dim / 2, 1.0f));
+  }
   for (int32_t i = 0; i < spec.n_layer; ++i) {
     const std::string b = absl::StrCat("blk.", i, ".");
     const bool more_bits = plan.mix && UseMoreBits(i, spec.n_layer);
     AIRLOCK_RETURN_IF_ERROR(vector(b + "attn_norm.weight", spec.n_embd, 1.0f));
-    AIRLOCK_RETURN_IF_ERROR(matrix(b + "attn_q.weight", spec.n_embd, q_dim, base));
-    AIRLOCK_RETURN_IF_ERROR(matrix(b + "attn_k.weight", spec.n_embd, kv_dim, base));
-    AIRLOCK_RETURN_IF_ERROR(matrix(b + "attn_v.weight", spec.n_embd, kv_dim, more_bits ? more : base));
+    if (phi3) {  // fused: Q, K, V rows in one matrix
+      AIRLOCK_RETURN_IF_ERROR(matrix(b + "attn_qkv.weight", spec.n_embd, q_dim + 2 * kv_dim, more_bits ? more : base));
+    } else {
+      AIRLOCK_RETURN_IF_ERROR(matrix(b + "attn_q.weight", spec.n_embd, q_dim, base));
+      AIRLOCK_RETURN_IF_ERROR(matrix(b + "attn_k.weight", spec.n_embd, kv_dim, base));
+      AIRLOCK_RETURN_IF_ERROR(matrix(b + "attn_v.weight", spec.n_embd, kv_dim, more_bits ? more : base));
+    }
+    if (spec.arch == "qwen3") {
+      AIRLOCK_RETURN_IF_ERROR(vector(b + "attn_q_norm.weight", head_dim, 1.0f));
+      AIRLOCK_RETURN_IF_ERROR(vector(b + "attn_k_norm.weight", head_dim, 1.0f));
+    }
     if (spec.arch == "qwen2") {
       AIRLOCK_RETURN_IF_ERROR(random_vector(b + "attn_q.bias", q_dim));
       AIRLOCK_RETURN_IF_ERROR(random_vector(b + "attn_k.bias", kv_dim));
@@ -265,8 +286,12 @@ absl::Status WriteSyntheticModel(const SyntheticModelSpec& spec, const std::stri
     }
     AIRLOCK_RETURN_IF_ERROR(matrix(b + "attn_output.weight", q_dim, spec.n_embd, base));
     AIRLOCK_RETURN_IF_ERROR(vector(b + "ffn_norm.weight", spec.n_embd, 1.0f));
-    AIRLOCK_RETURN_IF_ERROR(matrix(b + "ffn_gate.weight", spec.n_embd, spec.n_ff, base));
-    AIRLOCK_RETURN_IF_ERROR(matrix(b + "ffn_up.weight", spec.n_embd, spec.n_ff, base));
+    if (phi3) {  // fused: gate rows, then up rows
+      AIRLOCK_RETURN_IF_ERROR(matrix(b + "ffn_up.weight", spec.n_embd, 2 * spec.n_ff, base));
+    } else {
+      AIRLOCK_RETURN_IF_ERROR(matrix(b + "ffn_gate.weight", spec.n_embd, spec.n_ff, base));
+      AIRLOCK_RETURN_IF_ERROR(matrix(b + "ffn_up.weight", spec.n_embd, spec.n_ff, base));
+    }
     AIRLOCK_RETURN_IF_ERROR(matrix(b + "ffn_down.weight", spec.n_ff, spec.n_embd, more_bits ? more : base));
   }
   AIRLOCK_RETURN_IF_ERROR(vector("output_norm.weight", spec.n_embd, 1.0f));

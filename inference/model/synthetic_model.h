@@ -1,4 +1,4 @@
-// Synthetic GGUF models of any Llama/Qwen2 shape with deterministic random weights: realistic
+// Synthetic GGUF models of any Llama/Qwen2/Qwen3/Phi-3 shape with deterministic random weights: realistic
 // sizes for benchmarks (a Llama-3-8B-shaped Q4_K_M file) and small shapes for tests.
 #pragma once
 
@@ -10,7 +10,9 @@
 namespace airlock::inference {
 
 struct SyntheticModelSpec {
-  std::string arch = "llama";       // "llama" or "qwen2" (adds Q/K/V biases)
+  // "llama", "qwen2" (adds Q/K/V biases), "qwen3" (per-head Q/K norms) or "phi3" (fused QKV and
+  // gate/up tensors, LongRoPE factors of 1 and a window as wide as the context).
+  std::string arch = "llama";
   int32_t n_layer = 2;
   int32_t n_embd = 256;
   int32_t n_head = 4;

@@ -201,6 +201,47 @@ TEST(ModelTest, SyntheticFilesAreTheSameBytesOnAnyNumberOfThreads) {
   EXPECT_TRUE(one == bytes_with(8)) << "eight threads wrote other bytes";
 }
 
+// `airlockctl model synth --arch qwen3|phi3`: files the loader reads as those architectures, with
+// the tensors their ops name (per-head norms; fused QKV and gate/up, LongRoPE factors).
+TEST(ModelTest, SynthesisesQwen3AndPhi3Files) {
+  const std::string dir = testing::MakeTempDir();
+  for (const char* arch : {"qwen3", "phi3"}) {
+    SCOPED_TRACE(arch);
+    SyntheticModelSpec spec;
+    spec.arch = arch;
+    spec.n_embd = 256;
+    spec.n_head = 4;
+    spec.n_head_kv = 2;
+    spec.n_ff = 512;
+    spec.n_ctx = 1024;
+    spec.weight_type = "q4_K_M";
+    const std::string path = absl::StrCat(dir, "/", arch, ".gguf");
+    ASSERT_TRUE(WriteSyntheticModel(spec, path).ok());
+    absl::StatusOr<std::unique_ptr<Model>> m = Model::Load(path);
+    ASSERT_TRUE(m.ok()) << m.status();
+    const ModelConfig& c = (*m)->config();
+    EXPECT_EQ(c.arch_name, arch);
+    const LayerWeights& l = (*m)->layers()[1];
+    EXPECT_EQ(l.wq.rows, 256);
+    EXPECT_EQ(l.wv.rows, 128);
+    EXPECT_EQ(l.w_up.rows, 512);
+    if (std::string(arch) == "qwen3") {
+      EXPECT_EQ(l.q_norm.size(), 64u);
+      EXPECT_EQ(l.k_norm.size(), 64u);
+    } else {
+      EXPECT_TRUE(c.has_longrope);
+      EXPECT_EQ(c.sliding_window, 1024);
+      EXPECT_EQ(c.rope_original_ctx, 1024);
+      EXPECT_EQ(l.wk.data, l.wq.data + 256 * l.wq.row_bytes);  // one fused matrix
+      ASSERT_NE((*m)->rope_factors(1024), nullptr);
+      EXPECT_EQ((*m)->rope_factors(1024)[31], 1.0f);
+    }
+  }
+  SyntheticModelSpec bad;
+  bad.arch = "gemma2";
+  EXPECT_THAT(std::string(WriteSyntheticModel(bad, dir + "/bad.gguf").message()), HasSubstr("gemma2"));
+}
+
 TEST(ModelTest, MissingFileNamesPath) {
   auto model = Model::Load("/nonexistent/dir/model.gguf");
   ASSERT_FALSE(model.ok());
