@@ -26,6 +26,7 @@
 #include <sys/socket.h>
 
 #include <chrono>
+#include <deque>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -58,6 +59,9 @@ constexpr std::string_view kModelRoutes[] = {kChatRoute, kCompletionsRoute};
 // a request) or for it to take ours (a stalled stream is cut, and its generation cancelled).
 constexpr int kIoTimeoutSeconds = 30;
 constexpr size_t kMaxHeaderBytes = 16 * 1024;
+// Threads admitting requests (workers below): enough to keep audit group commits full and a
+// hostile schema's compilation from holding up the others.
+constexpr int kAdmissionThreads = 4;
 
 using Clock = std::chrono::steady_clock;
 
@@ -145,6 +149,61 @@ class LoopPoster {
   event_base* base_;
 };
 
+// Threads that run what may wait (admission and refusal records, validation and tokenization, a
+// JSON schema's compilation, the quota reservation, the durable begin record) so that the loop
+// thread only moves bytes: one slow or hostile request never holds up the other connections.
+class Workers {
+ public:
+  explicit Workers(int n) {
+    for (int i = 0; i < n; ++i) threads_.emplace_back([this] { Run(); });
+  }
+  ~Workers() {
+    {
+      absl::MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    for (std::thread& t : threads_) t.join();
+  }
+  void Submit(std::function<void()> task) {
+    absl::MutexLock lock(&mu_);
+    tasks_.push_back(std::move(task));
+  }
+
+ private:
+  void Run() {
+    for (;;) {
+      std::function<void()> task;
+      {
+        absl::MutexLock lock(&mu_);
+        mu_.Await(absl::Condition(
+            +[](Workers* w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(w->mu_) { return w->stop_ || !w->tasks_.empty(); }, this));
+        if (tasks_.empty()) return;  // stopping, nothing left
+        task = std::move(tasks_.front());
+        tasks_.pop_front();
+      }
+      task();
+    }
+  }
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> threads_;
+};
+
+// A generation call as the workers leave it for the loop: refused (`error`), or begun.
+struct Begun {
+  static Begun Refused(absl::Status status) {
+    Begun b;
+    b.error = std::move(status);
+    return b;
+  }
+  absl::Status error;
+  std::shared_ptr<CallState> state;
+  std::optional<PreparedGeneration> prepared;
+  bool stream = false, include_usage = false;
+  std::string model;
+};
+
 // One generation call over HTTP, shared by the loop (its request), the engine (pieces) and the
 // queue (the end).
 class HttpGeneration : public std::enable_shared_from_this<HttpGeneration> {
@@ -209,19 +268,28 @@ struct OpenAiServer::Impl {
   evhttp* http = nullptr;
   evhttp_bound_socket* socket = nullptr;
   std::shared_ptr<LoopPoster> poster;
+  std::unique_ptr<Workers> workers;
   std::thread loop;
   std::atomic<int64_t> drain_cancel_at{0};
   std::atomic<bool> draining{false};
 
-  // Generations in progress (from Start to their final reply), for the drain.
+  // Generations in progress (from Start to their final reply), and requests the workers are
+  // admitting, for the drain.
   absl::Mutex calls_mu;
   std::set<std::shared_ptr<HttpGeneration>> calls ABSL_GUARDED_BY(calls_mu);
+  int admitting ABSL_GUARDED_BY(calls_mu) = 0;
   // The loop only: the call each connection is serving, to cancel it when the connection closes.
   std::map<evhttp_connection*, std::weak_ptr<HttpGeneration>> by_connection;
 
   void Handle(evhttp_request* req);
-  void ListModels(evhttp_request* req, const std::optional<std::string>& one);
+  // On the loop: hand the request's work to the workers, then its reply back to the loop.
+  void ListModels(evhttp_request* req, std::optional<std::string> one);
   void Generate(evhttp_request* req, bool chat);
+  // On a worker.
+  Begun AdmitAndBegin(bool chat, const CallOrigin& origin, const std::string& body);
+  // Runs `work` on a worker, then `reply` with its result on the loop; counted for the drain.
+  template <typename Result>
+  void OffLoop(std::function<Result()> work, std::function<void(Result)> reply);
   void Track(evhttp_request* req, const std::shared_ptr<HttpGeneration>& call);
   void Finished(const std::shared_ptr<HttpGeneration>& call) {
     absl::MutexLock lock(&calls_mu);
@@ -397,77 +465,118 @@ void OpenAiServer::Impl::Track(evhttp_request* req, const std::shared_ptr<HttpGe
       this);
 }
 
-void OpenAiServer::Impl::ListModels(evhttp_request* req, const std::optional<std::string>& one) {
-  absl::StatusOr<CallInfo> call = AdmitCall(OriginOf(req), kModelsRoute, "", *config);
-  if (!call.ok()) return SendError(req, call.status());
-  std::vector<std::string> names;
-  for (const auto& model : models->models()) {
-    if (one.has_value() && model->name != *one) continue;
-    if (call->config->policy->AllowsAnyOf(call->identity.name, kModelRoutes, model->name)) names.push_back(model->name);
+template <typename Result>
+void OpenAiServer::Impl::OffLoop(std::function<Result()> work, std::function<void(Result)> reply) {
+  {
+    absl::MutexLock lock(&calls_mu);
+    ++admitting;
   }
-  // A model the caller may not use is as absent as one not served: its name is not confirmed.
-  absl::Status status = absl::OkStatus();
-  if (one.has_value() && names.empty()) {
-    status = absl::NotFoundError("model: no such model is served to you");
-  }
-  const absl::Status recorded = AuditSingle(*call, status);
-  LogCallEnd(*call, recorded, {{"models", names.size()}});
-  if (!recorded.ok()) return SendError(req, recorded);
-  const int64_t created = UnixNow();
-  SendJson(req, 200, one.has_value() ? openai::ModelBody(names.front(), created) : openai::ModelsBody(names, created));
+  workers->Submit([this, work = std::move(work), reply = std::move(reply)]() mutable {
+    auto result = std::make_shared<Result>(work());
+    poster->Post([this, result, reply = std::move(reply)] {
+      reply(std::move(*result));
+      absl::MutexLock lock(&calls_mu);
+      --admitting;
+    });
+  });
 }
 
-void OpenAiServer::Impl::Generate(evhttp_request* req, bool chat) {
+// What a model listing answers: the status, and the body when OK.
+struct Listing {
+  absl::Status status;
+  std::string body;
+};
+
+void OpenAiServer::Impl::ListModels(evhttp_request* req, std::optional<std::string> one) {
+  OffLoop<Listing>(
+      [this, origin = OriginOf(req), one = std::move(one)]() -> Listing {
+        absl::StatusOr<CallInfo> call = AdmitCall(origin, kModelsRoute, "", *config);
+        if (!call.ok()) return {call.status(), ""};
+        std::vector<std::string> names;
+        for (const auto& model : models->models()) {
+          if (one.has_value() && model->name != *one) continue;
+          if (call->config->policy->AllowsAnyOf(call->identity.name, kModelRoutes, model->name)) {
+            names.push_back(model->name);
+          }
+        }
+        // A model the caller may not use is as absent as one not served: its name is not confirmed.
+        absl::Status status = absl::OkStatus();
+        if (one.has_value() && names.empty()) status = absl::NotFoundError("model: no such model is served to you");
+        const absl::Status recorded = AuditSingle(*call, status);
+        LogCallEnd(*call, recorded, {{"models", names.size()}});
+        if (!recorded.ok()) return {recorded, ""};
+        const int64_t created = UnixNow();
+        return {absl::OkStatus(),
+                one.has_value() ? openai::ModelBody(names.front(), created) : openai::ModelsBody(names, created)};
+      },
+      [req](Listing listing) {
+        if (!listing.status.ok()) return SendError(req, listing.status);
+        SendJson(req, 200, listing.body);
+      });
+}
+
+Begun OpenAiServer::Impl::AdmitAndBegin(bool chat, const CallOrigin& origin, const std::string& body) {
   const char* route = chat ? kChatRoute : kCompletionsRoute;
-  const CallOrigin origin = OriginOf(req);
-  const std::string body = RequestBody(req);
   // The body is parsed before admission only to learn the model; a body that does not parse is
   // refused after the caller is admitted for the route, so that strangers learn nothing from it.
-  bool stream = false, include_usage = false;
-  std::string model;
+  Begun begun;
   absl::Status parse_error;
   std::optional<airlock::v1::ChatRequest> chat_request;
   std::optional<airlock::v1::GenerateRequest> completion_request;
   if (chat) {
     absl::StatusOr<openai::ChatCompletionCall> parsed = openai::ParseChatCompletion(body);
     if (parsed.ok()) {
-      stream = parsed->stream;
-      include_usage = parsed->include_usage;
+      begun.stream = parsed->stream;
+      begun.include_usage = parsed->include_usage;
       chat_request = std::move(parsed->request);
-      model = chat_request->model();
+      begun.model = chat_request->model();
     } else {
       parse_error = parsed.status();
     }
   } else {
     absl::StatusOr<openai::CompletionCall> parsed = openai::ParseCompletion(body);
     if (parsed.ok()) {
-      stream = parsed->stream;
-      include_usage = parsed->include_usage;
+      begun.stream = parsed->stream;
+      begun.include_usage = parsed->include_usage;
       completion_request = std::move(parsed->request);
-      model = completion_request->model();
+      begun.model = completion_request->model();
     } else {
       parse_error = parsed.status();
     }
   }
   if (!parse_error.ok()) {
     absl::StatusOr<CallInfo> call = AdmitCall(origin, route, "", *config);
-    if (!call.ok()) return SendError(req, call.status());
+    if (!call.ok()) return Begun::Refused(call.status());
     const absl::Status recorded = AuditSingle(*call, parse_error);
     LogCallEnd(*call, recorded);
-    return SendError(req, recorded);
+    return Begun::Refused(recorded);
   }
   absl::StatusOr<std::shared_ptr<CallState>> state =
-      AdmitGeneration(origin, route, model, *config, drain_cancel_at, std::nullopt);
-  if (!state.ok()) return SendError(req, state.status());
+      AdmitGeneration(origin, route, begun.model, *config, drain_cancel_at, std::nullopt);
+  if (!state.ok()) return Begun::Refused(state.status());
   absl::StatusOr<PreparedGeneration> prepared =
       chat ? BeginGeneration(**state, *chat_request, *models) : BeginGeneration(**state, *completion_request, *models);
   if (!prepared.ok()) {
     LogCallEnd((*state)->call, prepared.status());
-    return SendError(req, prepared.status());
+    return Begun::Refused(prepared.status());
   }
-  auto call = std::make_shared<HttpGeneration>(this, req, *state, chat, stream, include_usage, model);
-  Track(req, call);
-  call->Start(*std::move(prepared));
+  begun.state = *std::move(state);
+  begun.prepared = *std::move(prepared);
+  return begun;
+}
+
+void OpenAiServer::Impl::Generate(evhttp_request* req, bool chat) {
+  OffLoop<Begun>([this, chat, origin = OriginOf(req), body = RequestBody(req)] { return AdmitAndBegin(chat, origin, body); },
+                 [this, req, chat](Begun begun) {
+                   if (!begun.error.ok()) return SendError(req, begun.error);
+                   // Begun and recorded: it runs and ends with its end record even when the
+                   // client left meanwhile (then it is cancelled at once).
+                   if (evhttp_request_get_connection(req) == nullptr) begun.state->client_gone.store(true);
+                   auto call = std::make_shared<HttpGeneration>(this, req, begun.state, chat, begun.stream,
+                                                                begun.include_usage, begun.model);
+                   Track(req, call);
+                   call->Start(*std::move(begun.prepared));
+                 });
 }
 
 void OpenAiServer::Impl::Handle(evhttp_request* req) {
@@ -521,6 +630,7 @@ absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::Start(const OpenAiOp
   impl.http = impl.base == nullptr ? nullptr : evhttp_new(impl.base);
   if (impl.http == nullptr) return absl::InternalError("openai: cannot create the event loop");
   impl.poster = std::make_shared<LoopPoster>(impl.base);
+  impl.workers = std::make_unique<Workers>(kAdmissionThreads);
   // Every connection is TLS: evhttp would make a plain one if this returned null, so it never does.
   evhttp_set_bevcb(
       impl.http,
@@ -597,7 +707,9 @@ void OpenAiServer::BeginDrain(absl::Time forced_at) {
 void OpenAiServer::AwaitCalls(absl::Time forced_at) {
   Impl& impl = *impl_;
   absl::MutexLock lock(&impl.calls_mu);
-  const auto none = [&impl]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(impl.calls_mu) { return impl.calls.empty(); };
+  const auto none = [&impl]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(impl.calls_mu) {
+    return impl.calls.empty() && impl.admitting == 0;
+  };
   if (!impl.calls_mu.AwaitWithDeadline(absl::Condition(&none), forced_at)) {
     for (const std::shared_ptr<HttpGeneration>& call : impl.calls) call->Cancel();
   }
@@ -611,6 +723,7 @@ OpenAiServer::~OpenAiServer() {
     impl.loop.join();
   }
   impl.poster->Stop();
+  impl.workers.reset();  // finishes the tasks it holds; their replies are dropped (the loop is gone)
   {
     // Calls whose final reply never went out (their jobs ended while the loop was stopping).
     absl::MutexLock lock(&impl.calls_mu);
