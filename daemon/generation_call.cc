@@ -229,6 +229,17 @@ absl::Status EndGeneration(CallState& state, const absl::StatusOr<inference::Gen
   return status;
 }
 
+airlock::v1::StopReason ToProto(inference::StopReason reason) {
+  switch (reason) {
+    case inference::StopReason::kMaxTokens: return airlock::v1::STOP_REASON_MAX_TOKENS;
+    case inference::StopReason::kEndOfGeneration: return airlock::v1::STOP_REASON_END_OF_GENERATION;
+    case inference::StopReason::kStopString: return airlock::v1::STOP_REASON_STOP_STRING;
+    case inference::StopReason::kContextFull: return airlock::v1::STOP_REASON_CONTEXT_FULL;
+    case inference::StopReason::kCancelled: return airlock::v1::STOP_REASON_CANCELLED;
+  }
+  return airlock::v1::STOP_REASON_UNSPECIFIED;
+}
+
 nlohmann::json GenerationLogFields(const absl::StatusOr<inference::GenerateResult>& result, double queue_seconds) {
   if (!result.ok()) return {{"queue_seconds", queue_seconds}};
   return {{"prompt_tokens", result->prompt_tokens.size()},

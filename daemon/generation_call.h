@@ -110,6 +110,9 @@ std::unique_ptr<GenerationJob> MakeGenerationJob(
 absl::Status EndGeneration(CallState& state, const absl::StatusOr<inference::GenerateResult>& result,
                            double queue_seconds);
 
+// The engine's stop reason as the API's enum.
+airlock::v1::StopReason ToProto(inference::StopReason reason);
+
 // The extra fields of the call's log line (LogCallEnd) for a generation.
 nlohmann::json GenerationLogFields(const absl::StatusOr<inference::GenerateResult>& result, double queue_seconds);
 

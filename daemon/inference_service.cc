@@ -26,17 +26,6 @@ constexpr char kChatStream[] = "airlock.v1.Inference/ChatStream";
 constexpr char kTokenize[] = "airlock.v1.Inference/Tokenize";
 constexpr char kListModels[] = "airlock.v1.Inference/ListModels";
 
-airlock::v1::StopReason ToProto(inference::StopReason reason) {
-  switch (reason) {
-    case inference::StopReason::kMaxTokens: return airlock::v1::STOP_REASON_MAX_TOKENS;
-    case inference::StopReason::kEndOfGeneration: return airlock::v1::STOP_REASON_END_OF_GENERATION;
-    case inference::StopReason::kStopString: return airlock::v1::STOP_REASON_STOP_STRING;
-    case inference::StopReason::kContextFull: return airlock::v1::STOP_REASON_CONTEXT_FULL;
-    case inference::StopReason::kCancelled: return airlock::v1::STOP_REASON_CANCELLED;
-  }
-  return airlock::v1::STOP_REASON_UNSPECIFIED;
-}
-
 // The client's deadline (system_clock; nullopt when it set none).
 std::optional<std::chrono::system_clock::time_point> ClientDeadline(const grpc::CallbackServerContext& context) {
   const auto client = context.deadline();  // max() when the client set none

@@ -340,16 +340,7 @@ void HttpGeneration::Done(const absl::StatusOr<inference::GenerateResult>& resul
   Final f{status, "", airlock::v1::STOP_REASON_UNSPECIFIED, {}};
   if (status.ok()) {
     f.text = result->text;
-    f.reason = [&] {
-      switch (result->stop_reason) {
-        case inference::StopReason::kMaxTokens: return airlock::v1::STOP_REASON_MAX_TOKENS;
-        case inference::StopReason::kEndOfGeneration: return airlock::v1::STOP_REASON_END_OF_GENERATION;
-        case inference::StopReason::kStopString: return airlock::v1::STOP_REASON_STOP_STRING;
-        case inference::StopReason::kContextFull: return airlock::v1::STOP_REASON_CONTEXT_FULL;
-        case inference::StopReason::kCancelled: return airlock::v1::STOP_REASON_CANCELLED;
-      }
-      return airlock::v1::STOP_REASON_UNSPECIFIED;
-    }();
+    f.reason = ToProto(result->stop_reason);
     f.usage = {static_cast<uint32_t>(result->prompt_tokens.size()), static_cast<uint32_t>(result->output_tokens.size())};
   }
   std::lock_guard<std::mutex> lock(mu_);
