@@ -67,7 +67,9 @@ class OpenAiTest : public LabDaemonTest {
     StartDaemon("",
                 StoriesModelYaml() + "    chat_template: chatml\n" +
                     absl::StrCat("  - name: secret\n    path: \"", SharedPath(kStoriesModel), "\"\n    threads: 1\n"),
-                absl::StrCat("openai:\n  listen: \"127.0.0.1:0\"\n  port_file: \"", dir_, "/openai-port\"\n"));
+                absl::StrCat("openai:\n  listen: \"127.0.0.1:0\"\n  port_file: \"", dir_, "/openai-port\"\n",
+                             "metrics:\n  listen: \"127.0.0.1:0\"\n  plaintext: true\n  port_file: \"", dir_,
+                             "/metrics-port\"\n"));
     ASSERT_TRUE(PollUntil([&] { return ReadPort() > 0; }, absl::Seconds(10)));
     port_ = ReadPort();
   }
@@ -484,6 +486,35 @@ TEST_F(OpenAiTest, ADrainLetsARunningStreamFinish) {
   ASSERT_NE(draining, std::string::npos) << log;
   ASSERT_NE(call, std::string::npos) << log;
   EXPECT_LT(draining, call) << log;
+}
+
+// The route is the method in the metrics, as in the audit records: a served chat and a refused one
+// are counted under openai/v1/chat/completions with their codes.
+TEST_F(OpenAiTest, MetricsCountCallsUnderTheRoute) {
+  ASSERT_EQ(Post("alice", "/v1/chat/completions", ChatBody("hi", 2))->status, 200);
+  ASSERT_EQ(Post("bob", "/v1/chat/completions", ChatBody("hi", 2))->status, 403);
+  std::ifstream in(dir_ + "/metrics-port");
+  int metrics_port = 0;
+  ASSERT_TRUE(in >> metrics_port);
+  httplib::Client plain("127.0.0.1", metrics_port);
+  httplib::Result scraped = plain.Get("/metrics");
+  ASSERT_TRUE(scraped);
+  ASSERT_EQ(scraped->status, 200);
+  const auto counted = [&](const std::string& code) {
+    for (size_t at = 0; at < scraped->body.size();) {
+      const size_t end = scraped->body.find('\n', at);
+      const std::string line = scraped->body.substr(at, end - at);
+      at = end == std::string::npos ? scraped->body.size() : end + 1;
+      if (line.starts_with("airlock_requests_total{") &&
+          line.find("method=\"openai/v1/chat/completions\"") != std::string::npos &&
+          line.find("code=\"" + code + "\"") != std::string::npos) {
+        return line.substr(line.rfind(' ') + 1);
+      }
+    }
+    return std::string("absent");
+  };
+  EXPECT_EQ(counted("OK"), "1") << scraped->body;
+  EXPECT_EQ(counted("PERMISSION_DENIED"), "1") << scraped->body;
 }
 
 // alice's usage as the Admin API reports it: prompt and completion tokens of the day.
