@@ -58,12 +58,6 @@ absl::StatusOr<PkeyPtr> ParseKey(const std::string& pem, std::string_view what) 
   return key;
 }
 
-absl::StatusOr<std::string> CertToPem(X509* cert) {
-  BioPtr bio(BIO_new(BIO_s_mem()));
-  if (!bio || PEM_write_bio_X509(bio.get(), cert) != 1) return OpenSslError("PEM_write_bio_X509");
-  return BioContents(bio.get());
-}
-
 absl::StatusOr<std::string> KeyToPem(EVP_PKEY* key) {
   BioPtr bio(BIO_new(BIO_s_mem()));
   if (!bio || PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {
@@ -351,7 +345,7 @@ absl::StatusOr<PemKeyPair> CreateCertificateAuthority(const std::string& common_
   AIRLOCK_RETURN_IF_ERROR(AddConfExtension(c, c, NID_authority_key_identifier, "keyid:always"));
   AIRLOCK_RETURN_IF_ERROR(Sign(c, key.get()));
   PemKeyPair pair;
-  AIRLOCK_ASSIGN_OR_RETURN(pair.cert_pem, CertToPem(c));
+  AIRLOCK_ASSIGN_OR_RETURN(pair.cert_pem, ossl::CertificatePem(c));
   AIRLOCK_ASSIGN_OR_RETURN(pair.key_pem, KeyToPem(key.get()));
   return pair;
 }
@@ -380,7 +374,7 @@ absl::StatusOr<PemKeyPair> IssueCertificate(const PemKeyPair& ca, const Certific
   AIRLOCK_RETURN_IF_ERROR(AddSubjectAltNames(c, spec));
   AIRLOCK_RETURN_IF_ERROR(Sign(c, ca_key.get()));
   PemKeyPair pair;
-  AIRLOCK_ASSIGN_OR_RETURN(pair.cert_pem, CertToPem(c));
+  AIRLOCK_ASSIGN_OR_RETURN(pair.cert_pem, ossl::CertificatePem(c));
   AIRLOCK_ASSIGN_OR_RETURN(pair.key_pem, KeyToPem(key.get()));
   return pair;
 }

@@ -73,6 +73,12 @@ absl::StatusOr<std::string> BioContents(BIO* bio) {
   return std::string(data, static_cast<size_t>(size));
 }
 
+absl::StatusOr<std::string> CertificatePem(X509* cert) {
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || PEM_write_bio_X509(bio.get(), cert) != 1) return OpenSslError("PEM_write_bio_X509");
+  return BioContents(bio.get());
+}
+
 absl::StatusOr<absl::Time> ToTime(const ASN1_TIME* t) {
   struct tm tm {};
   if (t == nullptr || ASN1_TIME_to_tm(t, &tm) != 1) {

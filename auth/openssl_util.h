@@ -56,6 +56,9 @@ int NoPassword(char* buffer, int size, int rwflag, void* userdata);
 // The contents of a memory BIO. INTERNAL (from OpenSslError) when BIO_get_mem_data fails.
 absl::StatusOr<std::string> BioContents(BIO* bio);
 
+// A certificate in PEM. INTERNAL (from OpenSslError) when it cannot be written.
+absl::StatusOr<std::string> CertificatePem(X509* cert);
+
 // An ASN.1 time (UTCTime or GeneralizedTime) as absl::Time. INVALID_ARGUMENT "unreadable time"
 // when `t` is null or malformed (the error queue is cleared).
 absl::StatusOr<absl::Time> ToTime(const ASN1_TIME* t);

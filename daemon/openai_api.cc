@@ -17,6 +17,7 @@
 #include "google/rpc/error_details.pb.h"
 #include "google/rpc/status.pb.h"
 #include "inference/base/status.h"
+#include "inference/sampling/json_schema.h"
 #include "inference/tokenizer/utf8.h"
 
 namespace airlock::daemon::openai {
@@ -48,34 +49,11 @@ std::string Dump(const Json& json) { return json.dump(-1, ' ', false, Json::erro
 
 // ---- The body as JSON ----
 
-// INVALID_ARGUMENT when arrays and objects nest deeper than kMaxBodyDepth, counted on the raw text
-// (brackets inside strings skipped, as CheckTextDepth in inference/sampling/json_schema.cc), so no
-// recursive code (dump(), the schema compiler) ever sees a deeper value. Malformed text is left to
-// the parser.
+// INVALID_ARGUMENT when arrays and objects nest deeper than kMaxBodyDepth, so no recursive code
+// (dump(), the schema compiler) ever sees a deeper value.
 absl::Status CheckNesting(std::string_view body) {
-  int depth = 0;
-  bool in_string = false;
-  bool escaped = false;
-  for (const char c : body) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '{' || c == '[') {
-      if (++depth > kMaxBodyDepth) {
-        return Invalid("request body", absl::StrCat("nested more than ", kMaxBodyDepth, " levels deep"));
-      }
-    } else if (c == '}' || c == ']') {
-      --depth;
-    }
-  }
-  return absl::OkStatus();
+  if (!inference::JsonNestsDeeperThan(body, kMaxBodyDepth)) return absl::OkStatus();
+  return Invalid("request body", absl::StrCat("nested more than ", kMaxBodyDepth, " levels deep"));
 }
 
 // Builds the document from nlohmann's SAX events. nlohmann's own builder inserts each member of an

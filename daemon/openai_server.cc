@@ -108,11 +108,7 @@ CallOrigin OriginOf(evhttp_request* req) {
   bufferevent* bev = evhttp_connection_get_bufferevent(conn);
   SSL* ssl = bev == nullptr ? nullptr : bufferevent_openssl_get_ssl(bev);
   X509* cert = ssl == nullptr ? nullptr : SSL_get0_peer_certificate(ssl);
-  if (cert != nullptr) {
-    if (auth::ossl::BioPtr bio(BIO_new(BIO_s_mem())); bio != nullptr && PEM_write_bio_X509(bio.get(), cert) == 1) {
-      origin.client_cert_pem = auth::ossl::BioContents(bio.get()).value_or("");
-    }
-  }
+  if (cert != nullptr) origin.client_cert_pem = auth::ossl::CertificatePem(cert).value_or("");
   return origin;
 }
 
@@ -514,26 +510,21 @@ Begun OpenAiServer::Impl::AdmitAndBegin(bool chat, const CallOrigin& origin, con
   absl::Status parse_error;
   std::optional<airlock::v1::ChatRequest> chat_request;
   std::optional<airlock::v1::GenerateRequest> completion_request;
+  // A parsed ChatCompletionCall or CompletionCall: its flags, its request and the model it names.
+  const auto take = [&](auto parsed, auto& request) {
+    if (!parsed.ok()) {
+      parse_error = parsed.status();
+      return;
+    }
+    begun.stream = parsed->stream;
+    begun.include_usage = parsed->include_usage;
+    request = std::move(parsed->request);
+    begun.model = request->model();
+  };
   if (chat) {
-    absl::StatusOr<openai::ChatCompletionCall> parsed = openai::ParseChatCompletion(body);
-    if (parsed.ok()) {
-      begun.stream = parsed->stream;
-      begun.include_usage = parsed->include_usage;
-      chat_request = std::move(parsed->request);
-      begun.model = chat_request->model();
-    } else {
-      parse_error = parsed.status();
-    }
+    take(openai::ParseChatCompletion(body), chat_request);
   } else {
-    absl::StatusOr<openai::CompletionCall> parsed = openai::ParseCompletion(body);
-    if (parsed.ok()) {
-      begun.stream = parsed->stream;
-      begun.include_usage = parsed->include_usage;
-      completion_request = std::move(parsed->request);
-      begun.model = completion_request->model();
-    } else {
-      parse_error = parsed.status();
-    }
+    take(openai::ParseCompletion(body), completion_request);
   }
   if (!parse_error.ok()) {
     absl::StatusOr<CallInfo> call = AdmitCall(origin, route, "", *config);

@@ -156,11 +156,7 @@ int TlsListenerContext::VerifyClient(int preverify_ok, X509_STORE_CTX* store) {
   if (preverify_ok != 1 || X509_STORE_CTX_get_error_depth(store) != 0) return preverify_ok;
   auto* ssl = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
   auto* self = static_cast<TlsListenerContext*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ServerIndex()));
-  std::string pem;
-  if (std::unique_ptr<BIO, int (*)(BIO*)> bio(BIO_new(BIO_s_mem()), &BIO_free);
-      bio != nullptr && PEM_write_bio_X509(bio.get(), X509_STORE_CTX_get_current_cert(store)) == 1) {
-    pem = auth::ossl::BioContents(bio.get()).value_or("");
-  }
+  const std::string pem = ossl::CertificatePem(X509_STORE_CTX_get_current_cert(store)).value_or("");
   return self->check_client_(pem).ok() ? 1 : 0;
 }
 

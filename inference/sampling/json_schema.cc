@@ -81,9 +81,9 @@ absl::Status Refuse(const std::string& pointer, std::string_view what) {
       absl::StrCat("JSON schema at ", Bounded(Where(pointer)), ": ", Bounded(what)));
 }
 
-// Nesting of arrays and objects in the JSON text, checked before parsing so that neither the
-// parser nor anything walking its result recurses deeper than the limit.
-absl::Status CheckTextDepth(std::string_view text, int32_t max_depth) {
+}  // namespace
+
+bool JsonNestsDeeperThan(std::string_view text, int32_t max_depth) {
   int32_t depth = 0;
   bool in_string = false;
   bool escaped = false;
@@ -101,15 +101,22 @@ absl::Status CheckTextDepth(std::string_view text, int32_t max_depth) {
     if (c == '"') {
       in_string = true;
     } else if (c == '{' || c == '[') {
-      if (++depth > max_depth) {
-        return absl::InvalidArgumentError(absl::StrCat("JSON schema nested more than ", max_depth,
-                                                       " levels deep (limit max_depth)"));
-      }
+      if (++depth > max_depth) return true;
     } else if (c == '}' || c == ']') {
       --depth;
     }
   }
-  return absl::OkStatus();
+  return false;
+}
+
+namespace {
+
+// Nesting of arrays and objects in the JSON text, checked before parsing so that neither the
+// parser nor anything walking its result recurses deeper than the limit.
+absl::Status CheckTextDepth(std::string_view text, int32_t max_depth) {
+  if (!JsonNestsDeeperThan(text, max_depth)) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("JSON schema nested more than ", max_depth, " levels deep (limit max_depth)"));
 }
 
 // The JSON type names of `type`, or an error.

@@ -109,4 +109,9 @@ absl::StatusOr<std::shared_ptr<const Grammar>> CompileJsonSchema(
 // Built once; the same grammar is returned on every call.
 std::shared_ptr<const Grammar> AnyJsonObjectGrammar();
 
+// Whether arrays and objects in the JSON `text` nest deeper than `max_depth`, counted on the raw
+// text (brackets inside strings skipped; malformed text is left to the parser), so that callers can
+// refuse a document before any recursive code (a parser, dump(), the schema compiler) sees it.
+bool JsonNestsDeeperThan(std::string_view text, int32_t max_depth);
+
 }  // namespace airlock::inference
