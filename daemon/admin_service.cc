@@ -1,6 +1,7 @@
 // The Admin service: query, verify and export the audit log of the running daemon.
 #include "daemon/admin_service.h"
 
+#include <algorithm>
 #include <set>
 #include <tuple>
 #include <type_traits>
@@ -14,6 +15,7 @@
 #include "audit/audit_reader.h"
 #include "auth/bounded_text.h"
 #include "auth/quota.h"
+#include "daemon/api_keys.h"
 #include "daemon/audit_trail.h"
 #include "daemon/log.h"
 #include "google/protobuf/util/json_util.h"
@@ -29,6 +31,9 @@ constexpr char kGetUsage[] = "airlock.v1.Admin/GetUsage";
 constexpr char kListUsage[] = "airlock.v1.Admin/ListUsage";
 constexpr char kSetQuotaOverride[] = "airlock.v1.Admin/SetQuotaOverride";
 constexpr char kResetUsage[] = "airlock.v1.Admin/ResetUsage";
+constexpr char kCreateApiKey[] = "airlock.v1.Admin/CreateApiKey";
+constexpr char kListApiKeys[] = "airlock.v1.Admin/ListApiKeys";
+constexpr char kRevokeApiKey[] = "airlock.v1.Admin/RevokeApiKey";
 
 constexpr uint32_t kDefaultListLimit = 1000;
 constexpr uint32_t kMaxListLimit = 10000;
@@ -65,13 +70,18 @@ std::string NamesOf(std::string_view (*name_of)(uint8_t), uint8_t first, uint8_t
 }
 
 // The request as canonical JSON (proto field names in number order, defaults omitted), for the
-// admin record.
-std::string Parameters(const google::protobuf::Message& request) {
+// admin record; `extra`'s members (what the daemon decided before the record, e.g. a new key's id)
+// after them.
+std::string Parameters(const google::protobuf::Message& request, const nlohmann::json& extra = nullptr) {
   std::string json;
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
   if (!google::protobuf::util::MessageToJsonString(request, &json, options).ok()) json = "{}";
-  return json;
+  if (!extra.is_object()) return json;
+  nlohmann::ordered_json merged = nlohmann::ordered_json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (!merged.is_object()) merged = nlohmann::ordered_json::object();
+  for (auto it = extra.begin(); it != extra.end(); ++it) merged[it.key()] = it.value();
+  return merged.dump();
 }
 
 // The record's fields by the names they share with airlock.v1.AuditRecord (audit::ForEachRecordField).
@@ -108,7 +118,8 @@ void ToProto(const audit::ChainedRecord& c, std::string_view stored, airlock::v1
 absl::StatusOr<std::pair<CallInfo, AuditTrail*>> AdmitAdmin(const grpc::ServerContext& context, const char* method,
                                                             const google::protobuf::Message& request,
                                                             const RuntimeConfigHolder& holder,
-                                                            absl::Status (*validate)(const google::protobuf::Message&)) {
+                                                            absl::Status (*validate)(const google::protobuf::Message&),
+                                                            const nlohmann::json& extra_parameters = nullptr) {
   absl::StatusOr<CallInfo> call = AdmitCall(context, method, "", holder);
   if (!call.ok()) return call.status();
   AuditTrail* trail = call->config->audit;
@@ -125,7 +136,7 @@ absl::StatusOr<std::pair<CallInfo, AuditTrail*>> AdmitAdmin(const grpc::ServerCo
       return recorded;
     }
   }
-  if (absl::Status recorded = trail->Admin(*call, Parameters(request)); !recorded.ok()) {
+  if (absl::Status recorded = trail->Admin(*call, Parameters(request, extra_parameters)); !recorded.ok()) {
     LogCallEnd(*call, recorded);
     return recorded;
   }
@@ -146,6 +157,16 @@ absl::Status ValidateSetQuotaOverrideMessage(const google::protobuf::Message& me
 }
 absl::Status ValidateResetUsageMessage(const google::protobuf::Message& message) {
   return ValidateResetUsage(static_cast<const airlock::v1::ResetUsageRequest&>(message));
+}
+
+absl::Status ValidateCreateApiKeyMessage(const google::protobuf::Message& message) {
+  return ValidateCreateApiKey(static_cast<const airlock::v1::CreateApiKeyRequest&>(message));
+}
+absl::Status ValidateListApiKeysMessage(const google::protobuf::Message& message) {
+  return ValidateListApiKeys(static_cast<const airlock::v1::ListApiKeysRequest&>(message));
+}
+absl::Status ValidateRevokeApiKeyMessage(const google::protobuf::Message& message) {
+  return ValidateRevokeApiKey(static_cast<const airlock::v1::RevokeApiKeyRequest&>(message));
 }
 
 absl::Status ValidateIdentity(const std::string& identity) {
@@ -538,6 +559,123 @@ grpc::Status AdminService::ResetUsage(grpc::ServerContext* context, const airloc
   }
   LogCallEnd(*call, status, {{"identity_asked", request->identity()}});
   return ToGrpcStatus(status);
+}
+
+absl::Status ValidateCreateApiKey(const airlock::v1::CreateApiKeyRequest& request) {
+  AIRLOCK_RETURN_IF_ERROR(ValidateIdentity(request.identity()));
+  if (request.label().size() > kMaxApiKeyLabelBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("label: ", request.label().size(),
+                                                   " bytes is more than the maximum of ", kMaxApiKeyLabelBytes));
+  }
+  if (!std::all_of(request.label().begin(), request.label().end(), [](char c) { return c >= 0x20 && c < 0x7F; })) {
+    return absl::InvalidArgumentError("label: only printable ASCII is allowed");
+  }
+  if (request.never_expires() == (request.expires_unix_seconds() != 0)) {
+    return absl::InvalidArgumentError("give either expires_unix_seconds or never_expires");
+  }
+  if (request.expires_unix_seconds() < 0) return absl::InvalidArgumentError("expires_unix_seconds: negative");
+  return absl::OkStatus();
+}
+
+absl::Status ValidateListApiKeys(const airlock::v1::ListApiKeysRequest& request) {
+  if (request.identity().empty()) return absl::OkStatus();
+  return ValidateIdentity(request.identity());
+}
+
+absl::Status ValidateRevokeApiKey(const airlock::v1::RevokeApiKeyRequest& request) {
+  const std::string& id = request.id();
+  if (id.size() != 16 ||
+      !std::all_of(id.begin(), id.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); })) {
+    return absl::InvalidArgumentError("id: expected 16 lowercase hex digits (airlockctl apikey list shows them)");
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+void ToProto(const ApiKeyRecord& key, airlock::v1::ApiKey* out) {
+  out->set_id(key.id);
+  out->set_identity(key.identity);
+  out->set_label(key.label);
+  out->set_created_unix_seconds(key.created_unix_seconds);
+  out->set_created_by(key.created_by);
+  out->set_expires_unix_seconds(key.expires_unix_seconds);
+  out->set_revoked_unix_seconds(key.revoked_unix_seconds);
+  out->set_revoked_by(key.revoked_by);
+}
+
+// The API key calls' admission: AdmitAdmin, then a daemon that accepts keys.
+absl::StatusOr<CallInfo> AdmitApiKeys(const grpc::ServerContext& context, const char* method,
+                                      const google::protobuf::Message& request, const RuntimeConfigHolder& holder,
+                                      absl::Status (*validate)(const google::protobuf::Message&),
+                                      const nlohmann::json& extra_parameters = nullptr) {
+  auto admitted = AdmitAdmin(context, method, request, holder, validate, extra_parameters);
+  if (!admitted.ok()) return admitted.status();
+  CallInfo call = std::move(admitted->first);
+  if (call.config->api_keys == nullptr) {
+    const absl::Status status = absl::FailedPreconditionError("this daemon has API keys off (openai.api_keys)");
+    LogCallEnd(call, status);
+    return status;
+  }
+  return call;
+}
+
+}  // namespace
+
+grpc::Status AdminService::CreateApiKey(grpc::ServerContext* context, const airlock::v1::CreateApiKeyRequest* request,
+                                        airlock::v1::CreateApiKeyResponse* response) {
+  // The id is chosen first, so that the call's admin record names the key it issues.
+  const std::string id = ApiKeyRegistry::NewId();
+  absl::StatusOr<CallInfo> call = AdmitApiKeys(*context, kCreateApiKey, *request, config_,
+                                               ValidateCreateApiKeyMessage, {{"api_key_id", id}});
+  if (!call.ok()) return ToGrpcStatus(call.status());
+  const RuntimeConfig& config = *call->config;
+  absl::Status status = absl::OkStatus();
+  if (config.quotas == nullptr || !config.quotas->IsConfiguredUser(request->identity())) {
+    status = absl::NotFoundError(absl::StrCat("identity \"", request->identity(), "\" is not a configured user"));
+  } else {
+    const absl::Time expires =
+        request->never_expires() ? absl::InfiniteFuture() : absl::FromUnixSeconds(request->expires_unix_seconds());
+    absl::StatusOr<ApiKeyRegistry::Created> created = config.api_keys->Create(
+        id, request->identity(), request->label(), expires, call->identity.name, absl::Now());
+    status = created.status();
+    if (status.ok()) {
+      ToProto(created->key, response->mutable_key());
+      response->set_secret(std::move(created->secret));
+      LogInfo("api key created", {{"request_id", call->request_id},
+                                  {"by", call->identity.name},
+                                  {"identity", request->identity()},
+                                  {"api_key_id", id}});
+    }
+  }
+  LogCallEnd(*call, status, {{"identity_asked", request->identity()}, {"api_key_id", id}});
+  return ToGrpcStatus(status);
+}
+
+grpc::Status AdminService::ListApiKeys(grpc::ServerContext* context, const airlock::v1::ListApiKeysRequest* request,
+                                       airlock::v1::ListApiKeysResponse* response) {
+  absl::StatusOr<CallInfo> call = AdmitApiKeys(*context, kListApiKeys, *request, config_, ValidateListApiKeysMessage);
+  if (!call.ok()) return ToGrpcStatus(call.status());
+  for (const ApiKeyRecord& key : call->config->api_keys->List(request->identity())) ToProto(key, response->add_keys());
+  LogCallEnd(*call, absl::OkStatus(), {{"keys", response->keys_size()}});
+  return grpc::Status::OK;
+}
+
+grpc::Status AdminService::RevokeApiKey(grpc::ServerContext* context, const airlock::v1::RevokeApiKeyRequest* request,
+                                        airlock::v1::RevokeApiKeyResponse* response) {
+  absl::StatusOr<CallInfo> call =
+      AdmitApiKeys(*context, kRevokeApiKey, *request, config_, ValidateRevokeApiKeyMessage);
+  if (!call.ok()) return ToGrpcStatus(call.status());
+  absl::StatusOr<ApiKeyRecord> revoked = call->config->api_keys->Revoke(request->id(), call->identity.name, absl::Now());
+  if (revoked.ok()) {
+    ToProto(*revoked, response->mutable_key());
+    LogInfo("api key revoked", {{"request_id", call->request_id},
+                                {"by", call->identity.name},
+                                {"identity", revoked->identity},
+                                {"api_key_id", revoked->id}});
+  }
+  LogCallEnd(*call, revoked.status(), {{"api_key_id", request->id()}});
+  return ToGrpcStatus(revoked.status());
 }
 
 }  // namespace airlock::daemon

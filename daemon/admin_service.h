@@ -1,4 +1,4 @@
-// airlock.v1.Admin: the audit log of the running daemon, and quota usage and overrides, through the
+// airlock.v1.Admin: the audit log of the running daemon, quota usage and overrides, and API keys, through the
 // same mTLS and roles as everything else. Every call is itself audited (a durable "admin" record with the request's
 // parameters, written before anything is read; no record, no answer).
 //
@@ -38,6 +38,13 @@ class AdminService final : public airlock::v1::Admin::Service {
   grpc::Status ResetUsage(grpc::ServerContext* context, const airlock::v1::ResetUsageRequest* request,
                           airlock::v1::ResetUsageResponse* response) override;
 
+  grpc::Status CreateApiKey(grpc::ServerContext* context, const airlock::v1::CreateApiKeyRequest* request,
+                            airlock::v1::CreateApiKeyResponse* response) override;
+  grpc::Status ListApiKeys(grpc::ServerContext* context, const airlock::v1::ListApiKeysRequest* request,
+                           airlock::v1::ListApiKeysResponse* response) override;
+  grpc::Status RevokeApiKey(grpc::ServerContext* context, const airlock::v1::RevokeApiKeyRequest* request,
+                            airlock::v1::RevokeApiKeyResponse* response) override;
+
   // Ends every following query (UNAVAILABLE, "shutting down") within a poll, and any later one
   // at once: a follow never ends by itself, and must not hold up a drain.
   void EndFollows() { ending_.store(true); }
@@ -53,6 +60,9 @@ absl::Status ValidateGetUsage(const airlock::v1::GetUsageRequest& request);
 absl::Status ValidateListUsage(const airlock::v1::ListUsageRequest& request);
 absl::Status ValidateSetQuotaOverride(const airlock::v1::SetQuotaOverrideRequest& request);
 absl::Status ValidateResetUsage(const airlock::v1::ResetUsageRequest& request);
+absl::Status ValidateCreateApiKey(const airlock::v1::CreateApiKeyRequest& request);
+absl::Status ValidateListApiKeys(const airlock::v1::ListApiKeysRequest& request);
+absl::Status ValidateRevokeApiKey(const airlock::v1::RevokeApiKeyRequest& request);
 // Whether `record` passes the request's filters (time window, identity, model, decision, method,
 // phase).
 bool MatchesQuery(const airlock::v1::QueryAuditRequest& request, const audit::ChainedRecord& record);

@@ -99,6 +99,8 @@ absl::StatusOr<std::optional<audit::Checkpoint>> ReadOrStartWitness(const std::s
 
 }  // namespace
 
+std::string AuditTrail::DeriveKey(std::string_view label) const { return audit::HmacSha256(hmac_secret_, label); }
+
 absl::StatusOr<std::unique_ptr<AuditTrail>> AuditTrail::Open(const AuditOptions& options, audit::StateDb* db) {
   std::unique_ptr<AuditTrail> trail(new AuditTrail());
   trail->db_ = db;

@@ -87,6 +87,9 @@ class AuditTrail {
   bool chain_verified() const { return chain_verified_.load(); }
   audit::ChainHead head() const { return log_->head(); }
   const std::string& public_key_pem() const { return public_key_pem_; }
+  // A key for another use of this installation's secret (audit.hmac_secret_file):
+  // HMAC-SHA256(secret, label), 32 bytes. Distinct labels give independent keys.
+  std::string DeriveKey(std::string_view label) const;
   // What verifying this log allows (its checkpoint_every).
   const audit::VerifyPolicy& verify_policy() const { return verify_policy_; }
   // The store, for consistent reads (audit::AuditSnapshot) by the Admin service.

@@ -5,10 +5,13 @@
 
 #include <openssl/rand.h>
 
+#include <optional>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "auth/bounded_text.h"
 #include "auth/quota.h"
+#include "daemon/api_keys.h"
 #include "daemon/audit_trail.h"
 #include "daemon/log.h"
 
@@ -107,30 +110,65 @@ absl::StatusOr<CallInfo> AdmitCall(const CallOrigin& origin, std::string_view me
     LogDenied(call, status, reason);
     return recorded;
   };
-  absl::StatusOr<auth::Identity> identity =
-      auth::IdentityFromPeerCertificate(origin.client_cert_pem, call.config->identity_source);
-  if (!identity.ok()) {
-    // No identity, but the record still says which certificate was presented.
-    call.identity = auth::CertificateDetails(origin.client_cert_pem);
-    return refuse(absl::UnauthenticatedError(identity.status().message()), "unauthenticated");
+  const ApiKeyRegistry* keys = call.config->api_keys;
+  const bool with_key = keys != nullptr && !origin.api_key.empty() &&
+                        (LooksLikeApiKey(origin.api_key) || origin.client_cert_pem.empty());
+  std::optional<ApiKeyRecord> key;
+  if (with_key) {
+    ApiKeyRecord refused_key;  // a revoked or expired key: the refusal is recorded under its user
+    absl::StatusOr<ApiKeyRecord> authenticated = keys->Authenticate(origin.api_key, absl::Now(), &refused_key);
+    if (!authenticated.ok()) {
+      call.identity = auth::CertificateDetails(origin.client_cert_pem);
+      if (!refused_key.id.empty() && origin.client_cert_pem.empty()) {
+        call.identity.name = auth::BoundedForRecord(refused_key.identity, auth::kMaxIdentityNameBytes);
+        call.identity.subject = absl::StrCat("API key ", refused_key.id);
+      }
+      return refuse(authenticated.status(), "api_key_refused");
+    }
+    key = *std::move(authenticated);
   }
-  call.identity = std::move(*identity);
-  // Revocation per call, not only per handshake: a connection outlives the CRL it was checked
-  // against. After the identity, so that the refusal names who was refused.
-  auth::RevocationList::Leaf issuer;  // stays empty without a checker: a CA-bound user is refused
-  if (call.config->revocation != nullptr) {
-    const absl::Status checked = call.config->revocation->Check(origin.client_cert_pem, absl::Now(), &issuer);
-    if (!checked.ok()) {
-      return refuse(absl::UnauthenticatedError(absl::StrCat("client certificate serial ", call.identity.serial_hex,
-                                                            " refused: ", checked.message())),
-                    "certificate_refused");
+  if (key.has_value() && origin.client_cert_pem.empty()) {
+    call.identity.name = auth::BoundedForRecord(key->identity, auth::kMaxIdentityNameBytes);
+    call.identity.subject = absl::StrCat("API key ", key->id);
+  } else {
+    absl::StatusOr<auth::Identity> identity =
+        auth::IdentityFromPeerCertificate(origin.client_cert_pem, call.config->identity_source);
+    if (!identity.ok()) {
+      // No identity, but the record still says which certificate was presented.
+      call.identity = auth::CertificateDetails(origin.client_cert_pem);
+      if (keys != nullptr && origin.client_cert_pem.empty()) {
+        return refuse(absl::UnauthenticatedError("no client certificate and no API key (Authorization: Bearer)"),
+                      "unauthenticated");
+      }
+      return refuse(absl::UnauthenticatedError(identity.status().message()), "unauthenticated");
+    }
+    call.identity = std::move(*identity);
+    if (key.has_value() && key->identity != call.identity.name) {
+      return refuse(absl::UnauthenticatedError(absl::StrCat("API key ", key->id,
+                                                            " belongs to another identity than the client certificate")),
+                    "api_key_refused");
     }
   }
-  // A user bound to an issuing CA (users[].issuer) is only that user in certificates of that CA.
-  if (absl::Status bound = call.config->policy->CheckIssuer(call.identity.name, issuer.issuer_subject,
-                                                             issuer.issuer_fingerprint);
-      !bound.ok()) {
-    return refuse(bound, "not_permitted");
+  // Authenticated by a key alone: there is no certificate to check against the CRLs or an issuer
+  // binding.
+  if (!key.has_value() || !origin.client_cert_pem.empty()) {
+    // Revocation per call, not only per handshake: a connection outlives the CRL it was checked
+    // against. After the identity, so that the refusal names who was refused.
+    auth::RevocationList::Leaf issuer;  // stays empty without a checker: a CA-bound user is refused
+    if (call.config->revocation != nullptr) {
+      const absl::Status checked = call.config->revocation->Check(origin.client_cert_pem, absl::Now(), &issuer);
+      if (!checked.ok()) {
+        return refuse(absl::UnauthenticatedError(absl::StrCat("client certificate serial ", call.identity.serial_hex,
+                                                              " refused: ", checked.message())),
+                      "certificate_refused");
+      }
+    }
+    // A user bound to an issuing CA (users[].issuer) is only that user in certificates of that CA.
+    if (absl::Status bound = call.config->policy->CheckIssuer(call.identity.name, issuer.issuer_subject,
+                                                               issuer.issuer_fingerprint);
+        !bound.ok()) {
+      return refuse(bound, "not_permitted");
+    }
   }
   // Before the name is matched or echoed anywhere (the policy's refusal quotes it).
   if (absl::Status valid = CheckModelName(model); !valid.ok()) return refuse(valid, "");

@@ -31,6 +31,7 @@ namespace airlock::daemon {
 class Metrics;
 
 class AuditTrail;
+class ApiKeyRegistry;
 
 // What a reload may change, as one immutable snapshot.
 struct RuntimeConfig {
@@ -52,6 +53,9 @@ struct RuntimeConfig {
   // tls.watch_interval re-read). Every call's certificate is checked against it, so a revocation
   // reaches connections opened before it. Null only in tests that exercise admission without TLS.
   const auth::RevocationChecker* revocation = nullptr;
+  // The API keys a transport may accept (openai.api_keys; not owned; the same across reloads).
+  // Null: keys are off, and a call without a client certificate is refused.
+  ApiKeyRegistry* api_keys = nullptr;
 };
 
 class RuntimeConfigHolder {
@@ -94,9 +98,18 @@ inline constexpr size_t kMaxCallFieldBytes = 256;
 // Transport-neutral: `origin` is what the transport knows of the caller (gRPC: OriginOf(context);
 // another listener fills it from its own TLS session), so every transport admits calls with this
 // one function, refusals recorded and counted alike.
+//
+// With API keys on (RuntimeConfig::api_keys), a call may present one instead of a certificate: it
+// then acts as the key's identity (subject "API key <id>", no fingerprint), without the
+// certificate checks (revocation, users[].issuer: a key is bound to its user by the administrator
+// who issued it, not by a CA). A key that does not authenticate (malformed, unknown, revoked,
+// expired) refuses the call, even beside a good certificate; a certificate and a key that name
+// different identities refuse it too. A credential that is not meant as a key (LooksLikeApiKey)
+// is ignored beside a certificate and refused without one. With keys off, `api_key` is ignored.
 struct CallOrigin {
   std::string peer;             // "ipv4:127.0.0.1:51234"; bounded by AdmitCall
   std::string client_cert_pem;  // the verified client certificate (leaf), PEM; empty when none
+  std::string api_key;          // the bearer credential the call carried; empty when none
 };
 absl::StatusOr<CallInfo> AdmitCall(const CallOrigin& origin, std::string_view method, std::string_view model,
                                    const RuntimeConfigHolder& holder);

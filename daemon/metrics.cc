@@ -70,7 +70,9 @@ Metrics::Metrics(std::vector<std::string> models, std::string_view version)
       auth_failures_(prometheus::BuildCounter()
                          .Name("airlock_auth_failures_total")
                          .Help("Calls refused before being served: unauthenticated, not_permitted (roles), "
-                               "certificate_refused (revoked, or the CRL expired; at the handshake or on a call)")
+                               "certificate_refused (revoked, or the CRL expired; at the handshake or on a call), "
+                               "api_key_refused (an API key malformed, unknown, revoked, expired or not the "
+                               "certificate's identity)")
                          .Register(*registry_)),
       quota_refusals_(prometheus::BuildCounter()
                           .Name("airlock_quota_refusals_total")
@@ -95,7 +97,7 @@ Metrics::Metrics(std::vector<std::string> models, std::string_view version)
                           .Help("Audit records that could not be written (each refused its call)")
                           .Register(*registry_)
                           .Add({})) {
-  for (const char* reason : {"unauthenticated", "not_permitted", "certificate_refused"}) {
+  for (const char* reason : {"unauthenticated", "not_permitted", "certificate_refused", "api_key_refused"}) {
     auth_failures_.Add({{"reason", reason}});
   }
   prometheus::BuildGauge()

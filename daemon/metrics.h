@@ -48,7 +48,8 @@ class Metrics {
   // A refusal before a call is served: airlock_auth_failures_total{reason}, reason one of
   // "unauthenticated" (no usable identity in the verified certificate), "not_permitted" (no role
   // grants the method or model), "certificate_refused" (the revocation check, at the handshake or on
-  // a call of an open connection).
+  // a call of an open connection), "api_key_refused" (an API key that does not authenticate, or
+  // names another identity than the call's certificate).
   void AuthFailed(std::string_view reason);
   // A generation refused by a quota: airlock_quota_refusals_total{limit}, limit a QuotaLimits key.
   void QuotaRefused(std::string_view limit);

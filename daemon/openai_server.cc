@@ -109,6 +109,20 @@ CallOrigin OriginOf(evhttp_request* req) {
   SSL* ssl = bev == nullptr ? nullptr : bufferevent_openssl_get_ssl(bev);
   X509* cert = ssl == nullptr ? nullptr : SSL_get0_peer_certificate(ssl);
   if (cert != nullptr) origin.client_cert_pem = auth::ossl::CertificatePem(cert).value_or("");
+  // "Authorization: Bearer <credential>" (the scheme's case does not matter, RFC 7235): an API key
+  // when the site accepts them (AdmitCall decides; bounded by the header limit).
+  if (const char* authorization = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+      authorization != nullptr) {
+    std::string value(authorization);
+    const auto blank = [](char c) { return c == ' ' || c == '\t'; };
+    while (!value.empty() && blank(value.back())) value.pop_back();
+    constexpr std::string_view kBearer = "bearer ";
+    if (value.size() > kBearer.size() && absl::EqualsIgnoreCase(value.substr(0, kBearer.size()), "bearer ")) {
+      size_t start = kBearer.size();
+      while (start < value.size() && blank(value[start])) ++start;
+      origin.api_key = value.substr(start);
+    }
+  }
   return origin;
 }
 

@@ -109,6 +109,7 @@ absl::StatusOr<std::shared_ptr<const RuntimeConfig>> Daemon::MakeRuntimeConfig(c
   runtime->ledger = quota_ledger_.get();
   runtime->metrics = metrics_.get();
   runtime->revocation = revocation_.get();
+  runtime->api_keys = api_keys_.get();
   const auto& scrapers = options.config.metrics().scrapers();
   runtime->metrics_scrapers.insert(scrapers.begin(), scrapers.end());
   return runtime;
@@ -138,6 +139,12 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
   // Quota usage is loaded from the same store before anything is admitted.
   d->usage_store_ = std::make_unique<StateDbUsageStore>(d->state_.get());
   AIRLOCK_ASSIGN_OR_RETURN(d->quota_ledger_, auth::QuotaLedger::Open(d->usage_store_.get()));
+  // API keys (openai.api_keys), from the same store, hashed under a key derived from the audit
+  // log's HMAC secret.
+  if (options.openai.api_keys) {
+    AIRLOCK_ASSIGN_OR_RETURN(d->api_keys_,
+                             ApiKeyRegistry::Open(d->state_.get(), d->audit_->DeriveKey(kApiKeyMacLabel)));
+  }
   {
     std::vector<std::string> model_names;
     for (const ModelOptions& m : options.models) model_names.push_back(m.name);
@@ -251,7 +258,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const std::string& config_
     settings.tls_files = {options.tls.cert_file, options.tls.key_file, options.tls.client_ca_file,
                           "tls.cert_file",       "tls.key_file",       "tls.client_ca_file",
                           "openai"};
-    settings.tls_policy = {options.tls.watch_interval, options.tls.min_tls13, options.handshake_timeout};
+    settings.tls_policy = {options.tls.watch_interval, options.tls.min_tls13, options.handshake_timeout,
+                           /*client_certificate_optional=*/options.openai.api_keys};
     settings.check_client = [self](const std::string& pem) {
       absl::Status checked = auth::CheckClientCertificate(self->revocation_.get(), pem);
       if (!checked.ok()) self->CertificateRefused("openai", std::string(checked.message()));

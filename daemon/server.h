@@ -24,6 +24,7 @@
 #include "daemon/config/daemon_options.h"
 #include "daemon/health_service.h"
 #include "daemon/inference_service.h"
+#include "daemon/api_keys.h"
 #include "daemon/openai_server.h"
 #include "daemon/metrics.h"
 #include "daemon/metrics_server.h"
@@ -87,6 +88,7 @@ class Daemon {
   std::unique_ptr<AuditTrail> audit_;  // outlives the services and every RuntimeConfig
   std::unique_ptr<StateDbUsageStore> usage_store_;   // in state_
   std::unique_ptr<auth::QuotaLedger> quota_ledger_;  // outlives every RuntimeConfig
+  std::unique_ptr<ApiKeyRegistry> api_keys_;          // in state_; null unless openai.api_keys
   std::unique_ptr<Metrics> metrics_;  // outlives every RuntimeConfig
   std::unique_ptr<ModelRegistry> models_;
   // The metrics listener starts before the models load: until models_loaded_ is set (after

@@ -244,7 +244,12 @@ absl::StatusOr<std::unique_ptr<TlsListenerContext>> TlsListenerContext::Attach(S
   }
   SSL_CTX_set_info_callback(ctx, &TlsListenerContext::HandshakeClock);
   SSL_CTX_set_ex_data(ctx, ServerIndex(), t.get());
-  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, &TlsListenerContext::VerifyClient);
+  // A certificate a client presents is always verified; with client_certificate_optional a client
+  // may present none (its calls then need another credential: AdmitCall).
+  SSL_CTX_set_verify(ctx,
+                     t->policy_.client_certificate_optional ? SSL_VERIFY_PEER
+                                                            : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+                     &TlsListenerContext::VerifyClient);
   // Certificate, key, chain and client CAs come from the current credentials at each handshake.
   SSL_CTX_set_cert_cb(ctx, &TlsListenerContext::UseCurrentCredentials, t.get());
   TlsListenerContext* self = t.get();

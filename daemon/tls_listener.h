@@ -39,6 +39,9 @@ class TlsListenerContext {
     absl::Duration watch_interval = absl::Seconds(10);     // tls.watch_interval
     bool min_tls13 = false;                                // tls.min_version is TLS_1_3
     absl::Duration handshake_timeout = absl::Seconds(5);  // server.handshake_timeout
+    // A client may connect without a certificate (openai.api_keys); one it presents is still
+    // verified. Default: a certificate is required.
+    bool client_certificate_optional = false;
   };
   // Who may connect, given the PEM leaf certificate a client presented (its chain already verified
   // against the client CAs): OK, or why not (the handshake is then refused).

@@ -966,8 +966,10 @@ absl::Status ValidateConfig(const ParsedConfig& parsed) {
                   "must differ from server.listen and metrics.listen: the OpenAI endpoint is a listener of its own");
     }
   }
-  if (parsed.Has("openai.port_file") && !parsed.Has("openai.listen")) {
-    check.Error("openai.port_file", "set openai.listen too (without it there is no OpenAI endpoint)");
+  for (const char* key : {"openai.port_file", "openai.api_keys"}) {
+    if (parsed.Has(key) && !parsed.Has("openai.listen")) {
+      check.Error(key, "set openai.listen too (without it there is no OpenAI endpoint)");
+    }
   }
 
   // model_signatures

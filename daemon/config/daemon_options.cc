@@ -110,6 +110,7 @@ DaemonOptions ResolveOptions(const ParsedConfig& parsed) {
   m.port_file = metrics.port_file();
   options.openai.listen = config.openai().listen();
   options.openai.port_file = config.openai().port_file();
+  options.openai.api_keys = config.openai().api_keys();
 
   options.require_signed_models = config.model_signatures().required();
   options.trusted_publisher_keys.assign(config.model_signatures().trusted_keys().begin(),

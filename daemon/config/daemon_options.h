@@ -144,6 +144,7 @@ struct MetricsOptions {
 struct OpenAiOptions {
   std::string listen;
   std::string port_file;
+  bool api_keys = false;  // Default: false
 
   bool operator==(const OpenAiOptions&) const = default;
 };

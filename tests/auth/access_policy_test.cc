@@ -187,7 +187,9 @@ TEST(AccessPolicyTest, ServedMethods) {
                           "airlock.v1.Admin/QueryAudit", "airlock.v1.Admin/VerifyAudit",
                           "airlock.v1.Admin/ExportAudit", "airlock.v1.Admin/GetUsage",
                           "airlock.v1.Admin/ListUsage", "airlock.v1.Admin/SetQuotaOverride",
-                          "airlock.v1.Admin/ResetUsage", "openai/v1/chat/completions", "openai/v1/completions",
+                          "airlock.v1.Admin/ResetUsage", "airlock.v1.Admin/CreateApiKey",
+                          "airlock.v1.Admin/ListApiKeys", "airlock.v1.Admin/RevokeApiKey",
+                          "openai/v1/chat/completions", "openai/v1/completions",
                           "openai/v1/models"));
 }
 

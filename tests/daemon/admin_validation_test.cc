@@ -100,6 +100,39 @@ TEST(AdminValidationTest, AuditQueriesKeepTheirRules) {
   ExpectInvalid(ValidateQuery(query), "follow: only oldest first");
 }
 
+TEST(AdminValidationTest, ApiKeyCallsAreBoundedBeforeTheyAreRecorded) {
+  v1::CreateApiKeyRequest create;
+  ExpectInvalid(ValidateCreateApiKey(create), "identity: required");
+  create.set_identity("alice");
+  ExpectInvalid(ValidateCreateApiKey(create), "give either expires_unix_seconds or never_expires");
+  create.set_never_expires(true);
+  EXPECT_TRUE(ValidateCreateApiKey(create).ok());
+  create.set_expires_unix_seconds(2000000000);
+  ExpectInvalid(ValidateCreateApiKey(create), "give either expires_unix_seconds or never_expires");
+  create.set_never_expires(false);
+  EXPECT_TRUE(ValidateCreateApiKey(create).ok());
+  create.set_label(std::string(1000000, 'l'));
+  ExpectInvalid(ValidateCreateApiKey(create), "label: 1000000 bytes is more than the maximum of 128");
+  create.set_label("line\nbreak");
+  ExpectInvalid(ValidateCreateApiKey(create), "label: only printable ASCII is allowed");
+  create.set_label("ci-bot");
+  create.set_identity(std::string(2000, 'a'));
+  ExpectInvalid(ValidateCreateApiKey(create), "identity: 2000 bytes is more than the maximum of 1024");
+
+  v1::RevokeApiKeyRequest revoke;
+  for (const char* bad : {"", "0123456789ABCDEF", "0123456789abcde", "0123456789abcdef0", "0123456789abcdeg"}) {
+    revoke.set_id(bad);
+    ExpectInvalid(ValidateRevokeApiKey(revoke), "id: expected 16 lowercase hex digits");
+  }
+  revoke.set_id("0123456789abcdef");
+  EXPECT_TRUE(ValidateRevokeApiKey(revoke).ok());
+
+  v1::ListApiKeysRequest list;
+  EXPECT_TRUE(ValidateListApiKeys(list).ok());
+  list.set_identity(std::string(2000, 'a'));
+  ExpectInvalid(ValidateListApiKeys(list), "identity: 2000 bytes is more than the maximum of 1024");
+}
+
 // One table (audit::ForEachRecordField) feeds both the API message and the export's JSON: it must
 // name every field of airlock.v1.AuditRecord but `stored`, each once.
 TEST(AdminValidationTest, TheRecordFieldTableCoversTheApiMessage) {

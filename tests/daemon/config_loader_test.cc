@@ -857,7 +857,9 @@ TEST(ConfigRulesTest, RoleMethods) {
       "airlock.v1.Admin/QueryAudit",   "airlock.v1.Admin/VerifyAudit",
       "airlock.v1.Admin/ExportAudit",  "airlock.v1.Admin/GetUsage",
       "airlock.v1.Admin/ListUsage",    "airlock.v1.Admin/SetQuotaOverride",
-      "airlock.v1.Admin/ResetUsage",   "airlock.v1.Inference/*",
+      "airlock.v1.Admin/ResetUsage",   "airlock.v1.Admin/CreateApiKey",
+      "airlock.v1.Admin/ListApiKeys",  "airlock.v1.Admin/RevokeApiKey",
+      "airlock.v1.Inference/*",
       "grpc.health.v1.Health/*",       "airlock.v1.Admin/*",
       "openai/v1/chat/completions",    "openai/v1/completions",
       "openai/v1/models",              "openai/v1/*",
@@ -957,6 +959,9 @@ TEST(ConfigRulesTest, OpenAiEndpoint) {
   EXPECT_THAT(with("openai:\n  port_file: /run/airlock/openai-port\n"),
               HasSubstr("openai.port_file: set openai.listen too"));
   EXPECT_THAT(with("openai:\n  listen: \"0.0.0.0:8443\"\n  plaintext: true\n"), HasSubstr("openai.plaintext"));
+  EXPECT_EQ(with("openai:\n  listen: \"0.0.0.0:8443\"\n  api_keys: true\n"), "OK");
+  EXPECT_THAT(with("openai:\n  api_keys: true\n"), HasSubstr("openai.api_keys: set openai.listen too"));
+  EXPECT_THAT(with("openai:\n  listen: \"0.0.0.0:8443\"\n  api_keys: maybe\n"), HasSubstr("openai.api_keys"));
 }
 
 TEST(ConfigRulesTest, ModelSignatures) {

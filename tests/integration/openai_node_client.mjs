@@ -4,6 +4,7 @@
 // what each call returned (or the error the client raised), for the test to check.
 //
 // usage: node openai_node_client.mjs PORT PKI_DIR USER [refusals]
+// USER "key=<API key>": no client certificate, the key as the client's apiKey (openai.api_keys).
 // With `refusals`, only: a chat on the model "secret" (not granted to USER), then two chats on
 // "stories" (USER's quota allows one request a minute).
 import fs from 'node:fs';
@@ -11,18 +12,18 @@ import OpenAI from 'openai';
 import { Agent, fetch } from 'undici';
 
 const [port, pki, user] = process.argv.slice(2);
+const apiKey = user.startsWith('key=') ? user.slice(4) : null;
 // The client certificate goes in the TLS connector: the OpenAI client itself knows only API keys.
 const agent = new Agent({
   connect: {
     ca: fs.readFileSync(`${pki}/ca.crt`),
-    cert: fs.readFileSync(`${pki}/${user}.crt`),
-    key: fs.readFileSync(`${pki}/${user}.key`),
+    ...(apiKey ? {} : { cert: fs.readFileSync(`${pki}/${user}.crt`), key: fs.readFileSync(`${pki}/${user}.key`) }),
     servername: 'localhost',
   },
 });
 const client = new OpenAI({
   baseURL: `https://localhost:${port}/v1`,
-  apiKey: 'unused: the client certificate identifies the caller',
+  apiKey: apiKey ?? 'unused: the client certificate identifies the caller',
   fetch: (url, init) => fetch(url, { ...init, dispatcher: agent }),
   maxRetries: 0,
 });

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "airlock/v1/inference.grpc.pb.h"
@@ -68,11 +69,15 @@ class OpenAiTest : public LabDaemonTest {
                 StoriesModelYaml() + "    chat_template: chatml\n" +
                     absl::StrCat("  - name: secret\n    path: \"", SharedPath(kStoriesModel), "\"\n    threads: 1\n"),
                 absl::StrCat("openai:\n  listen: \"127.0.0.1:0\"\n  port_file: \"", dir_, "/openai-port\"\n",
+                             ExtraOpenAiYaml(),
                              "metrics:\n  listen: \"127.0.0.1:0\"\n  plaintext: true\n  port_file: \"", dir_,
                              "/metrics-port\"\n"));
     ASSERT_TRUE(PollUntil([&] { return ReadPort() > 0; }, absl::Seconds(10)));
     port_ = ReadPort();
   }
+
+  // More keys of the openai: section, for fixtures that differ only there.
+  virtual std::string ExtraOpenAiYaml() const { return ""; }
 
   int ReadPort() const {
     std::ifstream in(dir_ + "/openai-port");
@@ -113,6 +118,31 @@ class OpenAiTest : public LabDaemonTest {
         v1::Inference::NewStub(Connect(daemon_->port(), pki_, "alice"))->Chat(&context, request, &response);
     EXPECT_TRUE(s.ok()) << s.error_message();
     return response.text();
+  }
+
+  // Installs the official client (`openai` from the npm registry) beside its script in the test's
+  // folder; `script` stays empty when the test was skipped (no node or npm, not under CI).
+  void InstallNodeClient(std::string* script) const {
+    if (RunCommand({"node", "--version"}).exit_code != 0 || RunCommand({"npm", "--version"}).exit_code != 0) {
+      if (RunningInCi()) GTEST_FAIL() << "node and npm are needed for this test (CI=true)";
+      GTEST_SKIP() << "node or npm is missing; this test installs the official openai client with npm";
+    }
+    const std::string npm_dir = dir_ + "/npm";
+    // Pinned: the newest openai release that runs on Debian 12's Node.js 20 (7.x needs Node 22), and
+    // undici for the client certificate.
+    const CommandResult install =
+        RunCommand({"npm", "install", "--prefix", npm_dir, "--no-audit", "--no-fund", "--save-exact", "openai@6.30.1",
+                    "undici@6.29.1"},
+                   absl::Seconds(300));
+    if (install.exit_code != 0) {
+      if (RunningInCi()) GTEST_FAIL() << "npm install failed (CI=true):\n" << install.err;
+      GTEST_SKIP() << "npm install failed (no registry?):\n" << install.err;
+    }
+    const std::string path = npm_dir + "/openai_node_client.mjs";
+    ASSERT_EQ(RunCommand({"cp", absl::StrCat(AIRLOCK_SOURCE_DIR, "/tests/integration/openai_node_client.mjs"), path})
+                  .exit_code,
+              0);
+    *script = path;
   }
 
   int port_ = 0;
@@ -597,25 +627,9 @@ TEST_F(OpenAiTest, TheSameSeededCallOverHttpAndGrpcGivesTheSameTokensRecordAndCh
 // schema, and its error types for 404 and 400. Its HTTP stack (undici) keeps connections alive and
 // opens new ones that try to resume the TLS session, which once broke every second request.
 TEST_F(OpenAiTest, TheOfficialNodeClientWorks) {
-  if (RunCommand({"node", "--version"}).exit_code != 0 || RunCommand({"npm", "--version"}).exit_code != 0) {
-    if (RunningInCi()) GTEST_FAIL() << "node and npm are needed for this test (CI=true)";
-    GTEST_SKIP() << "node or npm is missing; this test installs the official openai client with npm";
-  }
-  const std::string npm_dir = dir_ + "/npm";
-  // Pinned: the newest openai release that runs on Debian 12's Node.js 20 (7.x needs Node 22), and
-  // undici for the client certificate.
-  const CommandResult install =
-      RunCommand({"npm", "install", "--prefix", npm_dir, "--no-audit", "--no-fund", "--save-exact", "openai@6.30.1",
-                  "undici@6.29.1"},
-                 absl::Seconds(300));
-  if (install.exit_code != 0) {
-    if (RunningInCi()) GTEST_FAIL() << "npm install failed (CI=true):\n" << install.err;
-    GTEST_SKIP() << "npm install failed (no registry?):\n" << install.err;
-  }
-  const std::string script = npm_dir + "/openai_node_client.mjs";
-  ASSERT_EQ(RunCommand({"cp", absl::StrCat(AIRLOCK_SOURCE_DIR, "/tests/integration/openai_node_client.mjs"), script})
-                .exit_code,
-            0);
+  std::string script;
+  ASSERT_NO_FATAL_FAILURE(InstallNodeClient(&script));
+  if (script.empty()) return;  // skipped
   const CommandResult run =
       RunCommand({"node", script, std::to_string(port_), pki_.dir, "alice"}, absl::Seconds(120));
   ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
@@ -650,6 +664,181 @@ TEST_F(OpenAiTest, TheOfficialNodeClientWorks) {
   EXPECT_TRUE(f["first"].contains("ok")) << f.dump();
   EXPECT_EQ(f["second"]["error"]["status"], 429) << f.dump();
   EXPECT_THAT(f["second"]["error"]["message"].get<std::string>(), HasSubstr("per-minute request limit")) << f.dump();
+}
+
+}  // namespace
+}  // namespace airlock::testing
+
+namespace airlock::testing {
+namespace {
+
+// The same daemon with openai.api_keys on: carol's tool has no certificate, only a key.
+class OpenAiApiKeyTest : public OpenAiTest {
+ protected:
+  std::string ExtraOpenAiYaml() const override { return "  api_keys: true\n"; }
+
+  httplib::Result PostWithKey(const std::string& key, const std::string& body, const std::string& user = "") const {
+    auto client = Client(user);
+    if (!key.empty()) client->set_bearer_token_auth(key.c_str());
+    return client->Post("/v1/chat/completions", body, "application/json");
+  }
+
+  // The records of the stopped daemon's store, in order.
+  std::vector<nlohmann::json> Records() const {
+    std::vector<nlohmann::json> out;
+    for (nlohmann::json& line : ExportAudit(dir_ + "/state")) {
+      if (line.value("type", "") == "record") out.push_back(std::move(line));
+    }
+    return out;
+  }
+};
+
+TEST_F(OpenAiApiKeyTest, AKeyActsAsItsUserWithItsRolesQuotaAndAuditUntilRevoked) {
+  // Only an administrator issues keys, for configured users only.
+  CommandResult r = Ctl("alice", {"apikey", "create", "--user", "carol"});
+  EXPECT_EQ(r.exit_code, 3) << r.err;
+  r = Ctl("root", {"apikey", "create", "--user", "mallory"});
+  EXPECT_EQ(r.exit_code, 6) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("\"mallory\" is not a configured user"));
+  r = Ctl("root", {"apikey", "create", "--user", "carol", "--expires", "yesterday"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+
+  r = Ctl("root", {"apikey", "create", "--user", "carol", "--label", "wiki-bot", "--expires", "30d"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string key(absl::StripAsciiWhitespace(r.out));
+  ASSERT_TRUE(key.starts_with("alk_")) << r.out;
+  const std::string id = key.substr(4, 16);
+  EXPECT_THAT(r.err, HasSubstr(absl::StrCat("API key ", id, " for carol, expires ")));
+
+  // No certificate, the key: carol, on the model her role grants. Her second call within the
+  // minute meets her quota (one request a minute); "secret" is not hers.
+  httplib::Result ok = PostWithKey(key, ChatBody("Once", 8));
+  ASSERT_TRUE(ok) << httplib::to_string(ok.error());
+  ASSERT_EQ(ok->status, 200) << ok->body;
+  const std::string request_id = ok->get_header_value("X-Request-Id");
+  httplib::Result second = PostWithKey(key, ChatBody("Once", 8));
+  if (second && second->status == 200) second = PostWithKey(key, ChatBody("Once", 8));  // the minute turned
+  ExpectOpenAiError(second, 429, "per-minute request limit of 1");
+  ExpectOpenAiError(PostWithKey(key, With(ChatBody("Once", 8), "model", "secret")), 403, "carol");
+
+  // No credential, or a wrong one: 401 in OpenAI's shape, nothing of the credential echoed.
+  ExpectOpenAiError(PostWithKey("", ChatBody("Once", 8)), 401, "no client certificate and no API key");
+  std::string wrong = key;
+  wrong[30] = wrong[30] == 'x' ? 'y' : 'x';
+  httplib::Result refused = PostWithKey(wrong, ChatBody("Once", 8));
+  ExpectOpenAiError(refused, 401, "API key not recognised");
+  EXPECT_EQ(refused->body.find(wrong.substr(21)), std::string::npos);
+  ExpectOpenAiError(PostWithKey("sk-unused", ChatBody("Once", 8)), 401, "API key malformed");
+  // alice's certificate with carol's key: refused; with a bearer that is no key: alice.
+  ExpectOpenAiError(PostWithKey(key, ChatBody("Once", 8), "alice"), 401, "another identity");
+  httplib::Result alice = PostWithKey("sk-unused", ChatBody("Once", 8), "alice");
+  ASSERT_TRUE(alice);
+  EXPECT_EQ(alice->status, 200) << alice->body;
+
+  // A certificate is optional now, but one that is presented is still verified: carol's good key
+  // does not carry a certificate of another CA through the handshake.
+  LabPki other = MakeLabPki(dir_ + "/other-pki");
+  other.Issue("carol");
+  httplib::SSLClient foreign("localhost", port_, other.cert("carol"), other.key("carol"));
+  foreign.set_ca_cert_path((pki_.dir + "/ca.crt").c_str());
+  foreign.enable_server_certificate_verification(true);
+  foreign.set_bearer_token_auth(key.c_str());
+  foreign.set_connection_timeout(10);
+  foreign.set_read_timeout(30);
+  httplib::Result foreign_result = foreign.Get("/v1/models");
+  EXPECT_FALSE(foreign_result) << "no HTTP expected, got " << foreign_result->status;
+
+  r = Ctl("root", {"apikey", "list"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, ::testing::ContainsRegex(absl::StrCat(id, " +carol +.* +root +active +wiki-bot")));
+  EXPECT_EQ(r.out.find(key.substr(21)), std::string::npos);  // no secret, ever
+
+  // Revoked: the very next call is refused (curl, as a tool would call).
+  r = Ctl("root", {"apikey", "revoke", id});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr(absl::StrCat("revoked API key ", id, " of carol")));
+  if (RunCommand({"curl", "--version"}).exit_code == 0) {
+    const CommandResult curl = RunCommand(
+        {"curl", "-sS", "-D", "-", "--max-time", "30", "--cacert", pki_.dir + "/ca.crt", "-H",
+         "Content-Type: application/json", "-H", "Authorization: Bearer " + key, "-d", ChatBody("Once", 8),
+         absl::StrCat("https://localhost:", port_, "/v1/chat/completions")},
+        absl::Seconds(60));
+    ASSERT_EQ(curl.exit_code, 0) << curl.err;
+    EXPECT_THAT(curl.out, ::testing::StartsWith("HTTP/1.1 401"));
+    EXPECT_THAT(curl.out, HasSubstr(absl::StrCat("API key ", id, " was revoked")));
+  } else if (RunningInCi()) {
+    GTEST_FAIL() << "curl is needed for this test (CI=true)";
+  }
+  ExpectOpenAiError(PostWithKey(key, ChatBody("Once", 8)), 401, "was revoked");
+  r = Ctl("root", {"apikey", "list", "--user", "carol", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["revoked_by"], "root");
+
+  // The audit log: the issue names the key; the call and the refusals are carol's, by the key.
+  StopDaemon();
+  bool issued = false, used = false, revoked_use = false;
+  for (const nlohmann::json& record : Records()) {
+    if (record["method"] == "airlock.v1.Admin/CreateApiKey" && record["phase"] == "admin" &&
+        record["identity"] == "root" &&
+        record["sampling"].get<std::string>().find(absl::StrCat("\"api_key_id\":\"", id, "\"")) != std::string::npos) {
+      issued = true;
+      EXPECT_EQ(record["sampling"].get<std::string>().find("alk_"), std::string::npos);
+    }
+    if (record["request_id"] == request_id && record["phase"] == "end") {
+      used = true;
+      EXPECT_EQ(record["identity"], "carol");
+      EXPECT_EQ(record["subject"], "API key " + id);
+      EXPECT_EQ(record["method"], "openai/v1/chat/completions");
+      EXPECT_EQ(record["status_code"], 0);
+    }
+    if (record["identity"] == "carol" && record["decision"] == "unauthenticated") {
+      revoked_use = true;
+      EXPECT_EQ(record["subject"], "API key " + id);
+    }
+  }
+  EXPECT_TRUE(issued);
+  EXPECT_TRUE(used);
+  EXPECT_TRUE(revoked_use);
+}
+
+// The official Node client as a tool without a certificate would run it: the key as its apiKey.
+TEST_F(OpenAiApiKeyTest, TheOfficialNodeClientWorksWithAKeyAlone) {
+  std::string script;
+  ASSERT_NO_FATAL_FAILURE(InstallNodeClient(&script));
+  if (script.empty()) return;  // skipped
+  const CommandResult created = Ctl("root", {"apikey", "create", "--user", "alice", "--expires", "1h"});
+  ASSERT_EQ(created.exit_code, 0) << created.err;
+  const std::string key(absl::StripAsciiWhitespace(created.out));
+  const CommandResult run = RunCommand({"node", script, std::to_string(port_), pki_.dir, "key=" + key}, absl::Seconds(120));
+  ASSERT_EQ(run.exit_code, 0) << run.out << run.err;
+  const nlohmann::json r = nlohmann::json::parse(run.out, nullptr, false);
+  ASSERT_TRUE(r.is_object()) << run.out << run.err;
+  for (const char* step : {"models", "chat", "stream", "completion", "structured"}) {
+    EXPECT_TRUE(r[step].contains("ok")) << step << ": " << r[step].dump();
+  }
+  const std::string grpc_text = GrpcChat("Tell me a story", 24);
+  EXPECT_EQ(r["chat"]["ok"]["text"], grpc_text);
+  EXPECT_EQ(r["stream"]["ok"]["text"], grpc_text);
+
+  // A revoked key: the client raises OpenAI's authentication error.
+  ASSERT_EQ(Ctl("root", {"apikey", "revoke", key.substr(4, 16)}).exit_code, 0);
+  const CommandResult refused =
+      RunCommand({"node", script, std::to_string(port_), pki_.dir, "key=" + key, "refusals"}, absl::Seconds(120));
+  ASSERT_EQ(refused.exit_code, 0) << refused.out << refused.err;
+  const nlohmann::json f = nlohmann::json::parse(refused.out, nullptr, false);
+  ASSERT_TRUE(f.is_object()) << refused.out;
+  EXPECT_EQ(f["first"]["error"]["status"], 401) << f.dump();
+  EXPECT_THAT(f["first"]["error"]["message"].get<std::string>(), HasSubstr("was revoked")) << f.dump();
+}
+
+TEST_F(OpenAiTest, WithApiKeysOffTheAdminCallsSaySoAndABearerIsNoCredential) {
+  const CommandResult r = Ctl("root", {"apikey", "list"});
+  EXPECT_EQ(r.exit_code, 6) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("API keys off (openai.api_keys)"));
+  // Without a certificate there is no HTTP at all, bearer or not.
+  auto client = Client("");
+  client->set_bearer_token_auth("alk_0123456789abcdef_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+  EXPECT_FALSE(client->Post("/v1/chat/completions", ChatBody("Once", 8), "application/json"));
 }
 
 }  // namespace

@@ -17,6 +17,8 @@ void AddPkiCommand(CLI::App& app);     // airlockctl pki init | issue | revoke |
 void AddAuditCommands(CLI::App& app);
 // airlockctl quota show | list | set | reset: through the Admin API.
 void AddQuotaCommands(CLI::App& app);
+// airlockctl apikey create | list | revoke: through the Admin API.
+void AddApiKeyCommands(CLI::App& app);
 
 // Exit status of the command that ran (0 = success).
 int ExitCode();

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   airlock::ctl::AddPkiCommand(app);
   airlock::ctl::AddAuditCommands(app);
   airlock::ctl::AddQuotaCommands(app);
+  airlock::ctl::AddApiKeyCommands(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -16,26 +16,12 @@
 #include "airlock/v1/admin.grpc.pb.h"
 #include "auth/quota.h"
 #include "google/protobuf/util/json_util.h"
+#include "tools/airlockctl/admin_call.h"
 #include "tools/airlockctl/client_connection.h"
 #include "tools/airlockctl/commands.h"
 
 namespace airlock::ctl {
 namespace {
-
-namespace pb = google::protobuf;
-
-std::string Json(const pb::Message& message) {
-  std::string out;
-  pb::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  options.always_print_primitive_fields = true;
-  if (!pb::util::MessageToJsonString(message, &out, options).ok()) out = "{}";
-  return out;
-}
-
-std::string Utc(int64_t unix_seconds) {
-  return absl::FormatTime("%Y-%m-%d%ET%H:%M:%SZ", absl::FromUnixSeconds(unix_seconds), absl::UTCTimeZone());
-}
 
 // What counts against a limit in the current windows; nullopt for the per-request limits.
 std::optional<uint64_t> UsedAgainst(const v1::QuotaUsage& u, auth::Limit limit) {
@@ -70,8 +56,8 @@ void PrintQuota(const v1::IdentityQuota& q) {
   }
   const v1::QuotaUsage& u = q.usage();
   std::printf("  windows (UTC): minute from %s, day from %s, month from %s\n",
-              Utc(u.minute_start_unix_seconds()).c_str(), Utc(u.day_start_unix_seconds()).c_str(),
-              Utc(u.month_start_unix_seconds()).c_str());
+              UtcText(u.minute_start_unix_seconds()).c_str(), UtcText(u.day_start_unix_seconds()).c_str(),
+              UtcText(u.month_start_unix_seconds()).c_str());
   std::printf("  running: %u (reserving %llu prompt + %llu completion tokens, counted in \"used\")\n", u.running(),
               static_cast<unsigned long long>(u.reserved_prompt_tokens()),
               static_cast<unsigned long long>(u.reserved_completion_tokens()));
@@ -89,30 +75,13 @@ struct QuotaFlags {
   bool json = false;
 };
 
-// One unary Admin call with the connection, deadline and Ctrl-C handling of every client command.
-template <typename Request, typename Response>
-int Call(const QuotaFlags& f, const char* name,
-         grpc::Status (v1::Admin::Stub::*method)(grpc::ClientContext*, const Request&, Response*),
-         const Request& request, Response* response) {
-  std::string server;
-  std::shared_ptr<grpc::Channel> channel = ConnectOrReport(f.conn, &server);
-  if (channel == nullptr) return kExitLocalError;
-  auto stub = v1::Admin::NewStub(channel);
-  grpc::ClientContext ctx;
-  ctx.set_deadline(CallDeadline(f.conn, kShortTimeoutSeconds));
-  ScopedCancelOnInterrupt cancel_on_interrupt(&ctx);
-  const grpc::Status status = ((*stub).*method)(&ctx, request, response);
-  if (!status.ok()) return ReportRpcError(name, status, server);
-  return kExitOk;
-}
-
 int Show(const QuotaFlags& f, const std::string& identity) {
   v1::GetUsageRequest request;
   request.set_identity(identity);
   v1::GetUsageResponse response;
-  if (const int rc = Call(f, "GetUsage", &v1::Admin::Stub::GetUsage, request, &response); rc != kExitOk) return rc;
+  if (const int rc = AdminCall(f.conn, "GetUsage", &v1::Admin::Stub::GetUsage, request, &response); rc != kExitOk) return rc;
   if (f.json) {
-    std::printf("%s\n", Json(response.quota()).c_str());
+    std::printf("%s\n", ApiJson(response.quota()).c_str());
   } else {
     PrintQuota(response.quota());
   }
@@ -124,10 +93,10 @@ int List(const QuotaFlags& f) {
   bool header = false;
   while (true) {
     v1::ListUsageResponse page;
-    if (const int rc = Call(f, "ListUsage", &v1::Admin::Stub::ListUsage, request, &page); rc != kExitOk) return rc;
+    if (const int rc = AdminCall(f.conn, "ListUsage", &v1::Admin::Stub::ListUsage, request, &page); rc != kExitOk) return rc;
     for (const v1::IdentityQuota& q : page.quotas()) {
       if (f.json) {
-        std::printf("%s\n", Json(q).c_str());
+        std::printf("%s\n", ApiJson(q).c_str());
         continue;
       }
       if (!header) {
@@ -190,12 +159,12 @@ int Set(const QuotaFlags& f, const std::string& identity, const std::vector<std:
     if (!ParseAssignment(a, request)) return kExitLocalError;
   }
   v1::SetQuotaOverrideResponse response;
-  if (const int rc = Call(f, "SetQuotaOverride", &v1::Admin::Stub::SetQuotaOverride, request, &response);
+  if (const int rc = AdminCall(f.conn, "SetQuotaOverride", &v1::Admin::Stub::SetQuotaOverride, request, &response);
       rc != kExitOk) {
     return rc;
   }
   if (f.json) {
-    std::printf("%s\n", Json(response.quota()).c_str());
+    std::printf("%s\n", ApiJson(response.quota()).c_str());
   } else {
     PrintQuota(response.quota());
   }
@@ -209,11 +178,11 @@ int Reset(const QuotaFlags& f, const std::string& identity, const std::string& w
   if (window == "day") request.set_window(v1::ResetUsageRequest::WINDOW_DAY);
   if (window == "month") request.set_window(v1::ResetUsageRequest::WINDOW_MONTH);
   v1::ResetUsageResponse response;
-  if (const int rc = Call(f, "ResetUsage", &v1::Admin::Stub::ResetUsage, request, &response); rc != kExitOk) {
+  if (const int rc = AdminCall(f.conn, "ResetUsage", &v1::Admin::Stub::ResetUsage, request, &response); rc != kExitOk) {
     return rc;
   }
   if (f.json) {
-    std::printf("%s\n", Json(response).c_str());
+    std::printf("%s\n", ApiJson(response).c_str());
     return kExitOk;
   }
   const v1::QuotaUsage& b = response.before();
