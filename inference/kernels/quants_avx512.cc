@@ -994,7 +994,7 @@ struct Q32Grouped {
   static constexpr size_t kD = kQs + 64;
   static constexpr size_t kS = kQs + 128;
   static constexpr size_t kBlockBytes = kQs + (W::kHasMin ? 192 : 128);
-  static constexpr int kRows = 4;
+  static constexpr int kRows = 8;
 
   static void Interleave(const uint8_t* x, size_t xs, int cv, int64_t b0, int nb, uint8_t* out) {
     std::memset(out, 0, kBlockBytes * static_cast<size_t>(nb));
@@ -1036,6 +1036,10 @@ struct Q32Grouped {
         mw[r] = W::kHasMin ? HalfAt(blk + 2) : 0.0f;
         part[r] = _mm512_setzero_si512();
       }
+      // The broadcasts below must read wu from memory (a load each, no ALU work): without this
+      // barrier GCC forwards the stores through registers and spends two shuffles per broadcast.
+      // It names wu alone, so the accumulators stay in registers.
+      asm volatile("" : "+m"(wu));
       for (int st = 0; st < kSteps; ++st) {
         const __m512i a = Load512(o + 64 * st);
         for (int r = 0; r < R; ++r) {
