@@ -143,7 +143,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Load(const std::string& path, co
   ExecutorOptions eo;
   eo.n_threads = options.n_threads;
   eo.n_ctx = options.n_ctx > 0 ? options.n_ctx : std::min(c.n_ctx_train, 4096);
-  if (c.sliding_window > 0 && eo.n_ctx > c.sliding_window) {
+  if (c.sliding_window > 0 && !c.sliding_window_applied && eo.n_ctx > c.sliding_window) {
     return absl::UnimplementedError(absl::StrCat(
         path, ": attention.sliding_window is ", c.sliding_window, " tokens but the context is ", eo.n_ctx,
         ": sliding-window attention is not implemented; run the model with a context of at most ", c.sliding_window,

@@ -26,13 +26,23 @@ constexpr LayerOp kQwen3Layer[] = {
     LayerOp::kAttnOutputAdd, LayerOp::kFfnNorm, LayerOp::kGateUpProject, LayerOp::kSwiGlu, LayerOp::kFfnDownAdd,
 };
 
+// Gemma 2: a norm after the attention output and after the FFN as well as before them, GeGLU,
+// NeoX-style RoPE; embeddings scaled, a sliding window on even layers and soft-caps (the recipe's
+// flags).
+constexpr LayerOp kGemma2Layer[] = {
+    LayerOp::kAttnNorm, LayerOp::kQkvProject, LayerOp::kRope, LayerOp::kAttention, LayerOp::kAttnOutputPostNormAdd,
+    LayerOp::kFfnNorm,  LayerOp::kGateUpProject, LayerOp::kGeGlu, LayerOp::kFfnDownPostNormAdd,
+};
+
 // Phi-3: Llama's layer with fused QKV and gate/up tensors and NeoX-style RoPE (with LongRoPE
 // frequency factors, model_config.h).
-constexpr std::array<ArchitectureRecipe, 4> kArchitectures = {{
+constexpr std::array<ArchitectureRecipe, 5> kArchitectures = {{
     {"llama", kLlamaLayer, RopeStyle::kAdjacent},
     {"qwen2", kQwen2Layer, RopeStyle::kNeox},
     {"qwen3", kQwen3Layer, RopeStyle::kNeox},
     {"phi3", kLlamaLayer, RopeStyle::kNeox, /*fused_qkv=*/true, /*fused_gate_up=*/true},
+    {"gemma2", kGemma2Layer, RopeStyle::kNeox, /*fused_qkv=*/false, /*fused_gate_up=*/false,
+     /*scale_embeddings=*/true, /*sliding_window_even_layers=*/true, /*soft_caps=*/true},
 }};
 
 }  // namespace
@@ -46,10 +56,13 @@ const char* LayerOpName(LayerOp op) {
     case LayerOp::kRope: return "rope";
     case LayerOp::kAttention: return "attention";
     case LayerOp::kAttnOutputAdd: return "attn_output_add";
+    case LayerOp::kAttnOutputPostNormAdd: return "attn_output_post_norm_add";
     case LayerOp::kFfnNorm: return "ffn_norm";
     case LayerOp::kGateUpProject: return "gate_up_project";
     case LayerOp::kSwiGlu: return "swiglu";
+    case LayerOp::kGeGlu: return "geglu";
     case LayerOp::kFfnDownAdd: return "ffn_down_add";
+    case LayerOp::kFfnDownPostNormAdd: return "ffn_down_post_norm_add";
   }
   return "unknown";
 }

@@ -25,10 +25,15 @@ enum class LayerOp : uint8_t {
   kAttention,        // store k, v at the token's position; attn = softmax(q K^T / sqrt(d)) V,
                      // causal, over the token's own sequence
   kAttnOutputAdd,    // x += attn Wo                                            (attn_output)
+  kAttnOutputPostNormAdd,  // x += RMSNorm(attn Wo) * post_attention_norm (attn_output,
+                           //                                             post_attention_norm)
   kFfnNorm,          // xn = RMSNorm(x) * ffn_norm                              (ffn_norm)
   kGateUpProject,    // gate, up = xn Wgate, xn Wup                             (ffn_gate, ffn_up)
   kSwiGlu,           // gate = silu(gate) * up
+  kGeGlu,            // gate = gelu(gate) * up (tanh approximation, on F16 values as llama.cpp's
+                     // CPU backend computes it: cpu::GeGlu)
   kFfnDownAdd,       // x += gate Wdown                                         (ffn_down)
+  kFfnDownPostNormAdd,  // x += RMSNorm(gate Wdown) * post_ffw_norm           (ffn_down, post_ffw_norm)
 };
 const char* LayerOpName(LayerOp op);
 
@@ -46,6 +51,13 @@ struct ArchitectureRecipe {
   // see the same three (two) matrices as for separate tensors: row ranges of the fused one.
   bool fused_qkv = false;
   bool fused_gate_up = false;
+  // Gemma: token embeddings are multiplied by sqrt(n_embd) before the first layer.
+  bool scale_embeddings = false;
+  // Gemma 2: the even layers (0, 2, ...) attend only to the last attention.sliding_window
+  // positions, the odd ones to all; attention scores and final logits are soft-capped
+  // (cap * tanh(s / cap), caps from attn_logit_softcapping / final_logit_softcapping).
+  bool sliding_window_even_layers = false;
+  bool soft_caps = false;
 };
 
 // The row for `name`, or nullptr when the architecture is not supported.

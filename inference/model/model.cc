@@ -92,7 +92,8 @@ size_t DecodeWeightBytes(const Model& m) {
   if (!tied) bytes += m.token_embd().row_bytes;
   for (const LayerWeights& l : m.layers()) {
     for (const WeightMatrix* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) bytes += w->bytes();
-    for (const std::vector<float>* v : {&l.attn_norm, &l.ffn_norm, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm}) {
+    for (const std::vector<float>* v :
+         {&l.attn_norm, &l.ffn_norm, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm, &l.attn_post_norm, &l.ffn_post_norm}) {
       bytes += FloatBytes(*v);
     }
   }
@@ -168,6 +169,11 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromGguf(std::unique_ptr<GgufFile>
           AIRLOCK_ASSIGN_OR_RETURN(l.wo, Matrix(f, b + "attn_output.weight", c.n_embd_q(), c.n_embd));
           break;
         }
+        case LayerOp::kAttnOutputPostNormAdd: {
+          AIRLOCK_ASSIGN_OR_RETURN(l.wo, Matrix(f, b + "attn_output.weight", c.n_embd_q(), c.n_embd));
+          AIRLOCK_ASSIGN_OR_RETURN(l.attn_post_norm, Vector(f, b + "post_attention_norm.weight", c.n_embd));
+          break;
+        }
         case LayerOp::kFfnNorm: {
           AIRLOCK_ASSIGN_OR_RETURN(l.ffn_norm, Vector(f, b + "ffn_norm.weight", c.n_embd));
           break;
@@ -187,9 +193,15 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromGguf(std::unique_ptr<GgufFile>
           AIRLOCK_ASSIGN_OR_RETURN(l.w_down, Matrix(f, b + "ffn_down.weight", c.n_ff, c.n_embd));
           break;
         }
+        case LayerOp::kFfnDownPostNormAdd: {
+          AIRLOCK_ASSIGN_OR_RETURN(l.w_down, Matrix(f, b + "ffn_down.weight", c.n_ff, c.n_embd));
+          AIRLOCK_ASSIGN_OR_RETURN(l.ffn_post_norm, Vector(f, b + "post_ffw_norm.weight", c.n_embd));
+          break;
+        }
         case LayerOp::kRope:
         case LayerOp::kAttention:
         case LayerOp::kSwiGlu:
+        case LayerOp::kGeGlu:
           break;  // no weights
       }
     }

@@ -37,7 +37,8 @@ struct LayerWeights {
   std::vector<float> bq, bk, bv; // [n_embd_q], [n_embd_kv] x 2  kQkvBias
   std::vector<float> q_norm, k_norm;  // [head_dim] each          kQkNorm
   std::vector<float> ffn_norm;   // [n_embd]                     kFfnNorm
-  WeightMatrix w_gate, w_up, w_down;  //                         kGateUpProject, kFfnDownAdd
+  WeightMatrix w_gate, w_up, w_down;  //                         kGateUpProject, kFfnDown*Add
+  std::vector<float> attn_post_norm, ffn_post_norm;  // [n_embd]  kAttnOutputPostNormAdd, kFfnDownPostNormAdd
 };
 
 class Model {

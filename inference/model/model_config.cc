@@ -129,6 +129,26 @@ absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& f) {
   if (!(c.rope_attn_factor > 0.0f) || !(c.rope_attn_factor <= 16.0f)) {
     return absl::InvalidArgumentError("model: rope.scaling.attn_factor must be in (0, 16]");
   }
+  c.kq_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  if (c.recipe->scale_embeddings) c.embd_scale = std::sqrt(static_cast<float>(c.n_embd));
+  if (c.recipe->soft_caps) {
+    AIRLOCK_ASSIGN_OR_RETURN(c.attn_softcap, f.GetF32Or(p + "attn_logit_softcapping", 0.0f));
+    AIRLOCK_ASSIGN_OR_RETURN(c.final_softcap, f.GetF32Or(p + "final_logit_softcapping", 0.0f));
+    for (const auto& [key, cap] : {std::pair<const char*, float>{"attn_logit_softcapping", c.attn_softcap},
+                                   {"final_logit_softcapping", c.final_softcap}}) {
+      if (!(cap >= 0.0f) || !(cap <= 1e4f)) {
+        return absl::InvalidArgumentError(absl::StrCat("model: ", key, " must be in [0, 10000]"));
+      }
+    }
+    // Gemma-2-27B scales queries by 1 / sqrt(n_embd / n_head), the smaller ones by 1 / sqrt(head_dim).
+    if (c.n_layer == 46) c.kq_scale = 1.0f / std::sqrt(static_cast<float>(c.n_embd / c.n_head));
+  }
+  if (c.recipe->sliding_window_even_layers) {
+    AIRLOCK_ASSIGN_OR_RETURN(uint32_t window, f.GetU32Or(p + "attention.sliding_window", 0));
+    if (window > (1u << 24)) return absl::InvalidArgumentError("model: attention.sliding_window out of range");
+    c.sliding_window = static_cast<int32_t>(window);
+    c.sliding_window_applied = window > 0;
+  }
   // llama.cpp applies a phi3 file's window (on every layer); it ignores the key elsewhere, and so
   // do we.
   if (c.arch_name == "phi3") {

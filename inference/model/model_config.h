@@ -37,7 +37,20 @@ struct ModelConfig {
   bool has_longrope = false;
   int32_t rope_original_ctx = 0;   // rope.scaling.original_context_length; 0 when absent
   float rope_attn_factor = 1.0f;   // rope.scaling.attn_factor
-  int32_t sliding_window = 0;      // attention.sliding_window; 0 when absent (no window)
+  // attention.sliding_window; 0 when absent (no window). gemma2 applies it to its even layers
+  // (SlidingLayer); phi3 declares one that is not applied (the engine refuses a longer context).
+  int32_t sliding_window = 0;
+  bool sliding_window_applied = false;
+  // Soft-caps (gemma2): attention scores and final logits become cap * tanh(x / cap); 0: none.
+  float attn_softcap = 0.0f;       // attn_logit_softcapping
+  float final_softcap = 0.0f;      // final_logit_softcapping
+  // The factor on Q.K before the softmax: 1 / sqrt(head_dim), except Gemma-2-27B's
+  // 1 / sqrt(n_embd / n_head) (llama.cpp c392e509 decides by the layer count, 46). 0 (a config
+  // not read from a file): 1 / sqrt(head_dim).
+  float kq_scale = 0.0f;
+  // The factor on token embeddings: sqrt(n_embd) for Gemma, else 1.
+  float embd_scale = 1.0f;
+  bool SlidingLayer(int32_t il) const { return sliding_window_applied && il % 2 == 0; }
 
   int32_t n_embd_kv() const { return n_head_kv * head_dim; }
   int32_t n_embd_q() const { return n_head * head_dim; }

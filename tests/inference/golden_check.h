@@ -66,7 +66,15 @@ inline std::vector<GoldenCase> GoldenCases() {
           GoldenCase{"kv-f32", "synth-phi3-2L-256d-q8_0", 1.1f, "arch/"},
           GoldenCase{"kv-f16", "synth-phi3-2L-256d-q8_0", 1.1f, "arch/"},
           GoldenCase{"kv-f32", "synth-phi3-2L-256d-q4_k_m", 1.1f, "arch/"},
-          GoldenCase{"kv-f16", "synth-phi3-2L-256d-q4_k_m", 1.1f, "arch/"}};
+          GoldenCase{"kv-f16", "synth-phi3-2L-256d-q4_k_m", 1.1f, "arch/"},
+          // gemma2 (post-norms, GeGLU on llama.cpp's F16 table, soft-caps, sliding window on even
+          // layers, scaled embeddings): llama.cpp c392e509. CPU only so far.
+          GoldenCase{"kv-f32", "synth-gemma2-26L-64d-f32", 5e-4f, "arch/"},
+          GoldenCase{"kv-f16", "synth-gemma2-26L-64d-f32", 0.03f, "arch/"},
+          GoldenCase{"kv-f32", "synth-gemma2-26L-64d-q8_0", 1.1f, "arch/"},
+          GoldenCase{"kv-f16", "synth-gemma2-26L-64d-q8_0", 1.1f, "arch/"},
+          GoldenCase{"kv-f32", "synth-gemma2-26L-64d-q4_k_m", 1.1f, "arch/"},
+          GoldenCase{"kv-f16", "synth-gemma2-26L-64d-q4_k_m", 1.1f, "arch/"}};
 }
 
 inline void CheckTeacherForcedGolden(inference::ModelExecutor& executor, const std::string& golden, float tolerance,

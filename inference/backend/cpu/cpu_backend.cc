@@ -153,6 +153,9 @@ class CpuExecutor : public ModelExecutor {
     pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         kernels::DequantizeRow(embd.type, embd.row(row_token_[t]), &x_[t * n_embd], n_embd);
+        if (c_.embd_scale != 1.0f) {
+          for (int32_t i = 0; i < n_embd; ++i) x_[t * n_embd + i] *= c_.embd_scale;
+        }
       }
     });
     // RoPE angles per row (shared by every layer and head).
@@ -212,6 +215,9 @@ class CpuExecutor : public ModelExecutor {
           case LayerOp::kAttnOutputAdd:
             MatMulAdd(L.wo, attn_.data(), n, x_.data());
             break;
+          case LayerOp::kAttnOutputPostNormAdd:
+            MatMulPostNormAdd(L.wo, attn_.data(), L.attn_post_norm, n);
+            break;
           case LayerOp::kFfnNorm:
             NormRows(x_.data(), L.ffn_norm, xn_.data(), n);
             break;
@@ -224,8 +230,17 @@ class CpuExecutor : public ModelExecutor {
               for (int64_t t = t0; t < t1; ++t) cpu::SwiGlu(&gate_[t * n_ff], &up_[t * n_ff], &gate_[t * n_ff], n_ff);
             });
             break;
+          case LayerOp::kGeGlu:
+            pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
+              const int64_t n_ff = c_.n_ff;
+              for (int64_t t = t0; t < t1; ++t) cpu::GeGlu(&gate_[t * n_ff], &up_[t * n_ff], &gate_[t * n_ff], n_ff);
+            });
+            break;
           case LayerOp::kFfnDownAdd:
             MatMulAdd(L.w_down, gate_.data(), n, x_.data());
+            break;
+          case LayerOp::kFfnDownPostNormAdd:
+            MatMulPostNormAdd(L.w_down, gate_.data(), L.ffn_post_norm, n);
             break;
         }
       }
@@ -249,6 +264,15 @@ class CpuExecutor : public ModelExecutor {
     if (logits_.size() < static_cast<size_t>(n_out) * n_vocab) logits_.resize(static_cast<size_t>(n_out) * n_vocab);
     NormRows(gathered_.data(), model_.output_norm(), xn_.data(), n_out);
     MatMul(model_.output(), xn_.data(), n_out, logits_.data());
+    if (c_.final_softcap > 0.0f) {
+      // Gemma 2, as llama.cpp: times 1/cap, tanh, times cap.
+      const float cap = c_.final_softcap;
+      const float inv_cap = 1.0f / cap;
+      const int64_t total = n_out * c_.n_vocab;
+      pool_.ParallelFor(total, 4096, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) logits_[i] = std::tanh(logits_[i] * inv_cap) * cap;
+      });
+    }
     CopyLogitsOut(batch, logits_.data(), c_.n_vocab);
   }
 
@@ -263,7 +287,10 @@ class CpuExecutor : public ModelExecutor {
     const int32_t kv_dim = c_.n_embd_kv();
     const int32_t hd = c_.head_dim;
     const int32_t bt = options_.kv_block_tokens;
-    const float kq_scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const float kq_scale = c_.kq_scale > 0.0f ? c_.kq_scale : 1.0f / std::sqrt(static_cast<float>(hd));
+    const float softcap = c_.attn_softcap;
+    // Gemma 2's even layers: only the last sliding_window positions (own included) are visible.
+    const int32_t window = c_.SlidingLayer(il) ? c_.sliding_window : 0;
     const int32_t group = c_.n_head / c_.n_head_kv;
     const bool f16_kv = options_.kv_type == KvCacheType::kF16;
     void* const kc = k_cache_.get();
@@ -308,20 +335,25 @@ class CpuExecutor : public ModelExecutor {
         const int64_t t = item / c_.n_head_kv;
         const int32_t kvh = static_cast<int32_t>(item % c_.n_head_kv);
         const int32_t n_kv = row_pos_[t] + 1;  // causal: positions <= own
+        // Outside a sliding window: positions before `first` are masked. Whole blocks before it
+        // are skipped (masked scores add exactly nothing to the softmax or to P.V), the rest of
+        // its block is set to -inf, so the sums are those of a full masked pass.
+        const int32_t first = window > 0 ? std::max(0, n_kv - window) : 0;
+        const int32_t p_begin = first / bt * bt;
         const std::vector<int32_t>& blocks = batch[row_entry_[t]].seq->blocks();
         for (int32_t g = 0; g < group; ++g) qs[g] = &q_[t * q_dim + (kvh * group + g) * hd];
         // Positions in order, block by block: the same sums whatever the block layout.
         if (f16_kv) {
           // As ggml: Q is rounded to F16 for Q.K, probabilities to F16 for P.V.
           for (int32_t g = 0; g < group; ++g) cpu::F32ToF16Row(qs[g], q16[g], hd);
-          for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
+          for (int32_t p0 = p_begin; p0 < n_kv; p0 += bt) {
             const uint16_t* kb = KvAt<uint16_t>(kc, blocks[p0 / bt], il, 0) + kvh * hd;
             float* at[kMaxGroup];
             for (int32_t g = 0; g < group; ++g) at[g] = scores[g] + p0;
             cpu::DotF16Rows(kb, kv_dim, std::min(bt, n_kv - p0), q16, group, hd, at);
           }
         } else {
-          for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
+          for (int32_t p0 = p_begin; p0 < n_kv; p0 += bt) {
             const float* kb = KvAt<float>(kc, blocks[p0 / bt], il, 0) + kvh * hd;
             float* at[kMaxGroup];
             for (int32_t g = 0; g < group; ++g) at[g] = scores[g] + p0;
@@ -329,13 +361,22 @@ class CpuExecutor : public ModelExecutor {
           }
         }
         for (int32_t g = 0; g < group; ++g) {
-          cpu::ScaledSoftmax(scores[g], n_kv, kq_scale);
+          float* s = scores[g];
+          float scale = kq_scale;
+          if (softcap > 0.0f) {
+            // Gemma 2, as llama.cpp: the scaled score times 1/cap, tanh, times cap.
+            const float inv_cap = 1.0f / softcap;
+            for (int32_t p = p_begin; p < n_kv; ++p) s[p] = std::tanh(s[p] * kq_scale * inv_cap) * softcap;
+            scale = 1.0f;
+          }
+          for (int32_t p = p_begin; p < first; ++p) s[p] = -INFINITY;
+          cpu::ScaledSoftmax(s + p_begin, n_kv - p_begin, scale);
           if (f16_kv) {
-            for (int32_t p = 0; p < n_kv; ++p) scores[g][p] = F16Round(scores[g][p]);
+            for (int32_t p = p_begin; p < n_kv; ++p) s[p] = F16Round(s[p]);
           }
           std::fill(outs[g], outs[g] + hd, 0.0f);
         }
-        for (int32_t p0 = 0; p0 < n_kv; p0 += bt) {
+        for (int32_t p0 = p_begin; p0 < n_kv; p0 += bt) {
           const float* w[kMaxGroup];
           for (int32_t g = 0; g < group; ++g) w[g] = ws[g] + p0;
           const int32_t m = std::min(bt, n_kv - p0);
@@ -400,6 +441,21 @@ class CpuExecutor : public ModelExecutor {
   }
 
   // y += W x (residual connection): each thread computes its rows for every token, then adds them.
+  // x_ += RMSNorm(in W) * norm for n rows (Gemma 2's post-norms), through xn_ (free by then: the
+  // layer's normed input has been consumed by its projections).
+  void MatMulPostNormAdd(const WeightMatrix& w, const float* in, const std::vector<float>& norm, int64_t n) {
+    MatMul(w, in, n, xn_.data());
+    const int64_t d = c_.n_embd;
+    pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        float* row = &xn_[t * d];
+        cpu::RmsNorm(row, norm.data(), row, d, c_.rms_eps);
+        float* x = &x_[t * d];
+        for (int64_t i = 0; i < d; ++i) x[i] += row[i];
+      }
+    });
+  }
+
   void MatMulAdd(const WeightMatrix& w, const float* x, int64_t n, float* y) {
     const size_t act_bytes = PrepareActivations(w.type, x, w.cols, n, w.cols);
     pool_.ParallelForDynamic(w.rows, RowPiece(w.rows), [&](int64_t r0, int64_t r1) {

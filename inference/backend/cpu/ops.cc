@@ -3,6 +3,7 @@
 
 #include <array>
 #include <cmath>
+#include <vector>
 
 #include "inference/backend/cpu/ops_simd.h"
 #include "inference/base/cpu_features.h"
@@ -84,6 +85,42 @@ void SwiGlu(const float* gate, const float* up, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
     out[i] = (g / (1.0f + std::exp(-g))) * up[i];
+  }
+}
+
+namespace {
+
+// GELU of every F16 value, rounded to F16: built once, 128 KiB.
+const std::vector<uint16_t>& GeluF16Table() {
+  static const std::vector<uint16_t>* const table = [] {
+    auto* t = new std::vector<uint16_t>(1 << 16);
+    constexpr float kSqrt2OverPi = 0.79788456080286535587989211986876f;
+    constexpr float kCoefA = 0.044715f;
+    for (uint32_t h = 0; h < (1u << 16); ++h) {
+      const float x = F16ToF32(static_cast<uint16_t>(h));
+      const float g = 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * x * (1.0f + kCoefA * x * x)));
+      (*t)[h] = F32ToF16(g);
+    }
+    return t;
+  }();
+  return *table;
+}
+
+}  // namespace
+
+void GeGlu(const float* gate, const float* up, float* out, int64_t n) {
+  const std::vector<uint16_t>& table = GeluF16Table();
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = gate[i];
+    float g;
+    if (x <= -10.0f) {
+      g = 0.0f;
+    } else if (x >= 10.0f) {
+      g = x;
+    } else {
+      g = F16ToF32(table[F32ToF16(x)]);
+    }
+    out[i] = g * up[i];
   }
 }
 

@@ -27,6 +27,12 @@ void ScaledSoftmax(float* s, int64_t n, float scale);
 // out[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + e^-x).
 void SwiGlu(const float* gate, const float* up, float* out, int64_t n);
 
+// out[i] = gelu(gate[i]) * up[i], GELU's tanh approximation 0.5 x (1 + tanh(sqrt(2/pi) x (1 +
+// 0.044715 x^2))) as llama.cpp's CPU backend evaluates it: 0 for x <= -10, x for x >= 10, and in
+// between on x rounded to F16, the result rounded to F16 (ggml's table of every F16 value). The
+// F16 detour is up to ~1e-3 from a float GELU; it is what makes Gemma 2's logits match llama.cpp's.
+void GeGlu(const float* gate, const float* up, float* out, int64_t n);
+
 // F16 <-> F32 for row buffers (table-driven decode, round-to-nearest-even encode).
 void F16ToF32Row(const uint16_t* src, float* dst, int64_t n);
 void F32ToF16Row(const float* src, uint16_t* dst, int64_t n);

@@ -290,6 +290,10 @@ class VulkanExecutor : public ModelExecutor {
           case LayerOp::kFfnDownAdd:
             AIRLOCK_RETURN_IF_ERROR(Products(st, {&L.w_down}, *st.gate, {st.x.get()}, n, true, steps));
             break;
+          case LayerOp::kAttnOutputPostNormAdd:
+          case LayerOp::kGeGlu:
+          case LayerOp::kFfnDownPostNormAdd:
+            return absl::InternalError("forward: an op the Vulkan executor refused at creation");
         }
       }
     }
@@ -349,6 +353,17 @@ class VulkanExecutor : public ModelExecutor {
   // plans each device's memory, then uploads.
   absl::Status Init(const std::vector<std::string>& selectors) {
     if (c_.n_head % c_.n_head_kv != 0) return absl::InvalidArgumentError("n_head is not a multiple of n_head_kv");
+    for (const LayerOp op : c_.recipe->layer) {
+      if (op == LayerOp::kAttnOutputPostNormAdd || op == LayerOp::kGeGlu || op == LayerOp::kFfnDownPostNormAdd) {
+        return absl::UnimplementedError(absl::StrCat("the Vulkan backend does not run ", c_.arch_name,
+                                                     " models yet (its ", LayerOpName(op),
+                                                     " op); run it on the CPU (models[].device: cpu)"));
+      }
+    }
+    if (c_.embd_scale != 1.0f || c_.attn_softcap != 0.0f || c_.final_softcap != 0.0f || c_.sliding_window_applied) {
+      return absl::UnimplementedError(absl::StrCat("the Vulkan backend does not run ", c_.arch_name,
+                                                   " models yet (embedding scale, soft-caps or sliding window)"));
+    }
     for (const WeightMatrix* w : Matrices(model_)) {
       if (!Supported(w->type)) {
         return absl::UnimplementedError(absl::StrCat(

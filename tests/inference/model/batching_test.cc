@@ -98,13 +98,51 @@ INSTANTIATE_TEST_SUITE_P(Models, ForwardBatchTest,
                          ::testing::Combine(::testing::Values("stories260K-f32", "synth-llama-2L-256d-q4_k_m",
                                                               "synth-llama-2L-256d-q8_0",
                                                               "arch/synth-qwen3-2L-256d-f32",
-                                                              "arch/synth-phi3-2L-256d-q4_k_m"),
+                                                              "arch/synth-phi3-2L-256d-q4_k_m",
+                                                              "arch/synth-gemma2-26L-64d-q4_k_m"),
                                             ::testing::Values(KvCacheType::kF32, KvCacheType::kF16)),
                          [](const auto& info) {
                            std::string n = std::get<0>(info.param) + "_" + KvCacheTypeName(std::get<1>(info.param));
                            std::replace_if(n.begin(), n.end(), [](char c) { return c == '-' || c == '/'; }, '_');
                            return n;
                          });
+
+// gemma2's even layers see the last 32 positions only; whole KV blocks before the window are
+// skipped and the rest masked. The logits of a 90-token prompt and of decoding after it (three
+// windows) must not depend on where the block boundaries fall.
+TEST(SlidingWindowTest, LogitsDoNotDependOnTheKvBlockSize) {
+  const std::string path = testing::SharedPath("models/arch/synth-gemma2-26L-64d-f32.gguf");
+  AIRLOCK_REQUIRE_SHARED_FILE(path);
+  auto model = Model::Load(path);
+  ASSERT_TRUE(model.ok()) << model.status();
+  ASSERT_EQ((*model)->config().sliding_window, 32);
+  ASSERT_TRUE((*model)->config().SlidingLayer(0) && !(*model)->config().SlidingLayer(1));
+  const int32_t n_vocab = (*model)->config().n_vocab;
+  std::vector<int32_t> prompt = {1};
+  for (int32_t i = 0; i < 89; ++i) prompt.push_back(3 + (i * 37) % 500);
+  std::vector<std::vector<float>> runs;
+  for (const int32_t block : {1, 4, 16, 64}) {
+    ExecutorOptions o;
+    o.n_threads = 2;
+    o.n_ctx = 128;
+    o.n_batch = 128;
+    o.kv_type = KvCacheType::kF32;
+    o.kv_block_tokens = block;
+    o.prefix_cache = false;
+    auto ex = CreateCpuBackend()->CreateExecutor(**model, o);
+    ASSERT_TRUE(ex.ok()) << ex.status();
+    auto seq = (*ex)->NewSequence();
+    ASSERT_TRUE(seq.ok());
+    std::vector<float> logits(static_cast<size_t>(n_vocab) * 2);
+    ASSERT_TRUE((*ex)->Forward(**seq, prompt, logits.data(), false).ok());
+    const int32_t next = 7;
+    ASSERT_TRUE((*ex)->Forward(**seq, std::span<const int32_t>(&next, 1), logits.data() + n_vocab, false).ok());
+    runs.push_back(std::move(logits));
+  }
+  for (size_t i = 1; i < runs.size(); ++i) {
+    EXPECT_EQ(std::memcmp(runs[0].data(), runs[i].data(), runs[0].size() * sizeof(float)), 0) << "run " << i;
+  }
+}
 
 // ---- Executor: the same logits on every instruction set ---------------------------------------
 
@@ -170,7 +208,8 @@ INSTANTIATE_TEST_SUITE_P(Models, ForwardIsaTest,
                                            std::make_tuple("synth-llama-2L-256d-q6_k", KvCacheType::kF16),
                                            std::make_tuple("synth-llama-2L-256d-q8_0", KvCacheType::kF16),
                                            std::make_tuple("arch/synth-qwen3-2L-256d-f32", KvCacheType::kF16),
-                                           std::make_tuple("arch/synth-phi3-2L-256d-q4_k_m", KvCacheType::kF16)),
+                                           std::make_tuple("arch/synth-phi3-2L-256d-q4_k_m", KvCacheType::kF16),
+                                           std::make_tuple("arch/synth-gemma2-26L-64d-f32", KvCacheType::kF16)),
                          [](const auto& info) {
                            std::string n = std::get<0>(info.param) + "_" + KvCacheTypeName(std::get<1>(info.param));
                            std::replace_if(n.begin(), n.end(), [](char c) { return c == '-' || c == '/'; }, '_');
@@ -352,7 +391,8 @@ TEST_P(EngineBatchingTest, PreemptedSequencesRecomputeToTheSameTokens) {
 
 INSTANTIATE_TEST_SUITE_P(Models, EngineBatchingTest,
                          ::testing::Values("stories260K-f32", "stories260K-q8_0", "synth-llama-2L-256d-q4_k_m",
-                                           "arch/synth-qwen3-2L-256d-f32", "arch/synth-phi3-2L-256d-q4_k_m"),
+                                           "arch/synth-qwen3-2L-256d-f32", "arch/synth-phi3-2L-256d-q4_k_m",
+                                           "arch/synth-gemma2-26L-64d-q4_k_m"),
                          [](const auto& info) {
                            std::string n = info.param;
                            std::replace_if(n.begin(), n.end(), [](char c) { return c == '-' || c == '/'; }, '_');

@@ -100,7 +100,8 @@ INSTANTIATE_TEST_SUITE_P(LlamaCpp, GoldenTest, ::testing::ValuesIn(testing::Gold
 INSTANTIATE_TEST_SUITE_P(F32, GreedyGoldenTest,
                          ::testing::Values(GoldenCase{"kv-f32", "stories260K-f32", 0},
                                            GoldenCase{"kv-f32", "synth-qwen3-2L-256d-f32", 0, "arch/"},
-                                           GoldenCase{"kv-f32", "synth-phi3-2L-256d-f32", 0, "arch/"}),
+                                           GoldenCase{"kv-f32", "synth-phi3-2L-256d-f32", 0, "arch/"},
+                                           GoldenCase{"kv-f32", "synth-gemma2-26L-64d-f32", 0, "arch/"}),
                          CaseName);
 
 }  // namespace

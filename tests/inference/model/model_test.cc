@@ -281,8 +281,39 @@ TEST(ArchitectureTest, TheTableDescribesEachArchitecture) {
   EXPECT_FALSE(llama->fused_qkv || llama->fused_gate_up || qwen3->fused_qkv);
   EXPECT_TRUE(std::equal(phi3->layer.begin(), phi3->layer.end(), llama->layer.begin(), llama->layer.end()));
   EXPECT_EQ(phi3->rope, RopeStyle::kNeox);
+  // Gemma 2: post-norms instead of plain residual adds, GeGLU, and the model-level flags.
+  const ArchitectureRecipe* gemma2 = FindArchitecture("gemma2");
+  ASSERT_NE(gemma2, nullptr);
+  EXPECT_TRUE(has(gemma2, LayerOp::kAttnOutputPostNormAdd) && has(gemma2, LayerOp::kFfnDownPostNormAdd));
+  EXPECT_TRUE(has(gemma2, LayerOp::kGeGlu));
+  EXPECT_FALSE(has(gemma2, LayerOp::kAttnOutputAdd) || has(gemma2, LayerOp::kFfnDownAdd) ||
+               has(gemma2, LayerOp::kSwiGlu));
+  EXPECT_TRUE(gemma2->scale_embeddings && gemma2->sliding_window_even_layers && gemma2->soft_caps);
+  EXPECT_FALSE(llama->scale_embeddings || llama->sliding_window_even_layers || llama->soft_caps);
+  EXPECT_EQ(gemma2->rope, RopeStyle::kNeox);
   EXPECT_EQ(FindArchitecture("gpt2"), nullptr);
-  EXPECT_EQ(SupportedArchitectures(), "llama, qwen2, qwen3, phi3");
+  EXPECT_EQ(SupportedArchitectures(), "llama, qwen2, qwen3, phi3, gemma2");
+}
+
+// gemma2's settings as the loader reads them from the synthetic file (../shared/models/arch/README.md).
+TEST(ModelTest, Gemma2SettingsComeFromItsMetadata) {
+  const std::string path = testing::SharedPath("models/arch/synth-gemma2-26L-64d-q8_0.gguf");
+  AIRLOCK_REQUIRE_SHARED_FILE(path);
+  auto model = Model::Load(path);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const ModelConfig& c = (*model)->config();
+  EXPECT_EQ(c.n_layer, 26);
+  EXPECT_EQ(c.head_dim, 64);
+  EXPECT_EQ(c.n_embd_q(), 256);  // more query outputs than n_embd, as Gemma-2-9B/27B
+  EXPECT_FLOAT_EQ(c.embd_scale, 8.0f);
+  EXPECT_FLOAT_EQ(c.attn_softcap, 8.0f);
+  EXPECT_FLOAT_EQ(c.final_softcap, 12.0f);
+  EXPECT_FLOAT_EQ(c.kq_scale, 0.125f);  // 1 / sqrt(head_dim): the 26-layer size
+  EXPECT_EQ(c.sliding_window, 32);
+  EXPECT_TRUE(c.sliding_window_applied);
+  EXPECT_TRUE(c.tied_embeddings);
+  EXPECT_EQ((*model)->layers()[3].attn_post_norm.size(), 64u);
+  EXPECT_EQ((*model)->layers()[3].ffn_post_norm.size(), 64u);
 }
 
 // phi3's fused tensors become row ranges of one matrix (no copy), and its LongRoPE factors follow

@@ -179,5 +179,38 @@ TEST(OpsTest, SoftmaxAndSwiGlu) {
   EXPECT_NEAR(out[2], 2 * 3.0 / (1 + std::exp(-3.0)), 1e-5);
 }
 
+// GeGlu evaluates GELU as llama.cpp's CPU backend does (gemma2's golden logits depend on it): on
+// the input rounded to F16, the result rounded to F16; 0 at or below -10, the input at or above 10.
+TEST(OpsTest, GeGluUsesF16ValuesLikeLlamaCpp) {
+  const auto gelu = [](double x) { return 0.5 * x * (1 + std::tanh(std::sqrt(2 / M_PI) * x * (1 + 0.044715 * x * x))); };
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> dist(-12.0f, 12.0f);
+  std::vector<float> g(4096), u(4096, 1.0f), out(4096);
+  for (float& x : g) x = dist(rng);
+  g[0] = -10.0f, g[1] = 10.0f, g[2] = -10.5f, g[3] = 10.5f, g[4] = 0.0f, g[5] = 1.0f;
+  GeGlu(g.data(), u.data(), out.data(), static_cast<int64_t>(g.size()));
+  EXPECT_EQ(out[0], 0.0f);
+  EXPECT_EQ(out[1], 10.0f);
+  EXPECT_EQ(out[2], 0.0f);
+  EXPECT_EQ(out[3], 10.5f);
+  EXPECT_EQ(out[4], 0.0f);
+  EXPECT_EQ(out[5], F16ToF32(F32ToF16(static_cast<float>(gelu(1.0)))));
+  int off_float = 0;
+  for (size_t i = 6; i < g.size(); ++i) {
+    if (std::fabs(g[i]) >= 10.0f) continue;
+    // Exactly an F16 value, within F16 rounding of GELU at the F16-rounded input.
+    EXPECT_EQ(out[i], F16ToF32(F32ToF16(out[i]))) << g[i];
+    const double at_f16 = gelu(F16ToF32(F32ToF16(g[i])));
+    EXPECT_NEAR(out[i], at_f16, std::fabs(at_f16) * 1e-3 + 1e-7) << g[i];
+    if (out[i] != static_cast<float>(gelu(g[i]))) ++off_float;
+  }
+  EXPECT_GT(off_float, 1000);  // not a float GELU in disguise
+  // The up projection multiplies the result.
+  const float two = 2.0f, x = 1.0f;
+  float y = 0.0f;
+  GeGlu(&x, &two, &y, 1);
+  EXPECT_EQ(y, 2.0f * out[5]);
+}
+
 }  // namespace
 }  // namespace airlock::inference::cpu
