@@ -157,9 +157,10 @@ absl::StatusOr<int32_t> CopyVocabulary(GgufWriter& w, const std::string& path) {
 }  // namespace
 
 absl::Status WriteSyntheticModel(const SyntheticModelSpec& spec, const std::string& path) {
-  if (spec.arch != "llama" && spec.arch != "qwen2" && spec.arch != "qwen3" && spec.arch != "phi3") {
+  if (spec.arch != "llama" && spec.arch != "qwen2" && spec.arch != "qwen3" && spec.arch != "phi3" &&
+      spec.arch != "gemma2") {
     return absl::InvalidArgumentError(
-        absl::StrCat("arch must be llama, qwen2, qwen3 or phi3, got '", spec.arch.substr(0, 32), "'"));
+        absl::StrCat("arch must be llama, qwen2, qwen3, phi3 or gemma2, got '", spec.arch.substr(0, 32), "'"));
   }
   AIRLOCK_RETURN_IF_ERROR(CheckRange("layers", spec.n_layer, 1, 512));
   AIRLOCK_RETURN_IF_ERROR(CheckRange("embd", spec.n_embd, 2, 65536));
@@ -195,6 +196,12 @@ absl::Status WriteSyntheticModel(const SyntheticModelSpec& spec, const std::stri
     w.SetU32(a + "rope.scaling.original_context_length", spec.n_ctx);
     w.SetF32(a + "rope.scaling.attn_factor", 1.0f);
     w.SetU32(a + "attention.sliding_window", spec.n_ctx);
+  }
+  if (spec.arch == "gemma2") {
+    // Gemma 2's published settings: a 4096-token window on even layers, caps 50 and 30.
+    w.SetU32(a + "attention.sliding_window", 4096);
+    w.SetF32(a + "attn_logit_softcapping", 50.0f);
+    w.SetF32(a + "final_logit_softcapping", 30.0f);
   }
   int32_t n_vocab = spec.n_vocab;
   if (!spec.vocab_from.empty()) {
@@ -285,6 +292,7 @@ absl::Status WriteSyntheticModel(const SyntheticModelSpec& spec, const std::stri
       AIRLOCK_RETURN_IF_ERROR(random_vector(b + "attn_v.bias", kv_dim));
     }
     AIRLOCK_RETURN_IF_ERROR(matrix(b + "attn_output.weight", q_dim, spec.n_embd, base));
+    if (spec.arch == "gemma2") AIRLOCK_RETURN_IF_ERROR(vector(b + "post_attention_norm.weight", spec.n_embd, 1.0f));
     AIRLOCK_RETURN_IF_ERROR(vector(b + "ffn_norm.weight", spec.n_embd, 1.0f));
     if (phi3) {  // fused: gate rows, then up rows
       AIRLOCK_RETURN_IF_ERROR(matrix(b + "ffn_up.weight", spec.n_embd, 2 * spec.n_ff, base));
@@ -293,6 +301,7 @@ absl::Status WriteSyntheticModel(const SyntheticModelSpec& spec, const std::stri
       AIRLOCK_RETURN_IF_ERROR(matrix(b + "ffn_up.weight", spec.n_embd, spec.n_ff, base));
     }
     AIRLOCK_RETURN_IF_ERROR(matrix(b + "ffn_down.weight", spec.n_ff, spec.n_embd, more_bits ? more : base));
+    if (spec.arch == "gemma2") AIRLOCK_RETURN_IF_ERROR(vector(b + "post_ffw_norm.weight", spec.n_embd, 1.0f));
   }
   AIRLOCK_RETURN_IF_ERROR(vector("output_norm.weight", spec.n_embd, 1.0f));
   if (!spec.tied_embeddings) {

@@ -10,8 +10,9 @@
 namespace airlock::inference {
 
 struct SyntheticModelSpec {
-  // "llama", "qwen2" (adds Q/K/V biases), "qwen3" (per-head Q/K norms) or "phi3" (fused QKV and
-  // gate/up tensors, LongRoPE factors of 1 and a window as wide as the context).
+  // "llama", "qwen2" (adds Q/K/V biases), "qwen3" (per-head Q/K norms), "phi3" (fused QKV and
+  // gate/up tensors, LongRoPE factors of 1 and a window as wide as the context) or "gemma2"
+  // (post-attention and post-FFN norms, a 4096-token window on even layers, soft-caps 50 and 30).
   std::string arch = "llama";
   int32_t n_layer = 2;
   int32_t n_embd = 256;

@@ -87,7 +87,7 @@ void AddModelCommands(CLI::App& app) {
   auto out = std::make_shared<std::string>();
   CLI::App* synth = model->add_subcommand("synth", "Write a synthetic model with deterministic random weights");
   synth->add_option("--out,-o", *out, "Output GGUF path")->required();
-  synth->add_option("--arch", spec->arch, "llama, qwen2, qwen3 or phi3")->capture_default_str();
+  synth->add_option("--arch", spec->arch, "llama, qwen2, qwen3, phi3 or gemma2")->capture_default_str();
   synth->add_option("--layers", spec->n_layer, "Transformer blocks")->capture_default_str();
   synth->add_option("--embd", spec->n_embd, "Embedding width")->capture_default_str();
   synth->add_option("--heads", spec->n_head, "Attention heads")->capture_default_str();

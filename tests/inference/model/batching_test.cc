@@ -466,6 +466,37 @@ TEST(PrefixCacheTest, ASharedPrefixIsFoundAndChangesNoToken) {
   EXPECT_EQ(next->output_tokens, next_reference->output_tokens);
 }
 
+// Prefix sharing on every architecture: a second request over the same 120-token document (past
+// gemma2's 32-token window) reuses its cached blocks and gives the tokens an engine without a
+// prefix cache gives.
+TEST_P(EngineBatchingTest, ASharedPrefixIsReusedAndChangesNoToken) {
+  EngineOptions o;
+  o.n_threads = 2;
+  o.n_batch = 64;
+  o.kv_block_tokens = 8;
+  auto cached = LoadEngine(GetParam(), o);
+  if (cached == nullptr) GTEST_SKIP() << "model missing";
+  o.prefix_cache = false;
+  auto uncached = LoadEngine(GetParam(), o);
+  ASSERT_NE(uncached, nullptr);
+  const std::vector<int32_t> document = LongPrompt(*cached, 120);
+  GenerateRequest first;
+  first.prompt_tokens = document;
+  first.prompt_tokens.push_back(document[3]);
+  first.max_tokens = 10;
+  first.sampling.temperature = 0;
+  GenerateRequest second = first;
+  second.prompt_tokens.back() = document[7];
+  ASSERT_TRUE(cached->Generate(first, nullptr).ok());
+  const EngineStats before = cached->stats();
+  auto hit = cached->Generate(second, nullptr);
+  ASSERT_TRUE(hit.ok()) << hit.status();
+  EXPECT_EQ(cached->stats().prefix_hit_tokens - before.prefix_hit_tokens, 120u);  // 15 whole blocks
+  auto reference = uncached->Generate(second, nullptr);
+  ASSERT_TRUE(reference.ok()) << reference.status();
+  EXPECT_EQ(hit->output_tokens, reference->output_tokens);
+}
+
 // ---- Chunked prefill -----------------------------------------------------------------------------
 
 TEST(ChunkedPrefillTest, DecodingStreamsAdvanceAtEveryStepOfALongPrefill) {

@@ -201,11 +201,12 @@ TEST(ModelTest, SyntheticFilesAreTheSameBytesOnAnyNumberOfThreads) {
   EXPECT_TRUE(one == bytes_with(8)) << "eight threads wrote other bytes";
 }
 
-// `airlockctl model synth --arch qwen3|phi3`: files the loader reads as those architectures, with
-// the tensors their ops name (per-head norms; fused QKV and gate/up, LongRoPE factors).
-TEST(ModelTest, SynthesisesQwen3AndPhi3Files) {
+// `airlockctl model synth --arch qwen3|phi3|gemma2`: files the loader reads as those
+// architectures, with the tensors their ops name (per-head norms; fused QKV and gate/up, LongRoPE
+// factors; post-norms, window and soft-caps).
+TEST(ModelTest, SynthesisesQwen3Phi3AndGemma2Files) {
   const std::string dir = testing::MakeTempDir();
-  for (const char* arch : {"qwen3", "phi3"}) {
+  for (const char* arch : {"qwen3", "phi3", "gemma2"}) {
     SCOPED_TRACE(arch);
     SyntheticModelSpec spec;
     spec.arch = arch;
@@ -228,6 +229,14 @@ TEST(ModelTest, SynthesisesQwen3AndPhi3Files) {
     if (std::string(arch) == "qwen3") {
       EXPECT_EQ(l.q_norm.size(), 64u);
       EXPECT_EQ(l.k_norm.size(), 64u);
+    } else if (std::string(arch) == "gemma2") {
+      EXPECT_EQ(l.attn_post_norm.size(), 256u);
+      EXPECT_EQ(l.ffn_post_norm.size(), 256u);
+      EXPECT_TRUE(c.sliding_window_applied);
+      EXPECT_EQ(c.sliding_window, 4096);
+      EXPECT_FLOAT_EQ(c.attn_softcap, 50.0f);
+      EXPECT_FLOAT_EQ(c.final_softcap, 30.0f);
+      EXPECT_FLOAT_EQ(c.embd_scale, 16.0f);
     } else {
       EXPECT_TRUE(c.has_longrope);
       EXPECT_EQ(c.sliding_window, 1024);
@@ -238,8 +247,9 @@ TEST(ModelTest, SynthesisesQwen3AndPhi3Files) {
     }
   }
   SyntheticModelSpec bad;
-  bad.arch = "gemma2";
-  EXPECT_THAT(std::string(WriteSyntheticModel(bad, dir + "/bad.gguf").message()), HasSubstr("gemma2"));
+  bad.arch = "mixtral";
+  EXPECT_THAT(std::string(WriteSyntheticModel(bad, dir + "/bad.gguf").message()),
+              HasSubstr("arch must be llama, qwen2, qwen3, phi3 or gemma2, got 'mixtral'"));
 }
 
 TEST(ModelTest, MissingFileNamesPath) {
