@@ -61,7 +61,11 @@ class UnaryGeneration final : public grpc::ServerUnaryReactor {
         [this, name = model.name](absl::StatusOr<inference::GenerateResult> result, double queue_seconds) {
           Complete(name, result, queue_seconds);
         });
-    if (absl::Status submitted = model.queue->Submit(std::move(job)); !submitted.ok()) End(submitted);
+    // A refusal (queue full, shutting down) ends the generation its begin record started: quota
+    // settled, the end record written.
+    if (absl::Status submitted = model.queue->Submit(std::move(job)); !submitted.ok()) {
+      End(EndGeneration(*state_, submitted, 0));
+    }
   }
 
   void End(const absl::Status& status, const nlohmann::json& fields = nullptr) {
@@ -121,7 +125,11 @@ class StreamGeneration final : public grpc::ServerWriteReactor<GenerateStreamRes
         [this, name = model.name](absl::StatusOr<inference::GenerateResult> result, double queue_seconds) {
           Complete(name, result, queue_seconds);
         });
-    if (absl::Status submitted = model.queue->Submit(std::move(job)); !submitted.ok()) End(submitted);
+    // A refusal (queue full, shutting down) ends the generation its begin record started: quota
+    // settled, the end record written.
+    if (absl::Status submitted = model.queue->Submit(std::move(job)); !submitted.ok()) {
+      End(EndGeneration(*state_, submitted, 0));
+    }
   }
 
   void End(const absl::Status& status, const nlohmann::json& fields = nullptr) {

@@ -329,6 +329,8 @@ void HttpGeneration::Start(PreparedGeneration prepared) {
         self->Done(result, queue_seconds);
       });
   if (absl::Status submitted = model.queue->Submit(std::move(job)); !submitted.ok()) {
+    // The refusal ends the generation its begin record started (quota settled, end record).
+    submitted = EndGeneration(*state_, submitted, 0);
     LogCallEnd(state_->call, submitted);
     std::lock_guard<std::mutex> lock(mu_);
     final_ = Final{submitted, "", airlock::v1::STOP_REASON_UNSPECIFIED, {}};

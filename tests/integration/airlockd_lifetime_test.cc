@@ -197,6 +197,19 @@ TEST_F(LifetimeTest, FullQueueIsRefused) {
   // The client returns at once; the server ends both calls as soon as it sees the cancellations.
   ASSERT_TRUE(daemon_->WaitForLog("\"code\":\"CANCELLED\"", absl::Seconds(10), 2)) << daemon_->Log();
   ExpectModelFree();
+
+  // Every begin record has its end record, C's refusal included (it was admitted, then found the
+  // queue full): an auditor never sees a generation that started and never ended.
+  daemon_->Signal(SIGTERM);
+  ASSERT_TRUE(daemon_->WaitExit(absl::Seconds(30)).has_value()) << daemon_->Log();
+  const AuditIndex audit = IndexAudit(ExportAudit(dir_ + "/state"));
+  int full = 0;
+  for (const auto& [id, begin] : audit.begins) {
+    ASSERT_TRUE(audit.ends.contains(id)) << "no end record for " << begin.dump();
+    if (audit.ends.at(id)["status_code"] == static_cast<int>(grpc::StatusCode::RESOURCE_EXHAUSTED)) ++full;
+  }
+  EXPECT_EQ(full, 1);
+  EXPECT_GE(audit.begins.size(), 4u);  // A, B, C and the short request
 }
 
 TEST_F(LifetimeTest, SigtermCancelsWorkPastTheDrainTimeout) {
