@@ -34,15 +34,31 @@ constexpr LayerOp kGemma2Layer[] = {
     LayerOp::kFfnNorm,  LayerOp::kGateUpProject, LayerOp::kGeGlu, LayerOp::kFfnDownPostNormAdd,
 };
 
+// Mixtral (a llama file with experts): Llama's attention, a routed mixture of SwiGLU experts.
+constexpr LayerOp kLlamaMoeLayer[] = {
+    LayerOp::kAttnNorm,      LayerOp::kQkvProject, LayerOp::kRope,  LayerOp::kAttention,
+    LayerOp::kAttnOutputAdd, LayerOp::kFfnNorm,    LayerOp::kMoeFfn,
+};
+
+// Qwen2-MoE: Qwen2's attention, routed experts plus a gated shared expert.
+constexpr LayerOp kQwen2MoeLayer[] = {
+    LayerOp::kAttnNorm, LayerOp::kQkvProject,    LayerOp::kQkvBias, LayerOp::kRope,
+    LayerOp::kAttention, LayerOp::kAttnOutputAdd, LayerOp::kFfnNorm, LayerOp::kMoeFfn,
+};
+
 // Phi-3: Llama's layer with fused QKV and gate/up tensors and NeoX-style RoPE (with LongRoPE
 // frequency factors, model_config.h).
-constexpr std::array<ArchitectureRecipe, 5> kArchitectures = {{
+constexpr std::array<ArchitectureRecipe, 7> kArchitectures = {{
     {"llama", kLlamaLayer, RopeStyle::kAdjacent},
     {"qwen2", kQwen2Layer, RopeStyle::kNeox},
     {"qwen3", kQwen3Layer, RopeStyle::kNeox},
     {"phi3", kLlamaLayer, RopeStyle::kNeox, /*fused_qkv=*/true, /*fused_gate_up=*/true},
     {"gemma2", kGemma2Layer, RopeStyle::kNeox, /*fused_qkv=*/false, /*fused_gate_up=*/false,
      /*scale_embeddings=*/true, /*sliding_window_even_layers=*/true, /*soft_caps=*/true},
+    {"qwen2moe", kQwen2MoeLayer, RopeStyle::kNeox, false, false, false, false, false, /*experts=*/true,
+     /*moe_shared_expert=*/true, /*moe_norm_weights=*/false},
+    {"llama", kLlamaMoeLayer, RopeStyle::kAdjacent, false, false, false, false, false, /*experts=*/true,
+     /*moe_shared_expert=*/false, /*moe_norm_weights=*/true},
 }};
 
 }  // namespace
@@ -63,20 +79,26 @@ const char* LayerOpName(LayerOp op) {
     case LayerOp::kGeGlu: return "geglu";
     case LayerOp::kFfnDownAdd: return "ffn_down_add";
     case LayerOp::kFfnDownPostNormAdd: return "ffn_down_post_norm_add";
+    case LayerOp::kMoeFfn: return "moe_ffn";
   }
   return "unknown";
 }
 
-const ArchitectureRecipe* FindArchitecture(std::string_view name) {
+const ArchitectureRecipe* FindArchitecture(std::string_view name, bool experts) {
   for (const ArchitectureRecipe& a : kArchitectures) {
-    if (a.name == name) return &a;
+    if (a.name == name && a.experts == experts) return &a;
   }
   return nullptr;
 }
 
 std::string SupportedArchitectures() {
   std::string out;
-  for (const ArchitectureRecipe& a : kArchitectures) absl::StrAppend(&out, out.empty() ? "" : ", ", std::string(a.name));
+  for (size_t i = 0; i < kArchitectures.size(); ++i) {
+    const ArchitectureRecipe& a = kArchitectures[i];
+    bool seen = false;  // llama has two rows (with and without experts)
+    for (size_t j = 0; j < i; ++j) seen = seen || kArchitectures[j].name == a.name;
+    if (!seen) absl::StrAppend(&out, out.empty() ? "" : ", ", std::string(a.name));
+  }
   return out;
 }
 

@@ -34,6 +34,12 @@ enum class LayerOp : uint8_t {
                      // CPU backend computes it: cpu::GeGlu)
   kFfnDownAdd,       // x += gate Wdown                                         (ffn_down)
   kFfnDownPostNormAdd,  // x += RMSNorm(gate Wdown) * post_ffw_norm           (ffn_down, post_ffw_norm)
+  kMoeFfn,           // x += sum over the top-k experts e_j of softmax(xn Wr) (in order of probability)
+                     // of w_j * down_e(silu(gate_e xn) * up_e xn), w_j the probability (renormalised
+                     // over the k with moe_norm_weights), plus with moe_shared_expert
+                     // sigmoid(xn . ws) * down_s(silu(gate_s xn) * up_s xn); the sum is made
+                     // first, then added to x          (ffn_gate_inp, ffn_{gate,up,down}_exps,
+                     //                                  ffn_gate_inp_shexp, ffn_{gate,up,down}_shexp)
 };
 const char* LayerOpName(LayerOp op);
 
@@ -58,10 +64,17 @@ struct ArchitectureRecipe {
   // (cap * tanh(s / cap), caps from attn_logit_softcapping / final_logit_softcapping).
   bool sliding_window_even_layers = false;
   bool soft_caps = false;
+  // Mixture of experts (kMoeFfn): the row for files whose <arch>.expert_count is set (a llama file
+  // with experts is Mixtral); a shared expert beside the routed ones (qwen2moe); the chosen
+  // experts' weights divided by their sum (Mixtral) or used as they are (qwen2moe).
+  bool experts = false;
+  bool moe_shared_expert = false;
+  bool moe_norm_weights = false;
 };
 
-// The row for `name`, or nullptr when the architecture is not supported.
-const ArchitectureRecipe* FindArchitecture(std::string_view name);
+// The row for `name` (with `experts`: the mixture-of-experts row, for files with an expert count),
+// or nullptr when the architecture is not supported (that way).
+const ArchitectureRecipe* FindArchitecture(std::string_view name, bool experts = false);
 // "llama, qwen2": for error messages.
 std::string SupportedArchitectures();
 

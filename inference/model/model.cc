@@ -40,6 +40,32 @@ absl::StatusOr<WeightMatrix> Matrix(const GgufFile& f, const std::string& name, 
   return m;
 }
 
+// A 3-D tensor [cols, rows, depth] (one [cols, rows] matrix per expert along the last axis) as one
+// matrix of rows * depth rows; Rows() views each expert's.
+absl::StatusOr<WeightMatrix> Matrix3(const GgufFile& f, const std::string& name, int64_t cols, int64_t rows,
+                                     int64_t depth) {
+  AIRLOCK_ASSIGN_OR_RETURN(const GgufTensorInfo* t, Require(f, name));
+  if (t->shape.size() != 3 || t->shape[0] != cols || t->shape[1] != rows || t->shape[2] != depth) {
+    std::string shape;
+    for (int64_t d : t->shape) absl::StrAppend(&shape, shape.empty() ? "" : ", ", d);
+    return absl::InvalidArgumentError(absl::StrCat("model: tensor '", name, "' has shape [", shape, "], expected [",
+                                                   cols, ", ", rows, ", ", depth, "]"));
+  }
+  const TensorTypeTraits& traits = Traits(t->type);
+  if (!traits.computable) {
+    return absl::UnimplementedError(absl::StrCat("model: tensor '", name, "' has type ", traits.name,
+                                                 ", which this engine does not support"));
+  }
+  WeightMatrix m;
+  m.name = name;
+  m.type = t->type;
+  m.data = t->data;
+  m.cols = cols;
+  m.rows = rows * depth;
+  m.row_bytes = *RowBytes(t->type, cols);
+  return m;
+}
+
 // 1-D float parameters (norms, biases) are small: copy them into float vectors whatever their type.
 absl::StatusOr<std::vector<float>> Vector(const GgufFile& f, const std::string& name, int64_t n) {
   AIRLOCK_ASSIGN_OR_RETURN(const GgufTensorInfo* t, Require(f, name));
@@ -91,10 +117,19 @@ size_t DecodeWeightBytes(const Model& m) {
   const bool tied = &m.output() == &m.token_embd();
   if (!tied) bytes += m.token_embd().row_bytes;
   for (const LayerWeights& l : m.layers()) {
-    for (const WeightMatrix* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) bytes += w->bytes();
-    for (const std::vector<float>* v :
-         {&l.attn_norm, &l.ffn_norm, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm, &l.attn_post_norm, &l.ffn_post_norm}) {
+    for (const WeightMatrix* w : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down, &l.router,
+                                  &l.gate_shared, &l.up_shared, &l.down_shared}) {
+      bytes += w->bytes();
+    }
+    for (const std::vector<float>* v : {&l.attn_norm, &l.ffn_norm, &l.bq, &l.bk, &l.bv, &l.q_norm, &l.k_norm,
+                                        &l.attn_post_norm, &l.ffn_post_norm, &l.shared_gate}) {
       bytes += FloatBytes(*v);
+    }
+    // A token reads only the experts it is routed to: expert_used_count of them (every expert
+    // has the same size).
+    if (!l.gate_exps.empty()) {
+      const size_t one = l.gate_exps[0].bytes() + l.up_exps[0].bytes() + l.down_exps[0].bytes();
+      bytes += one * static_cast<size_t>(m.config().n_expert_used);
     }
   }
   return bytes;
@@ -196,6 +231,26 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromGguf(std::unique_ptr<GgufFile>
         case LayerOp::kFfnDownPostNormAdd: {
           AIRLOCK_ASSIGN_OR_RETURN(l.w_down, Matrix(f, b + "ffn_down.weight", c.n_ff, c.n_embd));
           AIRLOCK_ASSIGN_OR_RETURN(l.ffn_post_norm, Vector(f, b + "post_ffw_norm.weight", c.n_embd));
+          break;
+        }
+        case LayerOp::kMoeFfn: {
+          const int64_t ne = c.n_expert, ff = c.n_ff_expert;
+          AIRLOCK_ASSIGN_OR_RETURN(l.router, Matrix(f, b + "ffn_gate_inp.weight", c.n_embd, ne));
+          AIRLOCK_ASSIGN_OR_RETURN(WeightMatrix gate, Matrix3(f, b + "ffn_gate_exps.weight", c.n_embd, ff, ne));
+          AIRLOCK_ASSIGN_OR_RETURN(WeightMatrix up, Matrix3(f, b + "ffn_up_exps.weight", c.n_embd, ff, ne));
+          AIRLOCK_ASSIGN_OR_RETURN(WeightMatrix down, Matrix3(f, b + "ffn_down_exps.weight", ff, c.n_embd, ne));
+          for (int64_t e = 0; e < ne; ++e) {
+            l.gate_exps.push_back(Rows(gate, e * ff, ff));
+            l.up_exps.push_back(Rows(up, e * ff, ff));
+            l.down_exps.push_back(Rows(down, e * c.n_embd, c.n_embd));
+          }
+          if (c.recipe->moe_shared_expert) {
+            const int64_t sff = c.n_ff_shared;
+            AIRLOCK_ASSIGN_OR_RETURN(l.shared_gate, Vector(f, b + "ffn_gate_inp_shexp.weight", c.n_embd));
+            AIRLOCK_ASSIGN_OR_RETURN(l.gate_shared, Matrix(f, b + "ffn_gate_shexp.weight", c.n_embd, sff));
+            AIRLOCK_ASSIGN_OR_RETURN(l.up_shared, Matrix(f, b + "ffn_up_shexp.weight", c.n_embd, sff));
+            AIRLOCK_ASSIGN_OR_RETURN(l.down_shared, Matrix(f, b + "ffn_down_shexp.weight", sff, c.n_embd));
+          }
           break;
         }
         case LayerOp::kRope:

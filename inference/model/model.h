@@ -39,6 +39,12 @@ struct LayerWeights {
   std::vector<float> ffn_norm;   // [n_embd]                     kFfnNorm
   WeightMatrix w_gate, w_up, w_down;  //                         kGateUpProject, kFfnDown*Add
   std::vector<float> attn_post_norm, ffn_post_norm;  // [n_embd]  kAttnOutputPostNormAdd, kFfnDownPostNormAdd
+  // kMoeFfn: the router [n_embd -> n_expert]; per expert, row views of the 3-D expert tensors
+  // (n_ff_expert x n_embd gate and up, n_embd x n_ff_expert down); the shared expert and its gate.
+  WeightMatrix router;
+  std::vector<WeightMatrix> gate_exps, up_exps, down_exps;
+  std::vector<float> shared_gate;  // [n_embd]
+  WeightMatrix gate_shared, up_shared, down_shared;
 };
 
 class Model {

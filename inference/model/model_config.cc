@@ -31,15 +31,30 @@ absl::StatusOr<int32_t> ReadBounded(const GgufFile& f, const std::string& key, u
 absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& f) {
   ModelConfig c;
   AIRLOCK_ASSIGN_OR_RETURN(c.arch_name, f.GetString("general.architecture"));
-  c.recipe = FindArchitecture(c.arch_name);
+  const std::string p = c.arch_name + ".";
+  // A mixture of experts is its own row (a llama file with experts is Mixtral).
+  AIRLOCK_ASSIGN_OR_RETURN(uint32_t n_expert, f.GetU32Or(p + "expert_count", 0));
+  c.recipe = FindArchitecture(c.arch_name, n_expert > 0);
+  if (c.recipe == nullptr && FindArchitecture(c.arch_name, n_expert == 0) != nullptr) {
+    return absl::UnimplementedError(
+        n_expert > 0 ? absl::StrCat("model: ", c.arch_name, " with experts (expert_count ", n_expert, ") is not supported")
+                     : absl::StrCat("model: ", c.arch_name, " needs ", p, "expert_count"));
+  }
   if (c.recipe == nullptr) {
     return absl::UnimplementedError(absl::StrCat("model: architecture '", c.arch_name.substr(0, 64),
                                                  "' is not supported (supported: ", SupportedArchitectures(), ")"));
   }
+  if (c.recipe->experts) {
+    AIRLOCK_ASSIGN_OR_RETURN(c.n_expert, ReadBounded(f, p + "expert_count", 1, 256));
+    AIRLOCK_ASSIGN_OR_RETURN(c.n_expert_used, ReadBounded(f, p + "expert_used_count", 1, 64));
+    if (c.n_expert_used > c.n_expert) {
+      return absl::InvalidArgumentError(absl::StrCat("model: expert_used_count ", c.n_expert_used,
+                                                     " is more than expert_count ", c.n_expert));
+    }
+  }
   c.has_qkv_bias = std::find(c.recipe->layer.begin(), c.recipe->layer.end(), LayerOp::kQkvBias) != c.recipe->layer.end();
   c.rope_neox = c.recipe->rope == RopeStyle::kNeox;
   AIRLOCK_ASSIGN_OR_RETURN(c.name, f.GetStringOr("general.name", ""));
-  const std::string p = c.arch_name + ".";
   AIRLOCK_ASSIGN_OR_RETURN(c.n_layer, ReadBounded(f, p + "block_count", 1, kMaxLayers));
   AIRLOCK_ASSIGN_OR_RETURN(c.n_embd, ReadBounded(f, p + "embedding_length", 1, kMaxDim));
   AIRLOCK_ASSIGN_OR_RETURN(c.n_head, ReadBounded(f, p + "attention.head_count", 1, kMaxHeads));
@@ -53,6 +68,17 @@ absl::StatusOr<ModelConfig> ReadModelConfig(const GgufFile& f) {
                                                    " is not a multiple of head_count_kv ", c.n_head_kv));
   }
   AIRLOCK_ASSIGN_OR_RETURN(c.n_ff, ReadBounded(f, p + "feed_forward_length", 1, kMaxDim * 4));
+  if (c.recipe->experts) {
+    // Each expert's width: expert_feed_forward_length where the file has it (qwen2moe), else
+    // feed_forward_length (Mixtral); the shared expert's: expert_shared_feed_forward_length.
+    c.n_ff_expert = c.n_ff;
+    if (f.Has(p + "expert_feed_forward_length")) {
+      AIRLOCK_ASSIGN_OR_RETURN(c.n_ff_expert, ReadBounded(f, p + "expert_feed_forward_length", 1, kMaxDim * 4));
+    }
+    if (c.recipe->moe_shared_expert) {
+      AIRLOCK_ASSIGN_OR_RETURN(c.n_ff_shared, ReadBounded(f, p + "expert_shared_feed_forward_length", 1, kMaxDim * 4));
+    }
+  }
   AIRLOCK_ASSIGN_OR_RETURN(c.n_ctx_train, ReadBounded(f, p + "context_length", 1, kMaxContext));
   if (f.Has(p + "attention.key_length")) {
     AIRLOCK_ASSIGN_OR_RETURN(c.head_dim, ReadBounded(f, p + "attention.key_length", 1, 1024));

@@ -21,6 +21,12 @@ struct ModelConfig {
   int32_t n_head_kv = 0;
   int32_t head_dim = 0;          // attention.key_length, default n_embd / n_head
   int32_t n_ff = 0;
+  // Mixture of experts (recipe->experts): experts in all and per token, each expert's FFN width,
+  // the shared expert's (moe_shared_expert).
+  int32_t n_expert = 0;
+  int32_t n_expert_used = 0;
+  int32_t n_ff_expert = 0;
+  int32_t n_ff_shared = 0;
   int32_t n_vocab = 0;
   int32_t n_ctx_train = 0;       // context_length
   int32_t n_rot = 0;             // rope.dimension_count, default head_dim

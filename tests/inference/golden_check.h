@@ -24,6 +24,10 @@ struct GoldenCase {
   std::string model;  // file stem
   float tolerance;    // max |our logit - llama.cpp logit| (../shared/golden/README.md, measured)
   std::string dir = "";  // or "arch/" (the other architectures: ../shared/golden/arch/README.md)
+  // Quantised mixture-of-experts files: a near-tie between two experts' router probabilities may
+  // route a token differently from llama.cpp (as in any correct engine), so they are judged by the
+  // README's per-step statistics (StepCriteria), not by the largest difference.
+  bool routed = false;
   std::string ModelPath() const { return "models/" + dir + model + ".gguf"; }
   std::string GoldenPath() const { return "golden/" + dir + kv + "/" + model + ".jsonl"; }
 };
@@ -74,16 +78,41 @@ inline std::vector<GoldenCase> GoldenCases() {
           GoldenCase{"kv-f32", "synth-gemma2-26L-64d-q8_0", 1.1f, "arch/"},
           GoldenCase{"kv-f16", "synth-gemma2-26L-64d-q8_0", 1.1f, "arch/"},
           GoldenCase{"kv-f32", "synth-gemma2-26L-64d-q4_k_m", 1.1f, "arch/"},
-          GoldenCase{"kv-f16", "synth-gemma2-26L-64d-q4_k_m", 1.1f, "arch/"}};
+          GoldenCase{"kv-f16", "synth-gemma2-26L-64d-q4_k_m", 1.1f, "arch/"},
+          // Mixtures of experts (router top-2; qwen2moe with a gated shared expert and raw weights,
+          // Mixtral renormalised): llama.cpp c392e509. CPU only so far.
+          GoldenCase{"kv-f32", "synth-qwen2moe-2L-256d-e4k2-f32", 2e-4f, "arch/"},
+          GoldenCase{"kv-f16", "synth-qwen2moe-2L-256d-e4k2-f32", 0.03f, "arch/"},
+          GoldenCase{"kv-f32", "synth-qwen2moe-2L-256d-e4k2-q8_0", 0, "arch/", /*routed=*/true},
+          GoldenCase{"kv-f16", "synth-qwen2moe-2L-256d-e4k2-q8_0", 0, "arch/", /*routed=*/true},
+          GoldenCase{"kv-f32", "synth-qwen2moe-2L-256d-e4k2-q4_k_m", 0, "arch/", /*routed=*/true},
+          GoldenCase{"kv-f16", "synth-qwen2moe-2L-256d-e4k2-q4_k_m", 0, "arch/", /*routed=*/true},
+          GoldenCase{"kv-f32", "synth-mixtral-2L-256d-e4k2-f32", 2e-4f, "arch/"},
+          GoldenCase{"kv-f16", "synth-mixtral-2L-256d-e4k2-f32", 0.03f, "arch/"},
+          GoldenCase{"kv-f32", "synth-mixtral-2L-256d-e4k2-q8_0", 0, "arch/", /*routed=*/true},
+          GoldenCase{"kv-f16", "synth-mixtral-2L-256d-e4k2-q8_0", 0, "arch/", /*routed=*/true},
+          GoldenCase{"kv-f32", "synth-mixtral-2L-256d-e4k2-q4_k_m", 0, "arch/", /*routed=*/true},
+          GoldenCase{"kv-f16", "synth-mixtral-2L-256d-e4k2-q4_k_m", 0, "arch/", /*routed=*/true}};
 }
 
+// ../shared/golden/arch/README.md, "Suggested checks" 4, for the quantised MoE files: the median of
+// the per-step largest differences, the share of steps whose largest difference is within 0.5, the
+// share of steps whose argmax is llama.cpp's token.
+struct StepCriteria {
+  double max_median = 0.3;
+  double min_within_half = 0.93;
+  double min_argmax = 0.95;
+};
+
 inline void CheckTeacherForcedGolden(inference::ModelExecutor& executor, const std::string& golden, float tolerance,
-                                     const std::string& label) {
+                                     const std::string& label, const StepCriteria* criteria = nullptr) {
   const int32_t n_vocab = executor.model().config().n_vocab;
   std::vector<float> logits(static_cast<size_t>(n_vocab));
   auto argmax = [&] { return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()); };
   double worst = 0.0;
   int steps = 0, argmax_agree = 0;
+  std::vector<double> step_worst;  // with criteria: each step's largest difference
+  double step_max = 0.0;
   for (const nlohmann::json& rec : ReadJsonLines(golden)) {
     const std::string id = rec["case_id"];
     SCOPED_TRACE(id);
@@ -99,6 +128,8 @@ inline void CheckTeacherForcedGolden(inference::ModelExecutor& executor, const s
         const float want = pair[1].get<float>();
         const double diff = std::fabs(static_cast<double>(logits[tok]) - want);
         worst = std::max(worst, diff);
+        step_max = std::max(step_max, diff);
+        if (criteria != nullptr) continue;
         EXPECT_LE(diff, tolerance) << "step " << step << " token " << tok << ": ours " << logits[tok]
                                    << ", llama.cpp " << want;
       }
@@ -110,17 +141,34 @@ inline void CheckTeacherForcedGolden(inference::ModelExecutor& executor, const s
       for (size_t i = 0; i < full.size(); ++i) {
         const double diff = std::fabs(static_cast<double>(logits[i]) - full[i]);
         worst = std::max(worst, diff);
-        ASSERT_LE(diff, tolerance) << "full logits, token " << i;
+        if (criteria == nullptr) {
+          ASSERT_LE(diff, tolerance) << "full logits, token " << i;
+        }
       }
     }
     const auto& step_top = rec["step_top"];
     for (size_t i = 0; i < output.size(); ++i) {
+      step_max = 0.0;
       check(step_top[i], i);
+      step_worst.push_back(step_max);
       ++steps;
       argmax_agree += argmax() == output[i];
       if (i + 1 == output.size()) break;
       ASSERT_TRUE(executor.Forward(**seq, std::span<const int32_t>(&output[i], 1), logits.data(), false).ok());
     }
+  }
+  if (criteria != nullptr && !step_worst.empty()) {
+    std::vector<double> sorted = step_worst;
+    std::sort(sorted.begin(), sorted.end());
+    const double median = sorted[sorted.size() / 2];
+    const double within =
+        static_cast<double>(std::count_if(sorted.begin(), sorted.end(), [](double d) { return d <= 0.5; })) /
+        static_cast<double>(sorted.size());
+    EXPECT_LE(median, criteria->max_median) << label;
+    EXPECT_GE(within, criteria->min_within_half) << label;
+    EXPECT_GE(static_cast<double>(argmax_agree) / steps, criteria->min_argmax) << label;
+    std::printf("[ golden ] %s: median step |diff| %.3g, %.1f%% of steps within 0.5\n", label.c_str(), median,
+                100 * within);
   }
   ::testing::Test::RecordProperty("max_abs_logit_diff", std::to_string(worst));
   ::testing::Test::RecordProperty("argmax_agreement", std::to_string(argmax_agree) + "/" + std::to_string(steps));

@@ -47,12 +47,23 @@ class CpuExecutor : public ModelExecutor {
     k_.resize(nb * c_.n_embd_kv());
     v_.resize(nb * c_.n_embd_kv());
     attn_.resize(nb * c_.n_embd_q());
-    gate_.resize(nb * c_.n_ff);
-    up_.resize(nb * c_.n_ff);
+    const int64_t ff = std::max({c_.n_ff, c_.n_ff_expert, c_.n_ff_shared});
+    gate_.resize(nb * ff);
+    up_.resize(nb * ff);
+    if (c_.n_expert > 0) {
+      moe_probs_.resize(nb * c_.n_expert);
+      moe_selected_.resize(nb * c_.n_expert_used);
+      moe_weights_.resize(nb * c_.n_expert_used);
+      moe_slots_.resize(nb);
+      moe_x_.resize(nb * c_.n_embd);
+      moe_y_.resize(nb * c_.n_embd);
+      moe_out_.resize(nb * c_.n_expert_used * c_.n_embd);
+      moe_shared_gate_.resize(nb);
+    }
     rope_.resize(nb * c_.n_rot);
     residual_.resize(nb * c_.n_embd);
     // Activation rows are at most 4 bytes per element (F32) for the widest input (n_ff).
-    const int64_t widest = std::max<int64_t>({c_.n_embd, c_.n_embd_q(), c_.n_ff});
+    const int64_t widest = std::max<int64_t>({c_.n_embd, c_.n_embd_q(), ff});
     act_.resize(nb * static_cast<size_t>(widest) * 4 + 64);
     // Per thread, for the query heads of one KV head: scores over the context, outputs, F16 queries.
     const size_t group = static_cast<size_t>(c_.n_head / c_.n_head_kv);
@@ -241,6 +252,9 @@ class CpuExecutor : public ModelExecutor {
             break;
           case LayerOp::kFfnDownPostNormAdd:
             MatMulPostNormAdd(L.w_down, gate_.data(), L.ffn_post_norm, n);
+            break;
+          case LayerOp::kMoeFfn:
+            MoeFfn(L, n);
             break;
         }
       }
@@ -440,7 +454,99 @@ class CpuExecutor : public ModelExecutor {
     });
   }
 
-  // y += W x (residual connection): each thread computes its rows for every token, then adds them.
+  // A mixture of experts on the n rows of xn_, added to x_ (architecture.h, kMoeFfn), as llama.cpp
+  // computes it: router softmax, the top k experts (highest first, ties to the lower index), their
+  // probabilities as weights (divided by their sum, taken in double, with moe_norm_weights); each
+  // expert runs once over the rows routed to it; a row's weighted expert outputs are summed in
+  // rank order, then the gated shared expert's is added, then the sum is added to x. A row's
+  // result does not depend on which other rows share its experts (every product row is computed
+  // alone), so batching changes nothing.
+  void MoeFfn(const LayerWeights& L, int64_t n) {
+    const int64_t d = c_.n_embd, ne = c_.n_expert, k = c_.n_expert_used, ff = c_.n_ff_expert;
+    MatMul(L.router, xn_.data(), n, moe_probs_.data());
+    pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        float* p = &moe_probs_[t * ne];
+        cpu::ScaledSoftmax(p, ne, 1.0f);
+        int32_t* sel = &moe_selected_[t * k];
+        float* w = &moe_weights_[t * k];
+        for (int64_t j = 0; j < k; ++j) {
+          int32_t best = -1;
+          for (int32_t e = 0; e < ne; ++e) {
+            if (std::find(sel, sel + j, e) != sel + j) continue;
+            if (best < 0 || p[e] > p[best]) best = e;
+          }
+          sel[j] = best;
+          w[j] = p[best];
+        }
+        if (c_.recipe->moe_norm_weights) {
+          double sum = 0.0;
+          for (int64_t j = 0; j < k; ++j) sum += static_cast<double>(w[j]);
+          const float total = static_cast<float>(sum);
+          for (int64_t j = 0; j < k; ++j) w[j] = w[j] / total;
+        }
+      }
+    });
+    for (int32_t e = 0; e < ne; ++e) {
+      int64_t m = 0;
+      for (int64_t s = 0; s < n * k; ++s) {
+        if (moe_selected_[s] != e) continue;
+        moe_slots_[m] = static_cast<int32_t>(s);
+        std::memcpy(&moe_x_[m * d], &xn_[(s / k) * d], d * sizeof(float));
+        ++m;
+      }
+      if (m == 0) continue;
+      const WeightMatrix* gate_up[2] = {&L.gate_exps[e], &L.up_exps[e]};
+      float* outs[2] = {gate_.data(), up_.data()};
+      MatMulGroup(gate_up, outs, 2, moe_x_.data(), m);
+      pool_.ParallelFor(m, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) cpu::SwiGlu(&gate_[t * ff], &up_[t * ff], &gate_[t * ff], ff);
+      });
+      MatMul(L.down_exps[e], gate_.data(), m, moe_y_.data());
+      pool_.ParallelFor(m, 1, [&](int64_t i0, int64_t i1) {
+        for (int64_t i = i0; i < i1; ++i) {
+          const int32_t s = moe_slots_[i];
+          const float w = moe_weights_[s];
+          float* out = &moe_out_[static_cast<size_t>(s) * d];
+          for (int64_t c = 0; c < d; ++c) out[c] = moe_y_[i * d + c] * w;
+        }
+      });
+    }
+    const bool shared = c_.recipe->moe_shared_expert;
+    if (shared) {
+      const int64_t sff = c_.n_ff_shared;
+      const WeightMatrix* gate_up[2] = {&L.gate_shared, &L.up_shared};
+      float* outs[2] = {gate_.data(), up_.data()};
+      MatMulGroup(gate_up, outs, 2, xn_.data(), n);
+      pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) cpu::SwiGlu(&gate_[t * sff], &up_[t * sff], &gate_[t * sff], sff);
+      });
+      MatMul(L.down_shared, gate_.data(), n, moe_y_.data());
+      // Its gate, sigmoid(xn . w): the vector as a one-row F32 matrix.
+      WeightMatrix g;
+      g.name = "ffn_gate_inp_shexp";
+      g.type = TensorType::kF32;
+      g.data = reinterpret_cast<const uint8_t*>(L.shared_gate.data());
+      g.cols = d;
+      g.rows = 1;
+      g.row_bytes = static_cast<size_t>(d) * sizeof(float);
+      MatMul(g, xn_.data(), n, moe_shared_gate_.data());
+    }
+    pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const float* first = &moe_out_[static_cast<size_t>(t * k) * d];
+        float* x = &x_[t * d];
+        const float gate = shared ? 1.0f / (1.0f + std::exp(-moe_shared_gate_[t])) : 0.0f;
+        for (int64_t c = 0; c < d; ++c) {
+          float sum = first[c];
+          for (int64_t j = 1; j < k; ++j) sum += moe_out_[static_cast<size_t>(t * k + j) * d + c];
+          if (shared) sum += moe_y_[t * d + c] * gate;
+          x[c] += sum;
+        }
+      }
+    });
+  }
+
   // x_ += RMSNorm(in W) * norm for n rows (Gemma 2's post-norms), through xn_ (free by then: the
   // layer's normed input has been consumed by its projections).
   void MatMulPostNormAdd(const WeightMatrix& w, const float* in, const std::vector<float>& norm, int64_t n) {
@@ -456,6 +562,7 @@ class CpuExecutor : public ModelExecutor {
     });
   }
 
+  // y += W x (residual connection): each thread computes its rows for every token, then adds them.
   void MatMulAdd(const WeightMatrix& w, const float* x, int64_t n, float* y) {
     const size_t act_bytes = PrepareActivations(w.type, x, w.cols, n, w.cols);
     pool_.ParallelForDynamic(w.rows, RowPiece(w.rows), [&](int64_t r0, int64_t r1) {
@@ -472,6 +579,11 @@ class CpuExecutor : public ModelExecutor {
   ExecutorOptions options_;
   ThreadPool pool_;
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, rope_, residual_;
+  // kMoeFfn: router probabilities, each row's chosen experts and weights (k per row), the (row,
+  // rank) slots routed to the current expert, its gathered input and output rows, each slot's
+  // weighted output, the shared expert's gate per row.
+  std::vector<float> moe_probs_, moe_weights_, moe_x_, moe_y_, moe_out_, moe_shared_gate_;
+  std::vector<int32_t> moe_selected_, moe_slots_;
   std::vector<uint8_t> act_;
   std::vector<float> scratch_;
   size_t scratch_stride_ = 0;

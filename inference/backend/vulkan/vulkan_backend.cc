@@ -293,6 +293,7 @@ class VulkanExecutor : public ModelExecutor {
           case LayerOp::kAttnOutputPostNormAdd:
           case LayerOp::kGeGlu:
           case LayerOp::kFfnDownPostNormAdd:
+          case LayerOp::kMoeFfn:
             return absl::InternalError("forward: an op the Vulkan executor refused at creation");
         }
       }
@@ -354,8 +355,10 @@ class VulkanExecutor : public ModelExecutor {
   absl::Status Init(const std::vector<std::string>& selectors) {
     if (c_.n_head % c_.n_head_kv != 0) return absl::InvalidArgumentError("n_head is not a multiple of n_head_kv");
     for (const LayerOp op : c_.recipe->layer) {
-      if (op == LayerOp::kAttnOutputPostNormAdd || op == LayerOp::kGeGlu || op == LayerOp::kFfnDownPostNormAdd) {
+      if (op == LayerOp::kAttnOutputPostNormAdd || op == LayerOp::kGeGlu || op == LayerOp::kFfnDownPostNormAdd ||
+          op == LayerOp::kMoeFfn) {
         return absl::UnimplementedError(absl::StrCat("the Vulkan backend does not run ", c_.arch_name,
+                                                     c_.recipe->experts ? " mixture-of-experts" : "",
                                                      " models yet (its ", LayerOpName(op),
                                                      " op); run it on the CPU (models[].device: cpu)"));
       }

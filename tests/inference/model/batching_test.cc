@@ -99,7 +99,9 @@ INSTANTIATE_TEST_SUITE_P(Models, ForwardBatchTest,
                                                               "synth-llama-2L-256d-q8_0",
                                                               "arch/synth-qwen3-2L-256d-f32",
                                                               "arch/synth-phi3-2L-256d-q4_k_m",
-                                                              "arch/synth-gemma2-26L-64d-q4_k_m"),
+                                                              "arch/synth-gemma2-26L-64d-q4_k_m",
+                                                              "arch/synth-qwen2moe-2L-256d-e4k2-q4_k_m",
+                                                              "arch/synth-mixtral-2L-256d-e4k2-q8_0"),
                                             ::testing::Values(KvCacheType::kF32, KvCacheType::kF16)),
                          [](const auto& info) {
                            std::string n = std::get<0>(info.param) + "_" + KvCacheTypeName(std::get<1>(info.param));
@@ -209,7 +211,9 @@ INSTANTIATE_TEST_SUITE_P(Models, ForwardIsaTest,
                                            std::make_tuple("synth-llama-2L-256d-q8_0", KvCacheType::kF16),
                                            std::make_tuple("arch/synth-qwen3-2L-256d-f32", KvCacheType::kF16),
                                            std::make_tuple("arch/synth-phi3-2L-256d-q4_k_m", KvCacheType::kF16),
-                                           std::make_tuple("arch/synth-gemma2-26L-64d-f32", KvCacheType::kF16)),
+                                           std::make_tuple("arch/synth-gemma2-26L-64d-f32", KvCacheType::kF16),
+                                           std::make_tuple("arch/synth-qwen2moe-2L-256d-e4k2-q4_k_m", KvCacheType::kF16),
+                                           std::make_tuple("arch/synth-mixtral-2L-256d-e4k2-f32", KvCacheType::kF32)),
                          [](const auto& info) {
                            std::string n = std::get<0>(info.param) + "_" + KvCacheTypeName(std::get<1>(info.param));
                            std::replace_if(n.begin(), n.end(), [](char c) { return c == '-' || c == '/'; }, '_');
@@ -392,7 +396,8 @@ TEST_P(EngineBatchingTest, PreemptedSequencesRecomputeToTheSameTokens) {
 INSTANTIATE_TEST_SUITE_P(Models, EngineBatchingTest,
                          ::testing::Values("stories260K-f32", "stories260K-q8_0", "synth-llama-2L-256d-q4_k_m",
                                            "arch/synth-qwen3-2L-256d-f32", "arch/synth-phi3-2L-256d-q4_k_m",
-                                           "arch/synth-gemma2-26L-64d-q4_k_m"),
+                                           "arch/synth-gemma2-26L-64d-q4_k_m", "arch/synth-qwen2moe-2L-256d-e4k2-q4_k_m",
+                                           "arch/synth-mixtral-2L-256d-e4k2-q8_0"),
                          [](const auto& info) {
                            std::string n = info.param;
                            std::replace_if(n.begin(), n.end(), [](char c) { return c == '-' || c == '/'; }, '_');

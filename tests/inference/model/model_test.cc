@@ -302,7 +302,63 @@ TEST(ArchitectureTest, TheTableDescribesEachArchitecture) {
   EXPECT_FALSE(llama->scale_embeddings || llama->sliding_window_even_layers || llama->soft_caps);
   EXPECT_EQ(gemma2->rope, RopeStyle::kNeox);
   EXPECT_EQ(FindArchitecture("gpt2"), nullptr);
-  EXPECT_EQ(SupportedArchitectures(), "llama, qwen2, qwen3, phi3, gemma2");
+  // Mixtures of experts: their own rows, chosen by the file's expert count (a llama file with
+  // experts is Mixtral).
+  const ArchitectureRecipe* mixtral = FindArchitecture("llama", /*experts=*/true);
+  const ArchitectureRecipe* qwen2moe = FindArchitecture("qwen2moe", /*experts=*/true);
+  ASSERT_NE(mixtral, nullptr);
+  ASSERT_NE(qwen2moe, nullptr);
+  EXPECT_EQ(FindArchitecture("qwen2moe"), nullptr);
+  EXPECT_NE(mixtral, llama);
+  EXPECT_TRUE(has(mixtral, LayerOp::kMoeFfn) && has(qwen2moe, LayerOp::kMoeFfn));
+  EXPECT_FALSE(has(mixtral, LayerOp::kGateUpProject) || has(mixtral, LayerOp::kFfnDownAdd));
+  EXPECT_TRUE(mixtral->moe_norm_weights && !mixtral->moe_shared_expert);
+  EXPECT_TRUE(qwen2moe->moe_shared_expert && !qwen2moe->moe_norm_weights);
+  EXPECT_TRUE(has(qwen2moe, LayerOp::kQkvBias));
+  EXPECT_EQ(mixtral->rope, RopeStyle::kAdjacent);
+  EXPECT_EQ(qwen2moe->rope, RopeStyle::kNeox);
+  EXPECT_EQ(SupportedArchitectures(), "llama, qwen2, qwen3, phi3, gemma2, qwen2moe");
+}
+
+// The expert settings and tensors as the loader reads them, and what one decode step reads: the
+// chosen experts only (../shared/models/arch/README.md).
+TEST(ModelTest, MixtureOfExpertsSettingsAndDecodeBytes) {
+  for (const char* file : {"synth-qwen2moe-2L-256d-e4k2-q8_0", "synth-mixtral-2L-256d-e4k2-q8_0"}) {
+    SCOPED_TRACE(file);
+    const std::string path = testing::SharedPath(absl::StrCat("models/arch/", file, ".gguf"));
+    AIRLOCK_REQUIRE_SHARED_FILE(path);
+    auto model = Model::Load(path);
+    ASSERT_TRUE(model.ok()) << model.status();
+    const ModelConfig& c = (*model)->config();
+    const bool qwen = c.arch_name == "qwen2moe";
+    EXPECT_TRUE(c.recipe->experts);
+    EXPECT_EQ(c.n_expert, 4);
+    EXPECT_EQ(c.n_expert_used, 2);
+    EXPECT_EQ(c.n_ff_expert, 64);
+    EXPECT_EQ(c.n_ff_shared, qwen ? 128 : 0);
+    const LayerWeights& l = (*model)->layers()[1];
+    ASSERT_EQ(l.gate_exps.size(), 4u);
+    EXPECT_EQ(l.gate_exps[2].rows, 64);
+    EXPECT_EQ(l.down_exps[2].rows, 256);
+    EXPECT_EQ(l.gate_exps[1].data, l.gate_exps[0].data + 64 * l.gate_exps[0].row_bytes);  // views of one tensor
+    EXPECT_EQ(l.router.rows, 4);
+    EXPECT_EQ(l.shared_gate.size(), qwen ? 256u : 0u);
+    // A step reads 2 of the 4 experts of each layer.
+    size_t all = 0, one = 0;
+    for (const LayerWeights& layer : (*model)->layers()) {
+      for (size_t e = 0; e < layer.gate_exps.size(); ++e) {
+        const size_t bytes = layer.gate_exps[e].bytes() + layer.up_exps[e].bytes() + layer.down_exps[e].bytes();
+        all += bytes;
+        if (e == 0) one += bytes;
+      }
+    }
+    EXPECT_EQ(all, 4 * one);
+    // Everything in the file but the two unchosen experts per layer (and, untied, all but one row
+    // of the embedding).
+    const WeightMatrix& embd = (*model)->token_embd();
+    const size_t unread = 2 * one + (c.tied_embeddings ? 0 : embd.bytes() - embd.row_bytes);
+    EXPECT_EQ((*model)->decode_weight_bytes() + unread, (*model)->weight_bytes());
+  }
 }
 
 // gemma2's settings as the loader reads them from the synthetic file (../shared/models/arch/README.md).
