@@ -1,7 +1,6 @@
 // The Admin service: query, verify and export the audit log of the running daemon.
 #include "daemon/admin_service.h"
 
-#include <algorithm>
 #include <set>
 #include <tuple>
 #include <type_traits>
@@ -563,13 +562,7 @@ grpc::Status AdminService::ResetUsage(grpc::ServerContext* context, const airloc
 
 absl::Status ValidateCreateApiKey(const airlock::v1::CreateApiKeyRequest& request) {
   AIRLOCK_RETURN_IF_ERROR(ValidateIdentity(request.identity()));
-  if (request.label().size() > kMaxApiKeyLabelBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("label: ", request.label().size(),
-                                                   " bytes is more than the maximum of ", kMaxApiKeyLabelBytes));
-  }
-  if (!std::all_of(request.label().begin(), request.label().end(), [](char c) { return c >= 0x20 && c < 0x7F; })) {
-    return absl::InvalidArgumentError("label: only printable ASCII is allowed");
-  }
+  AIRLOCK_RETURN_IF_ERROR(CheckApiKeyLabel(request.label()));
   if (request.never_expires() == (request.expires_unix_seconds() != 0)) {
     return absl::InvalidArgumentError("give either expires_unix_seconds or never_expires");
   }
@@ -583,9 +576,7 @@ absl::Status ValidateListApiKeys(const airlock::v1::ListApiKeysRequest& request)
 }
 
 absl::Status ValidateRevokeApiKey(const airlock::v1::RevokeApiKeyRequest& request) {
-  const std::string& id = request.id();
-  if (id.size() != 16 ||
-      !std::all_of(id.begin(), id.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); })) {
+  if (!IsApiKeyId(request.id())) {
     return absl::InvalidArgumentError("id: expected 16 lowercase hex digits (airlockctl apikey list shows them)");
   }
   return absl::OkStatus();

@@ -5,8 +5,6 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
-#include <atomic>
-#include <cstring>
 #include <optional>
 #include <tuple>
 #include <utility>
@@ -17,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "audit/privacy.h"
 #include "auth/digest.h"
+#include "daemon/call_admission.h"
 #include "daemon/log.h"
 #include "inference/base/status.h"
 #include "nlohmann/json.hpp"
@@ -66,6 +65,19 @@ bool Live(const ApiKeyRecord& key, absl::Time now) {
 }
 
 }  // namespace
+
+bool IsApiKeyId(std::string_view id) { return id.size() == kIdHexDigits && IsLowerHex(id); }
+
+absl::Status CheckApiKeyLabel(std::string_view label) {
+  if (label.size() > kMaxApiKeyLabelBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("label: ", label.size(), " bytes is more than the maximum of ", kMaxApiKeyLabelBytes));
+  }
+  if (!std::all_of(label.begin(), label.end(), [](char c) { return c >= 0x20 && c < 0x7F; })) {
+    return absl::InvalidArgumentError("label: only printable ASCII is allowed");
+  }
+  return absl::OkStatus();
+}
 
 bool LooksLikeApiKey(std::string_view credential) { return credential.substr(0, kApiKeyPrefix.size()) == kApiKeyPrefix; }
 
@@ -134,7 +146,7 @@ absl::StatusOr<ApiKeyRecord> ApiKeyRegistry::Decode(std::string_view value) cons
   } catch (const nlohmann::json::exception&) {
     return absl::DataLossError("a field is missing or of the wrong type");
   }
-  if (r.id.size() != kIdHexDigits || !IsLowerHex(r.id)) return absl::DataLossError("malformed id");
+  if (!IsApiKeyId(r.id)) return absl::DataLossError("malformed id");
   return r;
 }
 
@@ -172,30 +184,16 @@ absl::Status ApiKeyRegistry::Save(const ApiKeyRecord& record) const {
   return db_->Write(&batch, /*sync=*/true);
 }
 
-std::string ApiKeyRegistry::NewId() {
-  unsigned char bytes[kIdHexDigits / 2];
-  if (RAND_bytes(bytes, sizeof(bytes)) != 1) {
-    // OpenSSL's DRBG cannot fail once seeded; a clock-based id still never repeats in one process.
-    static std::atomic<uint64_t> counter{0};
-    const uint64_t n = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())) + counter.fetch_add(1);
-    std::memcpy(bytes, &n, sizeof(bytes));
-  }
-  return auth::HexLower(std::string_view(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
-}
+// The first 64 of a request id's 128 random bits (its fallback, a counter, keeps them unique).
+std::string ApiKeyRegistry::NewId() { return NewRequestId().substr(0, kIdHexDigits); }
 
 absl::StatusOr<ApiKeyRegistry::Created> ApiKeyRegistry::Create(std::string_view id, std::string_view identity,
                                                                 std::string_view label,
                                                                 absl::Time expires, std::string_view created_by,
                                                                 absl::Time now) {
-  if (label.size() > kMaxApiKeyLabelBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("label: ", label.size(), " bytes is more than the maximum of ", kMaxApiKeyLabelBytes));
-  }
-  if (!std::all_of(label.begin(), label.end(), [](char c) { return c >= 0x20 && c < 0x7F; })) {
-    return absl::InvalidArgumentError("label: only printable ASCII is allowed");
-  }
+  AIRLOCK_RETURN_IF_ERROR(CheckApiKeyLabel(label));
   if (identity.empty()) return absl::InvalidArgumentError("identity: required");
-  if (id.size() != kIdHexDigits || !IsLowerHex(id)) return absl::InvalidArgumentError("id: not 16 lowercase hex digits");
+  if (!IsApiKeyId(id)) return absl::InvalidArgumentError("id: not 16 lowercase hex digits");
   if (expires != absl::InfiniteFuture() && expires <= now) {
     return absl::InvalidArgumentError("expires_unix_seconds: must be in the future");
   }

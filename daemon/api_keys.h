@@ -58,6 +58,12 @@ inline constexpr size_t kMaxApiKeyLabelBytes = 128;
 // How far ahead a key's expiry may be.
 inline constexpr absl::Duration kMaxApiKeyLifetime = absl::Hours(24 * 3653);
 
+// A key id: 16 lowercase hex digits.
+bool IsApiKeyId(std::string_view id);
+// OK, or INVALID_ARGUMENT naming the label's fault (longer than kMaxApiKeyLabelBytes, or not
+// printable ASCII): the Admin API's rule, and Create's.
+absl::Status CheckApiKeyLabel(std::string_view label);
+
 // Whether `credential` is meant as one of our keys (starts with kApiKeyPrefix). A bearer token that
 // is not is no API key: with a client certificate it is ignored (OpenAI clients always send one).
 bool LooksLikeApiKey(std::string_view credential);

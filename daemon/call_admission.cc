@@ -113,23 +113,24 @@ absl::StatusOr<CallInfo> AdmitCall(const CallOrigin& origin, std::string_view me
   const ApiKeyRegistry* keys = call.config->api_keys;
   const bool with_key = keys != nullptr && !origin.api_key.empty() &&
                         (LooksLikeApiKey(origin.api_key) || origin.client_cert_pem.empty());
+  // A call authenticated by a key alone is its user's, by the key.
+  const auto identity_of_key = [&call](const ApiKeyRecord& k) {
+    call.identity.name = auth::BoundedForRecord(k.identity, auth::kMaxIdentityNameBytes);
+    call.identity.subject = absl::StrCat("API key ", k.id);
+  };
   std::optional<ApiKeyRecord> key;
   if (with_key) {
     ApiKeyRecord refused_key;  // a revoked or expired key: the refusal is recorded under its user
     absl::StatusOr<ApiKeyRecord> authenticated = keys->Authenticate(origin.api_key, absl::Now(), &refused_key);
     if (!authenticated.ok()) {
       call.identity = auth::CertificateDetails(origin.client_cert_pem);
-      if (!refused_key.id.empty() && origin.client_cert_pem.empty()) {
-        call.identity.name = auth::BoundedForRecord(refused_key.identity, auth::kMaxIdentityNameBytes);
-        call.identity.subject = absl::StrCat("API key ", refused_key.id);
-      }
+      if (!refused_key.id.empty() && origin.client_cert_pem.empty()) identity_of_key(refused_key);
       return refuse(authenticated.status(), "api_key_refused");
     }
     key = *std::move(authenticated);
   }
   if (key.has_value() && origin.client_cert_pem.empty()) {
-    call.identity.name = auth::BoundedForRecord(key->identity, auth::kMaxIdentityNameBytes);
-    call.identity.subject = absl::StrCat("API key ", key->id);
+    identity_of_key(*key);
   } else {
     absl::StatusOr<auth::Identity> identity =
         auth::IdentityFromPeerCertificate(origin.client_cert_pem, call.config->identity_source);

@@ -61,10 +61,10 @@ class UnaryGeneration final : public grpc::ServerUnaryReactor {
         [this, name = model.name](absl::StatusOr<inference::GenerateResult> result, double queue_seconds) {
           Complete(name, result, queue_seconds);
         });
-    // A refusal (queue full, shutting down) ends the generation its begin record started: quota
-    // settled, the end record written.
+    // A refusal (queue full, shutting down) ends the generation as the queue's own refusals do
+    // (quota settled, the end record written).
     if (absl::Status submitted = model.queue->Submit(std::move(job)); !submitted.ok()) {
-      End(EndGeneration(*state_, submitted, 0));
+      Complete(model.name, submitted, 0);
     }
   }
 
@@ -125,10 +125,10 @@ class StreamGeneration final : public grpc::ServerWriteReactor<GenerateStreamRes
         [this, name = model.name](absl::StatusOr<inference::GenerateResult> result, double queue_seconds) {
           Complete(name, result, queue_seconds);
         });
-    // A refusal (queue full, shutting down) ends the generation its begin record started: quota
-    // settled, the end record written.
+    // A refusal (queue full, shutting down) ends the generation as the queue's own refusals do
+    // (quota settled, the end record written).
     if (absl::Status submitted = model.queue->Submit(std::move(job)); !submitted.ok()) {
-      End(EndGeneration(*state_, submitted, 0));
+      Complete(model.name, submitted, 0);
     }
   }
 

@@ -328,15 +328,9 @@ void HttpGeneration::Start(PreparedGeneration prepared) {
       [self](absl::StatusOr<inference::GenerateResult> result, double queue_seconds) {
         self->Done(result, queue_seconds);
       });
-  if (absl::Status submitted = model.queue->Submit(std::move(job)); !submitted.ok()) {
-    // The refusal ends the generation its begin record started (quota settled, end record).
-    submitted = EndGeneration(*state_, submitted, 0);
-    LogCallEnd(state_->call, submitted);
-    std::lock_guard<std::mutex> lock(mu_);
-    final_ = Final{submitted, "", airlock::v1::STOP_REASON_UNSPECIFIED, {}};
-    flush_posted_ = true;
-    server_->poster->Post([self] { self->Flush(); });
-  }
+  // A refusal (queue full, shutting down) ends the generation as the queue's own refusals do
+  // (quota settled, the end record written, the error reply).
+  if (absl::Status submitted = model.queue->Submit(std::move(job)); !submitted.ok()) Done(submitted, 0);
 }
 
 void HttpGeneration::AddPiece(const inference::GeneratedPiece& piece) {

@@ -1,9 +1,12 @@
 // Model loading: finds each tensor the architecture's recipe names and checks its shape and type.
 #include "inference/model/model.h"
 
+#include <algorithm>
 #include <cstring>
+#include <initializer_list>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "inference/base/fp16.h"
 #include "inference/base/status.h"
 
@@ -16,54 +19,36 @@ absl::StatusOr<const GgufTensorInfo*> Require(const GgufFile& f, const std::stri
   return t;
 }
 
-absl::StatusOr<WeightMatrix> Matrix(const GgufFile& f, const std::string& name, int64_t cols,
-                                    int64_t rows) {
+// A tensor of exactly `shape` as a matrix of shape[0] columns: [cols, rows] is one matrix; a 3-D
+// [cols, rows, depth] (one [cols, rows] matrix per expert along the last axis) is one matrix of
+// rows * depth rows, and Rows() views each expert's.
+absl::StatusOr<WeightMatrix> MatrixOfShape(const GgufFile& f, const std::string& name,
+                                           std::initializer_list<int64_t> shape) {
   AIRLOCK_ASSIGN_OR_RETURN(const GgufTensorInfo* t, Require(f, name));
-  if (t->shape.size() != 2 || t->shape[0] != cols || t->shape[1] != rows) {
-    std::string shape;
-    for (int64_t d : t->shape) absl::StrAppend(&shape, shape.empty() ? "" : ", ", d);
-    return absl::InvalidArgumentError(absl::StrCat("model: tensor '", name, "' has shape [", shape,
-                                                   "], expected [", cols, ", ", rows, "]"));
+  if (!std::equal(t->shape.begin(), t->shape.end(), shape.begin(), shape.end())) {
+    return absl::InvalidArgumentError(absl::StrCat("model: tensor '", name, "' has shape [",
+                                                   absl::StrJoin(t->shape, ", "), "], expected [",
+                                                   absl::StrJoin(shape, ", "), "]"));
   }
   const TensorTypeTraits& traits = Traits(t->type);
   if (!traits.computable) {
     return absl::UnimplementedError(absl::StrCat("model: tensor '", name, "' has type ", traits.name,
                                                  ", which this engine does not support"));
   }
+  const int64_t cols = *shape.begin();
   WeightMatrix m;
   m.name = name;
   m.type = t->type;
   m.data = t->data;
   m.cols = cols;
-  m.rows = rows;
+  m.rows = 1;
+  for (auto d = shape.begin() + 1; d != shape.end(); ++d) m.rows *= *d;
   m.row_bytes = *RowBytes(t->type, cols);
   return m;
 }
 
-// A 3-D tensor [cols, rows, depth] (one [cols, rows] matrix per expert along the last axis) as one
-// matrix of rows * depth rows; Rows() views each expert's.
-absl::StatusOr<WeightMatrix> Matrix3(const GgufFile& f, const std::string& name, int64_t cols, int64_t rows,
-                                     int64_t depth) {
-  AIRLOCK_ASSIGN_OR_RETURN(const GgufTensorInfo* t, Require(f, name));
-  if (t->shape.size() != 3 || t->shape[0] != cols || t->shape[1] != rows || t->shape[2] != depth) {
-    std::string shape;
-    for (int64_t d : t->shape) absl::StrAppend(&shape, shape.empty() ? "" : ", ", d);
-    return absl::InvalidArgumentError(absl::StrCat("model: tensor '", name, "' has shape [", shape, "], expected [",
-                                                   cols, ", ", rows, ", ", depth, "]"));
-  }
-  const TensorTypeTraits& traits = Traits(t->type);
-  if (!traits.computable) {
-    return absl::UnimplementedError(absl::StrCat("model: tensor '", name, "' has type ", traits.name,
-                                                 ", which this engine does not support"));
-  }
-  WeightMatrix m;
-  m.name = name;
-  m.type = t->type;
-  m.data = t->data;
-  m.cols = cols;
-  m.rows = rows * depth;
-  m.row_bytes = *RowBytes(t->type, cols);
-  return m;
+absl::StatusOr<WeightMatrix> Matrix(const GgufFile& f, const std::string& name, int64_t cols, int64_t rows) {
+  return MatrixOfShape(f, name, {cols, rows});
 }
 
 // 1-D float parameters (norms, biases) are small: copy them into float vectors whatever their type.
@@ -236,9 +221,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::FromGguf(std::unique_ptr<GgufFile>
         case LayerOp::kMoeFfn: {
           const int64_t ne = c.n_expert, ff = c.n_ff_expert;
           AIRLOCK_ASSIGN_OR_RETURN(l.router, Matrix(f, b + "ffn_gate_inp.weight", c.n_embd, ne));
-          AIRLOCK_ASSIGN_OR_RETURN(WeightMatrix gate, Matrix3(f, b + "ffn_gate_exps.weight", c.n_embd, ff, ne));
-          AIRLOCK_ASSIGN_OR_RETURN(WeightMatrix up, Matrix3(f, b + "ffn_up_exps.weight", c.n_embd, ff, ne));
-          AIRLOCK_ASSIGN_OR_RETURN(WeightMatrix down, Matrix3(f, b + "ffn_down_exps.weight", ff, c.n_embd, ne));
+          AIRLOCK_ASSIGN_OR_RETURN(WeightMatrix gate, MatrixOfShape(f, b + "ffn_gate_exps.weight", {c.n_embd, ff, ne}));
+          AIRLOCK_ASSIGN_OR_RETURN(WeightMatrix up, MatrixOfShape(f, b + "ffn_up_exps.weight", {c.n_embd, ff, ne}));
+          AIRLOCK_ASSIGN_OR_RETURN(WeightMatrix down, MatrixOfShape(f, b + "ffn_down_exps.weight", {ff, c.n_embd, ne}));
           for (int64_t e = 0; e < ne; ++e) {
             l.gate_exps.push_back(Rows(gate, e * ff, ff));
             l.up_exps.push_back(Rows(up, e * ff, ff));

@@ -236,16 +236,10 @@ class CpuExecutor : public ModelExecutor {
             MatMulGateUp(L, n);
             break;
           case LayerOp::kSwiGlu:
-            pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
-              const int64_t n_ff = c_.n_ff;
-              for (int64_t t = t0; t < t1; ++t) cpu::SwiGlu(&gate_[t * n_ff], &up_[t * n_ff], &gate_[t * n_ff], n_ff);
-            });
+            GluRows(cpu::SwiGlu, n, c_.n_ff);
             break;
           case LayerOp::kGeGlu:
-            pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
-              const int64_t n_ff = c_.n_ff;
-              for (int64_t t = t0; t < t1; ++t) cpu::GeGlu(&gate_[t * n_ff], &up_[t * n_ff], &gate_[t * n_ff], n_ff);
-            });
+            GluRows(cpu::GeGlu, n, c_.n_ff);
             break;
           case LayerOp::kFfnDownAdd:
             MatMulAdd(L.w_down, gate_.data(), n, x_.data());
@@ -454,6 +448,23 @@ class CpuExecutor : public ModelExecutor {
     });
   }
 
+  // gate_[t] = glu(gate_[t], up_[t]) for n rows of `width`.
+  void GluRows(void (*glu)(const float*, const float*, float*, int64_t), int64_t n, int64_t width) {
+    pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) glu(&gate_[t * width], &up_[t * width], &gate_[t * width], width);
+    });
+  }
+
+  // y = down(silu(x gate) * x up) for n rows of x, through gate_ and up_ (an expert's FFN).
+  void SwiGluFfn(const WeightMatrix& gate, const WeightMatrix& up, const WeightMatrix& down, const float* x, int64_t n,
+                 float* y) {
+    const WeightMatrix* gate_up[2] = {&gate, &up};
+    float* outs[2] = {gate_.data(), up_.data()};
+    MatMulGroup(gate_up, outs, 2, x, n);
+    GluRows(cpu::SwiGlu, n, gate.rows);
+    MatMul(down, gate_.data(), n, y);
+  }
+
   // A mixture of experts on the n rows of xn_, added to x_ (architecture.h, kMoeFfn), as llama.cpp
   // computes it: router softmax, the top k experts (highest first, ties to the lower index), their
   // probabilities as weights (divided by their sum, taken in double, with moe_norm_weights); each
@@ -462,7 +473,7 @@ class CpuExecutor : public ModelExecutor {
   // result does not depend on which other rows share its experts (every product row is computed
   // alone), so batching changes nothing.
   void MoeFfn(const LayerWeights& L, int64_t n) {
-    const int64_t d = c_.n_embd, ne = c_.n_expert, k = c_.n_expert_used, ff = c_.n_ff_expert;
+    const int64_t d = c_.n_embd, ne = c_.n_expert, k = c_.n_expert_used;
     MatMul(L.router, xn_.data(), n, moe_probs_.data());
     pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
@@ -496,13 +507,7 @@ class CpuExecutor : public ModelExecutor {
         ++m;
       }
       if (m == 0) continue;
-      const WeightMatrix* gate_up[2] = {&L.gate_exps[e], &L.up_exps[e]};
-      float* outs[2] = {gate_.data(), up_.data()};
-      MatMulGroup(gate_up, outs, 2, moe_x_.data(), m);
-      pool_.ParallelFor(m, 1, [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t) cpu::SwiGlu(&gate_[t * ff], &up_[t * ff], &gate_[t * ff], ff);
-      });
-      MatMul(L.down_exps[e], gate_.data(), m, moe_y_.data());
+      SwiGluFfn(L.gate_exps[e], L.up_exps[e], L.down_exps[e], moe_x_.data(), m, moe_y_.data());
       pool_.ParallelFor(m, 1, [&](int64_t i0, int64_t i1) {
         for (int64_t i = i0; i < i1; ++i) {
           const int32_t s = moe_slots_[i];
@@ -514,14 +519,7 @@ class CpuExecutor : public ModelExecutor {
     }
     const bool shared = c_.recipe->moe_shared_expert;
     if (shared) {
-      const int64_t sff = c_.n_ff_shared;
-      const WeightMatrix* gate_up[2] = {&L.gate_shared, &L.up_shared};
-      float* outs[2] = {gate_.data(), up_.data()};
-      MatMulGroup(gate_up, outs, 2, xn_.data(), n);
-      pool_.ParallelFor(n, 1, [&](int64_t t0, int64_t t1) {
-        for (int64_t t = t0; t < t1; ++t) cpu::SwiGlu(&gate_[t * sff], &up_[t * sff], &gate_[t * sff], sff);
-      });
-      MatMul(L.down_shared, gate_.data(), n, moe_y_.data());
+      SwiGluFfn(L.gate_shared, L.up_shared, L.down_shared, xn_.data(), n, moe_y_.data());
       // Its gate, sigmoid(xn . w): the vector as a one-row F32 matrix.
       WeightMatrix g;
       g.name = "ffn_gate_inp_shexp";
